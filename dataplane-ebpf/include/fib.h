@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Sending a translated packet on: next hop from the kernel's FIB and
+ * neighbour table. An unresolved neighbour is handed to the kernel, which
+ * resolves it and forwards the packet itself, so nothing is lost silently.
+ */
+#ifndef BALLAST_FIB_H
+#define BALLAST_FIB_H
+
+#include "counters.h"
+#include "csum.h"
+#include "parse.h"
+
+static __always_inline int ip_decrease_ttl(struct iphdr *ip)
+{
+	__u16 old = *(__u16 *)&ip->ttl;
+	ip->ttl--;
+	csum_replace2(&ip->check, old, *(__u16 *)&ip->ttl);
+	return ip->ttl;
+}
+
+/* Looks up the route towards `nexthop_dst` (the packet's destination, or the
+ * DR backend) and sends the frame. `routed`: the packet crossed an IP hop
+ * here (TTL goes down); DR only swaps MACs. */
+static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, __be32 nexthop_dst,
+				       int routed)
+{
+	struct iphdr *ip = ip_header(ctx, p);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if (!ip || OUT_OF_BOUNDS(eth, sizeof(*eth), end))
+		return drop(BALLAST_DROP_MALFORMED);
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = ip->protocol;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = nexthop_dst;
+	fib.ifindex = ctx->ingress_ifindex;
+
+	int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	/* DR keeps the VIP as destination: the kernel could not forward it. */
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH && !routed)
+		return drop(BALLAST_DROP_NO_NEIGH);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count_reason(BALLAST_PASS_NO_NEIGH);
+		return XDP_PASS;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return drop(BALLAST_DROP_UNROUTABLE);
+
+	if (routed)
+		ip_decrease_ttl(ip);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	/* A tagged frame goes back out on its own VLAN: XDP cannot push it to
+	 * the VLAN device the FIB names. */
+	if (fib.ifindex == ctx->ingress_ifindex || p->vlan) {
+		count_reason(BALLAST_TX);
+		return XDP_TX;
+	}
+	int act = bpf_redirect(fib.ifindex, 0);
+	if (act != XDP_REDIRECT)
+		return drop(BALLAST_DROP_REDIRECT);
+	count_reason(BALLAST_REDIRECTED);
+	return act;
+}
+
+#endif

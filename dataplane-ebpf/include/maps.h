@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the data plane. All are pinned by name under the agent's pin
+ * directory so that an agent restart adopts them: forwarding and conntrack
+ * survive the agent. The agent may resize some at load time (max_entries).
+ */
+#ifndef BALLAST_MAPS_H
+#define BALLAST_MAPS_H
+
+#include "common.h"
+
+/* (VIP, port, protocol) -> service. The agent flips an entry only after the
+ * service's backends and ring are written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BALLAST_MAX_SERVICES);
+	__type(key, struct svc_key);
+	__type(value, struct svc_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} services SEC(".maps");
+
+/* Every configured VIP address (fragments, ARP). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BALLAST_MAX_VIPS);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vips SEC(".maps");
+
+/* SNAT (local) addresses of this node: replies to them are reverse-translated
+ * and ARP for them is answered. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BALLAST_MAX_SNAT_ADDRS);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BALLAST_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backends SEC(".maps");
+
+/* All services' Maglev tables back to back; a service owns
+ * [ring_offset, ring_offset + ring_size). Mmapable so that the agent writes a
+ * 65537-slot table with one memcpy instead of 65537 syscalls. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BALLAST_RING_SLOTS_DEFAULT);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ring SEC(".maps");
+
+/* Client-side 5-tuple -> flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BALLAST_CT_ENTRIES);
+	__type(key, struct flow_key);
+	__type(value, struct ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack SEC(".maps");
+
+/* Backend-side 5-tuple (as the reply arrives) -> how to restore it. Its keys
+ * are the SNAT port reservations: an insert with BPF_NOEXIST claims one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BALLAST_CT_ENTRIES);
+	__type(key, struct flow_key);
+	__type(value, struct rev_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nat_reverse SEC(".maps");
+
+/* (service, client address) -> backend, for persistence. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BALLAST_PERSIST_ENTRIES);
+	__type(key, struct persist_key);
+	__type(value, struct persist_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} persist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dp_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BALLAST_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct traffic_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BALLAST_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct traffic_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BALLAST_REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} reasons SEC(".maps");
+
+#endif

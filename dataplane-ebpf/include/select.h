@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Backend selection for a new flow: the service's Maglev table indexed by a
+ * hash of the 5-tuple, or of the client address when the service is
+ * persistent (and then remembered in `persist`).
+ */
+#ifndef BALLAST_SELECT_H
+#define BALLAST_SELECT_H
+
+#include "hash.h"
+#include "maps.h"
+#include "parse.h"
+
+/* A backend that may take a new flow. */
+static __always_inline struct backend_value *backend_accepting(__u32 id)
+{
+	struct backend_value *b = bpf_map_lookup_elem(&backends, &id);
+	if (!b || !(b->flags & BALLAST_BACKEND_ACCEPTS))
+		return 0;
+	return b;
+}
+
+static __always_inline int ring_pick(const struct svc_value *svc, __u32 hash, __u32 *backend_id)
+{
+	if (svc->ring_size == 0)
+		return -1;
+	__u32 slot = svc->ring_offset + hash % svc->ring_size;
+	__u32 *id = bpf_map_lookup_elem(&ring, &slot);
+	if (!id)
+		return -1;
+	*backend_id = *id;
+	return 0;
+}
+
+/* Picks the backend for a new flow; 0 on success. */
+static __always_inline int select_backend(const struct svc_value *svc, const struct packet *p,
+					  __u64 now, __u32 *backend_id, struct backend_value **out)
+{
+	struct backend_value *b;
+
+	if (svc->persist_timeout_s == 0) {
+		if (ring_pick(svc, flow_hash(p), backend_id))
+			return -1;
+		b = backend_accepting(*backend_id);
+		if (!b)
+			return -1;
+		*out = b;
+		return 0;
+	}
+
+	struct persist_key pk = { .svc_id = svc->id, .client_addr = p->saddr };
+	struct persist_value *pv = bpf_map_lookup_elem(&persist, &pk);
+	if (pv && now - pv->last_seen_ns <= (__u64)svc->persist_timeout_s * NSEC_PER_SEC) {
+		b = backend_accepting(pv->backend_id);
+		if (b && b->gen == pv->backend_gen) {
+			*backend_id = pv->backend_id;
+			pv->last_seen_ns = now;
+			*out = b;
+			return 0;
+		}
+	}
+	if (ring_pick(svc, addr_hash(p->saddr), backend_id))
+		return -1;
+	b = backend_accepting(*backend_id);
+	if (!b)
+		return -1;
+	struct persist_value nv = { .last_seen_ns = now, .backend_id = *backend_id, .backend_gen = b->gen };
+	bpf_map_update_elem(&persist, &pk, &nv, BPF_ANY);
+	*out = b;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every struct and constant shared between the XDP program and the agent.
+ * The Rust mirror lives in node-agent/src/abi.rs; a test there checks sizes
+ * and offsets against the BTF of the compiled object, so change both together.
+ * All addresses and ports are in network byte order.
+ */
+#ifndef BALLAST_SHARED_H
+#define BALLAST_SHARED_H
+
+#include <linux/types.h>
+
+#define BALLAST_MAX_SERVICES 131072
+#define BALLAST_MAX_BACKENDS 262144
+#define BALLAST_MAX_SNAT_ADDRS 16
+#define BALLAST_MAX_VIPS 65536
+#define BALLAST_CT_ENTRIES 1048576
+#define BALLAST_PERSIST_ENTRIES 262144
+/* Default ring storage: 64 services at the default Maglev size 65537.
+ * The agent resizes the map at load time (--ring-slots). */
+#define BALLAST_RING_SLOTS_DEFAULT 4194368
+
+/* Forwarding modes (svc_value.mode). */
+#define BALLAST_MODE_FULLNAT 0
+#define BALLAST_MODE_DR 1
+#define BALLAST_MODE_NAT 2
+
+/* svc_value.flags */
+#define BALLAST_SVC_TOA (1 << 0)
+
+/* backend_value.flags */
+#define BALLAST_BACKEND_LIVE (1 << 0)    /* still configured: its flows keep going */
+#define BALLAST_BACKEND_ACCEPTS (1 << 1) /* weight > 0: may receive new flows */
+
+/* vips map value */
+#define BALLAST_VIP_ANNOUNCE (1 << 0)    /* answer ARP for it on this node */
+
+/* ct_value.state */
+#define BALLAST_CT_OPEN 0     /* SYN seen or UDP */
+#define BALLAST_CT_ESTABLISHED 1
+#define BALLAST_CT_CLOSING 2  /* FIN or RST seen */
+
+/* Verdict reasons counted per CPU in the `reasons` map (abi.rs says which are drops). */
+enum ballast_reason {
+	BALLAST_DROP_MALFORMED = 0,      /* to a VIP, headers truncated or inconsistent */
+	BALLAST_DROP_NO_BACKEND = 1,     /* service has no backend accepting new flows */
+	BALLAST_DROP_CT_FULL = 2,        /* conntrack insert failed */
+	BALLAST_DROP_SNAT_EXHAUSTED = 3, /* no free SNAT port after all probes */
+	BALLAST_DROP_FRAGMENT = 4,       /* IP fragment addressed to a VIP */
+	BALLAST_DROP_TTL = 5,            /* TTL would expire at the director */
+	BALLAST_DROP_UNROUTABLE = 6,     /* fib lookup: no route, blackhole, prohibited */
+	BALLAST_DROP_REDIRECT = 7,       /* bpf_redirect refused */
+	BALLAST_PASS_NO_NEIGH = 8,       /* translated, handed to the kernel to resolve the next hop */
+	BALLAST_PASS_MALFORMED = 9,      /* not for a VIP and unparseable: the kernel decides */
+	BALLAST_TOA_SKIPPED = 10,        /* TOA not inserted: IP options, no option room or headroom */
+	BALLAST_TX = 11,                 /* forwarded out of the ingress interface */
+	BALLAST_REDIRECTED = 12,         /* forwarded out of another interface */
+	BALLAST_ARP_REPLIED = 13,
+	BALLAST_ICMP_TRANSLATED = 14,
+	BALLAST_TOA_INSERTED = 15,
+	BALLAST_DROP_NO_NEIGH = 16,      /* DR: next hop unresolved (the agent keeps backends' neighbours managed) */
+	BALLAST_REASON_MAX = 17,
+};
+
+struct svc_key {
+	__be32 vip;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct svc_value {
+	__u32 id;             /* index into svc_stats */
+	__u32 ring_offset;    /* first slot of this service's Maglev table in `ring` */
+	__u32 ring_size;      /* prime; 0 means no live backend */
+	__u32 persist_timeout_s; /* >0: backend chosen by client address, remembered */
+	__u8 mode;
+	__u8 flags;
+	__u16 mss_max;        /* MSS clamp on SYN/SYN-ACK when TOA is on (host order) */
+};
+
+struct backend_value {
+	__be32 addr;
+	__be16 port;
+	__u8 flags;
+	__u8 pad;
+	__u32 gen;            /* bumped when the slot is reused: stale flows notice */
+	__u32 svc_id;
+};
+
+/* A packet's 5-tuple as it arrives. */
+struct flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Client-side flow: which backend, and the SNAT address/port (FullNAT). */
+struct ct_value {
+	__u64 last_seen_ns;
+	__u32 backend_id;
+	__u32 backend_gen;
+	__u32 svc_id;
+	__be32 snat_addr;
+	__be16 snat_port;
+	__u8 state;
+	__u8 mode;
+};
+
+/* Backend-side flow (FullNAT and NAT replies): how to put the reply back. */
+struct rev_value {
+	__u64 last_seen_ns;
+	__be32 client_addr;
+	__be32 vip;
+	__be16 client_port;
+	__be16 vport;
+	__u32 svc_id;
+	__u32 backend_id;
+	__u8 state;
+	__u8 mode;
+	__u8 flags;           /* the service's flags, for MSS clamp on SYN-ACK */
+	__u8 pad;
+	__u16 mss_max;
+	__u16 pad2;
+};
+
+struct persist_key {
+	__u32 svc_id;
+	__be32 client_addr;
+};
+
+struct persist_value {
+	__u64 last_seen_ns;
+	__u32 backend_id;
+	__u32 backend_gen;
+};
+
+/* Node-wide settings, one entry. */
+struct dp_config {
+	__u8 mac[6];          /* the attached interface's MAC, for ARP replies */
+	__u16 snat_port_min;  /* host order */
+	__u16 snat_port_max;  /* host order, inclusive */
+	__u16 n_snat_addrs;
+	__be32 snat_addrs[BALLAST_MAX_SNAT_ADDRS];
+	__u32 tcp_syn_timeout_s;
+	__u32 tcp_established_timeout_s;
+	__u32 tcp_closing_timeout_s;
+	__u32 udp_timeout_s;
+};
+
+/* Per service and per backend, per CPU. */
+struct traffic_counters {
+	__u64 packets;        /* client -> backend */
+	__u64 bytes;
+	__u64 new_flows;
+	__u64 reply_packets;  /* backend -> client through the director (FullNAT, NAT) */
+	__u64 reply_bytes;
+};
+
+#endif

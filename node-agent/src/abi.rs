@@ -1,0 +1,358 @@
+//! Rust mirrors of the structs in `dataplane-ebpf/include/shared.h`, the
+//! contract between the agent and the XDP program. `tests::layout_matches_c`
+//! compiles the header with the host C compiler and compares every size and
+//! offset, so a change on one side only fails the build's tests.
+#![allow(missing_docs)]
+
+use std::net::Ipv4Addr;
+
+/// The compiled XDP object, built by build.rs.
+pub static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ballast.bpf.o"));
+
+pub const MAX_SERVICES: u32 = 131_072;
+pub const MAX_BACKENDS: u32 = 262_144;
+pub const MAX_SNAT_ADDRS: usize = 16;
+pub const RING_SLOTS_DEFAULT: u32 = 4_194_368;
+
+pub const MODE_FULLNAT: u8 = 0;
+pub const MODE_DR: u8 = 1;
+pub const MODE_NAT: u8 = 2;
+pub const SVC_TOA: u8 = 1;
+pub const BACKEND_LIVE: u8 = 1;
+pub const BACKEND_ACCEPTS: u8 = 2;
+pub const VIP_ANNOUNCE: u32 = 1;
+
+pub const CT_OPEN: u8 = 0;
+pub const CT_ESTABLISHED: u8 = 1;
+pub const CT_CLOSING: u8 = 2;
+
+/// Indexes of the `reasons` counters; names as shown by `stats` and metrics.
+pub const REASONS: [(&str, bool); 17] = [
+    ("malformed", true),
+    ("no_backend", true),
+    ("conntrack_full", true),
+    ("snat_exhausted", true),
+    ("fragment", true),
+    ("ttl_expired", true),
+    ("unroutable", true),
+    ("redirect_failed", true),
+    ("pass_no_neighbour", false),
+    ("pass_malformed", false),
+    ("toa_skipped", false),
+    ("tx", false),
+    ("redirected", false),
+    ("arp_replied", false),
+    ("icmp_translated", false),
+    ("toa_inserted", false),
+    ("no_neighbour", true),
+];
+pub const REASON_MALFORMED: u32 = 0;
+pub const REASON_NO_BACKEND: u32 = 1;
+pub const REASON_SNAT_EXHAUSTED: u32 = 3;
+pub const REASON_FRAGMENT: u32 = 4;
+pub const REASON_PASS_NO_NEIGH: u32 = 8;
+pub const REASON_PASS_MALFORMED: u32 = 9;
+pub const REASON_TX: u32 = 11;
+pub const REASON_ARP_REPLIED: u32 = 13;
+pub const REASON_ICMP_TRANSLATED: u32 = 14;
+pub const REASON_TOA_INSERTED: u32 = 15;
+
+/// Converts an address to the `__be32` the program compares against.
+pub fn be_addr(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+pub fn addr_of_be(v: u32) -> Ipv4Addr {
+    Ipv4Addr::from(v.to_ne_bytes())
+}
+
+pub fn be_port(p: u16) -> u16 {
+    p.to_be()
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcKey {
+    pub vip: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvcValue {
+    pub id: u32,
+    pub ring_offset: u32,
+    pub ring_size: u32,
+    pub persist_timeout_s: u32,
+    pub mode: u8,
+    pub flags: u8,
+    pub mss_max: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendValue {
+    pub addr: u32,
+    pub port: u16,
+    pub flags: u8,
+    pub pad: u8,
+    pub gen_: u32,
+    pub svc_id: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    pub last_seen_ns: u64,
+    pub backend_id: u32,
+    pub backend_gen: u32,
+    pub svc_id: u32,
+    pub snat_addr: u32,
+    pub snat_port: u16,
+    pub state: u8,
+    pub mode: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevValue {
+    pub last_seen_ns: u64,
+    pub client_addr: u32,
+    pub vip: u32,
+    pub client_port: u16,
+    pub vport: u16,
+    pub svc_id: u32,
+    pub backend_id: u32,
+    pub state: u8,
+    pub mode: u8,
+    pub flags: u8,
+    pub pad: u8,
+    pub mss_max: u16,
+    pub pad2: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistKey {
+    pub svc_id: u32,
+    pub client_addr: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistValue {
+    pub last_seen_ns: u64,
+    pub backend_id: u32,
+    pub backend_gen: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DpConfig {
+    pub mac: [u8; 6],
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    pub n_snat_addrs: u16,
+    pub snat_addrs: [u32; MAX_SNAT_ADDRS],
+    pub tcp_syn_timeout_s: u32,
+    pub tcp_established_timeout_s: u32,
+    pub tcp_closing_timeout_s: u32,
+    pub udp_timeout_s: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+}
+
+impl TrafficCounters {
+    pub fn add(&mut self, o: &TrafficCounters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_flows += o.new_flows;
+        self.reply_packets += o.reply_packets;
+        self.reply_bytes += o.reply_bytes;
+    }
+}
+
+// SAFETY: plain-old-data `#[repr(C)]` structs with no padding the kernel
+// could read uninitialised (explicit pad fields), valid for any bit pattern.
+unsafe impl aya::Pod for SvcKey {}
+unsafe impl aya::Pod for SvcValue {}
+unsafe impl aya::Pod for BackendValue {}
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for CtValue {}
+unsafe impl aya::Pod for RevValue {}
+unsafe impl aya::Pod for PersistKey {}
+unsafe impl aya::Pod for PersistValue {}
+unsafe impl aya::Pod for DpConfig {}
+unsafe impl aya::Pod for TrafficCounters {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+    use std::process::Command;
+
+    /// (C expression, Rust value) pairs; the C side prints the same list.
+    fn rust_layout() -> Vec<(String, usize)> {
+        macro_rules! s {
+            ($c:literal, $t:ty, [$($f:ident),*]) => {{
+                let mut v = vec![(format!("sizeof(struct {})", $c), size_of::<$t>())];
+                $( v.push((format!("offsetof(struct {}, {})", $c, stringify!($f).trim_end_matches('_')), offset_of!($t, $f))); )*
+                v
+            }};
+        }
+        [
+            s!("svc_key", SvcKey, [vip, port, proto]),
+            s!(
+                "svc_value",
+                SvcValue,
+                [
+                    id,
+                    ring_offset,
+                    ring_size,
+                    persist_timeout_s,
+                    mode,
+                    flags,
+                    mss_max
+                ]
+            ),
+            s!(
+                "backend_value",
+                BackendValue,
+                [addr, port, flags, gen_, svc_id]
+            ),
+            s!("flow_key", FlowKey, [saddr, daddr, sport, dport, proto]),
+            s!(
+                "ct_value",
+                CtValue,
+                [
+                    last_seen_ns,
+                    backend_id,
+                    backend_gen,
+                    svc_id,
+                    snat_addr,
+                    snat_port,
+                    state,
+                    mode
+                ]
+            ),
+            s!(
+                "rev_value",
+                RevValue,
+                [
+                    last_seen_ns,
+                    client_addr,
+                    vip,
+                    client_port,
+                    vport,
+                    svc_id,
+                    backend_id,
+                    state,
+                    mode,
+                    flags,
+                    mss_max
+                ]
+            ),
+            s!("persist_key", PersistKey, [svc_id, client_addr]),
+            s!(
+                "persist_value",
+                PersistValue,
+                [last_seen_ns, backend_id, backend_gen]
+            ),
+            s!(
+                "dp_config",
+                DpConfig,
+                [
+                    mac,
+                    snat_port_min,
+                    snat_port_max,
+                    n_snat_addrs,
+                    snat_addrs,
+                    tcp_syn_timeout_s,
+                    tcp_established_timeout_s,
+                    tcp_closing_timeout_s,
+                    udp_timeout_s
+                ]
+            ),
+            s!(
+                "traffic_counters",
+                TrafficCounters,
+                [packets, bytes, new_flows, reply_packets, reply_bytes]
+            ),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn layout_matches_c() {
+        let layout = rust_layout();
+        let dir = std::env::temp_dir().join(format!("ballast-abi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../dataplane-ebpf/include");
+        let mut src = String::from(
+            "#include <stdio.h>\n#include <stddef.h>\n#include \"shared.h\"\nint main(void){\n",
+        );
+        for (expr, _) in &layout {
+            src.push_str(&format!("printf(\"%zu\\n\", (size_t){expr});\n"));
+        }
+        src.push_str("return 0;}\n");
+        std::fs::write(dir.join("layout.c"), src).unwrap();
+        let bin = dir.join("layout");
+        let cc = Command::new("cc")
+            .arg("-I")
+            .arg(include)
+            .arg(dir.join("layout.c"))
+            .arg("-o")
+            .arg(&bin)
+            .output()
+            .expect("a host C compiler (cc) is needed for the ABI test");
+        assert!(
+            cc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cc.stderr)
+        );
+        let out = Command::new(&bin).output().unwrap();
+        let c_values: Vec<usize> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(c_values.len(), layout.len());
+        for ((expr, rust), c) in layout.iter().zip(c_values) {
+            assert_eq!(*rust, c, "{expr}: Rust {rust}, C {c}");
+        }
+    }
+
+    #[test]
+    fn reason_table_matches_header() {
+        let header = include_str!("../../dataplane-ebpf/include/shared.h");
+        let max: usize = header
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("BALLAST_REASON_MAX = "))
+            .and_then(|v| v.trim_end_matches(',').parse().ok())
+            .expect("BALLAST_REASON_MAX in shared.h");
+        assert_eq!(REASONS.len(), max);
+    }
+}

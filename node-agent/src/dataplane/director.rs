@@ -1,0 +1,189 @@
+//! The data plane as the rest of the agent uses it: open (or adopt) it,
+//! set the node's settings, and converge it on a set of desired services.
+use std::net::Ipv4Addr;
+
+use tracing::warn;
+
+use crate::abi::{self, DpConfig};
+use crate::dataplane::loader::{Dataplane, DataplaneError, LoadOptions};
+use crate::dataplane::neighbours::NeighbourKeeper;
+use crate::dataplane::plan::{self, DesiredService, PlanError, PlanLimits, Programmed};
+use crate::dataplane::ring_alloc::RingAllocator;
+use crate::maglev;
+
+/// Node-wide data plane settings.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// MAC of the attached interface (ARP replies).
+    pub mac: [u8; 6],
+    pub snat_addrs: Vec<Ipv4Addr>,
+    pub snat_ports: (u16, u16),
+    pub tcp_syn_timeout_s: u32,
+    pub tcp_established_timeout_s: u32,
+    pub tcp_closing_timeout_s: u32,
+    pub udp_timeout_s: u32,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        // IPVS's defaults: 15 min established, 2 min FIN_WAIT, 5 min UDP.
+        Self {
+            mac: [0; 6],
+            snat_addrs: Vec::new(),
+            snat_ports: (10_000, 65_000),
+            tcp_syn_timeout_s: 60,
+            tcp_established_timeout_s: 900,
+            tcp_closing_timeout_s: 10,
+            udp_timeout_s: 300,
+        }
+    }
+}
+
+impl NodeSettings {
+    pub fn to_config(&self) -> Result<DpConfig, String> {
+        if self.snat_addrs.len() > abi::MAX_SNAT_ADDRS {
+            return Err(format!(
+                "at most {} SNAT addresses, got {}",
+                abi::MAX_SNAT_ADDRS,
+                self.snat_addrs.len()
+            ));
+        }
+        if self.snat_ports.0 == 0 || self.snat_ports.1 < self.snat_ports.0 {
+            return Err(format!(
+                "SNAT port range {}-{} is empty or starts at 0",
+                self.snat_ports.0, self.snat_ports.1
+            ));
+        }
+        let mut c = DpConfig {
+            mac: self.mac,
+            snat_port_min: self.snat_ports.0,
+            snat_port_max: self.snat_ports.1,
+            n_snat_addrs: self.snat_addrs.len() as u16,
+            tcp_syn_timeout_s: self.tcp_syn_timeout_s,
+            tcp_established_timeout_s: self.tcp_established_timeout_s,
+            tcp_closing_timeout_s: self.tcp_closing_timeout_s,
+            udp_timeout_s: self.udp_timeout_s,
+            ..Default::default()
+        };
+        for (i, a) in self.snat_addrs.iter().enumerate() {
+            c.snat_addrs[i] = abi::be_addr(*a);
+        }
+        Ok(c)
+    }
+}
+
+pub struct Director {
+    pub dp: Dataplane,
+    programmed: Programmed,
+    ring: RingAllocator,
+    maglev_size: u32,
+    next_gen: u32,
+    neighbours: Option<NeighbourKeeper>,
+}
+
+impl Director {
+    /// Loads (or adopts) the data plane and rebuilds its bookkeeping from
+    /// what the pinned maps hold, so that a restart does not disturb flows.
+    pub fn open(
+        opts: &LoadOptions,
+        settings: &NodeSettings,
+        maglev_size: u32,
+    ) -> Result<Self, DirectorError> {
+        if !maglev::is_prime(maglev_size) {
+            return Err(DirectorError::Settings(format!(
+                "Maglev table size {maglev_size} is not prime"
+            )));
+        }
+        let mut dp = Dataplane::open(opts)?;
+        let cfg = settings.to_config().map_err(DirectorError::Settings)?;
+        dp.maps.write_config(&cfg)?;
+        let programmed = dp.maps.read_programmed()?;
+        let ring = RingAllocator::with_used(
+            dp.maps.ring_slots(),
+            programmed
+                .services
+                .values()
+                .map(|v| (v.ring_offset, v.ring_size)),
+        );
+        // Generations only need to differ from those stale flows hold:
+        // seeding from the clock makes a restarted agent's new ones differ.
+        let next_gen = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u32)
+            .unwrap_or(1);
+        let neighbours = opts
+            .interface
+            .clone()
+            .map(|i| NeighbourKeeper::new(i, opts.netns.clone()));
+        Ok(Self {
+            dp,
+            programmed,
+            ring,
+            maglev_size,
+            next_gen,
+            neighbours,
+        })
+    }
+
+    pub fn programmed(&self) -> &Programmed {
+        &self.programmed
+    }
+
+    /// Converges the maps on `desired`. Services that cannot be programmed
+    /// are returned as errors and keep what they had; the others go on.
+    pub fn apply(&mut self, desired: &[DesiredService]) -> Result<Vec<PlanError>, DirectorError> {
+        let limits = PlanLimits {
+            maglev_size: self.maglev_size,
+            max_services: abi::MAX_SERVICES,
+            max_backends: abi::MAX_BACKENDS,
+        };
+        let mut ring = self.ring.clone();
+        let mut gen_counter = self.next_gen;
+        let planned = plan::plan(&self.programmed, desired, &mut ring, &limits, &mut || {
+            gen_counter = gen_counter.wrapping_add(1).max(1);
+            gen_counter
+        });
+        // Counters of reused slots start from zero.
+        let new_svc_ids: Vec<u32> = planned
+            .writes
+            .services
+            .iter()
+            .filter(|(k, _)| !self.programmed.services.contains_key(k))
+            .map(|(_, v)| v.id)
+            .collect();
+        let new_backend_ids: Vec<u32> = planned
+            .writes
+            .backends
+            .iter()
+            .filter(|(id, _)| !self.programmed.backends.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(n) = &mut self.neighbours {
+            n.ensure(
+                desired
+                    .iter()
+                    .flat_map(|d| d.backends.iter().map(|b| b.addr)),
+            );
+        }
+        self.dp.maps.reset_counters("svc_stats", &new_svc_ids)?;
+        self.dp
+            .maps
+            .reset_counters("backend_stats", &new_backend_ids)?;
+        self.dp.maps.apply(&planned.writes)?;
+        self.programmed = planned.next;
+        self.ring = ring;
+        self.next_gen = gen_counter;
+        for e in &planned.errors {
+            warn!(error = %e, "service not programmed");
+        }
+        Ok(planned.errors)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectorError {
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("invalid node settings: {0}")]
+    Settings(String),
+}

@@ -1,0 +1,271 @@
+//! Loading the XDP object with its maps pinned, and attaching it to an
+//! interface through a pinned bpf_link, so that the agent can stop, crash or
+//! be upgraded while forwarding and conntrack go on. A new agent adopts the
+//! pinned maps by name and swaps its program into the pinned link atomically.
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use tracing::{info, warn};
+
+use crate::abi;
+use crate::dataplane::maps::Maps;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("cannot mount bpffs on {path}: {source}")]
+    MountBpffs {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot load the XDP object (pinned maps in {pin_dir} may come from an incompatible version: run `ballast-agent cleanup --interface IF`): {source}"
+    )]
+    Load {
+        pin_dir: PathBuf,
+        source: Box<aya::EbpfError>,
+    },
+    #[error("the XDP object has no program {0}")]
+    NoProgram(&'static str),
+    #[error("XDP program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("interface {interface}: cannot attach XDP in {mode} mode: {source}")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("pinned link {path}: {reason}")]
+    Link { path: PathBuf, reason: String },
+    #[error("map {map}: {reason}")]
+    Map { map: &'static str, reason: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum XdpAttachMode {
+    /// Native (driver) mode, generic as a fallback with a warning.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// None: load and pin but do not attach (packet tests, benchmarks).
+    pub interface: Option<String>,
+    pub pin_dir: PathBuf,
+    pub ring_slots: u32,
+    pub conntrack_entries: Option<u32>,
+    pub mode: XdpAttachMode,
+    /// Named network namespace the interface lives in, when it is not the
+    /// agent's own (tests and the demo); used for neighbour management.
+    pub netns: Option<String>,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pub maps: Maps,
+    pub pin_dir: PathBuf,
+    /// The mode the program ended up attached in, if attached.
+    pub attached_mode: Option<&'static str>,
+}
+
+const PROGRAM: &str = "ballast_xdp";
+const LINK_PIN: &str = "link";
+
+/// Mounts bpffs on /sys/fs/bpf unless something is mounted there already.
+pub fn ensure_bpffs() -> Result<(), DataplaneError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let root = super::BPFFS_ROOT;
+    let path = std::ffi::CString::new(root).expect("no NUL");
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fstype = std::ffi::CString::new("bpf").expect("no NUL");
+    // SAFETY: valid C strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(DataplaneError::MountBpffs {
+            path: root.into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    info!(path = root, "mounted bpffs");
+    Ok(())
+}
+
+impl Dataplane {
+    pub fn open(opts: &LoadOptions) -> Result<Self, DataplaneError> {
+        ensure_bpffs()?;
+        std::fs::create_dir_all(&opts.pin_dir).map_err(|source| DataplaneError::PinDir {
+            path: opts.pin_dir.clone(),
+            source,
+        })?;
+        let mut loader = EbpfLoader::new();
+        loader
+            .default_map_pin_directory(&opts.pin_dir)
+            .map_max_entries("ring", opts.ring_slots);
+        if let Some(ct) = opts.conntrack_entries {
+            loader
+                .map_max_entries("conntrack", ct)
+                .map_max_entries("nat_reverse", ct);
+        }
+        let mut ebpf = loader
+            .load(abi::BPF_OBJECT)
+            .map_err(|e| DataplaneError::Load {
+                pin_dir: opts.pin_dir.clone(),
+                source: Box::new(e),
+            })?;
+        let maps = Maps::take(&mut ebpf)?;
+        let mut dp = Dataplane {
+            ebpf,
+            maps,
+            pin_dir: opts.pin_dir.clone(),
+            attached_mode: None,
+        };
+        dp.load_program(PROGRAM)?;
+        if let Some(ifname) = &opts.interface {
+            dp.attach(ifname, opts.mode)?;
+        }
+        Ok(dp)
+    }
+
+    fn load_program(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram(name))?
+            .try_into()
+            .map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        }
+        Ok(prog)
+    }
+
+    /// The loaded director program (tests run packets through it).
+    pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        self.load_program(PROGRAM)
+    }
+
+    /// Another program of the object, loaded on demand (`xdp_pass`, `xdp_floor`).
+    pub fn aux_program(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
+        self.load_program(name)
+    }
+
+    fn attach(&mut self, ifname: &str, mode: XdpAttachMode) -> Result<(), DataplaneError> {
+        let link_path = self.pin_dir.join(LINK_PIN);
+        let prog = self.load_program(PROGRAM)?;
+        if link_path.exists() {
+            // Adopt: swap our program into the pinned link; the link (and so
+            // the attachment) never goes away.
+            let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Link {
+                path: link_path.clone(),
+                reason: e.to_string(),
+            })?;
+            let xdp_link =
+                aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
+                    DataplaneError::Link {
+                        path: link_path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            prog.attach_to_link(xdp_link)
+                .map_err(|e| DataplaneError::Link {
+                    path: link_path.clone(),
+                    reason: e.to_string(),
+                })?;
+            info!(interface = ifname, link = %link_path.display(), "adopted pinned XDP link, program replaced atomically");
+            self.attached_mode = Some("adopted");
+            return Ok(());
+        }
+        let attempts: &[(XdpMode, &'static str)] = match mode {
+            XdpAttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+            XdpAttachMode::Native => &[(XdpMode::Driver, "native")],
+            XdpAttachMode::Generic => &[(XdpMode::Skb, "generic")],
+        };
+        let mut last_err = None;
+        for (i, (m, name)) in attempts.iter().enumerate() {
+            match prog.attach(ifname, *m) {
+                Ok(id) => {
+                    if i > 0 {
+                        warn!(
+                            interface = ifname,
+                            "native XDP unavailable, attached in generic (skb) mode: expect much lower performance"
+                        );
+                    }
+                    let link = prog.take_link(id).map_err(|e| DataplaneError::Program {
+                        name: PROGRAM,
+                        source: Box::new(e),
+                    })?;
+                    let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
+                        path: link_path.clone(),
+                        reason: format!("attachment is not a bpf_link, cannot pin it: {e}"),
+                    })?;
+                    fd_link.pin(&link_path).map_err(|e| DataplaneError::Link {
+                        path: link_path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    info!(
+                        interface = ifname,
+                        mode = name,
+                        "attached XDP program, link pinned"
+                    );
+                    self.attached_mode = Some(name);
+                    return Ok(());
+                }
+                Err(e) => last_err = Some((name, e)),
+            }
+        }
+        let (name, e) = last_err.expect("at least one attempt");
+        Err(DataplaneError::Attach {
+            interface: ifname.into(),
+            mode: name,
+            source: Box::new(e),
+        })
+    }
+}
+
+/// Removes the pinned link (detaching the program) and every pinned map.
+pub fn cleanup(pin_dir: &Path) -> std::io::Result<bool> {
+    if !pin_dir.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_dir_all(pin_dir)?;
+    Ok(true)
+}
+
+/// File descriptor helper for callers that need the raw map (mmap).
+pub fn fd_of(map: &aya::maps::Map) -> Option<std::os::fd::BorrowedFd<'_>> {
+    match map {
+        aya::maps::Map::Array(d) => Some(d.fd().as_fd()),
+        _ => None,
+    }
+}

@@ -1,0 +1,354 @@
+//! Typed access to the data plane's maps: applying planned writes in order,
+//! reading the programmed state back (adoption after a restart), the node
+//! config, counters, and the mmapped Maglev ring.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use tracing::debug;
+
+use crate::abi::{self, BackendValue, DpConfig, SvcKey, SvcValue, TrafficCounters};
+use crate::dataplane::loader::DataplaneError;
+use crate::dataplane::plan::{MapWrites, Programmed};
+
+const MAP_NAMES: [&str; 12] = [
+    "services",
+    "vips",
+    "local_addrs",
+    "backends",
+    "ring",
+    "conntrack",
+    "nat_reverse",
+    "persist",
+    "config",
+    "svc_stats",
+    "backend_stats",
+    "reasons",
+];
+
+/// The user-space end of the mmapped `ring` array. Array maps lay values
+/// out in 8-byte aligned elements, so each u32 backend id sits in a u64.
+struct RingMmap {
+    ptr: *mut u64,
+    slots: u32,
+}
+
+// SAFETY: the mapping is owned by this struct and only written through &mut.
+unsafe impl Send for RingMmap {}
+
+impl RingMmap {
+    fn new(map: &Map) -> Result<Self, DataplaneError> {
+        let err = |reason: String| DataplaneError::Map {
+            map: "ring",
+            reason,
+        };
+        let Map::Array(data) = map else {
+            return Err(err("not an array".into()));
+        };
+        let slots = data.info().map_err(|e| err(e.to_string()))?.max_entries();
+        let len = slots as usize * 8;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(data.fd()));
+        // SAFETY: mapping a BPF_F_MMAPABLE array of `len` bytes, shared so
+        // that the program sees our writes.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(err(format!("mmap: {}", std::io::Error::last_os_error())));
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            slots,
+        })
+    }
+
+    fn write(&mut self, offset: u32, ids: &[u32]) -> Result<(), DataplaneError> {
+        if offset as u64 + ids.len() as u64 > self.slots as u64 {
+            return Err(DataplaneError::Map {
+                map: "ring",
+                reason: format!("region {offset}+{} out of range", ids.len()),
+            });
+        }
+        // SAFETY: in bounds (checked above); the program only reads.
+        let region =
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset as usize), ids.len()) };
+        for (slot, id) in region.iter_mut().zip(ids) {
+            *slot = *id as u64;
+        }
+        // Order the table before the service entry that publishes it (the
+        // bpf() syscall that follows is a full barrier as well).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read(&self, offset: u32, len: u32) -> Vec<u32> {
+        let end = (offset as u64 + len as u64).min(self.slots as u64) as u32;
+        // SAFETY: clamped to the mapping.
+        let region = unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.add(offset as usize),
+                (end - offset.min(end)) as usize,
+            )
+        };
+        region.iter().map(|&v| v as u32).collect()
+    }
+}
+
+impl Drop for RingMmap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new().
+        unsafe { libc::munmap(self.ptr.cast(), self.slots as usize * 8) };
+    }
+}
+
+pub struct Maps {
+    maps: BTreeMap<&'static str, Map>,
+    ring: RingMmap,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |e| DataplaneError::Map {
+        map,
+        reason: e.to_string(),
+    }
+}
+
+impl Maps {
+    pub(crate) fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
+        let mut maps = BTreeMap::new();
+        for name in MAP_NAMES {
+            let m = ebpf.take_map(name).ok_or(DataplaneError::Map {
+                map: name,
+                reason: "missing in object".into(),
+            })?;
+            maps.insert(name, m);
+        }
+        let ring = RingMmap::new(&maps["ring"])?;
+        Ok(Self { maps, ring })
+    }
+
+    /// Opens the maps pinned under `pin_dir` without loading anything
+    /// (`stats`, `cleanup`).
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        let mut maps = BTreeMap::new();
+        for name in MAP_NAMES {
+            let data = MapData::from_pin(pin_dir.join(name)).map_err(map_err(name))?;
+            let m = Map::from_map_data(data).map_err(map_err(name))?;
+            maps.insert(name, m);
+        }
+        let ring = RingMmap::new(&maps["ring"])?;
+        Ok(Self { maps, ring })
+    }
+
+    fn get(&mut self, name: &'static str) -> &mut Map {
+        self.maps.get_mut(name).expect("all maps taken at open")
+    }
+
+    fn get_ref(&self, name: &'static str) -> &Map {
+        self.maps.get(name).expect("all maps taken at open")
+    }
+
+    pub fn ring_slots(&self) -> u32 {
+        self.ring.slots
+    }
+
+    pub fn ring_read(&self, offset: u32, len: u32) -> Vec<u32> {
+        self.ring.read(offset, len)
+    }
+
+    pub fn write_config(&mut self, cfg: &DpConfig) -> Result<(), DataplaneError> {
+        let mut a: Array<_, DpConfig> =
+            Array::try_from(self.get("config")).map_err(map_err("config"))?;
+        a.set(0, cfg, 0).map_err(map_err("config"))?;
+        let wanted: Vec<u32> = cfg.snat_addrs[..cfg.n_snat_addrs as usize].to_vec();
+        let mut h: HashMap<_, u32, u32> =
+            HashMap::try_from(self.get("local_addrs")).map_err(map_err("local_addrs"))?;
+        let stale: Vec<u32> = h
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in stale {
+            h.remove(&k).map_err(map_err("local_addrs"))?;
+        }
+        for (i, a) in wanted.iter().enumerate() {
+            h.insert(a, i as u32, 0).map_err(map_err("local_addrs"))?;
+        }
+        Ok(())
+    }
+
+    pub fn read_config(&self) -> Result<DpConfig, DataplaneError> {
+        let a: Array<_, DpConfig> =
+            Array::try_from(self.get_ref("config")).map_err(map_err("config"))?;
+        a.get(&0, 0).map_err(map_err("config"))
+    }
+
+    /// Reads what the maps hold: services, live backends and VIPs.
+    pub fn read_programmed(&self) -> Result<Programmed, DataplaneError> {
+        let svcs: HashMap<_, SvcKey, SvcValue> =
+            HashMap::try_from(self.get_ref("services")).map_err(map_err("services"))?;
+        let services: BTreeMap<SvcKey, SvcValue> = svcs.iter().filter_map(Result::ok).collect();
+        let vips_map: HashMap<_, u32, u32> =
+            HashMap::try_from(self.get_ref("vips")).map_err(map_err("vips"))?;
+        let vips = vips_map.iter().filter_map(Result::ok).collect();
+        let mut backends = BTreeMap::new();
+        // Drained backends are in no ring, so the array itself is the record:
+        // one scan at start-up.
+        let arr: Array<_, BackendValue> =
+            Array::try_from(self.get_ref("backends")).map_err(map_err("backends"))?;
+        let ids: std::collections::BTreeSet<u32> = services.values().map(|v| v.id).collect();
+        for i in 0..arr.len() {
+            let Ok(b) = arr.get(&i, 0) else { continue };
+            if b.flags & abi::BACKEND_LIVE != 0 && ids.contains(&b.svc_id) {
+                backends.insert(i, b);
+            }
+        }
+        Ok(Programmed {
+            services,
+            backends,
+            vips,
+            ring_inputs: BTreeMap::new(),
+        })
+    }
+
+    /// Applies writes in the order that never leaves a VIP without backends.
+    pub fn apply(&mut self, w: &MapWrites) -> Result<(), DataplaneError> {
+        {
+            let mut arr: Array<_, BackendValue> =
+                Array::try_from(self.get("backends")).map_err(map_err("backends"))?;
+            for (id, b) in &w.backends {
+                arr.set(*id, b, 0).map_err(map_err("backends"))?;
+            }
+        }
+        for (off, ids) in &w.rings {
+            self.ring.write(*off, ids)?;
+        }
+        {
+            let mut h: HashMap<_, SvcKey, SvcValue> =
+                HashMap::try_from(self.get("services")).map_err(map_err("services"))?;
+            for (k, v) in &w.services {
+                h.insert(k, v, 0).map_err(map_err("services"))?;
+            }
+            for k in &w.service_deletes {
+                h.remove(k).map_err(map_err("services"))?;
+            }
+        }
+        {
+            let mut h: HashMap<_, u32, u32> =
+                HashMap::try_from(self.get("vips")).map_err(map_err("vips"))?;
+            for (a, f) in &w.vips_set {
+                h.insert(a, f, 0).map_err(map_err("vips"))?;
+            }
+            for a in &w.vips_delete {
+                h.remove(a).map_err(map_err("vips"))?;
+            }
+        }
+        {
+            let mut arr: Array<_, BackendValue> =
+                Array::try_from(self.get("backends")).map_err(map_err("backends"))?;
+            for (id, b) in &w.backend_retires {
+                arr.set(*id, b, 0).map_err(map_err("backends"))?;
+            }
+        }
+        debug!(
+            backends = w.backends.len(),
+            rings = w.rings.len(),
+            services = w.services.len(),
+            deletes = w.service_deletes.len(),
+            retires = w.backend_retires.len(),
+            "applied map writes"
+        );
+        Ok(())
+    }
+
+    fn sum_counters(
+        &self,
+        map: &'static str,
+        ids: impl Iterator<Item = u32>,
+    ) -> Result<BTreeMap<u32, TrafficCounters>, DataplaneError> {
+        let a: PerCpuArray<_, TrafficCounters> =
+            PerCpuArray::try_from(self.get_ref(map)).map_err(map_err(map))?;
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let per_cpu = a.get(&id, 0).map_err(map_err(map))?;
+            let mut total = TrafficCounters::default();
+            for c in per_cpu.iter() {
+                total.add(c);
+            }
+            out.insert(id, total);
+        }
+        Ok(out)
+    }
+
+    pub fn service_counters(
+        &self,
+        ids: impl Iterator<Item = u32>,
+    ) -> Result<BTreeMap<u32, TrafficCounters>, DataplaneError> {
+        self.sum_counters("svc_stats", ids)
+    }
+
+    pub fn backend_counters(
+        &self,
+        ids: impl Iterator<Item = u32>,
+    ) -> Result<BTreeMap<u32, TrafficCounters>, DataplaneError> {
+        self.sum_counters("backend_stats", ids)
+    }
+
+    /// Per-reason totals, indexed like `abi::REASONS`.
+    pub fn reason_counters(&self) -> Result<Vec<u64>, DataplaneError> {
+        let a: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.get_ref("reasons")).map_err(map_err("reasons"))?;
+        (0..abi::REASONS.len() as u32)
+            .map(|i| {
+                a.get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(map_err("reasons"))
+            })
+            .collect()
+    }
+
+    /// Resets the counters of slots about to be reused by another service or
+    /// backend, so that figures never carry over.
+    pub fn reset_counters(&mut self, map: &'static str, ids: &[u32]) -> Result<(), DataplaneError> {
+        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
+            map,
+            reason: e.to_string(),
+        })?;
+        let mut a: PerCpuArray<_, TrafficCounters> =
+            PerCpuArray::try_from(self.get(map)).map_err(map_err(map))?;
+        for id in ids {
+            let zeros = aya::maps::PerCpuValues::try_from(vec![TrafficCounters::default(); ncpu])
+                .map_err(|e| DataplaneError::Map {
+                map,
+                reason: e.to_string(),
+            })?;
+            a.set(*id, zeros, 0).map_err(map_err(map))?;
+        }
+        Ok(())
+    }
+
+    pub fn conntrack_len(&self) -> usize {
+        HashMap::<_, abi::FlowKey, abi::CtValue>::try_from(self.get_ref("conntrack"))
+            .map(|h| h.keys().count())
+            .unwrap_or(0)
+    }
+
+    pub fn conntrack(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, abi::FlowKey, abi::CtValue>, DataplaneError> {
+        HashMap::try_from(self.get("conntrack")).map_err(map_err("conntrack"))
+    }
+
+    pub fn nat_reverse(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, abi::FlowKey, abi::RevValue>, DataplaneError> {
+        HashMap::try_from(self.get("nat_reverse")).map_err(map_err("nat_reverse"))
+    }
+}

@@ -1,0 +1,23 @@
+//! The XDP data plane seen from user space: loading and attaching the
+//! program with its maps pinned (`loader`), planning map writes (`plan`,
+//! pure) and applying them (`maps`).
+pub mod director;
+pub mod loader;
+pub mod maps;
+pub mod neighbours;
+pub mod plan;
+pub mod ring_alloc;
+
+pub use director::{Director, DirectorError, NodeSettings};
+pub use loader::{Dataplane, DataplaneError, LoadOptions, XdpAttachMode};
+pub use plan::{DesiredBackend, DesiredService, PlanError, Programmed};
+
+/// Where an interface's maps and link are pinned, under a pin root
+/// (`DEFAULT_PIN_ROOT` unless several agents share a machine, as in tests).
+pub fn pin_dir_for(pin_root: &std::path::Path, interface: &str) -> std::path::PathBuf {
+    pin_root.join(interface)
+}
+
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/ballast";
+
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";

@@ -1,0 +1,316 @@
+//! Pure planning of map writes: from what is programmed and what is wanted,
+//! the ordered writes that take the data plane there with no window in which
+//! a VIP forwards to nothing (backends, then rings, then the service flip,
+//! then retirements).
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use crate::abi::{self, BackendValue, SvcKey, SvcValue};
+use crate::dataplane::ring_alloc::{RingAllocator, RingFull};
+use crate::maglev;
+
+/// One (VIP, port, protocol) as the data plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredService {
+    /// Human name for stats and errors, e.g. `default/web:http`.
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: u8,
+    pub mode: u8,
+    pub flags: u8,
+    pub mss_max: u16,
+    pub persist_timeout_s: u32,
+    pub announce: bool,
+    pub backends: Vec<DesiredBackend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredBackend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+}
+
+impl DesiredService {
+    pub fn key(&self) -> SvcKey {
+        SvcKey {
+            vip: abi::be_addr(self.vip),
+            port: abi::be_port(self.port),
+            proto: self.proto,
+            pad: 0,
+        }
+    }
+}
+
+/// What the maps hold (rebuilt from them after a restart).
+#[derive(Debug, Clone, Default)]
+pub struct Programmed {
+    pub services: BTreeMap<SvcKey, SvcValue>,
+    /// Live backend slots.
+    pub backends: BTreeMap<u32, BackendValue>,
+    pub vips: BTreeMap<u32, u32>,
+    /// The Maglev input each service's current ring was built from; absent
+    /// after a restart, which forces one rebuild.
+    pub ring_inputs: BTreeMap<SvcKey, Vec<(u32, u32)>>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MapWrites {
+    /// Step 1: backend slots, new or with changed flags.
+    pub backends: Vec<(u32, BackendValue)>,
+    /// Step 2: ring regions (offset, backend ids).
+    pub rings: Vec<(u32, Vec<u32>)>,
+    /// Step 3: service entries (the flip).
+    pub services: Vec<(SvcKey, SvcValue)>,
+    pub vips_set: Vec<(u32, u32)>,
+    /// Step 4: removals once nothing new can reach them.
+    pub service_deletes: Vec<SvcKey>,
+    pub vips_delete: Vec<u32>,
+    pub backend_retires: Vec<(u32, BackendValue)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("{service}: {source}")]
+    RingFull { service: String, source: RingFull },
+    #[error("{service}: Maglev table size {size}: {reason}")]
+    Maglev {
+        service: String,
+        size: u32,
+        reason: String,
+    },
+    #[error("{service}: no free service slot ({max} in use)")]
+    TooManyServices { service: String, max: u32 },
+    #[error("{service}: no free backend slot ({max} in use)")]
+    TooManyBackends { service: String, max: u32 },
+}
+
+/// Sizes and id sources the planner needs.
+pub struct PlanLimits {
+    pub maglev_size: u32,
+    pub max_services: u32,
+    pub max_backends: u32,
+}
+
+/// Result of planning: the writes, the state after them, and the services
+/// that could not be programmed (they keep what they had, if anything).
+#[derive(Debug)]
+pub struct Planned {
+    pub writes: MapWrites,
+    pub next: Programmed,
+    pub errors: Vec<PlanError>,
+}
+
+fn backend_identity(addr: Ipv4Addr, port: u16) -> u64 {
+    // Stable across processes: the ring only moves when backends change.
+    ((u32::from(addr) as u64) << 16) | port as u64
+}
+
+/// Plans the writes from `cur` to `desired`. `ring` is the allocator matching
+/// `cur`; `next_gen` yields fresh backend generations.
+pub fn plan(
+    cur: &Programmed,
+    desired: &[DesiredService],
+    ring: &mut RingAllocator,
+    limits: &PlanLimits,
+    next_gen: &mut impl FnMut() -> u32,
+) -> Planned {
+    let mut w = MapWrites::default();
+    let mut next = cur.clone();
+    let mut errors = Vec::new();
+    let mut freed_regions = Vec::new();
+
+    let used_svc_ids: BTreeSet<u32> = cur.services.values().map(|v| v.id).collect();
+    let mut free_svc_ids = (0..limits.max_services).filter(|i| !used_svc_ids.contains(i));
+    let used_backend_ids: BTreeSet<u32> = cur.backends.keys().copied().collect();
+    let mut free_backend_ids = (0..limits.max_backends).filter(|i| !used_backend_ids.contains(i));
+
+    let wanted: BTreeMap<SvcKey, &DesiredService> = desired.iter().map(|d| (d.key(), d)).collect();
+
+    for (key, d) in &wanted {
+        let existing = cur.services.get(key);
+        let Some(svc_id) = existing.map(|v| v.id).or_else(|| free_svc_ids.next()) else {
+            errors.push(PlanError::TooManyServices {
+                service: d.name.clone(),
+                max: limits.max_services,
+            });
+            continue;
+        };
+
+        // Backend slots: keep the slot (and generation) of a backend that
+        // stays, so its established flows keep going.
+        let mine: BTreeMap<(u32, u16), (u32, BackendValue)> = cur
+            .backends
+            .iter()
+            .filter(|(_, b)| b.svc_id == svc_id)
+            .map(|(&id, b)| ((b.addr, b.port), (id, *b)))
+            .collect();
+        let mut slots = Vec::with_capacity(d.backends.len());
+        let mut out_of_slots = false;
+        for b in &d.backends {
+            let k = (abi::be_addr(b.addr), abi::be_port(b.port));
+            let flags = abi::BACKEND_LIVE
+                | if b.weight > 0 {
+                    abi::BACKEND_ACCEPTS
+                } else {
+                    0
+                };
+            let (id, value) = match mine.get(&k) {
+                Some(&(id, v)) => (id, BackendValue { flags, ..v }),
+                None => match free_backend_ids.next() {
+                    Some(id) => (
+                        id,
+                        BackendValue {
+                            addr: k.0,
+                            port: k.1,
+                            flags,
+                            pad: 0,
+                            gen_: next_gen(),
+                            svc_id,
+                        },
+                    ),
+                    None => {
+                        out_of_slots = true;
+                        break;
+                    }
+                },
+            };
+            slots.push((id, value, b));
+        }
+        if out_of_slots {
+            errors.push(PlanError::TooManyBackends {
+                service: d.name.clone(),
+                max: limits.max_backends,
+            });
+            continue;
+        }
+
+        // The ring, rebuilt only when its input changed.
+        let ring_input: Vec<(u32, u32)> = slots.iter().map(|(id, _, b)| (*id, b.weight)).collect();
+        let old = existing.copied();
+        let mut value = SvcValue {
+            id: svc_id,
+            ring_offset: old.map_or(0, |o| o.ring_offset),
+            ring_size: old.map_or(0, |o| o.ring_size),
+            persist_timeout_s: d.persist_timeout_s,
+            mode: d.mode,
+            flags: d.flags,
+            mss_max: d.mss_max,
+        };
+        let mut new_ring = None;
+        if cur.ring_inputs.get(key) != Some(&ring_input) || old.is_none() {
+            let mbs: Vec<maglev::MaglevBackend> = slots
+                .iter()
+                .map(|(_, _, b)| maglev::MaglevBackend {
+                    key: backend_identity(b.addr, b.port),
+                    weight: b.weight,
+                })
+                .collect();
+            if mbs.iter().all(|m| m.weight == 0) {
+                value.ring_offset = 0;
+                value.ring_size = 0;
+            } else {
+                let table = match maglev::build_table(&mbs, limits.maglev_size) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        errors.push(PlanError::Maglev {
+                            service: d.name.clone(),
+                            size: limits.maglev_size,
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                let off = match ring.alloc(limits.maglev_size) {
+                    Ok(o) => o,
+                    Err(source) => {
+                        errors.push(PlanError::RingFull {
+                            service: d.name.clone(),
+                            source,
+                        });
+                        continue;
+                    }
+                };
+                let ids: Vec<u32> = table.iter().map(|&i| slots[i as usize].0).collect();
+                new_ring = Some((off, ids));
+                value.ring_offset = off;
+                value.ring_size = limits.maglev_size;
+            }
+            if let Some(o) = old {
+                freed_regions.push((o.ring_offset, o.ring_size));
+            }
+            next.ring_inputs.insert(*key, ring_input);
+        }
+
+        for (id, v, _) in &slots {
+            if cur.backends.get(id) != Some(v) {
+                w.backends.push((*id, *v));
+            }
+            next.backends.insert(*id, *v);
+        }
+        if let Some(r) = new_ring {
+            w.rings.push(r);
+        }
+        if old != Some(value) {
+            w.services.push((*key, value));
+        }
+        next.services.insert(*key, value);
+        // Backends of this service that are no longer wanted.
+        let kept: BTreeSet<u32> = slots.iter().map(|(id, _, _)| *id).collect();
+        for &(id, b) in mine.values() {
+            if !kept.contains(&id) {
+                w.backend_retires.push((id, BackendValue { flags: 0, ..b }));
+                next.backends.remove(&id);
+            }
+        }
+    }
+
+    for (key, v) in &cur.services {
+        if wanted.contains_key(key) {
+            continue;
+        }
+        w.service_deletes.push(*key);
+        next.services.remove(key);
+        next.ring_inputs.remove(key);
+        freed_regions.push((v.ring_offset, v.ring_size));
+        for (&id, b) in cur.backends.iter().filter(|(_, b)| b.svc_id == v.id) {
+            w.backend_retires
+                .push((id, BackendValue { flags: 0, ..*b }));
+            next.backends.remove(&id);
+        }
+    }
+
+    // VIPs: every address of a programmed service; announced if any of its
+    // services asks.
+    let mut vips: BTreeMap<u32, u32> = BTreeMap::new();
+    for d in desired {
+        if next.services.contains_key(&d.key()) {
+            let f = vips.entry(abi::be_addr(d.vip)).or_default();
+            if d.announce {
+                *f |= abi::VIP_ANNOUNCE;
+            }
+        }
+    }
+    for (a, f) in &vips {
+        if cur.vips.get(a) != Some(f) {
+            w.vips_set.push((*a, *f));
+        }
+    }
+    w.vips_delete = cur
+        .vips
+        .keys()
+        .filter(|a| !vips.contains_key(a))
+        .copied()
+        .collect();
+    next.vips = vips;
+
+    for (off, len) in freed_regions {
+        ring.free(off, len);
+    }
+    Planned {
+        writes: w,
+        next,
+        errors,
+    }
+}

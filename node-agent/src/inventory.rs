@@ -1,0 +1,115 @@
+//! What is programmed, with names: written by the agent after every change
+//! to /run/ballast/<interface>/inventory.json (bpffs holds no plain files) so
+//! that `ballast-agent stats` and metrics can name services and backends.
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::abi;
+use crate::dataplane::{DesiredService, Programmed};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InventoryService {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: String,
+    pub mode: String,
+    pub id: u32,
+    pub backends: Vec<InventoryBackend>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InventoryBackend {
+    pub id: u32,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// /run/<name of the pin root>/<interface>/inventory.json: one per agent.
+pub fn path_for(pin_root: &Path, interface: &str) -> PathBuf {
+    let name = pin_root
+        .file_name()
+        .map_or_else(|| "ballast".into(), |n| n.to_string_lossy().into_owned());
+    Path::new("/run")
+        .join(name)
+        .join(interface)
+        .join("inventory.json")
+}
+
+pub fn mode_name(mode: u8) -> &'static str {
+    match mode {
+        abi::MODE_FULLNAT => "FullNAT",
+        abi::MODE_DR => "DR",
+        abi::MODE_NAT => "NAT",
+        _ => "?",
+    }
+}
+
+pub fn proto_name(proto: u8) -> String {
+    match proto {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        p => p.to_string(),
+    }
+}
+
+/// Joins the desired services (names, weights) with the slots the maps use.
+pub fn build(desired: &[DesiredService], programmed: &Programmed) -> Vec<InventoryService> {
+    let mut out = Vec::new();
+    for d in desired {
+        let Some(v) = programmed.services.get(&d.key()) else {
+            continue;
+        };
+        let backends = d
+            .backends
+            .iter()
+            .filter_map(|b| {
+                programmed
+                    .backends
+                    .iter()
+                    .find(|(_, pb)| {
+                        pb.svc_id == v.id
+                            && pb.addr == abi::be_addr(b.addr)
+                            && pb.port == abi::be_port(b.port)
+                    })
+                    .map(|(&id, _)| InventoryBackend {
+                        id,
+                        address: b.addr,
+                        port: b.port,
+                        weight: b.weight,
+                    })
+            })
+            .collect();
+        out.push(InventoryService {
+            name: d.name.clone(),
+            vip: d.vip,
+            port: d.port,
+            protocol: proto_name(d.proto),
+            mode: mode_name(d.mode).into(),
+            id: v.id,
+            backends,
+        });
+    }
+    out
+}
+
+pub fn write(pin_root: &Path, interface: &str, inv: &[InventoryService]) -> std::io::Result<()> {
+    let path = path_for(pin_root, interface);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(inv).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(tmp, path)
+}
+
+pub fn read(pin_root: &Path, interface: &str) -> std::io::Result<Vec<InventoryService>> {
+    let data = std::fs::read(path_for(pin_root, interface))?;
+    serde_json::from_slice(&data).map_err(std::io::Error::other)
+}

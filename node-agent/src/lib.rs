@@ -1,0 +1,12 @@
+pub mod abi;
+pub mod config_files;
+pub mod dataplane;
+pub mod demo;
+pub mod inventory;
+pub mod lab;
+pub mod maglev;
+pub mod metrics;
+pub mod realserver;
+pub mod standalone;
+pub mod stats;
+pub mod testbed;

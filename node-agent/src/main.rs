@@ -1,0 +1,202 @@
+//! ballast-agent: the node agent of the Ballast load balancer.
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ballast_agent::dataplane::{self, XdpAttachMode};
+use ballast_agent::standalone::{Standalone, StandaloneOptions};
+use ballast_agent::{demo, inventory, maglev, realserver, stats};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "ballast-agent",
+    version,
+    about = "Ballast node agent: XDP load balancer data plane"
+)]
+struct Cli {
+    /// bpffs directory holding one subdirectory of pinned state per interface.
+    #[arg(long, global = true, default_value = dataplane::DEFAULT_PIN_ROOT)]
+    pin_root: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the data plane from VirtualServer YAML (file or directory), reloading on change and SIGHUP.
+    Standalone {
+        #[arg(long)]
+        interface: String,
+        /// Source addresses for FullNAT, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        snat_address: Vec<Ipv4Addr>,
+        #[arg(long)]
+        config: PathBuf,
+        /// SNAT port range, e.g. 10000-65000.
+        #[arg(long, default_value = "10000-65000", value_parser = parse_range)]
+        snat_ports: (u16, u16),
+        /// Maglev table size per service (a prime).
+        #[arg(long, default_value_t = maglev::DEFAULT_TABLE_SIZE)]
+        maglev_size: u32,
+        /// Slots of the shared Maglev ring storage (services x table size).
+        #[arg(long, default_value_t = ballast_agent::abi::RING_SLOTS_DEFAULT)]
+        ring_slots: u32,
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: ModeArg,
+        /// Serve Prometheus metrics here, e.g. 127.0.0.1:9469.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// How often to check the configuration for changes.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        poll: Duration,
+        /// Do not answer ARP for the VIPs (another speaker announces them).
+        #[arg(long)]
+        no_announce: bool,
+        /// MSS clamp on SYN/SYN-ACK of TOA services.
+        #[arg(long, default_value_t = ballast_agent::standalone::desired::DEFAULT_TOA_MSS)]
+        toa_mss: u16,
+    },
+    /// Detach the data plane from an interface and remove its pinned maps.
+    Cleanup {
+        #[arg(long)]
+        interface: String,
+    },
+    /// Configure this host as an LVS-DR real server for the given VIPs.
+    Realserver {
+        #[arg(long, num_args = 1.., required = true)]
+        vip: Vec<Ipv4Addr>,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Per-service and per-backend counters.
+    Stats {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a throwaway namespace topology and show FullNAT and DR at work.
+    Demo {
+        /// Connections per mode.
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+    },
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected MIN-MAX")?;
+    let a: u16 = a.parse().map_err(|e| format!("{a}: {e}"))?;
+    let b: u16 = b.parse().map_err(|e| format!("{b}: {e}"))?;
+    if a == 0 || b < a {
+        return Err(format!("{s}: empty range or port 0"));
+    }
+    Ok((a, b))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|e| format!("{s}: {e}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s}: unit must be ms, s or m")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let pin_root = cli.pin_root;
+    match cli.command {
+        Cmd::Standalone {
+            interface,
+            snat_address,
+            config,
+            snat_ports,
+            maglev_size,
+            ring_slots,
+            xdp_mode,
+            metrics,
+            poll,
+            no_announce,
+            toa_mss,
+        } => {
+            let opts = StandaloneOptions {
+                interface,
+                pin_root,
+                snat_addrs: snat_address,
+                snat_ports,
+                config,
+                maglev_size,
+                ring_slots,
+                mode: match xdp_mode {
+                    ModeArg::Auto => XdpAttachMode::Auto,
+                    ModeArg::Native => XdpAttachMode::Native,
+                    ModeArg::Generic => XdpAttachMode::Generic,
+                },
+                metrics,
+                poll,
+                announce: !no_announce,
+                toa_mss,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            rt.block_on(async { Standalone::open(opts)?.run().await })
+        }
+        Cmd::Cleanup { interface } => {
+            let dir = dataplane::pin_dir_for(&pin_root, &interface);
+            let removed = dataplane::loader::cleanup(&dir)
+                .with_context(|| format!("removing {}", dir.display()))?;
+            let _ = std::fs::remove_dir_all(
+                inventory::path_for(&pin_root, &interface)
+                    .parent()
+                    .expect("has parent"),
+            );
+            println!(
+                "{}",
+                if removed {
+                    format!("removed {} (program detached)", dir.display())
+                } else {
+                    format!("nothing pinned at {}", dir.display())
+                }
+            );
+            Ok(())
+        }
+        Cmd::Realserver { vip, remove } => realserver::apply(&vip, remove),
+        Cmd::Stats { interface, json } => {
+            let dir = dataplane::pin_dir_for(&pin_root, &interface);
+            let maps = dataplane::maps::Maps::open_pinned(&dir).with_context(|| {
+                format!(
+                    "no Ballast data plane pinned at {} (is the agent running?)",
+                    dir.display()
+                )
+            })?;
+            let inv = inventory::read(&pin_root, &interface).unwrap_or_default();
+            let snap = stats::snapshot(&maps, &inv)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snap)?);
+            } else {
+                print!("{}", stats::render_table(&snap));
+            }
+            Ok(())
+        }
+        Cmd::Demo { connections } => demo::run(connections),
+    }
+}

@@ -1,0 +1,135 @@
+//! Prometheus `/metrics`: the data plane counters, read from the maps at
+//! scrape time. Per-service series always; per-backend series only while
+//! their number stays under a cap, so 10k services do not produce an
+//! unbounded number of series.
+use std::sync::Arc;
+
+use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::stats::Snapshot;
+
+pub const DEFAULT_MAX_BACKEND_SERIES: usize = 20_000;
+
+fn counter(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    reg.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// Renders a snapshot in the Prometheus text format.
+pub fn render(s: &Snapshot, max_backend_series: usize) -> prometheus::Result<String> {
+    let reg = Registry::new();
+    let sl = ["service", "vip", "mode"];
+    let packets = counter(
+        &reg,
+        "ballast_service_packets_total",
+        "Packets client to backend",
+        &sl,
+    )?;
+    let bytes = counter(
+        &reg,
+        "ballast_service_bytes_total",
+        "Bytes client to backend",
+        &sl,
+    )?;
+    let flows = counter(
+        &reg,
+        "ballast_service_new_flows_total",
+        "New flows scheduled",
+        &sl,
+    )?;
+    let rpackets = counter(
+        &reg,
+        "ballast_service_reply_packets_total",
+        "Packets backend to client via the director",
+        &sl,
+    )?;
+    let rbytes = counter(
+        &reg,
+        "ballast_service_reply_bytes_total",
+        "Bytes backend to client via the director",
+        &sl,
+    )?;
+    let bl = ["service", "backend"];
+    let bpackets = counter(
+        &reg,
+        "ballast_backend_packets_total",
+        "Packets sent to the backend",
+        &bl,
+    )?;
+    let bflows = counter(
+        &reg,
+        "ballast_backend_new_flows_total",
+        "New flows sent to the backend",
+        &bl,
+    )?;
+    let verdicts = counter(
+        &reg,
+        "ballast_packets_verdict_total",
+        "Packets by verdict reason (drops carry drop=true)",
+        &["reason", "drop"],
+    )?;
+
+    let backend_series: usize = s.services.iter().map(|x| x.backends.len()).sum();
+    for svc in &s.services {
+        let l = [svc.name.as_str(), svc.vip.as_str(), svc.mode.as_str()];
+        packets.with_label_values(&l).inc_by(svc.counters.packets);
+        bytes.with_label_values(&l).inc_by(svc.counters.bytes);
+        flows.with_label_values(&l).inc_by(svc.counters.new_flows);
+        rpackets
+            .with_label_values(&l)
+            .inc_by(svc.counters.reply_packets);
+        rbytes
+            .with_label_values(&l)
+            .inc_by(svc.counters.reply_bytes);
+        if backend_series <= max_backend_series {
+            for b in &svc.backends {
+                let l = [svc.name.as_str(), b.address.as_str()];
+                bpackets.with_label_values(&l).inc_by(b.counters.packets);
+                bflows.with_label_values(&l).inc_by(b.counters.new_flows);
+            }
+        }
+    }
+    for r in &s.reasons {
+        verdicts
+            .with_label_values(&[r.reason, if r.drop { "true" } else { "false" }])
+            .inc_by(r.count);
+    }
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&reg.gather(), &mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Serves `/metrics` (and `/healthz`) until the task is dropped. `source`
+/// produces a fresh snapshot per scrape.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    source: Arc<dyn Fn() -> anyhow::Result<Snapshot> + Send + Sync>,
+    max_backend_series: usize,
+) -> anyhow::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let source = source.clone();
+                async move {
+                    match source().and_then(|s| render(&s, max_backend_series).map_err(Into::into))
+                    {
+                        Ok(body) => (StatusCode::OK, body),
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! `ballast-agent standalone`: the data plane driven by VirtualServer YAML
+//! files, reloaded on change and on SIGHUP (the keepalived+ipvsadm
+//! replacement). Stopping the agent leaves forwarding running.
+pub mod desired;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::config_files;
+use crate::dataplane::{self, Director, LoadOptions, NodeSettings, XdpAttachMode};
+use crate::{inventory, metrics, stats};
+
+#[derive(Clone, Debug)]
+pub struct StandaloneOptions {
+    pub interface: String,
+    pub pin_root: PathBuf,
+    pub snat_addrs: Vec<Ipv4Addr>,
+    pub snat_ports: (u16, u16),
+    pub config: PathBuf,
+    pub maglev_size: u32,
+    pub ring_slots: u32,
+    pub mode: XdpAttachMode,
+    pub metrics: Option<SocketAddr>,
+    pub poll: Duration,
+    pub announce: bool,
+    pub toa_mss: u16,
+}
+
+/// The MAC address of an interface, for ARP replies. Asked of the kernel
+/// (SIOCGIFHWADDR) rather than read from /sys/class/net, which shows the
+/// network namespace sysfs was mounted in, not necessarily ours.
+pub fn interface_mac(ifname: &str) -> anyhow::Result<[u8; 6]> {
+    anyhow::ensure!(
+        ifname.len() < libc::IFNAMSIZ,
+        "interface name {ifname} is too long"
+    );
+    // SAFETY: plain socket(2)/ioctl(2) on a zeroed ifreq with a
+    // NUL-terminated name; the fd is closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in ifname.bytes().enumerate() {
+            req.ifr_name[i] = b as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        anyhow::ensure!(rc == 0, "interface {ifname}: {err}");
+        let data = req.ifr_ifru.ifru_hwaddr.sa_data;
+        Ok(std::array::from_fn(|i| data[i] as u8))
+    }
+}
+
+/// Packets the XDP program hands to the kernel (unresolved neighbour) must
+/// be forwarded by it.
+pub fn enable_ip_forward() -> anyhow::Result<()> {
+    let p = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(p)
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    std::fs::write(p, "1").with_context(|| format!("enabling {p}"))?;
+    info!(
+        "enabled net.ipv4.ip_forward: packets waiting for neighbour resolution are forwarded by the kernel"
+    );
+    Ok(())
+}
+
+pub struct Standalone {
+    opts: StandaloneOptions,
+    director: Director,
+    last_good: desired::LastGood,
+    fingerprint: Option<u64>,
+}
+
+impl Standalone {
+    pub fn open(opts: StandaloneOptions) -> anyhow::Result<Self> {
+        enable_ip_forward()?;
+        let settings = NodeSettings {
+            mac: interface_mac(&opts.interface)?,
+            snat_addrs: opts.snat_addrs.clone(),
+            snat_ports: opts.snat_ports,
+            ..Default::default()
+        };
+        let load = LoadOptions {
+            interface: Some(opts.interface.clone()),
+            pin_dir: dataplane::pin_dir_for(&opts.pin_root, &opts.interface),
+            ring_slots: opts.ring_slots,
+            conntrack_entries: None,
+            mode: opts.mode,
+            netns: None,
+        };
+        let director =
+            Director::open(&load, &settings, opts.maglev_size).context("opening the data plane")?;
+        Ok(Self {
+            opts,
+            director,
+            last_good: Default::default(),
+            fingerprint: None,
+        })
+    }
+
+    /// Reads, validates and programs the configuration. Returns the errors
+    /// (already logged); valid documents are programmed regardless.
+    pub fn reload(&mut self) -> anyhow::Result<Vec<String>> {
+        self.fingerprint = config_files::fingerprint(&self.opts.config).ok();
+        let docs = config_files::read_documents(&self.opts.config)
+            .with_context(|| format!("reading {}", self.opts.config.display()))?;
+        let resolved = desired::resolve(&docs, &mut self.last_good);
+        let wanted = desired::to_desired(&resolved.services, self.opts.announce, self.opts.toa_mss);
+        let mut errors = resolved.errors;
+        for e in self.director.apply(&wanted)? {
+            errors.push(e.to_string());
+        }
+        for e in &errors {
+            error!("{e}");
+        }
+        let inv = inventory::build(&wanted, self.director.programmed());
+        inventory::write(&self.opts.pin_root, &self.opts.interface, &inv)
+            .context("writing the inventory")?;
+        info!(
+            services = inv.len(),
+            errors = errors.len(),
+            "configuration applied"
+        );
+        Ok(errors)
+    }
+
+    fn changed(&self) -> bool {
+        config_files::fingerprint(&self.opts.config).ok() != self.fingerprint
+    }
+
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        if let Err(e) = self.reload() {
+            // A missing config is not fatal: the agent waits for it.
+            warn!("{e:#}");
+        }
+        if let Some(addr) = self.opts.metrics {
+            let ifname = self.opts.interface.clone();
+            let root = self.opts.pin_root.clone();
+            let source: Arc<dyn Fn() -> anyhow::Result<stats::Snapshot> + Send + Sync> =
+                Arc::new(move || {
+                    let maps = dataplane::maps::Maps::open_pinned(&dataplane::pin_dir_for(
+                        &root, &ifname,
+                    ))?;
+                    let inv = inventory::read(&root, &ifname).unwrap_or_default();
+                    Ok(stats::snapshot(&maps, &inv)?)
+                });
+            tokio::spawn(async move {
+                if let Err(e) =
+                    metrics::serve(addr, source, metrics::DEFAULT_MAX_BACKEND_SERIES).await
+                {
+                    error!("metrics server: {e:#}");
+                }
+            });
+            info!(%addr, "serving /metrics");
+        }
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut tick = tokio::time::interval(self.opts.poll);
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading");
+                    if let Err(e) = self.reload() { error!("{e:#}"); }
+                }
+                _ = tick.tick() => {
+                    if self.changed() {
+                        info!("configuration changed: reloading");
+                        if let Err(e) = self.reload() { error!("{e:#}"); }
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        info!(
+            "stopping; the pinned data plane keeps forwarding (ballast-agent cleanup removes it)"
+        );
+        Ok(())
+    }
+}

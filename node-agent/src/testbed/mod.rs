@@ -1,0 +1,557 @@
+//! A throw-away topology of network namespaces for the `demo` command and
+//! end-to-end tests.
+//!
+//! ```text
+//!   <p>-cl  eth0 192.0.2.1/24 ─┐
+//!   <p>-dir eth0 192.0.2.2/24  ├── br0 in <p>-sw (ports <p>-cl, <p>-dir, <p>-b1..)
+//!                198.51.100.2/24
+//!   <p>-b1  eth0 198.51.100.11/24 ─┤
+//!   <p>-bN  eth0 198.51.100.(10+N)/24 ┘
+//! ```
+//!
+//! Everything lives on one L2 segment so the director can XDP_TX frames
+//! straight to a backend or, in DR mode, backends can answer the client
+//! directly. The client routes the VIP and backend subnets via the
+//! director. All namespaces are deleted on drop, including on panic unwind.
+
+pub mod netns;
+pub mod servers;
+pub mod sniff;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Output;
+
+use anyhow::{Context, Result, bail, ensure};
+
+pub use netns::{NetnsThread, in_netns, list_netns, spawn_in_netns, sysctl_get};
+pub use servers::{
+    BackendServer, TRANSFER_CHUNK, TransferReport, tcp_probe, tcp_probes, tcp_transfer, udp_probe,
+};
+pub use sniff::{Sniffer, SynInfo, TcpOption, TcpPacket};
+
+/// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Name of the host-side interface in every host namespace.
+pub const HOST_IF: &str = "eth0";
+/// Name of the bridge in the switch namespace.
+pub const BRIDGE_IF: &str = "br0";
+
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// Director address on the client subnet; the client's gateway to the VIPs.
+pub const DIRECTOR_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// Director address on the backend subnet; the backends' default gateway.
+pub const DIRECTOR_BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// Source address for FullNAT. Deliberately not configured on the director:
+/// the data plane answers ARP for it. See [`Testbed::add_snat_addr_to_director`].
+pub const SNAT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+/// Default virtual IP; any address in [`VIP_NET`] is routed to the director.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const VIP_NET: &str = "203.0.113.0/24";
+pub const CLIENT_NET: &str = "192.0.2.0/24";
+pub const BACKEND_NET: &str = "198.51.100.0/24";
+
+/// Backend `i` (1-based) has 198.51.100.(10+i).
+pub fn backend_addr(i: usize) -> Ipv4Addr {
+    assert!(
+        (1..=200).contains(&i),
+        "backend index {i} out of range 1..=200"
+    );
+    Ipv4Addr::new(198, 51, 100, 10 + i as u8)
+}
+
+/// MACs are fixed (locally administered) so data-plane configuration and
+/// packet assertions don't need a neighbour lookup.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0xb1, 0, 0, 0, 0x01];
+pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0xb1, 0, 0, 0, 0x02];
+pub fn backend_mac(i: usize) -> [u8; 6] {
+    let a = backend_addr(i).octets();
+    [0x02, 0xb1, 0, 0, 0, a[3]]
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// How backends route replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendRouting {
+    /// Default route via the director (FullNAT, NAT).
+    #[default]
+    ViaDirector,
+    /// Additionally an on-link route to the client subnet, so replies from
+    /// the VIP bypass the director (DR).
+    DirectToClient,
+}
+
+#[derive(Clone, Debug)]
+pub struct TestbedSpec {
+    /// Short alphanumeric prefix; every namespace is `<prefix>-<role>` and
+    /// every bridge port `<prefix>-<role>`, which must fit 15 characters.
+    pub prefix: String,
+    pub backends: usize,
+}
+
+impl TestbedSpec {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        TestbedSpec {
+            prefix: prefix.into(),
+            backends: 3,
+        }
+    }
+
+    pub fn backends(mut self, n: usize) -> Self {
+        self.backends = n;
+        self
+    }
+}
+
+impl Default for TestbedSpec {
+    fn default() -> Self {
+        TestbedSpec::new(format!("blt{}", std::process::id() % 100_000))
+    }
+}
+
+/// One namespace attached to the switch.
+#[derive(Debug)]
+struct Host {
+    ns: String,
+    /// Bridge-side veth peer, inside the switch namespace.
+    port: String,
+}
+
+#[derive(Debug)]
+pub struct Testbed {
+    prefix: String,
+    switch: String,
+    client: Host,
+    director: Host,
+    backends: Vec<Host>,
+    /// Namespaces that may exist, in creation order; Drop deletes these.
+    created: Vec<String>,
+}
+
+impl Testbed {
+    /// Builds the whole topology. Leftover namespaces `<prefix>-*` from a
+    /// crashed run are removed first, so the prefix must not be shared with
+    /// a live testbed. On error everything created so far is removed.
+    pub fn build(spec: &TestbedSpec) -> Result<Testbed> {
+        validate_spec(spec)?;
+        let p = &spec.prefix;
+        Self::cleanup_prefix(p);
+        let host = |role: &str| Host {
+            ns: format!("{p}-{role}"),
+            port: format!("{p}-{role}"),
+        };
+        let mut tb = Testbed {
+            prefix: p.clone(),
+            switch: format!("{p}-sw"),
+            client: host("cl"),
+            director: host("dir"),
+            backends: (1..=spec.backends)
+                .map(|i| host(&format!("b{i}")))
+                .collect(),
+            created: Vec::new(),
+        };
+        // Any `?` below drops `tb`, which deletes what was created.
+        tb.setup()
+            .with_context(|| format!("building testbed {p}"))?;
+        Ok(tb)
+    }
+
+    fn setup(&mut self) -> Result<()> {
+        let all: Vec<String> = std::iter::once(self.switch.clone())
+            .chain(self.hosts().map(|h| h.ns.clone()))
+            .collect();
+        for ns in &all {
+            // Recorded before creation: a half-failed `ip netns add` can
+            // still leave the name behind.
+            self.created.push(ns.clone());
+            netns::add_netns(ns)?;
+            // Before any interface exists so new devices inherit `default`:
+            // no IPv6 chatter (RS, MLD, DAD) in captures, no redirects that
+            // would let the client bypass the director after the first
+            // forwarded packet (shared_media makes the kernel send them even
+            // across subnets on one link).
+            netns::sysctls_in(
+                ns,
+                &[
+                    ("net.ipv6.conf.all.disable_ipv6", "1"),
+                    ("net.ipv6.conf.default.disable_ipv6", "1"),
+                    ("net.ipv4.conf.all.rp_filter", "0"),
+                    ("net.ipv4.conf.default.rp_filter", "0"),
+                    ("net.ipv4.conf.all.send_redirects", "0"),
+                    ("net.ipv4.conf.default.send_redirects", "0"),
+                    ("net.ipv4.conf.all.accept_redirects", "0"),
+                    ("net.ipv4.conf.default.accept_redirects", "0"),
+                ],
+            )?;
+            netns::ip_in(ns, &["link", "set", "lo", "up"])?;
+        }
+
+        let sw = self.switch.clone();
+        netns::ip_in(
+            &sw,
+            &[
+                "link",
+                "add",
+                BRIDGE_IF,
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+                "stp_state",
+                "0",
+            ],
+        )?;
+        // Snooping would make the bridge drop multicast we might want to see
+        // and adds IGMP queries to captures.
+        netns::ip_in(
+            &sw,
+            &[
+                "link",
+                "set",
+                BRIDGE_IF,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+        )?;
+        netns::ip_in(&sw, &["link", "set", BRIDGE_IF, "up"])?;
+
+        let hosts: Vec<(String, String, [u8; 6])> = self
+            .hosts_with_mac()
+            .map(|(h, mac)| (h.ns.clone(), h.port.clone(), mac))
+            .collect();
+        for (ns, port, mac) in &hosts {
+            let mac = format_mac(mac);
+            netns::ip_in(
+                &sw,
+                &[
+                    "link", "add", port, "type", "veth", "peer", "name", HOST_IF, "netns", ns,
+                    "address", &mac,
+                ],
+            )?;
+            netns::ip_in(&sw, &["link", "set", port, "master", BRIDGE_IF])?;
+            // Without this the veths leave checksums to "hardware" that
+            // never computes them (CHECKSUM_PARTIAL), so XDP incremental
+            // checksum updates would be applied to garbage.
+            ethtool_tx_off(&sw, port)?;
+            ethtool_tx_off(ns, HOST_IF)?;
+            netns::sysctls_in(
+                ns,
+                &[
+                    ("net.ipv6.conf.eth0.disable_ipv6", "1"),
+                    ("net.ipv4.conf.eth0.rp_filter", "0"),
+                    ("net.ipv4.conf.eth0.send_redirects", "0"),
+                    ("net.ipv4.conf.eth0.accept_redirects", "0"),
+                ],
+            )?;
+            netns::ip_in(&sw, &["link", "set", port, "up"])?;
+        }
+
+        let cl = self.client.ns.clone();
+        ip_addr_add(&cl, CLIENT_ADDR, 24, HOST_IF)?;
+        netns::ip_in(&cl, &["link", "set", HOST_IF, "up"])?;
+        let gw = DIRECTOR_CLIENT_ADDR.to_string();
+        netns::ip_in(&cl, &["route", "add", VIP_NET, "via", &gw, "dev", HOST_IF])?;
+        // Lets tests reach backends directly through the director's kernel
+        // forwarding, e.g. to check a backend before any VIP exists.
+        netns::ip_in(
+            &cl,
+            &["route", "add", BACKEND_NET, "via", &gw, "dev", HOST_IF],
+        )?;
+
+        let dir = self.director.ns.clone();
+        ip_addr_add(&dir, DIRECTOR_CLIENT_ADDR, 24, HOST_IF)?;
+        ip_addr_add(&dir, DIRECTOR_BACKEND_ADDR, 24, HOST_IF)?;
+        netns::sysctls_in(&dir, &[("net.ipv4.ip_forward", "1")])?;
+        netns::ip_in(&dir, &["link", "set", HOST_IF, "up"])?;
+
+        for i in 1..=self.backends.len() {
+            let ns = self.backends[i - 1].ns.clone();
+            ip_addr_add(&ns, backend_addr(i), 24, HOST_IF)?;
+            netns::ip_in(&ns, &["link", "set", HOST_IF, "up"])?;
+            let gw = DIRECTOR_BACKEND_ADDR.to_string();
+            netns::ip_in(
+                &ns,
+                &["route", "add", "default", "via", &gw, "dev", HOST_IF],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn hosts(&self) -> impl Iterator<Item = &Host> {
+        [&self.client, &self.director]
+            .into_iter()
+            .chain(self.backends.iter())
+    }
+
+    fn hosts_with_mac(&self) -> impl Iterator<Item = (&Host, [u8; 6])> {
+        [(&self.client, CLIENT_MAC), (&self.director, DIRECTOR_MAC)]
+            .into_iter()
+            .chain(
+                self.backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (h, backend_mac(i + 1))),
+            )
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn client_ns(&self) -> &str {
+        &self.client.ns
+    }
+    pub fn director_ns(&self) -> &str {
+        &self.director.ns
+    }
+    /// `i` is 1-based, matching the namespace name `<prefix>-b<i>` and
+    /// [`backend_addr`]`(i)`.
+    pub fn backend_ns(&self, i: usize) -> &str {
+        assert!(
+            (1..=self.backends.len()).contains(&i),
+            "backend index {i} out of range 1..={}",
+            self.backends.len()
+        );
+        &self.backends[i - 1].ns
+    }
+    pub fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+    pub fn switch_ns(&self) -> &str {
+        &self.switch
+    }
+    /// Every namespace of this testbed, switch first.
+    pub fn namespaces(&self) -> Vec<&str> {
+        std::iter::once(self.switch.as_str())
+            .chain(self.hosts().map(|h| h.ns.as_str()))
+            .collect()
+    }
+
+    /// The director's interface (inside [`Self::director_ns`]).
+    pub fn director_if(&self) -> &str {
+        HOST_IF
+    }
+    /// Every host namespace names its interface the same.
+    pub fn host_if(&self) -> &str {
+        HOST_IF
+    }
+    /// Bridge-side peer of the director's veth (inside [`Self::switch_ns`]).
+    pub fn director_peer_if(&self) -> &str {
+        &self.director.port
+    }
+
+    pub fn client_addr() -> Ipv4Addr {
+        CLIENT_ADDR
+    }
+    pub fn director_addr() -> Ipv4Addr {
+        DIRECTOR_CLIENT_ADDR
+    }
+    pub fn director_backend_addr() -> Ipv4Addr {
+        DIRECTOR_BACKEND_ADDR
+    }
+    pub fn snat_addr() -> Ipv4Addr {
+        SNAT_ADDR
+    }
+    pub fn backend_addr(i: usize) -> Ipv4Addr {
+        backend_addr(i)
+    }
+    pub fn vip() -> Ipv4Addr {
+        VIP
+    }
+
+    /// `ip netns exec <ns> <args...>`; the error carries stderr.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        netns::exec_in(ns, args)
+    }
+
+    /// `ip -n <ns> <args...>`; the error carries stderr.
+    pub fn ip(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        netns::ip_in(ns, args)
+    }
+
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<()> {
+        netns::sysctls_in(ns, &[(key, value)])
+    }
+
+    /// Attaches an XDP program that must return XDP_PASS to the bridge-side
+    /// peer of the director's veth, selected by program (function) name.
+    ///
+    /// Needed because a frame the director sends with XDP_TX is handed to
+    /// the peer's XDP receive path and dropped if the peer has none. The
+    /// selection is by name rather than section because iproute2 takes the
+    /// first program of a section, and a data-plane object usually has
+    /// several programs in `xdp`. Native mode is forced: a generic-mode
+    /// program would not enable the peer's XDP receive path.
+    pub fn attach_xdp_pass(&self, object: &Path, program: &str) -> Result<()> {
+        self.attach_peer_xdp(object, "program", program)
+    }
+
+    /// Like [`Self::attach_xdp_pass`] but selects the first program in
+    /// `section`.
+    pub fn attach_xdp_pass_section(&self, object: &Path, section: &str) -> Result<()> {
+        self.attach_peer_xdp(object, "sec", section)
+    }
+
+    fn attach_peer_xdp(&self, object: &Path, selector: &str, value: &str) -> Result<()> {
+        let obj = object
+            .to_str()
+            .with_context(|| format!("non-UTF-8 object path {}", object.display()))?;
+        ensure!(object.is_file(), "XDP object {obj} not found");
+        let sw = &self.switch;
+        let port = &self.director.port;
+        // A generic-mode program would make the native attach fail with EBUSY.
+        let _ = netns::ip_in(sw, &["link", "set", "dev", port, "xdpgeneric", "off"]);
+        netns::ip_in(
+            sw,
+            &[
+                "link", "set", "dev", port, "xdpdrv", "obj", obj, selector, value,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn detach_xdp_pass(&self) -> Result<()> {
+        netns::ip_in(
+            &self.switch,
+            &["link", "set", "dev", &self.director.port, "xdpdrv", "off"],
+        )
+        .map(|_| ())
+    }
+
+    pub fn set_backend_mode(&self, mode: BackendRouting) -> Result<()> {
+        for b in &self.backends {
+            match mode {
+                BackendRouting::ViaDirector => {
+                    // Absent when already in this mode.
+                    let _ = netns::ip_in(
+                        &b.ns,
+                        &["route", "del", CLIENT_NET, "dev", HOST_IF, "scope", "link"],
+                    );
+                }
+                BackendRouting::DirectToClient => {
+                    netns::ip_in(
+                        &b.ns,
+                        &[
+                            "route", "replace", CLIENT_NET, "dev", HOST_IF, "scope", "link",
+                        ],
+                    )?;
+                }
+            }
+            let gw = DIRECTOR_BACKEND_ADDR.to_string();
+            netns::ip_in(
+                &b.ns,
+                &["route", "replace", "default", "via", &gw, "dev", HOST_IF],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// DR setup: `vip`/32 on `lo` of every backend, and ARP sysctls so the
+    /// backends neither answer ARP for the VIP nor use it as ARP source.
+    pub fn add_vip_to_backends(&self, vip: Ipv4Addr) -> Result<()> {
+        for b in &self.backends {
+            netns::sysctls_in(
+                &b.ns,
+                &[
+                    ("net.ipv4.conf.all.arp_ignore", "1"),
+                    ("net.ipv4.conf.all.arp_announce", "2"),
+                    ("net.ipv4.conf.eth0.arp_ignore", "1"),
+                    ("net.ipv4.conf.eth0.arp_announce", "2"),
+                ],
+            )?;
+            let a = format!("{vip}/32");
+            netns::ip_in(&b.ns, &["addr", "replace", &a, "dev", "lo"])?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_vip_from_backends(&self, vip: Ipv4Addr) -> Result<()> {
+        for b in &self.backends {
+            let a = format!("{vip}/32");
+            let _ = netns::ip_in(&b.ns, &["addr", "del", &a, "dev", "lo"]);
+        }
+        Ok(())
+    }
+
+    /// Configures [`SNAT_ADDR`] on the director's interface, for tests that
+    /// want the kernel (not the data plane) to own it.
+    pub fn add_snat_addr_to_director(&self) -> Result<()> {
+        let a = format!("{SNAT_ADDR}/32");
+        netns::ip_in(&self.director.ns, &["addr", "replace", &a, "dev", HOST_IF]).map(|_| ())
+    }
+
+    /// Deletes every namespace named `<prefix>-*`; returns how many.
+    /// Deleting a namespace deletes its veths, whose peers go with them.
+    pub fn cleanup_prefix(prefix: &str) -> usize {
+        let want = format!("{prefix}-");
+        let mut n = 0;
+        for ns in netns::list_netns() {
+            if ns.starts_with(&want) {
+                match netns::delete_netns(&ns) {
+                    Ok(()) => n += 1,
+                    Err(e) => tracing::warn!("removing leftover netns {ns}: {e:#}"),
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        // Hosts before the switch so no veth briefly dangles on a bridge
+        // that is going away; errors are only logged, Drop must not panic.
+        for ns in self.created.iter().rev() {
+            if netns::netns_exists(ns)
+                && let Err(e) = netns::delete_netns(ns)
+            {
+                tracing::warn!("deleting netns {ns}: {e:#}");
+                eprintln!("testbed: deleting netns {ns}: {e:#}");
+            }
+        }
+    }
+}
+
+fn validate_spec(spec: &TestbedSpec) -> Result<()> {
+    let p = &spec.prefix;
+    ensure!(!p.is_empty(), "testbed prefix is empty");
+    ensure!(
+        p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "testbed prefix {p:?} must be [a-z0-9]+ (it becomes part of netns and interface names)"
+    );
+    ensure!(spec.backends >= 1, "testbed needs at least one backend");
+    ensure!(spec.backends <= 200, "at most 200 backends");
+    let longest = format!("{p}-b{}", spec.backends)
+        .len()
+        .max(format!("{p}-dir").len());
+    if longest > MAX_IFNAME_LEN {
+        bail!(
+            "testbed prefix {p:?} too long: interface names would be {longest} characters, max {MAX_IFNAME_LEN}"
+        );
+    }
+    Ok(())
+}
+
+fn ip_addr_add(ns: &str, addr: Ipv4Addr, len: u8, dev: &str) -> Result<()> {
+    let a = format!("{addr}/{len}");
+    netns::ip_in(ns, &["addr", "add", &a, "dev", dev]).map(|_| ())
+}
+
+fn ethtool_tx_off(ns: &str, dev: &str) -> Result<()> {
+    netns::exec_in(ns, &["ethtool", "-K", dev, "tx", "off"]).with_context(|| {
+        format!("disabling tx checksum offload on {dev} in {ns} (is ethtool installed?)")
+    })?;
+    Ok(())
+}
