@@ -2,8 +2,6 @@
 //! set the node's settings, and converge it on a set of desired services.
 use std::net::Ipv4Addr;
 
-use tracing::warn;
-
 use crate::abi::{self, DpConfig};
 use crate::dataplane::loader::{Dataplane, DataplaneError, LoadOptions};
 use crate::dataplane::neighbours::NeighbourKeeper;
@@ -132,6 +130,19 @@ impl Director {
     /// Converges the maps on `desired`. Services that cannot be programmed
     /// are returned as errors and keep what they had; the others go on.
     pub fn apply(&mut self, desired: &[DesiredService]) -> Result<Vec<PlanError>, DirectorError> {
+        let errors = self.apply_once(desired)?;
+        // Old ring regions are freed only after their service flipped, so a
+        // service refused for lack of ring space may fit on a second pass.
+        if errors
+            .iter()
+            .any(|e| matches!(e, PlanError::RingFull { .. }))
+        {
+            return self.apply_once(desired);
+        }
+        Ok(errors)
+    }
+
+    fn apply_once(&mut self, desired: &[DesiredService]) -> Result<Vec<PlanError>, DirectorError> {
         let limits = PlanLimits {
             maglev_size: self.maglev_size,
             max_services: abi::MAX_SERVICES,
@@ -173,9 +184,6 @@ impl Director {
         self.programmed = planned.next;
         self.ring = ring;
         self.next_gen = gen_counter;
-        for e in &planned.errors {
-            warn!(error = %e, "service not programmed");
-        }
         Ok(planned.errors)
     }
 }

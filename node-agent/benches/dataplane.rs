@@ -1,0 +1,177 @@
+//! ns/packet of the director under BPF_PROG_TEST_RUN, as ratios against a
+//! floor program measured in the same run (parse + MAC swap + XDP_TX):
+//!   (a) floor, (b) FullNAT established flow, (c) FullNAT new flow (SYN),
+//!   (d) (b) with 100k services and 1M conntrack entries loaded.
+//! Targets: (b)/(a) <= 1.8, (c)/(a) <= 3, (d)/(b) <= 1.1.
+//! Run as root: `cargo bench -p ballast-agent --bench dataplane`.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use ballast_agent::abi::{self, CtValue, FlowKey};
+
+const REPEAT: u32 = 2_000_000;
+const SINGLE_SHOTS: u16 = 20_000;
+
+/// Mean ns per run of `frame`, repeated in the kernel (no syscall cost).
+fn batch_ns(prog: &Xdp, frame: &[u8], ifindex: u32) -> f64 {
+    let mut out = vec![0u8; frame.len() + 64];
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: REPEAT,
+            ..Default::default()
+        })
+        .expect("test run");
+    r.duration.as_nanos() as f64
+}
+
+/// Mean kernel-measured ns over one run each of many frames (new flows
+/// need a new tuple every time, so repeat cannot be used for them).
+fn single_shot_ns(prog: &Xdp, frames: &[Vec<u8>], ifindex: u32) -> f64 {
+    let mut total = 0u128;
+    for f in frames {
+        let mut out = vec![0u8; f.len() + 64];
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..Default::default()
+            })
+            .expect("test run");
+        total += r.duration.as_nanos();
+    }
+    total as f64 / frames.len() as f64
+}
+
+fn syns(base: u16, n: u16, src: Ipv4Addr) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| tcp_frame((src, base.wrapping_add(i)), (VIP, 80), TCP_SYN, &[], b""))
+        .collect()
+}
+
+fn main() {
+    if !is_root() {
+        eprintln!("the data plane benchmark needs root (BPF_PROG_TEST_RUN)");
+        return;
+    }
+    in_private_netns(|ifindex| {
+        let established = tcp_frame((CLIENT, 40000), (VIP, 80), TCP_ACK, &[], &[0u8; 64]);
+
+        let mut l = PacketLab::new(ifindex, settings(), 65537, 4 * 65537);
+        l.apply(&[svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)])]);
+        let (v, _) = l.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_TX);
+
+        let floor_batch = batch_ns(
+            l.director.dp.aux_program("xdp_floor").unwrap(),
+            &established,
+            ifindex,
+        );
+        let floor_single = single_shot_ns(
+            l.director.dp.aux_program("xdp_floor").unwrap(),
+            &syns(1024, SINGLE_SHOTS, CLIENT),
+            ifindex,
+        );
+        let prog = l.director.dp.program().unwrap();
+        let est_batch = batch_ns(prog, &established, ifindex);
+        let new_single = single_shot_ns(
+            prog,
+            &syns(1024, SINGLE_SHOTS, Ipv4Addr::new(192, 0, 2, 77)),
+            ifindex,
+        );
+        let est_single = single_shot_ns(
+            prog,
+            &vec![established.clone(); SINGLE_SHOTS as usize],
+            ifindex,
+        );
+        drop(l);
+
+        // (d): 100k services (Maglev 13 slots each) and a full conntrack.
+        let mut big = PacketLab::new(ifindex, settings(), 13, 100_001 * 13);
+        let mut svcs = vec![svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)])];
+        for i in 1..100_000u32 {
+            let mut s = svc(
+                MODE_FULLNAT,
+                6,
+                1 + (i % 60_000) as u16,
+                8080,
+                &[(1, 1), (2, 1)],
+            );
+            s.vip = Ipv4Addr::new(203, 0, 113, 100 + (i / 60_000) as u8);
+            s.name = format!("bench/svc{i}");
+            svcs.push(s);
+        }
+        let t = std::time::Instant::now();
+        big.apply(&svcs);
+        eprintln!("programmed {} services in {:?}", svcs.len(), t.elapsed());
+        let (v, _) = big.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_TX);
+        {
+            let mut ct = big.director.dp.maps.conntrack().unwrap();
+            let t = std::time::Instant::now();
+            for i in 0..1_000_000u32 {
+                let k = FlowKey {
+                    saddr: abi::be_addr(Ipv4Addr::from(0x0a00_0000 + i)),
+                    daddr: abi::be_addr(VIP),
+                    sport: 1234u16.to_be(),
+                    dport: 80u16.to_be(),
+                    proto: 6,
+                    pad: [0; 3],
+                };
+                let v = CtValue {
+                    last_seen_ns: u64::MAX / 2,
+                    backend_id: 0,
+                    ..Default::default()
+                };
+                let _ = ct.insert(k, v, 0);
+            }
+            eprintln!("inserted 1M conntrack entries in {:?}", t.elapsed());
+        }
+        // Our flow may have been evicted by the fill: re-open it.
+        big.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        let loaded_batch = batch_ns(big.director.dp.program().unwrap(), &established, ifindex);
+
+        println!(
+            "BPF_PROG_TEST_RUN, ns/packet (batch: repeat {REPEAT}; single: mean of {SINGLE_SHOTS} one-shot runs)"
+        );
+        println!(
+            "  (a) floor (parse + XDP_TX)          batch {floor_batch:7.1}   single {floor_single:7.1}"
+        );
+        println!(
+            "  (b) FullNAT established             batch {est_batch:7.1}   single {est_single:7.1}"
+        );
+        println!("  (c) FullNAT new flow (SYN)                         single {new_single:7.1}");
+        println!("  (d) (b) with 100k svcs + 1M flows   batch {loaded_batch:7.1}");
+        println!("ratios:");
+        println!(
+            "  (b)/(a) = {:.2}  (target <= 1.8)",
+            est_batch / floor_batch
+        );
+        println!(
+            "  (c)/(a) = {:.2}  (target <= 3, single-shot both)",
+            new_single / floor_single
+        );
+        println!(
+            "  (c)/(b) = {:.2}  (single-shot both)",
+            new_single / est_single
+        );
+        println!(
+            "  (d)/(b) = {:.2}  (target <= 1.1)",
+            loaded_batch / est_batch
+        );
+    });
+}
