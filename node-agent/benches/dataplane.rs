@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use ballast_agent::abi::{self, CtValue, FlowKey};
 
 const REPEAT: u32 = 2_000_000;
@@ -18,42 +18,16 @@ const SINGLE_SHOTS: u16 = 20_000;
 
 /// Mean ns per run of `frame`, repeated in the kernel (no syscall cost).
 fn batch_ns(prog: &Xdp, frame: &[u8], ifindex: u32) -> f64 {
-    let mut out = vec![0u8; frame.len() + 64];
-    let mut ctx = [0u8; 24];
-    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: REPEAT,
-            ..Default::default()
-        })
-        .expect("test run");
-    r.duration.as_nanos() as f64
+    test_run(prog, frame, ifindex, REPEAT).0.duration.as_nanos() as f64
 }
 
 /// Mean kernel-measured ns over one run each of many frames (new flows
 /// need a new tuple every time, so repeat cannot be used for them).
 fn single_shot_ns(prog: &Xdp, frames: &[Vec<u8>], ifindex: u32) -> f64 {
-    let mut total = 0u128;
-    for f in frames {
-        let mut out = vec![0u8; f.len() + 64];
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(f),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("test run");
-        total += r.duration.as_nanos();
-    }
+    let total: u128 = frames
+        .iter()
+        .map(|f| test_run(prog, f, ifindex, 1).0.duration.as_nanos())
+        .sum();
     total as f64 / frames.len() as f64
 }
 

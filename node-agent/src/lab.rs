@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::abi;
-use crate::dataplane::{
-    DesiredBackend, DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode,
-};
+use crate::dataplane::{DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode};
 use crate::inventory;
 use crate::stats;
 use crate::testbed::servers::BackendServer;
@@ -123,7 +121,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// A service on the testbed's VIP with equal-weight backends 1..=n.
+/// A service on the testbed's VIP with backends (index, weight).
 pub fn service(
     name: &str,
     mode: u8,
@@ -132,23 +130,11 @@ pub fn service(
     target_port: u16,
     backends: &[(usize, u32)],
 ) -> DesiredService {
-    DesiredService {
-        name: name.into(),
-        vip: testbed::VIP,
-        port,
-        proto,
+    DesiredService::new(
+        name,
+        (testbed::VIP, port, proto),
         mode,
-        flags: 0,
-        mss_max: 0,
-        persist_timeout_s: 0,
-        announce: true,
-        backends: backends
-            .iter()
-            .map(|&(i, weight)| DesiredBackend {
-                addr: testbed::backend_addr(i),
-                port: target_port,
-                weight,
-            })
-            .collect(),
-    }
+        target_port,
+        backends.iter().map(|&(i, w)| (testbed::backend_addr(i), w)),
+    )
 }

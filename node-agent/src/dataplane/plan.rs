@@ -33,6 +33,36 @@ pub struct DesiredBackend {
 }
 
 impl DesiredService {
+    /// A service with no TOA, no persistence, announced, `backends` as
+    /// (address, weight) on `target_port`.
+    pub fn new(
+        name: impl Into<String>,
+        (vip, port, proto): (Ipv4Addr, u16, u8),
+        mode: u8,
+        target_port: u16,
+        backends: impl IntoIterator<Item = (Ipv4Addr, u32)>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            vip,
+            port,
+            proto,
+            mode,
+            flags: 0,
+            mss_max: 0,
+            persist_timeout_s: 0,
+            announce: true,
+            backends: backends
+                .into_iter()
+                .map(|(addr, weight)| DesiredBackend {
+                    addr,
+                    port: target_port,
+                    weight,
+                })
+                .collect(),
+        }
+    }
+
     pub fn key(&self) -> SvcKey {
         SvcKey {
             vip: abi::be_addr(self.vip),
@@ -320,25 +350,15 @@ mod tests {
     use super::*;
 
     fn svc(port: u16, backends: &[(u8, u32)]) -> DesiredService {
-        DesiredService {
-            name: format!("t/s:{port}"),
-            vip: Ipv4Addr::new(203, 0, 113, 10),
-            port,
-            proto: 6,
-            mode: abi::MODE_FULLNAT,
-            flags: 0,
-            mss_max: 0,
-            persist_timeout_s: 0,
-            announce: true,
-            backends: backends
+        DesiredService::new(
+            format!("t/s:{port}"),
+            (Ipv4Addr::new(203, 0, 113, 10), port, 6),
+            abi::MODE_FULLNAT,
+            8080,
+            backends
                 .iter()
-                .map(|&(i, weight)| DesiredBackend {
-                    addr: Ipv4Addr::new(198, 51, 100, 10 + i),
-                    port: 8080,
-                    weight,
-                })
-                .collect(),
-        }
+                .map(|&(i, w)| (Ipv4Addr::new(198, 51, 100, 10 + i), w)),
+        )
     }
 
     const LIMITS: PlanLimits = PlanLimits {

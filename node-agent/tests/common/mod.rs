@@ -11,7 +11,7 @@ use std::process::Command;
 use aya::programs::{TestRun, TestRunOptions};
 use ballast_agent::abi;
 use ballast_agent::dataplane::{
-    DesiredBackend, DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode,
+    DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode,
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -113,6 +113,32 @@ pub fn in_private_netns<T: Send + 'static>(f: impl FnOnce(u32) -> T + Send + 'st
     .expect("test thread panicked")
 }
 
+/// One BPF_PROG_TEST_RUN of `frame`, `repeat` times, as if received on
+/// `ifindex`; the result and the frame as it left.
+pub fn test_run(
+    prog: &aya::programs::Xdp,
+    frame: &[u8],
+    ifindex: u32,
+    repeat: u32,
+) -> (aya::programs::TestRunResult, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r, out)
+}
+
 pub struct PacketLab {
     pub director: Director,
     pub ifindex: u32,
@@ -167,21 +193,9 @@ impl PacketLab {
 
     /// Runs one frame; returns the verdict and the frame as it left.
     pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes()); // data_end
-        ctx[12..16].copy_from_slice(&self.ifindex.to_ne_bytes()); // ingress_ifindex
+        let ifindex = self.ifindex;
         let prog = self.director.dp.program().expect("program");
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
+        let (r, out) = test_run(prog, frame, ifindex, 1);
         (r.return_value, out)
     }
 
@@ -192,25 +206,13 @@ impl PacketLab {
 
 /// A service on VIP with backends (index, weight) on port `target`.
 pub fn svc(mode: u8, proto: u8, port: u16, target: u16, backends: &[(u8, u32)]) -> DesiredService {
-    DesiredService {
-        name: format!("test/svc:{port}"),
-        vip: VIP,
-        port,
-        proto,
+    DesiredService::new(
+        format!("test/svc:{port}"),
+        (VIP, port, proto),
         mode,
-        flags: 0,
-        mss_max: 0,
-        persist_timeout_s: 0,
-        announce: true,
-        backends: backends
-            .iter()
-            .map(|&(i, w)| DesiredBackend {
-                addr: backend(i),
-                port: target,
-                weight: w,
-            })
-            .collect(),
-    }
+        target,
+        backends.iter().map(|&(i, w)| (backend(i), w)),
+    )
 }
 
 pub const TCP_FIN: u8 = 0x01;
