@@ -19,18 +19,50 @@ static __always_inline int ip_decrease_ttl(struct iphdr *ip)
 	return ip->ttl;
 }
 
-/* Looks up the route towards `nexthop_dst` (the packet's destination, or the
- * DR backend) and sends the frame. `routed`: the packet crossed an IP hop
- * here (TTL goes down); DR only swaps MACs. */
-static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, __be32 nexthop_dst,
-				       int routed)
+/* How long a resolved next hop is reused: a neighbour that changes its MAC
+ * or a route change is picked up within this time. */
+#define NEXTHOP_TTL_NS (NSEC_PER_SEC / 2)
+
+static __always_inline int send_to(struct xdp_md *ctx, struct packet *p, int routed,
+				   const __u8 *dmac, const __u8 *smac, __u32 ifindex)
 {
-	struct iphdr *ip = ip_header(ctx, p);
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
+	struct iphdr *ip = ip_header(ctx, p);
 	if (!ip || OUT_OF_BOUNDS(eth, sizeof(*eth), end))
 		return drop(BALLAST_DROP_MALFORMED);
+	if (routed)
+		ip_decrease_ttl(ip);
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	/* A tagged frame goes back out on its own VLAN: XDP cannot push it to
+	 * the VLAN device the FIB names. */
+	if (ifindex == ctx->ingress_ifindex || p->vlan) {
+		count_reason(BALLAST_TX);
+		return XDP_TX;
+	}
+	int act = bpf_redirect(ifindex, 0);
+	if (act != XDP_REDIRECT)
+		return drop(BALLAST_DROP_REDIRECT);
+	count_reason(BALLAST_REDIRECTED);
+	return act;
+}
+
+/* Looks up the route towards `nexthop_dst` (the packet's destination, or the
+ * DR backend) and sends the frame. `routed`: the packet crossed an IP hop
+ * here (TTL goes down); DR only swaps MACs. `now`: the caller's clock read
+ * (even the coarse clock is not free). */
+static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, __be32 nexthop_dst,
+				       int routed, __u64 now)
+{
+	struct iphdr *ip = ip_header(ctx, p);
+	if (!ip)
+		return drop(BALLAST_DROP_MALFORMED);
+
+	struct nexthop_value *nh = bpf_map_lookup_elem(&nexthops, &nexthop_dst);
+	if (nh && now < nh->expires_ns)
+		return send_to(ctx, p, routed, nh->dmac, nh->smac, nh->ifindex);
 
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
@@ -52,21 +84,11 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, __b
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return drop(BALLAST_DROP_UNROUTABLE);
 
-	if (routed)
-		ip_decrease_ttl(ip);
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	/* A tagged frame goes back out on its own VLAN: XDP cannot push it to
-	 * the VLAN device the FIB names. */
-	if (fib.ifindex == ctx->ingress_ifindex || p->vlan) {
-		count_reason(BALLAST_TX);
-		return XDP_TX;
-	}
-	int act = bpf_redirect(fib.ifindex, 0);
-	if (act != XDP_REDIRECT)
-		return drop(BALLAST_DROP_REDIRECT);
-	count_reason(BALLAST_REDIRECTED);
-	return act;
+	struct nexthop_value fresh = { .expires_ns = now + NEXTHOP_TTL_NS, .ifindex = fib.ifindex };
+	__builtin_memcpy(fresh.dmac, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(fresh.smac, fib.smac, ETH_ALEN);
+	bpf_map_update_elem(&nexthops, &nexthop_dst, &fresh, BPF_ANY);
+	return send_to(ctx, p, routed, fresh.dmac, fresh.smac, fresh.ifindex);
 }
 
 #endif

@@ -86,6 +86,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } persist SEC(".maps");
 
+/* Kernel-only (the agent never reads it). A next hop as bpf_fib_lookup resolved it, reused until `expires_ns`. */
+struct nexthop_value {
+	__u64 expires_ns;
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u32 ifindex;
+};
+
+#define BALLAST_NEXTHOP_ENTRIES 65536
+
+/* Destination -> resolved next hop: bpf_fib_lookup costs more than the
+ * rest of the established path together, and next hops rarely change. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BALLAST_NEXTHOP_ENTRIES);
+	__type(key, __be32);
+	__type(value, struct nexthop_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nexthops SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

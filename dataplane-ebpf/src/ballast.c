@@ -126,7 +126,7 @@ static __always_inline int handle_service(struct xdp_md *ctx, struct packet *p,
 	if (svc->mode != BALLAST_MODE_DR && ip->ttl <= 1)
 		return drop(BALLAST_DROP_TTL);
 
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct flow_key fk;
 	flow_key_of(p, &fk);
 	struct ct_value local_ct;
@@ -163,7 +163,7 @@ static __always_inline int handle_service(struct xdp_md *ctx, struct packet *p,
 	int syn = p->proto == IPPROTO_TCP && (p->tcp_flags & TCPF_SYN) && !(p->tcp_flags & TCPF_ACK);
 
 	if (svc->mode == BALLAST_MODE_DR)
-		return fib_forward(ctx, p, b->addr, 0);
+		return fib_forward(ctx, p, b->addr, 0, now);
 
 	struct tuple to = { .saddr = p->saddr, .daddr = b->addr, .sport = p->sport, .dport = b->port };
 	if (svc->mode == BALLAST_MODE_FULLNAT) {
@@ -180,7 +180,7 @@ static __always_inline int handle_service(struct xdp_md *ctx, struct packet *p,
 			return drop(BALLAST_DROP_MALFORMED);
 		count_reason(rc == 0 ? BALLAST_TOA_INSERTED : BALLAST_TOA_SKIPPED);
 	}
-	return fib_forward(ctx, p, p->daddr, 1);
+	return fib_forward(ctx, p, p->daddr, 1, now);
 }
 
 /* A reply from a backend (FullNAT: to our SNAT address; NAT: to the client
@@ -193,7 +193,7 @@ static __always_inline int handle_reply(struct xdp_md *ctx, struct packet *p, st
 	if (ip->ttl <= 1)
 		return drop(BALLAST_DROP_TTL);
 
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__u8 state = ct_next_state(rv->state, p->proto, p->tcp_flags);
 	if (state != rv->state || now - rv->last_seen_ns > CT_TOUCH_NS) {
 		rv->state = state;
@@ -213,7 +213,7 @@ static __always_inline int handle_reply(struct xdp_md *ctx, struct packet *p, st
 	if (p->proto == IPPROTO_TCP && (flags & BALLAST_SVC_TOA) &&
 	    (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK))
 		mss_clamp(ctx, p, mss_max);
-	return fib_forward(ctx, p, p->daddr, 1);
+	return fib_forward(ctx, p, p->daddr, 1, now);
 }
 
 SEC("xdp")

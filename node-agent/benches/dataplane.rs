@@ -4,6 +4,8 @@
 //!   (d) (b) with 100k services and 1M conntrack entries loaded.
 //! Targets: (b)/(a) <= 1.8, (c)/(a) <= 3, (d)/(b) <= 1.1.
 //! Run as root: `cargo bench -p ballast-agent --bench dataplane`.
+//! (The packets/s comparison against nftables in a namespace topology is
+//! not here yet.)
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -44,38 +46,60 @@ fn main() {
     }
     in_private_netns(|ifindex| {
         let established = tcp_frame((CLIENT, 40000), (VIP, 80), TCP_ACK, &[], &[0u8; 64]);
+        let n = SINGLE_SHOTS as usize;
 
         let mut l = PacketLab::new(ifindex, settings(), 65537, 4 * 65537);
-        l.apply(&[svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)])]);
+        l.apply(&[
+            svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)]),
+            svc(MODE_DR, 6, 81, 81, &[(1, 1), (2, 1), (3, 1)]),
+        ]);
         let (v, _) = l.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
         assert_eq!(v, XDP_TX);
+        // DR only rewrites MACs, so a repeated run stays on the established
+        // path: the one director figure that can be batched (steady state).
+        let dr_established = tcp_frame((CLIENT, 40000), (VIP, 81), TCP_ACK, &[], &[0u8; 64]);
+        let (v, _) = l.run(&tcp_frame((CLIENT, 40000), (VIP, 81), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_TX);
 
+        let pass = single_shot_ns(
+            l.director.dp.aux_program("xdp_pass").unwrap(),
+            &vec![established.clone(); n],
+            ifindex,
+        );
+        let floor = single_shot_ns(
+            l.director.dp.aux_program("xdp_floor").unwrap(),
+            &vec![established.clone(); n],
+            ifindex,
+        );
         let floor_batch = batch_ns(
             l.director.dp.aux_program("xdp_floor").unwrap(),
             &established,
             ifindex,
         );
-        let floor_single = single_shot_ns(
-            l.director.dp.aux_program("xdp_floor").unwrap(),
-            &syns(1024, SINGLE_SHOTS, CLIENT),
-            ifindex,
-        );
         let prog = l.director.dp.program().unwrap();
-        let est_batch = batch_ns(prog, &established, ifindex);
-        let new_single = single_shot_ns(
+        let dr_batch = batch_ns(prog, &dr_established, ifindex);
+        let est = single_shot_ns(prog, &vec![established.clone(); n], ifindex);
+        let new = single_shot_ns(
             prog,
             &syns(1024, SINGLE_SHOTS, Ipv4Addr::new(192, 0, 2, 77)),
             ifindex,
         );
-        let est_single = single_shot_ns(
-            prog,
-            &vec![established.clone(); SINGLE_SHOTS as usize],
-            ifindex,
+        let flows = l
+            .director
+            .dp
+            .maps
+            .service_counters([0u32].into_iter())
+            .unwrap()[&0]
+            .new_flows;
+        assert_eq!(
+            flows,
+            1 + SINGLE_SHOTS as u64,
+            "every SYN took the new-flow path"
         );
         drop(l);
 
         // (d): 100k services (Maglev 13 slots each) and a full conntrack.
-        let mut big = PacketLab::new(ifindex, settings(), 13, 100_001 * 13);
+        let mut big = PacketLab::with_conntrack(ifindex, settings(), 13, 100_001 * 13, 1 << 20);
         let mut svcs = vec![svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)])];
         for i in 1..100_000u32 {
             let mut s = svc(
@@ -92,8 +116,6 @@ fn main() {
         let t = std::time::Instant::now();
         big.apply(&svcs);
         eprintln!("programmed {} services in {:?}", svcs.len(), t.elapsed());
-        let (v, _) = big.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
-        assert_eq!(v, XDP_TX);
         {
             let mut ct = big.director.dp.maps.conntrack().unwrap();
             let t = std::time::Instant::now();
@@ -108,44 +130,52 @@ fn main() {
                 };
                 let v = CtValue {
                     last_seen_ns: u64::MAX / 2,
-                    backend_id: 0,
                     ..Default::default()
                 };
                 let _ = ct.insert(k, v, 0);
             }
             eprintln!("inserted 1M conntrack entries in {:?}", t.elapsed());
         }
-        // Our flow may have been evicted by the fill: re-open it.
+        // Opened after the fill so that the LRU keeps it.
         big.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
-        let loaded_batch = batch_ns(big.director.dp.program().unwrap(), &established, ifindex);
+        let loaded = single_shot_ns(
+            big.director.dp.program().unwrap(),
+            &vec![established.clone(); n],
+            ifindex,
+        );
 
+        // BPF_PROG_TEST_RUN's repeat runs the program again on the packet it
+        // already rewrote, so only idempotent programs can be batched. Every
+        // figure is therefore the kernel-timed mean of one run per syscall;
+        // `net` subtracts the same measurement of an XDP_PASS-only program
+        // (timer reads, context setup), which is in every figure alike.
+        let net = |x: f64| x - pass;
+        println!("BPF_PROG_TEST_RUN, kernel-timed ns/packet, mean of {n} runs of one packet each");
+        println!("  XDP_PASS only (overhead)             {pass:7.1}");
         println!(
-            "BPF_PROG_TEST_RUN, ns/packet (batch: repeat {REPEAT}; single: mean of {SINGLE_SHOTS} one-shot runs)"
+            "  (a) floor (parse + MAC swap + TX)     {floor:7.1}   net {:7.1}   (batched floor: {floor_batch:.1})",
+            net(floor)
         );
         println!(
-            "  (a) floor (parse + XDP_TX)          batch {floor_batch:7.1}   single {floor_single:7.1}"
+            "  (b) FullNAT established              {est:7.1}   net {:7.1}",
+            net(est)
         );
         println!(
-            "  (b) FullNAT established             batch {est_batch:7.1}   single {est_single:7.1}"
-        );
-        println!("  (c) FullNAT new flow (SYN)                         single {new_single:7.1}");
-        println!("  (d) (b) with 100k svcs + 1M flows   batch {loaded_batch:7.1}");
-        println!("ratios:");
-        println!(
-            "  (b)/(a) = {:.2}  (target <= 1.8)",
-            est_batch / floor_batch
+            "  (c) FullNAT new flow (SYN)           {new:7.1}   net {:7.1}",
+            net(new)
         );
         println!(
-            "  (c)/(a) = {:.2}  (target <= 3, single-shot both)",
-            new_single / floor_single
+            "  (d) (b), 100k services + 1M flows    {loaded:7.1}   net {:7.1}",
+            net(loaded)
         );
+        println!("steady state (repeat {REPEAT}, idempotent programs only):");
         println!(
-            "  (c)/(b) = {:.2}  (single-shot both)",
-            new_single / est_single
+            "  (a) floor {floor_batch:7.1}   DR established {dr_batch:7.1}   ratio {:.2}",
+            dr_batch / floor_batch
         );
-        println!(
-            "  (d)/(b) = {:.2}  (target <= 1.1)",
-            loaded_batch / est_batch
-        );
+        println!("ratios (net, one run per syscall: caches cold for the director's maps):");
+        println!("  (b)/(a) = {:.2}  (target <= 1.8)", net(est) / net(floor));
+        println!("  (c)/(a) = {:.2}  (target <= 3)", net(new) / net(floor));
+        println!("  (d)/(b) = {:.2}  (target <= 1.1)", net(loaded) / net(est));
     });
 }

@@ -133,3 +133,61 @@ pub async fn serve(
     axum::serve(listener, app).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{BackendStats, Counters, ReasonCount, ServiceStats};
+
+    fn snapshot(services: usize, backends: usize) -> Snapshot {
+        let c = Counters {
+            packets: 10,
+            bytes: 1000,
+            new_flows: 2,
+            reply_packets: 8,
+            reply_bytes: 800,
+        };
+        Snapshot {
+            services: (0..services)
+                .map(|i| ServiceStats {
+                    name: format!("ns/svc{i}:http"),
+                    vip: format!("203.0.113.10:{}/TCP", 1000 + i),
+                    mode: "FullNAT".into(),
+                    counters: c,
+                    backends: (0..backends)
+                        .map(|b| BackendStats {
+                            address: format!("198.51.100.{b}:8080"),
+                            weight: 1,
+                            counters: c,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            reasons: vec![ReasonCount {
+                reason: "no_backend",
+                drop: true,
+                count: 3,
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_service_backend_and_verdict_series() {
+        let text = render(&snapshot(2, 2), 100).unwrap();
+        assert!(text.contains(r#"ballast_service_packets_total{mode="FullNAT",service="ns/svc0:http",vip="203.0.113.10:1000/TCP"} 10"#), "{text}");
+        assert!(text.contains(r#"ballast_backend_new_flows_total{backend="198.51.100.1:8080",service="ns/svc1:http"} 2"#));
+        assert!(
+            text.contains(r#"ballast_packets_verdict_total{drop="true",reason="no_backend"} 3"#)
+        );
+    }
+
+    #[test]
+    fn per_backend_series_are_capped() {
+        let text = render(&snapshot(10, 3), 20).unwrap();
+        assert!(
+            !text.contains("ballast_backend_packets_total{"),
+            "30 backend series exceed the cap of 20"
+        );
+        assert_eq!(text.matches("ballast_service_packets_total{").count(), 10);
+    }
+}

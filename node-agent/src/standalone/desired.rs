@@ -136,3 +136,79 @@ pub fn to_desired(specs: &[ServiceSpec], announce: bool, toa_mss: u16) -> Vec<De
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(source: &str, name: &str, vip: &str, forwarding: &str) -> Document {
+        let yaml = format!(
+            "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  addresses: [{vip}]\n  ports: [{{port: 80, protocol: TCP}}]\n  forwarding: {forwarding}\n  \
+             backends: {{static: [{{address: 198.51.100.11}}]}}\n"
+        );
+        Document {
+            source: source.into(),
+            parsed: ballast_api::parse_yaml(&yaml),
+        }
+    }
+
+    #[test]
+    fn invalid_update_keeps_the_last_valid_version() {
+        let mut last = LastGood::default();
+        let r = resolve(&[doc("a.yaml#1", "web", "203.0.113.10", "DR")], &mut last);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.services.len(), 1);
+
+        let r = resolve(
+            &[doc("a.yaml#1", "web", "203.0.113.10", "Bogus")],
+            &mut last,
+        );
+        assert_eq!(r.services.len(), 1, "still served");
+        assert_eq!(r.services[0].forwarding, Forwarding::Dr);
+        assert!(r.errors[0].starts_with("a.yaml#1: "), "{:?}", r.errors);
+
+        // A file that does not parse at all keeps what came from it.
+        let broken = Document {
+            source: "a.yaml#1".into(),
+            parsed: Err("bad indentation at line 3".into()),
+        };
+        let r = resolve(&[broken], &mut last);
+        assert_eq!(r.services.len(), 1);
+
+        // Deleted: gone.
+        let r = resolve(&[], &mut last);
+        assert!(r.services.is_empty());
+    }
+
+    #[test]
+    fn a_contested_address_goes_to_the_first_object() {
+        let mut last = LastGood::default();
+        let r = resolve(
+            &[
+                doc("a.yaml#1", "alpha", "203.0.113.10", "FullNAT"),
+                doc("b.yaml#1", "beta", "203.0.113.10", "NAT"),
+            ],
+            &mut last,
+        );
+        assert_eq!(r.services.len(), 1);
+        assert_eq!(r.services[0].object, "default/alpha");
+        assert_eq!(r.errors.len(), 1);
+        assert!(
+            r.errors[0].contains("default/beta") && r.errors[0].contains("default/alpha"),
+            "{:?}",
+            r.errors
+        );
+    }
+
+    #[test]
+    fn to_desired_maps_modes_and_toa() {
+        let mut last = LastGood::default();
+        let r = resolve(&[doc("a.yaml#1", "web", "203.0.113.10", "NAT")], &mut last);
+        let d = to_desired(&r.services, true, DEFAULT_TOA_MSS);
+        assert_eq!(d[0].mode, abi::MODE_NAT);
+        assert_eq!(d[0].name, "default/web:80");
+        assert_eq!(d[0].mss_max, 0, "no clamp without TOA");
+        assert_eq!(d[0].backends[0].port, 80, "targetPort defaults to port");
+    }
+}

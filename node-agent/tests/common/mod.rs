@@ -163,6 +163,18 @@ impl PacketLab {
     /// Loads the program with maps pinned in a directory of its own. Call
     /// inside `in_private_netns`.
     pub fn new(ifindex: u32, settings: NodeSettings, maglev_size: u32, ring_slots: u32) -> Self {
+        // Small conntrack: tests create many labs, and the kernel frees
+        // preallocated LRU maps lazily.
+        Self::with_conntrack(ifindex, settings, maglev_size, ring_slots, 65_536)
+    }
+
+    pub fn with_conntrack(
+        ifindex: u32,
+        settings: NodeSettings,
+        maglev_size: u32,
+        ring_slots: u32,
+        conntrack: u32,
+    ) -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let pin_dir = PathBuf::from("/sys/fs/bpf/ballast-test").join(format!(
             "{}-{}",
@@ -174,7 +186,7 @@ impl PacketLab {
             interface: None,
             pin_dir: pin_dir.clone(),
             ring_slots,
-            conntrack_entries: None,
+            conntrack_entries: Some(conntrack),
             mode: XdpAttachMode::Auto,
             netns: None,
         };
