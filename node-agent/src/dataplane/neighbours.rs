@@ -13,6 +13,8 @@ pub struct NeighbourKeeper {
     interface: String,
     /// Named network namespace to run in (tests); None: the agent's own.
     netns: Option<String>,
+    /// Backends already looked at: a reload re-checks only new ones.
+    checked: BTreeSet<Ipv4Addr>,
     managed: BTreeSet<Ipv4Addr>,
 }
 
@@ -35,6 +37,7 @@ impl NeighbourKeeper {
         Self {
             interface,
             netns,
+            checked: BTreeSet::new(),
             managed: BTreeSet::new(),
         }
     }
@@ -52,6 +55,9 @@ impl NeighbourKeeper {
     /// kernel for FullNAT/NAT.
     pub fn ensure(&mut self, backends: impl IntoIterator<Item = Ipv4Addr>) {
         for addr in backends {
+            if !self.checked.insert(addr) {
+                continue;
+            }
             let route = match self.ip(&["-4", "route", "get", &addr.to_string()]) {
                 Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
                 Ok(o) => {
