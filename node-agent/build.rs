@@ -6,29 +6,57 @@ use std::process::Command;
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let dp = manifest.join("../dataplane-ebpf");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("ballast.bpf.o");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed={}", dp.join("src").display());
     println!("cargo:rerun-if-changed={}", dp.join("include").display());
+    println!("cargo:rerun-if-changed={}", dp.join("bench").display());
     println!("cargo:rerun-if-env-changed=BALLAST_CLANG");
 
     let clang = std::env::var("BALLAST_CLANG").unwrap_or_else(|_| "clang".into());
     // Debian keeps <asm/types.h> under the multiarch directory, which the
     // BPF target does not search by itself.
     let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
-    let status = Command::new(&clang)
+    compile(
+        &clang,
+        &multiarch,
+        &dp.join("include"),
+        &dp.join("src/ballast.c"),
+        &out_dir.join("ballast.bpf.o"),
+    );
+    // Benchmark traffic tools (generator, sink): not loaded by the agent.
+    compile(
+        &clang,
+        &multiarch,
+        &dp.join("include"),
+        &dp.join("bench/bench.c"),
+        &out_dir.join("bench.bpf.o"),
+    );
+}
+
+fn compile(
+    clang: &str,
+    multiarch: &str,
+    include: &std::path::Path,
+    src: &std::path::Path,
+    out: &std::path::Path,
+) {
+    let status = Command::new(clang)
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
         .arg("-I")
-        .arg(dp.join("include"))
+        .arg(include)
         .arg("-I")
-        .arg(&multiarch)
+        .arg(multiarch)
         .arg("-c")
-        .arg(dp.join("src/ballast.c"))
+        .arg(src)
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .status();
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => panic!("clang failed to build the XDP program ({s}); see the errors above"),
+        Ok(s) => panic!(
+            "clang failed to build {} ({s}); see the errors above",
+            src.display()
+        ),
         Err(e) => panic!(
             "cannot run `{clang}` ({e}): install clang and libbpf-dev (apt-get install clang libbpf-dev) or set BALLAST_CLANG"
         ),
