@@ -116,6 +116,13 @@ fn main() {
         let t = std::time::Instant::now();
         big.apply(&svcs);
         eprintln!("programmed {} services in {:?}", svcs.len(), t.elapsed());
+        svcs[1].backends[0].weight = 0;
+        let t = std::time::Instant::now();
+        big.apply(&svcs);
+        eprintln!(
+            "re-planned them with one backend drained in {:?}",
+            t.elapsed()
+        );
         {
             let mut ct = big.director.dp.maps.conntrack().unwrap();
             let t = std::time::Instant::now();

@@ -58,6 +58,13 @@ pub fn proto_name(proto: u8) -> String {
 
 /// Joins the desired services (names, weights) with the slots the maps use.
 pub fn build(desired: &[DesiredService], programmed: &Programmed) -> Vec<InventoryService> {
+    // (service id, address, port) -> backend slot, built once: a per-backend
+    // scan would be quadratic at 100k services.
+    let slots: std::collections::HashMap<(u32, u32, u16), u32> = programmed
+        .backends
+        .iter()
+        .map(|(&id, b)| ((b.svc_id, b.addr, b.port), id))
+        .collect();
     let mut out = Vec::new();
     for d in desired {
         let Some(v) = programmed.services.get(&d.key()) else {
@@ -67,15 +74,9 @@ pub fn build(desired: &[DesiredService], programmed: &Programmed) -> Vec<Invento
             .backends
             .iter()
             .filter_map(|b| {
-                programmed
-                    .backends
-                    .iter()
-                    .find(|(_, pb)| {
-                        pb.svc_id == v.id
-                            && pb.addr == abi::be_addr(b.addr)
-                            && pb.port == abi::be_port(b.port)
-                    })
-                    .map(|(&id, _)| InventoryBackend {
+                slots
+                    .get(&(v.id, abi::be_addr(b.addr), abi::be_port(b.port)))
+                    .map(|&id| InventoryBackend {
                         id,
                         address: b.addr,
                         port: b.port,

@@ -157,6 +157,13 @@ pub fn plan(
     let mut free_backend_ids = (0..limits.max_backends).filter(|i| !used_backend_ids.contains(i));
 
     let wanted: BTreeMap<SvcKey, &DesiredService> = desired.iter().map(|d| (d.key(), d)).collect();
+    // Backend slots grouped by service once: filtering per service would be
+    // quadratic at 100k services.
+    let mut by_service: BTreeMap<u32, Vec<(u32, BackendValue)>> = BTreeMap::new();
+    for (&id, b) in &cur.backends {
+        by_service.entry(b.svc_id).or_default().push((id, *b));
+    }
+    let no_backends = Vec::new();
 
     for (key, d) in &wanted {
         let existing = cur.services.get(key);
@@ -170,11 +177,11 @@ pub fn plan(
 
         // Backend slots: keep the slot (and generation) of a backend that
         // stays, so its established flows keep going.
-        let mine: BTreeMap<(u32, u16), (u32, BackendValue)> = cur
-            .backends
+        let mine: BTreeMap<(u32, u16), (u32, BackendValue)> = by_service
+            .get(&svc_id)
+            .unwrap_or(&no_backends)
             .iter()
-            .filter(|(_, b)| b.svc_id == svc_id)
-            .map(|(&id, b)| ((b.addr, b.port), (id, *b)))
+            .map(|&(id, b)| ((b.addr, b.port), (id, b)))
             .collect();
         let mut slots = Vec::with_capacity(d.backends.len());
         let mut out_of_slots = false;
