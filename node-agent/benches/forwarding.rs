@@ -11,6 +11,10 @@
 //!     - Ballast FullNAT (what veth-only users get)
 //! Target: Ballast (xdp path) / nftables (skb path) >= 3.
 //! Run as root: `cargo bench -p ballast-agent --bench forwarding`.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{mac_str, sh};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,25 +37,6 @@ const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const SNAT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 const FRAMES: u32 = 3_000_000;
-
-fn mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn ipn(ns: &str, args: &[&str]) {
     let mut v = vec!["ip", "-n", ns];
@@ -97,10 +82,10 @@ fn veth(
         ],
     );
     if let Some(m) = a_mac {
-        ipn(a_ns, &["link", "set", a, "address", &mac(m)]);
+        ipn(a_ns, &["link", "set", a, "address", &mac_str(m)]);
     }
     if let Some(m) = b_mac {
-        ipn(b_ns, &["link", "set", b, "address", &mac(m)]);
+        ipn(b_ns, &["link", "set", b, "address", &mac_str(m)]);
     }
     ipn(a_ns, &["link", "set", a, "up"]);
     ipn(b_ns, &["link", "set", b, "up"]);
@@ -128,7 +113,7 @@ fn director_addresses(ns: &str, ifname: &str, backend_mac: &[u8; 6]) {
             "replace",
             &BACKEND.to_string(),
             "lladdr",
-            &mac(backend_mac),
+            &mac_str(backend_mac),
             "dev",
             ifname,
             "nud",
@@ -142,7 +127,7 @@ fn director_addresses(ns: &str, ifname: &str, backend_mac: &[u8; 6]) {
             "replace",
             "192.0.2.1",
             "lladdr",
-            &mac(&GEN_MAC),
+            &mac_str(&GEN_MAC),
             "dev",
             ifname,
             "nud",

@@ -33,7 +33,8 @@ pub fn backend_mac(i: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 1, 0x10 + i]
 }
 
-fn sh(args: &[&str]) {
+/// Runs a command; panics with its stderr when it fails.
+pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -45,7 +46,7 @@ fn sh(args: &[&str]) {
     );
 }
 
-fn mac_str(m: &[u8; 6]) -> String {
+pub fn mac_str(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
