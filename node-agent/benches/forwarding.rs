@@ -215,6 +215,9 @@ impl Drop for RunningDirector {
             eprintln!("    director verdicts: {nonzero:?}");
         }
         let _ = std::fs::remove_dir_all(&self.pin);
+        if let Some(parent) = self.pin.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 

@@ -107,6 +107,9 @@ impl Drop for Lab {
         self.servers.clear();
         // Removing the pinned link detaches the program.
         let _ = std::fs::remove_dir_all(&self.pin_dir);
+        if let Some(parent) = self.pin_dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
         let _ = std::fs::remove_file(&self.object);
     }
 }

@@ -149,6 +149,10 @@ pub struct PacketLab {
 impl Drop for PacketLab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.pin_dir);
+        // The shared parent goes with the last lab (fails while others live).
+        if let Some(parent) = self.pin_dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
