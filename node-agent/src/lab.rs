@@ -43,13 +43,9 @@ impl Lab {
 
         let pin_dir = lab_pin_dir(prefix);
         let ifname = tb.director_if().to_string();
-        let mac = tb.exec(
-            tb.director_ns(),
-            &["cat", &format!("/sys/class/net/{ifname}/address")],
-        )?;
-        let mac = parse_mac(String::from_utf8_lossy(&mac.stdout).trim())?;
         let settings = NodeSettings {
-            mac,
+            // The testbed gives the director's interface a fixed MAC.
+            mac: testbed::DIRECTOR_MAC,
             snat_addrs: vec![testbed::SNAT_ADDR],
             ..Default::default()
         };
@@ -112,16 +108,6 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_file(&self.object);
     }
-}
-
-pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = s.split(':').collect();
-    anyhow::ensure!(parts.len() == 6, "not a MAC address: {s}");
-    for (i, p) in parts.iter().enumerate() {
-        mac[i] = u8::from_str_radix(p, 16).with_context(|| format!("not a MAC address: {s}"))?;
-    }
-    Ok(mac)
 }
 
 /// A service on the testbed's VIP with backends (index, weight).
