@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Connection tracking: timeouts by protocol and TCP state. Entries live in
- * LRU maps; expiry is judged on lookup (and by the agent's sweeper), so an
- * expired entry is simply one that may be replaced. Time is the coarse
+ * LRU maps; expiry is judged on lookup (nothing sweeps them yet: the LRU
+ * evicts), so an expired entry is simply one that may be replaced. Time is the coarse
  * monotonic clock (bpf_ktime_get_coarse_ns): a few ms of resolution is
  * plenty for timeouts in seconds, and reading the precise clock costs more
  * than the rest of the established path in a VM.

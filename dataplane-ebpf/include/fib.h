@@ -56,13 +56,14 @@ static __always_inline int send_to(struct xdp_md *ctx, struct packet *p, int rou
 static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, __be32 nexthop_dst,
 				       int routed, __u64 now)
 {
-	struct iphdr *ip = ip_header(ctx, p);
-	if (!ip)
-		return drop(BALLAST_DROP_MALFORMED);
-
 	struct nexthop_value *nh = bpf_map_lookup_elem(&nexthops, &nexthop_dst);
 	if (nh && now < nh->expires_ns)
 		return send_to(ctx, p, routed, nh->dmac, nh->smac, nh->ifindex);
+
+	/* Only the lookup needs the IP header here; send_to checks its own. */
+	struct iphdr *ip = ip_header(ctx, p);
+	if (!ip)
+		return drop(BALLAST_DROP_MALFORMED);
 
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
