@@ -83,6 +83,7 @@ pub struct Dataplane {
 
 const PROGRAM: &str = "ballast_xdp";
 const LINK_PIN: &str = "link";
+const LOAD_RETRIES: u32 = 5;
 
 /// Mounts bpffs on /sys/fs/bpf unless something is mounted there already.
 pub fn ensure_bpffs() -> Result<(), DataplaneError> {
@@ -162,10 +163,27 @@ impl Dataplane {
                 source: Box::new(e),
             })?;
         if prog.fd().is_err() {
-            prog.load().map_err(|e| DataplaneError::Program {
-                name,
-                source: Box::new(e),
-            })?;
+            // The verifier gives up with EAGAIN when a signal arrives while it
+            // works (seconds for this program): SIGHUP to the agent, SIGCHLD
+            // from a child. Retry a few times, as libbpf does.
+            let mut attempts = 0;
+            loop {
+                match prog.load() {
+                    Ok(()) => break,
+                    Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                        if io_error.raw_os_error() == Some(libc::EAGAIN)
+                            && attempts < LOAD_RETRIES =>
+                    {
+                        attempts += 1;
+                    }
+                    Err(e) => {
+                        return Err(DataplaneError::Program {
+                            name,
+                            source: Box::new(e),
+                        });
+                    }
+                }
+            }
         }
         Ok(prog)
     }
