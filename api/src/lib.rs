@@ -1,14 +1,21 @@
 //! Ballast resource types shared by the node agent and the controller, plus
 //! the validation that turns a `VirtualServer` into data-plane service entries.
 
+pub mod address_pool;
+mod checks;
+mod schema;
 pub mod validate;
 pub mod virtual_server;
 
+pub use address_pool::{AddressPool, AddressPoolSpec, AddressPoolStatus};
 pub use validate::{
-    API_VERSION, BackendSpec, FieldError, Forwarding, KIND, Mode, Protocol, ServiceSpec,
-    ValidationError, check_conflicts, parse_yaml, validate, validate_standalone, validate_with,
+    API_VERSION, BackendSpec, CheckedBackend, CheckedPort, CheckedSpec, FieldError, Forwarding,
+    KIND, Mode, Protocol, ServiceSpec, ValidationError, check, check_conflicts, parse_yaml,
+    validate, validate_standalone, validate_with,
 };
 pub use virtual_server::{
-    Backends, ClientAddressMode, ForwardingMode, Persistence, PortProtocol, ServiceRef,
-    StaticBackend, VirtualServer, VirtualServerPort, VirtualServerSpec, VirtualServerStatus,
+    Announce, BackendCounts, Backends, BgpAnnounce, ClientAddressMode, ForwardingMode, HealthCheck,
+    HttpHealthCheck, L2Announce, NodeProgramStatus, Persistence, PortProtocol, ServiceRef,
+    StaticBackend, TcpHealthCheck, VirtualServer, VirtualServerPort, VirtualServerSpec,
+    VirtualServerStatus,
 };

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
 use std::sync::OnceLock;
 
 use crate::virtual_server::{
@@ -158,9 +160,63 @@ pub fn validate_standalone(vs: &VirtualServer) -> Result<Vec<ServiceSpec>, Valid
     validate_with(vs, Mode::Standalone)
 }
 
-/// Checks every rule and, if all pass, returns one [`ServiceSpec`] per
-/// address × port, in `spec.addresses` then `spec.ports` order.
-pub fn validate_with(vs: &VirtualServer, mode: Mode) -> Result<Vec<ServiceSpec>, ValidationError> {
+/// An object that passed every rule, normalised but not yet expanded into
+/// per-(VIP, port) entries. IPv4 and IPv6 both pass here: the controller
+/// plans either family; [`validate_with`] is where the data plane's IPv4-only
+/// limit is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedSpec {
+    /// `namespace/name`.
+    pub object: String,
+    /// `spec.addresses` parsed, in order; may be empty in [`Mode::Controller`]
+    /// (the controller allocates).
+    pub addresses: Vec<IpAddr>,
+    pub ports: Vec<CheckedPort>,
+    pub forwarding: Forwarding,
+    /// `clientAddress: TOA` (applies to the TCP ports only).
+    pub toa: bool,
+    /// 0 = no client affinity.
+    pub persistence_timeout_s: u32,
+    pub source_ranges: Vec<IpNet>,
+    /// `spec.backends.static`; empty for `serviceRef`.
+    pub static_backends: Vec<CheckedBackend>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CheckedPort {
+    /// Empty when the port is unnamed.
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub target_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CheckedBackend {
+    pub address: IpAddr,
+    /// 0 = draining.
+    pub weight: u32,
+}
+
+/// Checks every rule of `vs` (collecting all problems) and returns it
+/// normalised.
+pub fn check(vs: &VirtualServer, mode: Mode) -> Result<CheckedSpec, ValidationError> {
+    check_families(vs, mode, Families::Both)
+}
+
+/// Which address families the caller can serve.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Families {
+    Both,
+    /// The data plane: IPv6 addresses are errors, reported with the others.
+    Ipv4Only,
+}
+
+fn check_families(
+    vs: &VirtualServer,
+    mode: Mode,
+    families: Families,
+) -> Result<CheckedSpec, ValidationError> {
     let name = vs.metadata.name.as_deref().filter(|n| !n.is_empty());
     let namespace = vs
         .metadata
@@ -175,10 +231,14 @@ pub fn validate_with(vs: &VirtualServer, mode: Mode) -> Result<Vec<ServiceSpec>,
         errs.push("metadata.name", "required");
     }
     let spec = &vs.spec;
-    let vips = check_addresses(spec, &mut errs);
+    let addresses = check_addresses(spec, mode, families, &mut errs);
     let ports = check_ports(spec, &mut errs);
     check_general(spec, &mut errs);
-    let backends = check_backends(spec, mode, &vips, &mut errs);
+    let static_backends = check_backends(spec, mode, families, &addresses, &mut errs);
+    let source_ranges = crate::checks::source_ranges(&spec.source_ranges, &mut errs);
+    crate::checks::health_check(spec.health_check.as_ref(), &mut errs);
+    crate::checks::node_selector(&spec.node_selector, &mut errs);
+    crate::checks::address_pool(spec, mode, &mut errs);
 
     if !errs.0.is_empty() {
         return Err(ValidationError {
@@ -186,26 +246,51 @@ pub fn validate_with(vs: &VirtualServer, mode: Mode) -> Result<Vec<ServiceSpec>,
             errors: errs.0,
         });
     }
+    Ok(CheckedSpec {
+        object,
+        addresses,
+        ports,
+        forwarding: Forwarding::from(spec.forwarding),
+        toa: spec.client_address == ClientAddressMode::Toa,
+        persistence_timeout_s: spec
+            .persistence
+            .as_ref()
+            .map_or(0, |p| p.timeout_seconds as u32),
+        source_ranges,
+        static_backends,
+    })
+}
 
-    let forwarding = Forwarding::from(spec.forwarding);
-    let toa_requested = spec.client_address == ClientAddressMode::Toa;
-    let persistence_timeout_s = spec
-        .persistence
-        .as_ref()
-        .map_or(0, |p| p.timeout_seconds as u32);
-    let mut out = Vec::with_capacity(vips.len() * ports.len());
-    for vip in &vips {
-        for p in &ports {
+/// Checks every rule and, if all pass, returns one [`ServiceSpec`] per
+/// address × port, in `spec.addresses` then `spec.ports` order. The data
+/// plane is IPv4-only for now, so IPv6 addresses are errors here.
+pub fn validate_with(vs: &VirtualServer, mode: Mode) -> Result<Vec<ServiceSpec>, ValidationError> {
+    let checked = check_families(vs, mode, Families::Ipv4Only)?;
+    let v4 = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => *v4,
+        IpAddr::V6(_) => unreachable!("Families::Ipv4Only rejected IPv6"),
+    };
+    let backends: Vec<BackendSpec> = checked
+        .static_backends
+        .iter()
+        .map(|b| BackendSpec {
+            address: v4(&b.address),
+            weight: b.weight,
+        })
+        .collect();
+    let mut out = Vec::with_capacity(checked.addresses.len() * checked.ports.len());
+    for vip in &checked.addresses {
+        for p in &checked.ports {
             out.push(ServiceSpec {
-                object: object.clone(),
+                object: checked.object.clone(),
                 port_name: p.name.clone(),
-                vip: *vip,
+                vip: v4(vip),
                 port: p.port,
                 protocol: p.protocol,
                 target_port: p.target_port,
-                forwarding,
-                toa: toa_requested && p.protocol == Protocol::Tcp,
-                persistence_timeout_s,
+                forwarding: checked.forwarding,
+                toa: checked.toa && p.protocol == Protocol::Tcp,
+                persistence_timeout_s: checked.persistence_timeout_s,
                 backends: backends.clone(),
             });
         }
@@ -402,10 +487,10 @@ fn value_kind(v: &serde_yaml::Value) -> &'static str {
 }
 
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+pub(crate) struct Errors(pub(crate) Vec<FieldError>);
 
 impl Errors {
-    fn push(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+    pub(crate) fn push(&mut self, field: impl Into<String>, reason: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             reason: reason.into(),
@@ -417,20 +502,25 @@ const IPV6_UNSUPPORTED: &str = "IPv6 is not supported by the data plane yet";
 
 /// Rejects addresses that can never be a unicast endpoint; programming them
 /// would black-hole traffic without any visible error.
-fn unicast_problem(ip: Ipv4Addr) -> Option<String> {
+fn unicast_problem(ip: IpAddr) -> Option<String> {
     if ip.is_unspecified() {
         Some(format!("{ip} is the unspecified address"))
-    } else if ip.is_broadcast() {
-        Some(format!("{ip} is the broadcast address"))
     } else if ip.is_multicast() {
         Some(format!("{ip} is a multicast address"))
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some(format!("{ip} is the broadcast address"))
     } else {
         None
     }
 }
 
-fn check_addresses(spec: &VirtualServerSpec, errs: &mut Errors) -> Vec<Ipv4Addr> {
-    if spec.addresses.is_empty() {
+fn check_addresses(
+    spec: &VirtualServerSpec,
+    mode: Mode,
+    families: Families,
+    errs: &mut Errors,
+) -> Vec<IpAddr> {
+    if spec.addresses.is_empty() && mode == Mode::Standalone {
         errs.push("spec.addresses", "at least one address is required");
     }
     let mut seen: HashMap<IpAddr, usize> = HashMap::new();
@@ -451,25 +541,18 @@ fn check_addresses(spec: &VirtualServerSpec, errs: &mut Errors) -> Vec<Ipv4Addr>
             continue;
         }
         seen.insert(ip, i);
-        match ip {
-            IpAddr::V6(_) => errs.push(field, IPV6_UNSUPPORTED),
-            IpAddr::V4(v4) => match unicast_problem(v4) {
-                Some(p) => errs.push(field, p),
-                None => vips.push(v4),
-            },
+        if ip.is_ipv6() && families == Families::Ipv4Only {
+            errs.push(field, IPV6_UNSUPPORTED);
+        } else if let Some(p) = unicast_problem(ip) {
+            errs.push(field, p);
+        } else {
+            vips.push(ip);
         }
     }
     vips
 }
 
-struct Port {
-    name: String,
-    port: u16,
-    protocol: Protocol,
-    target_port: u16,
-}
-
-fn check_ports(spec: &VirtualServerSpec, errs: &mut Errors) -> Vec<Port> {
+fn check_ports(spec: &VirtualServerSpec, errs: &mut Errors) -> Vec<CheckedPort> {
     if spec.ports.is_empty() {
         errs.push("spec.ports", "at least one port is required");
     }
@@ -561,7 +644,7 @@ fn check_ports(spec: &VirtualServerSpec, errs: &mut Errors) -> Vec<Port> {
         if errs.0.len() == before
             && let (Some(port), Some(target_port), Some(protocol)) = (port, target, protocol)
         {
-            out.push(Port {
+            out.push(CheckedPort {
                 name: p.name.clone().unwrap_or_default(),
                 port,
                 protocol,
@@ -622,9 +705,14 @@ fn check_general(spec: &VirtualServerSpec, errs: &mut Errors) {
 fn check_backends(
     spec: &VirtualServerSpec,
     mode: Mode,
-    vips: &[Ipv4Addr],
+    families: Families,
+    vips: &[IpAddr],
     errs: &mut Errors,
-) -> Vec<BackendSpec> {
+) -> Vec<CheckedBackend> {
+    let family_word = match families {
+        Families::Both => "an IP address",
+        Families::Ipv4Only => "an IPv4 address",
+    };
     let b = &spec.backends;
     match (&b.static_backends, &b.service_ref) {
         (Some(_), Some(_)) => errs.push(
@@ -656,7 +744,7 @@ fn check_backends(
         match be.address.parse::<IpAddr>() {
             Err(_) => errs.push(
                 format!("{base}.address"),
-                format!("{:?} is not an IPv4 address", be.address),
+                format!("{:?} is not {family_word}", be.address),
             ),
             Ok(ip) => {
                 if let Some(j) = seen.get(&ip) {
@@ -666,21 +754,18 @@ fn check_backends(
                     );
                 } else {
                     seen.insert(ip, i);
-                    match ip {
-                        IpAddr::V6(_) => errs.push(format!("{base}.address"), IPV6_UNSUPPORTED),
-                        IpAddr::V4(v4) => {
-                            if let Some(p) = unicast_problem(v4) {
-                                errs.push(format!("{base}.address"), p);
-                            } else if vips.contains(&v4) {
-                                // The balancer would forward the packet to itself.
-                                errs.push(
-                                    format!("{base}.address"),
-                                    format!("{v4} is also a VIP of this VirtualServer"),
-                                );
-                            } else {
-                                address = Some(v4);
-                            }
-                        }
+                    if ip.is_ipv6() && families == Families::Ipv4Only {
+                        errs.push(format!("{base}.address"), IPV6_UNSUPPORTED);
+                    } else if let Some(p) = unicast_problem(ip) {
+                        errs.push(format!("{base}.address"), p);
+                    } else if vips.contains(&ip) {
+                        // The balancer would forward the packet to itself.
+                        errs.push(
+                            format!("{base}.address"),
+                            format!("{ip} is also a VIP of this VirtualServer"),
+                        );
+                    } else {
+                        address = Some(ip);
                     }
                 }
             }
@@ -695,7 +780,7 @@ fn check_backends(
             );
         }
         if let (Some(address), Some(weight)) = (address, weight) {
-            out.push(BackendSpec { address, weight });
+            out.push(CheckedBackend { address, weight });
         }
     }
     out

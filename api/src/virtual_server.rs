@@ -5,17 +5,21 @@
 //! [`crate::validate`] are where values are judged, so that a bad value produces
 //! an error that names the field instead of an opaque deserialisation failure.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::schema::{conditions_schema, int_or_string_schema};
 
 /// Desired state of a virtual server: which VIPs and ports to answer on, and
 /// where to send the traffic.
 // clippy mistakes repeated `printcolumn(type_ = "string")` for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "ballast.dev",
     version = "v1alpha1",
@@ -23,24 +27,57 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "VirtualServerStatus",
     shortname = "vs",
+    category = "ballast",
     doc = "A set of VIPs and ports load-balanced by the XDP data plane to a set of backends.",
     derive = "PartialEq",
-    printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
-    printcolumn(name = "Forwarding", type_ = "string", json_path = ".spec.forwarding"),
+    printcolumn(name = "Address", type_ = "string", json_path = ".status.addresses[*]"),
+    printcolumn(name = "Ports", type_ = "string", json_path = ".spec.ports[*].port"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.forwarding"),
+    printcolumn(
+        name = "Backends",
+        type_ = "string",
+        json_path = ".status.backends.summary"
+    ),
+    printcolumn(
+        name = "Programmed",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Programmed\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     )
 )]
+// Cross-field rules the apiserver enforces on admission. `validate` applies
+// the same rules (with field paths) for standalone files and as a second line
+// of defence in the controller; a test keeps both in agreement.
+#[x_kube(
+    validation = Rule::new("!has(self.clientAddress) || self.clientAddress != 'TOA' || !has(self.forwarding) || self.forwarding == 'FullNAT'")
+        .message("clientAddress TOA requires forwarding FullNAT")
+        .field_path(".clientAddress"),
+    validation = Rule::new("!has(self.forwarding) || self.forwarding != 'DR' || self.ports.all(p, !has(p.targetPort) || p.targetPort == p.port)")
+        .message("DR forwarding cannot change the port: targetPort must equal port")
+        .field_path(".ports"),
+    validation = Rule::new("self.ports.all(p, self.ports.exists_one(q, q.port == p.port && (has(q.protocol) ? q.protocol : 'TCP') == (has(p.protocol) ? p.protocol : 'TCP')))")
+        .message("ports must be unique per protocol")
+        .field_path(".ports"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualServerSpec {
-    /// Virtual IPs (IPv4 or IPv6 literals) this server answers on.
-    #[schemars(length(min = 1))]
+    /// Virtual IPs (IPv4 or IPv6 literals) this server answers on. Leave
+    /// empty to have the controller allocate one from an AddressPool.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
     pub addresses: Vec<String>,
 
+    /// Pool to allocate an address from when `addresses` is empty; default:
+    /// any pool with autoAssign that admits this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_pool: Option<String>,
+
     /// Listening ports; every port is served on every address.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64))]
     pub ports: Vec<VirtualServerPort>,
 
     /// How packets reach the backends: FullNAT (default), DR or NAT.
@@ -51,6 +88,7 @@ pub struct VirtualServerSpec {
     // A string rather than an enum so that an unsupported scheduler is
     // reported by validation with a reason instead of failing the whole parse.
     #[serde(default = "default_scheduler")]
+    #[schemars(length(max = 64))]
     pub scheduler: String,
 
     /// TOA (FullNAT + TCP only) delivers the client address to backends in a
@@ -62,8 +100,28 @@ pub struct VirtualServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<Persistence>,
 
+    /// Client CIDRs allowed to reach the VIPs; empty allows everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub source_ranges: Vec<String>,
+
     /// Where traffic goes: exactly one of `static` and `serviceRef`.
     pub backends: Backends,
+
+    /// Active health checking of the backends; none means every listed
+    /// (or ready) backend is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+
+    /// How the VIPs are made reachable: `l2` (ARP/NDP from one node, the
+    /// default) and/or `bgp` (every director node advertises a route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<Announce>,
+
+    /// Labels a node must carry to act as a director for this server; empty
+    /// selects every node running the agent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// The only scheduler the data plane implements.
@@ -145,11 +203,18 @@ pub struct Persistence {
 
 // Both optional in the type so that the exclusivity is reported by
 // validation with a field path rather than by the parser.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!(has(self.static) && has(self.serviceRef))")
+        .message("static and serviceRef are mutually exclusive; set exactly one"),
+    validation = Rule::new("has(self.static) || has(self.serviceRef)")
+        .message("one of static or serviceRef is required"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Backends {
     /// Fixed list of backend addresses.
     #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub static_backends: Option<Vec<StaticBackend>>,
 
     /// Backends taken from a Service's endpoints (resolved by the controller).
@@ -194,44 +259,138 @@ pub struct VirtualServerStatus {
     #[serde(default)]
     pub addresses: Vec<String>,
 
-    /// Standard Kubernetes conditions, keyed by type.
+    /// Standard Kubernetes conditions, keyed by type: Accepted, Ready,
+    /// Programmed.
     // Always serialised, even when empty, so a merge patch with an empty list
     // clears stale conditions instead of leaving them untouched.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+
+    /// How many backends receive new flows, out of how many are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<BackendCounts>,
+
+    /// Per director node: whether its agent has applied the current plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeProgramStatus>,
 }
 
-// k8s-openapi implements JsonSchema only behind its `schemars` feature, and
-// turning that on would change the shared k8s-openapi build for every crate in
-// the workspace just for these two schemas. Their wire shapes are small and
-// stable (they mirror upstream's), so they are spelled out here instead.
-
-fn int_or_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "x-kubernetes-int-or-string": true
-    })
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendCounts {
+    /// Backends eligible for new flows (ready, weight > 0).
+    pub ready: i64,
+    /// Every backend known, draining ones included.
+    pub total: i64,
+    /// `ready/total`, for the BACKENDS printer column (a column can show one
+    /// field only).
+    pub summary: String,
 }
 
-fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "x-kubernetes-list-type": "map",
-        "x-kubernetes-list-map-keys": ["type"],
-        "items": {
-            "type": "object",
-            "required": ["lastTransitionTime", "message", "reason", "status", "type"],
-            "properties": {
-                "lastTransitionTime": {"type": "string", "format": "date-time"},
-                "message": {"type": "string", "maxLength": 32768},
-                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
-                "reason": {"type": "string", "maxLength": 1024},
-                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                "type": {"type": "string", "maxLength": 316}
-            }
+impl BackendCounts {
+    pub fn new(ready: usize, total: usize) -> Self {
+        BackendCounts {
+            ready: ready as i64,
+            total: total as i64,
+            summary: format!("{ready}/{total}"),
         }
-    })
+    }
 }
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeProgramStatus {
+    pub name: String,
+    /// The agent on this node applied the plan version that includes this
+    /// server.
+    pub programmed: bool,
+    /// Whether this node announces the addresses (L2 owner or BGP speaker).
+    #[serde(default)]
+    pub announcing: bool,
+    /// Why it is not programmed, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.tcp) != has(self.http)")
+        .message("set exactly one of tcp and http"),
+    validation = Rule::new("self.timeoutSeconds < self.intervalSeconds")
+        .message("timeoutSeconds must be shorter than intervalSeconds"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// Healthy when a TCP connection to the backend's target port opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpHealthCheck>,
+    /// Healthy when an HTTP GET returns the expected status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpHealthCheck>,
+    #[serde(default = "default_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: i64,
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i64,
+    /// Consecutive successes before an unhealthy backend gets new flows again.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub healthy_threshold: i64,
+    /// Consecutive failures before a backend stops getting new flows.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub unhealthy_threshold: i64,
+}
+
+fn default_interval() -> i64 {
+    5
+}
+fn default_timeout() -> i64 {
+    2
+}
+fn default_threshold() -> i64 {
+    2
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TcpHealthCheck {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHealthCheck {
+    #[serde(default = "default_http_path")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
+    pub path: String,
+    #[serde(default = "default_expect_status")]
+    #[schemars(range(min = 100, max = 599))]
+    pub expect_status: i64,
+}
+
+fn default_http_path() -> String {
+    "/".to_string()
+}
+fn default_expect_status() -> i64 {
+    200
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Announce {
+    /// One node answers ARP/NDP for the VIPs; another takes over on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2: Option<L2Announce>,
+    /// Every director node advertises the VIPs to its BGP peers (ECMP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpAnnounce>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct L2Announce {}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BgpAnnounce {}
 
 #[cfg(test)]
 mod tests {
@@ -252,10 +411,7 @@ mod tests {
         assert!(version.subresources.as_ref().unwrap().status.is_some());
         let schema = serde_json::to_value(version.schema.as_ref().unwrap()).unwrap();
         let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
-        assert_eq!(
-            spec["required"],
-            serde_json::json!(["addresses", "backends", "ports"])
-        );
+        assert_eq!(spec["required"], serde_json::json!(["backends", "ports"]));
         let port = &spec["properties"]["ports"]["items"]["properties"];
         assert!(port["targetPort"].is_object());
         let status = &schema["openAPIV3Schema"]["properties"]["status"]["properties"];

@@ -1,0 +1,9 @@
+//! The controller's Kubernetes side: reflectors, leader election, status
+//! writes, events, and the loop that ties them to the pure planner.
+
+pub mod crd_check;
+pub mod leader;
+pub mod run;
+pub mod status;
+pub mod stores;
+pub mod writer;

@@ -1,0 +1,213 @@
+//! The controller loop: reflectors feed the pure planner; the leader writes
+//! the resulting statuses. Every replica plans (so a new leader has a warm
+//! plan); only the leader writes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::crd_check;
+use super::leader::{LeaderElector, LeaseConfig};
+use super::stores::Stores;
+use super::writer::{FIELD_MANAGER, Writer};
+use crate::metrics::Metrics;
+use crate::plan::{CondStatus, Plan, PlanOptions, plan};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub plan: PlanOptions,
+    pub lease: LeaseConfig,
+    /// How often the leader renews, and a standby retries.
+    pub retry_period: Duration,
+    /// Changes arriving within this window are planned together.
+    pub debounce: Duration,
+    /// Replan at least this often, even without changes.
+    pub resync: Duration,
+}
+
+/// A running controller.
+pub struct Handle {
+    /// The latest plan (every replica plans; the gRPC pusher reads this).
+    pub plans: watch::Receiver<Option<Arc<Plan>>>,
+    pub leader: watch::Receiver<bool>,
+    /// True once every reflector finished its initial list.
+    pub ready: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    main: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Stops planning, releases the lease if held, and waits for it.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.main.await;
+    }
+}
+
+/// Checks the CRDs, then starts everything in the background.
+pub async fn start(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+) -> Result<Handle, crd_check::CrdCheckError> {
+    crd_check::check(client.clone()).await?;
+    let (plan_tx, plans) = watch::channel(None);
+    let (leader_tx, leader) = watch::channel(false);
+    let (ready_tx, ready) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
+    let main = tokio::spawn(run(
+        client, options, metrics, plan_tx, leader_tx, ready_tx, stop_rx,
+    ));
+    Ok(Handle {
+        plans,
+        leader,
+        ready,
+        stop,
+        main,
+    })
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn run(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    plan_tx: watch::Sender<Option<Arc<Plan>>>,
+    leader_tx: watch::Sender<bool>,
+    ready_tx: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let changed = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    let stores = Stores::start(&client, &mut tasks, changed.clone());
+    let election = tokio::spawn(elect(
+        LeaderElector::new(client.clone(), options.lease.clone()),
+        options.clone(),
+        leader_tx,
+        changed.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(options.lease.identity.clone()),
+        },
+    );
+    let writer = Writer::new(client, recorder);
+
+    tokio::select! {
+        _ = stores.wait_until_ready() => {}
+        _ = stopped(&mut stop) => { tasks.shutdown().await; let _ = election.await; return; }
+    }
+    let _ = ready_tx.send(true);
+    tracing::info!("caches synced; planning");
+
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(options.resync) => {}
+            _ = stopped(&mut stop) => break,
+        }
+        tokio::time::sleep(options.debounce).await;
+        let started = Instant::now();
+        let planned = Arc::new(plan(&stores.observed(), options.plan));
+        metrics.reconciles.inc();
+        record_plan_metrics(&metrics, &planned);
+        plan_tx.send_replace(Some(planned.clone()));
+        if metrics.leader.get() == 1 {
+            let report = writer.write(&planned, &stores).await;
+            metrics.status_writes.inc_by(report.writes);
+            metrics.reconcile_errors.inc_by(report.errors);
+        }
+        metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+    let _ = election.await;
+    tasks.shutdown().await;
+}
+
+/// Runs leader election rounds until stopped; mirrors the result into
+/// `leader_tx` and the `leader` gauge (which the loop reads).
+async fn elect(
+    mut elector: LeaderElector,
+    options: Options,
+    leader_tx: watch::Sender<bool>,
+    changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last_renewal: Option<Instant> = None;
+    loop {
+        let held = match elector.try_acquire_or_renew().await {
+            Ok(true) => {
+                last_renewal = Some(Instant::now());
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease round failed");
+                // Keep leading through brief API trouble, but never past the
+                // point where another replica may have taken over.
+                last_renewal.is_some_and(|t| t.elapsed() < options.lease.duration / 2)
+            }
+        };
+        if !held {
+            last_renewal = None;
+        }
+        let was = *leader_tx.borrow();
+        if held != was {
+            tracing::info!(identity = %options.lease.identity, leader = held, "leadership changed");
+            metrics.leader.set(i64::from(held));
+            let _ = leader_tx.send(held);
+            if held {
+                changed.notify_one(); // write what the previous leader left
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(options.retry_period) => {}
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    if *leader_tx.borrow() {
+        metrics.leader.set(0);
+        let _ = leader_tx.send(false);
+        if let Err(e) = elector.release().await {
+            tracing::warn!(error = %e, "could not release the lease");
+        }
+    }
+}
+
+fn record_plan_metrics(metrics: &Metrics, plan: &Plan) {
+    for (name, p) in &plan.pools {
+        metrics
+            .pool_allocated
+            .with_label_values(&[name.as_str()])
+            .set(p.allocated as i64);
+        metrics
+            .pool_total
+            .with_label_values(&[name.as_str()])
+            .set(p.total.min(i64::MAX as u128) as i64);
+    }
+    for (label, status) in [
+        ("true", CondStatus::True),
+        ("false", CondStatus::False),
+        ("unknown", CondStatus::Unknown),
+    ] {
+        let n = plan
+            .statuses
+            .values()
+            .filter(|s| s.ready.status == status)
+            .count();
+        metrics.objects.with_label_values(&[label]).set(n as i64);
+    }
+}

@@ -1,0 +1,355 @@
+//! Turning planned [`ObjectStatus`]es into the status each resource stores,
+//! and deciding whether a write (and which Events) is needed. Pure: the
+//! writer does the I/O.
+
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde_json::{Value, json};
+
+use ballast_api::{
+    AddressPool, AddressPoolStatus, BackendCounts, NodeProgramStatus, VirtualServer,
+    VirtualServerStatus,
+};
+
+use crate::plan::{Cond, CondStatus, ObjectStatus, PoolStatus};
+
+/// Condition types set on Services, prefixed because other controllers may
+/// own a Service's other conditions.
+pub const SERVICE_CONDITION_PREFIX: &str = "ballast.dev/";
+
+/// Builds a condition, keeping `lastTransitionTime` from `existing` when the
+/// status did not change (Kubernetes API conventions).
+fn condition(
+    type_: &str,
+    cond: &Cond,
+    generation: Option<i64>,
+    existing: &[Condition],
+    now: &Time,
+) -> Condition {
+    let status = cond.status.as_str();
+    let last = existing
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: cond.reason.clone(),
+        // The API caps messages at 32 KiB; a long error list must not make
+        // the whole status write fail.
+        message: truncate(&cond.message, 32 * 1024),
+        observed_generation: generation,
+        last_transition_time: last,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+fn conditions(
+    status: &ObjectStatus,
+    prefix: &str,
+    existing: &[Condition],
+    now: &Time,
+) -> Vec<Condition> {
+    [
+        ("Accepted", &status.accepted),
+        ("Ready", &status.ready),
+        ("Programmed", &status.programmed),
+    ]
+    .into_iter()
+    .map(|(t, c)| condition(&format!("{prefix}{t}"), c, status.generation, existing, now))
+    .collect()
+}
+
+pub fn virtual_server_status(
+    planned: &ObjectStatus,
+    current: &VirtualServer,
+    now: &Time,
+) -> VirtualServerStatus {
+    let existing = current
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    VirtualServerStatus {
+        addresses: planned.addresses.iter().map(|a| a.to_string()).collect(),
+        conditions: conditions(planned, "", existing, now),
+        backends: planned.backends.map(|(r, t)| BackendCounts::new(r, t)),
+        nodes: planned
+            .directors
+            .iter()
+            .map(|d| NodeProgramStatus {
+                name: d.node.to_string(),
+                programmed: false,
+                announcing: d.announcing,
+                message: Some("awaiting the agent's report".into()),
+            })
+            .collect(),
+    }
+}
+
+/// The part of a Service's status this controller owns.
+pub fn service_status(planned: &ObjectStatus, current: &Service, now: &Time) -> ServiceStatus {
+    let existing = current
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let ingress: Vec<LoadBalancerIngress> = planned
+        .addresses
+        .iter()
+        .map(|a| LoadBalancerIngress {
+            ip: Some(a.to_string()),
+            ip_mode: Some("VIP".into()),
+            ..Default::default()
+        })
+        .collect();
+    ServiceStatus {
+        load_balancer: Some(LoadBalancerStatus {
+            ingress: Some(ingress),
+        }),
+        conditions: Some(conditions(planned, SERVICE_CONDITION_PREFIX, existing, now)),
+    }
+}
+
+/// Whether the Service's stored status already says what we would apply:
+/// our conditions present and equal, and the same ingress.
+pub fn service_status_current(desired: &ServiceStatus, current: &Service) -> bool {
+    let cur = current.status.clone().unwrap_or_default();
+    let ingress = |s: &ServiceStatus| {
+        s.load_balancer
+            .as_ref()
+            .and_then(|l| l.ingress.clone())
+            .unwrap_or_default()
+    };
+    let ours = |s: &ServiceStatus| -> Vec<Condition> {
+        let mut v: Vec<Condition> = s
+            .conditions
+            .iter()
+            .flatten()
+            .filter(|c| c.type_.starts_with(SERVICE_CONDITION_PREFIX))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.type_.cmp(&b.type_));
+        v
+    };
+    ingress(&cur) == ingress(desired) && ours(&cur) == ours(desired)
+}
+
+pub fn pool_status(planned: &PoolStatus, current: &AddressPool, now: &Time) -> AddressPoolStatus {
+    let existing = current
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let valid = if planned.errors.is_empty() {
+        Cond::new(
+            CondStatus::True,
+            "Valid",
+            "every entry of spec.addresses is usable",
+        )
+    } else {
+        Cond::new(
+            CondStatus::False,
+            "InvalidAddresses",
+            planned.errors.join("; "),
+        )
+    };
+    AddressPoolStatus {
+        allocated: planned.allocated as i64,
+        total: planned.total.to_string(),
+        conditions: vec![condition(
+            "Valid",
+            &valid,
+            current.metadata.generation,
+            existing,
+            now,
+        )],
+    }
+}
+
+/// The server-side apply body for a status subresource.
+pub fn apply_body(
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    status: impl serde::Serialize,
+) -> Value {
+    json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name},
+        "status": status,
+    })
+}
+
+/// An Event to record about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+/// Events for what changed between the stored conditions and the new ones:
+/// address (re)allocation, and Accepted/Ready turning, with their reason.
+pub fn events(
+    old_addresses: &[String],
+    new_addresses: &[String],
+    old: &[Condition],
+    new: &[Condition],
+) -> Vec<EventNote> {
+    let mut out = Vec::new();
+    if old_addresses != new_addresses && !new_addresses.is_empty() {
+        out.push(EventNote {
+            warning: false,
+            reason: "AddressAllocated".into(),
+            note: format!("assigned {}", new_addresses.join(", ")),
+        });
+    }
+    for c in new {
+        if c.type_.ends_with("Programmed") {
+            continue; // reported by agents, not a controller decision
+        }
+        let before = old.iter().find(|o| o.type_ == c.type_);
+        let changed = before.is_none_or(|b| b.status != c.status || b.reason != c.reason);
+        if changed && !(before.is_none() && c.status == "True") {
+            out.push(EventNote {
+                warning: c.status == "False",
+                reason: c.reason.clone(),
+                note: truncate(&c.message, 1024),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::DirectorStatus;
+
+    fn planned(ready: CondStatus) -> ObjectStatus {
+        ObjectStatus {
+            generation: Some(4),
+            addresses: vec!["203.0.113.1".parse().unwrap()],
+            accepted: Cond::new(CondStatus::True, "Accepted", "ok"),
+            ready: Cond::new(
+                ready,
+                if ready == CondStatus::True {
+                    "Ready"
+                } else {
+                    "NoReadyBackends"
+                },
+                "m",
+            ),
+            programmed: Cond::new(CondStatus::Unknown, "AwaitingAgents", "m"),
+            backends: Some((1, 3)),
+            directors: vec![DirectorStatus {
+                node: "n1".into(),
+                announcing: true,
+            }],
+        }
+    }
+
+    fn time(s: &str) -> Time {
+        serde_json::from_value(json!(s)).unwrap()
+    }
+
+    #[test]
+    fn transition_time_is_kept_until_the_status_flips() {
+        let vs: VirtualServer = serde_json::from_value(json!({
+            "apiVersion": "ballast.dev/v1alpha1", "kind": "VirtualServer",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"ports": [{"port": 80}], "backends": {"static": []}},
+        }))
+        .unwrap();
+        let t1 = time("2025-01-01T00:00:00Z");
+        let t2 = time("2025-01-02T00:00:00Z");
+        let first = virtual_server_status(&planned(CondStatus::True), &vs, &t1);
+        assert_eq!(first.backends.as_ref().unwrap().summary, "1/3");
+        assert_eq!(first.conditions[1].observed_generation, Some(4));
+        let mut stored = vs.clone();
+        stored.status = Some(first.clone());
+        // Same decision later: identical status, so no write is needed.
+        assert_eq!(
+            virtual_server_status(&planned(CondStatus::True), &stored, &t2),
+            first
+        );
+        // Ready flips: only Ready's time moves, and one warning Event.
+        let flipped = virtual_server_status(&planned(CondStatus::False), &stored, &t2);
+        assert_eq!(flipped.conditions[0].last_transition_time, t1);
+        assert_eq!(flipped.conditions[1].last_transition_time, t2);
+        let ev = events(
+            &first.addresses,
+            &flipped.addresses,
+            &first.conditions,
+            &flipped.conditions,
+        );
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].warning);
+        assert_eq!(ev[0].reason, "NoReadyBackends");
+    }
+
+    #[test]
+    fn service_status_uses_prefixed_conditions_and_vip_ingress() {
+        let svc: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "default"},
+            "status": {"conditions": [{"type": "other.io/Thing", "status": "True", "reason": "X",
+                "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]},
+        }))
+        .unwrap();
+        let s = service_status(
+            &planned(CondStatus::True),
+            &svc,
+            &time("2025-01-01T00:00:00Z"),
+        );
+        let ingress = &s.load_balancer.as_ref().unwrap().ingress.as_ref().unwrap()[0];
+        assert_eq!(ingress.ip.as_deref(), Some("203.0.113.1"));
+        assert_eq!(ingress.ip_mode.as_deref(), Some("VIP"));
+        let types: Vec<_> = s
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "ballast.dev/Accepted",
+                "ballast.dev/Ready",
+                "ballast.dev/Programmed"
+            ]
+        );
+        assert!(!service_status_current(&s, &svc));
+        let mut stored = svc.clone();
+        let mut merged = s.clone();
+        merged
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(svc.status.as_ref().unwrap().conditions.as_ref().unwrap()[0].clone());
+        stored.status = Some(merged);
+        assert!(
+            service_status_current(&s, &stored),
+            "another owner's condition is not ours to compare"
+        );
+    }
+
+    #[test]
+    fn long_messages_are_truncated_on_a_char_boundary() {
+        let long = "é".repeat(40_000);
+        let t = truncate(&long, 32 * 1024);
+        assert!(t.len() <= 32 * 1024 && t.ends_with("..."));
+    }
+}

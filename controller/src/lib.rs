@@ -1,0 +1,17 @@
+//! Ballast controller: watches VirtualServers, AddressPools, Services,
+//! EndpointSlices, Nodes and Namespaces, and computes per-node plans and
+//! object statuses. The planning core ([`plan`]) is pure; the Kubernetes side
+//! lives in [`k8s`].
+
+pub mod crdgen;
+pub mod endpoints;
+#[doc(hidden)]
+pub mod fixtures;
+pub mod frontend;
+pub mod http;
+pub mod ipam;
+pub mod k8s;
+pub mod metrics;
+pub mod object_key;
+pub mod plan;
+pub mod selector;

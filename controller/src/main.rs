@@ -1,0 +1,153 @@
+//! `ballast-controller`: the Kubernetes side of Ballast.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use ballast_controller::k8s::leader::LeaseConfig;
+use ballast_controller::k8s::run::{Options, start};
+use ballast_controller::metrics::Metrics;
+use ballast_controller::plan::PlanOptions;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Ballast controller: VirtualServers and LoadBalancer Services in, per-node plans and status out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller against the cluster in the kubeconfig or the
+    /// in-cluster service account.
+    Run(RunArgs),
+    /// Print the CRD manifests, or write them into a directory.
+    Crdgen {
+        /// Directory to write one file per CRD into (e.g. `crds`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Also serve LoadBalancer Services that set no loadBalancerClass.
+    #[arg(long)]
+    default_class: bool,
+    /// Where /metrics, /healthz and /readyz listen.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ballast-system")]
+    lease_namespace: String,
+    #[arg(long, default_value = "ballast-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease (defaults to the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a silent leader keeps the Lease.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crdgen { out } => crdgen(out),
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            tokio::runtime::Runtime::new()
+                .context("starting the async runtime")?
+                .block_on(run(args))
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes API: set KUBECONFIG or run in a cluster")?;
+    let identity = match args.identity {
+        Some(i) => i,
+        None => nix_hostname().context("reading the host name for --identity")?,
+    };
+    let options = Options {
+        plan: PlanOptions {
+            default_class: args.default_class,
+        },
+        lease: LeaseConfig {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            identity,
+            duration: Duration::from_secs(args.lease_duration),
+        },
+        retry_period: Duration::from_secs((args.lease_duration / 5).max(1)),
+        debounce: Duration::from_millis(100),
+        resync: Duration::from_secs(60),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let handle = match start(client, options, metrics.clone()).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ballast-controller: {e}");
+            std::process::exit(2);
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
+    let http = tokio::spawn(ballast_controller::http::serve(
+        listener,
+        metrics,
+        handle.ready.clone(),
+    ));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        r = http => {
+            r.context("metrics server task")?
+                .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
+        }
+    }
+    handle.shutdown().await;
+    Ok(())
+}
+
+fn nix_hostname() -> std::io::Result<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string())
+}
+
+fn crdgen(out: Option<PathBuf>) -> anyhow::Result<()> {
+    let manifests = ballast_controller::crdgen::manifests();
+    match out {
+        None => {
+            for (_, yaml) in manifests {
+                println!("---\n{yaml}");
+            }
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (file, yaml) in manifests {
+                let path = dir.join(file);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
