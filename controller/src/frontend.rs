@@ -117,6 +117,8 @@ pub enum Source {
         key: ObjectKey,
         generation: Option<i64>,
         errors: Vec<String>,
+        /// Addresses its status records; reserved until it is fixed.
+        previous: Vec<IpAddr>,
     },
     /// Not ours (another load-balancer class, not type LoadBalancer).
     NotOurs,
@@ -165,6 +167,7 @@ pub fn from_virtual_server(vs: &VirtualServer) -> Source {
             return Source::Invalid {
                 key,
                 generation,
+                previous: parse_previous(vs.status.iter().flat_map(|st| st.addresses.iter())),
                 errors: e
                     .errors
                     .iter()
@@ -339,11 +342,19 @@ pub fn from_service(svc: &Service, default_class: bool) -> Source {
         }
     }
 
+    let previous = parse_previous(
+        svc.status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|i| i.ip.as_deref()),
+    );
     if !errors.is_empty() {
         return Source::Invalid {
             key,
             generation,
             errors,
+            previous,
         };
     }
     let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
@@ -357,13 +368,6 @@ pub fn from_service(svc: &Service, default_class: bool) -> Source {
     } else {
         0
     };
-    let previous = parse_previous(
-        svc.status
-            .iter()
-            .filter_map(|s| s.load_balancer.as_ref())
-            .flat_map(|lb| lb.ingress.iter().flatten())
-            .filter_map(|i| i.ip.as_deref()),
-    );
     Source::Frontend(Box::new(Frontend {
         key: key.clone(),
         generation,

@@ -131,8 +131,12 @@ pub struct Allocations {
     pub usage: BTreeMap<String, (u64, u128)>,
 }
 
-struct Holder {
-    index: usize,
+enum Holder {
+    /// `frontends[i]`.
+    Frontend(usize),
+    /// Recorded in the status of an object that is currently invalid: kept
+    /// for it so that fixing a typo does not find its VIP given away.
+    Reserved(ObjectKey),
 }
 
 /// Who holds what, and the rules for joining an address.
@@ -161,7 +165,15 @@ impl<'a> Ledger<'a> {
         let me = self.frontends[i];
         let pool_shares = self.shares_by_default(ip);
         for h in holders {
-            let other = self.frontends[h.index];
+            let other = match h {
+                Holder::Frontend(index) => self.frontends[*index],
+                Holder::Reserved(key) => {
+                    return Err(AddressProblem::InUse {
+                        ip,
+                        holder: key.clone(),
+                    });
+                }
+            };
             let same_key = me.sharing_key.is_some() && me.sharing_key == other.sharing_key;
             if !(same_key || pool_shares) {
                 return Err(AddressProblem::InUse {
@@ -188,7 +200,7 @@ impl<'a> Ledger<'a> {
     }
 
     fn take(&mut self, i: usize, ip: IpAddr) {
-        self.taken.entry(ip).or_default().push(Holder { index: i });
+        self.taken.entry(ip).or_default().push(Holder::Frontend(i));
         if let Some(k) = self.frontends[i].sharing_key.as_deref() {
             let list = self.by_key.entry(k).or_default();
             if !list.contains(&ip) {
@@ -228,9 +240,11 @@ fn eligible_pools<'p>(
 
 /// Allocates addresses for `frontends`. `pools` must be sorted by name (the
 /// order auto-assignment tries them in); `namespaces` maps a namespace to its
-/// labels.
+/// labels; `reserved` are the recorded addresses of invalid objects, which
+/// nobody else may take while they are being fixed.
 pub fn allocate(
     frontends: &[&Frontend],
+    reserved: &[(ObjectKey, Vec<IpAddr>)],
     pools: &[Pool],
     namespaces: &BTreeMap<String, Labels>,
 ) -> Allocations {
@@ -243,6 +257,17 @@ pub fn allocate(
         by_key: HashMap::new(),
     };
     let mut out: Vec<Allocation> = vec![Allocation::default(); frontends.len()];
+    for (key, ips) in reserved {
+        for ip in ips {
+            if pools.iter().any(|p| p.contains(*ip)) {
+                ledger
+                    .taken
+                    .entry(*ip)
+                    .or_default()
+                    .push(Holder::Reserved(key.clone()));
+            }
+        }
+    }
 
     // Age order, and holders of a recorded address ahead of newcomers.
     let mut order: Vec<usize> = (0..frontends.len()).collect();

@@ -87,6 +87,7 @@ async fn run(
     let changed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     let stores = Stores::start(&client, &mut tasks, changed.clone());
+    let leading = leader_tx.subscribe();
     let election = tokio::spawn(elect(
         LeaderElector::new(client.clone(), options.lease.clone()),
         options.clone(),
@@ -123,7 +124,7 @@ async fn run(
         metrics.reconciles.inc();
         record_plan_metrics(&metrics, &planned);
         plan_tx.send_replace(Some(planned.clone()));
-        if metrics.leader.get() == 1 {
+        if *leading.borrow() {
             let report = writer.write(&planned, &stores).await;
             metrics.status_writes.inc_by(report.writes);
             metrics.reconcile_errors.inc_by(report.errors);
@@ -136,8 +137,8 @@ async fn run(
     tasks.shutdown().await;
 }
 
-/// Runs leader election rounds until stopped; mirrors the result into
-/// `leader_tx` and the `leader` gauge (which the loop reads).
+/// Runs leader election rounds until stopped; publishes the result on
+/// `leader_tx` (which gates status writes) and the `leader` gauge.
 async fn elect(
     mut elector: LeaderElector,
     options: Options,

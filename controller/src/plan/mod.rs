@@ -32,7 +32,7 @@ pub use nodes::{EXCLUDE_LABEL, NodeInfo, usable_nodes};
 use crate::endpoints::EndpointIndex;
 use crate::frontend::{self, BackendSource, Frontend, Source};
 use crate::ipam::{Pool, allocate};
-use crate::object_key::{Kind, ObjectKey};
+use crate::object_key::ObjectKey;
 use crate::selector::Labels;
 use resolve::{Context, Resolved, ServiceIndex, resolve};
 
@@ -79,6 +79,7 @@ impl Planner {
         // Stage A.
         let mut frontends = BTreeMap::new();
         let mut invalid = BTreeMap::new();
+        let mut reserved = Vec::new();
         let sources = observed
             .virtual_servers
             .iter()
@@ -98,8 +99,12 @@ impl Planner {
                     key,
                     generation,
                     errors,
+                    previous,
                 } => {
-                    invalid.insert(key, invalid_status(generation, &errors));
+                    invalid.insert(key.clone(), invalid_status(generation, &errors, &previous));
+                    if !previous.is_empty() {
+                        reserved.push((key, previous));
+                    }
                 }
                 Source::NotOurs => {}
             }
@@ -119,7 +124,7 @@ impl Planner {
             })
             .collect();
         let list: Vec<&Frontend> = frontends.values().collect();
-        let allocations = allocate(&list, &pools, &namespaces);
+        let allocations = allocate(&list, &reserved, &pools, &namespaces);
         let pool_status = pools
             .iter()
             .map(|p| {
@@ -414,16 +419,6 @@ impl Planner {
             directors,
         }
     }
-
-    /// Frontend kinds, for callers that report per kind.
-    pub fn frontend_kind_counts(&self) -> (usize, usize) {
-        let vs = self
-            .frontends
-            .keys()
-            .filter(|k| k.kind == Kind::VirtualServer)
-            .count();
-        (vs, self.frontends.len() - vs)
-    }
 }
 
 /// Until agents report back over gRPC, nothing is known to be programmed.
@@ -435,10 +430,12 @@ fn programmed_pending() -> Cond {
     )
 }
 
-fn invalid_status(generation: Option<i64>, errors: &[String]) -> ObjectStatus {
+/// An invalid object keeps the addresses it held (reserved, not served), so
+/// fixing it restores the same VIP.
+fn invalid_status(generation: Option<i64>, errors: &[String], held: &[IpAddr]) -> ObjectStatus {
     ObjectStatus {
         generation,
-        addresses: Vec::new(),
+        addresses: held.to_vec(),
         accepted: Cond::new(CondStatus::False, "Invalid", errors.join("; ")),
         ready: Cond::new(
             CondStatus::False,

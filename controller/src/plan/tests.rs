@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::*;
 use crate::fixtures::*;
+use crate::object_key::Kind;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -772,4 +773,58 @@ fn incremental_endpoint_updates_match_a_full_plan() {
         let full = plan(&w, PlanOptions::default());
         assert_eq!(planner.plan(), &full, "diverged at step {step} ({svc})");
     }
+}
+
+#[test]
+fn an_invalid_update_keeps_the_address_reserved() {
+    let mut w = world();
+    w.virtual_servers.push(static_vs("web", 1, &[], 80));
+    let first = plan(&w, PlanOptions::default());
+    record_status(&mut w, &first);
+    assert_eq!(
+        status(&first, &vs_key("web")).addresses,
+        [ip("203.0.113.0")]
+    );
+
+    // web's spec becomes invalid; a newcomer asks for a pool address and
+    // another asks for web's address by name.
+    let mut broken = (*w.virtual_servers[0]).clone();
+    broken.spec.scheduler = "RoundRobin".into();
+    w.virtual_servers[0] = Arc::new(broken);
+    w.virtual_servers.push(static_vs("newcomer", 2, &[], 80));
+    w.virtual_servers
+        .push(static_vs("grabber", 3, &["203.0.113.0"], 443));
+    let p = plan(&w, PlanOptions::default());
+    let web = status(&p, &vs_key("web"));
+    assert_eq!(web.accepted.reason, "Invalid");
+    assert_eq!(
+        web.addresses,
+        [ip("203.0.113.0")],
+        "still recorded, so it survives restarts"
+    );
+    assert!(
+        !p.nodes["node-a"].services.contains_key(&vs_key("web")),
+        "but not served"
+    );
+    assert_eq!(
+        status(&p, &vs_key("newcomer")).addresses,
+        [ip("203.0.113.1")]
+    );
+    let grabber = status(&p, &vs_key("grabber"));
+    assert_eq!(grabber.accepted.reason, "AddressInUse");
+    assert!(
+        grabber
+            .accepted
+            .message
+            .contains("VirtualServer default/web")
+    );
+
+    // Fixed: web is served on its old address again.
+    record_status(&mut w, &p);
+    let mut fixed = (*w.virtual_servers[0]).clone();
+    fixed.spec.scheduler = "Maglev".into();
+    w.virtual_servers[0] = Arc::new(fixed);
+    let p = plan(&w, PlanOptions::default());
+    assert_eq!(status(&p, &vs_key("web")).addresses, [ip("203.0.113.0")]);
+    assert_eq!(status(&p, &vs_key("web")).ready.status, CondStatus::True);
 }
