@@ -41,6 +41,19 @@ async fn server() -> FakeApiServer {
     s
 }
 
+/// An API server with our CRDs, one Ready node and a four-address pool.
+async fn cluster() -> (FakeApiServer, Client) {
+    let s = server().await;
+    let c = s.client();
+    populate(&c).await;
+    (s, c)
+}
+
+async fn populate(c: &Client) {
+    ready_node(c, "node-a").await;
+    apply(c, pool(&["203.0.113.0/30"])).await;
+}
+
 async fn controller(s: &FakeApiServer, identity: &str) -> (Handle, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let h = start(s.client(), options(identity), metrics.clone())
@@ -64,30 +77,41 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// Server-side applies `body` (any kind used here) as manager "test".
 async fn apply(client: &Client, body: Value) {
-    let kind = body["kind"].as_str().unwrap().to_string();
     let name = body["metadata"]["name"].as_str().unwrap().to_string();
     let ns = body["metadata"]["namespace"].as_str().map(str::to_string);
-    let pp = PatchParams::apply("test").force();
-    match kind.as_str() {
+    let ns = ns.as_deref();
+    let c = client.clone();
+    match body["kind"].as_str().unwrap() {
         "VirtualServer" => {
-            let api: Api<VirtualServer> = Api::namespaced(client.clone(), ns.as_deref().unwrap());
-            api.patch(&name, &pp, &Patch::Apply(body)).await.unwrap();
+            patch(
+                Api::<VirtualServer>::namespaced(c, ns.unwrap()),
+                &name,
+                body,
+            )
+            .await
         }
-        "AddressPool" => {
-            let api: Api<AddressPool> = Api::all(client.clone());
-            api.patch(&name, &pp, &Patch::Apply(body)).await.unwrap();
-        }
-        "Service" => {
-            let api: Api<Service> = Api::namespaced(client.clone(), ns.as_deref().unwrap());
-            api.patch(&name, &pp, &Patch::Apply(body)).await.unwrap();
-        }
+        "AddressPool" => patch(Api::<AddressPool>::all(c), &name, body).await,
+        "Service" => patch(Api::<Service>::namespaced(c, ns.unwrap()), &name, body).await,
         "EndpointSlice" => {
-            let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns.as_deref().unwrap());
-            api.patch(&name, &pp, &Patch::Apply(body)).await.unwrap();
+            patch(
+                Api::<EndpointSlice>::namespaced(c, ns.unwrap()),
+                &name,
+                body,
+            )
+            .await
         }
         other => panic!("unexpected kind {other}"),
     }
+}
+
+async fn patch<K>(api: Api<K>, name: &str, body: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let pp = PatchParams::apply("test").force();
+    api.patch(name, &pp, &Patch::Apply(body)).await.unwrap();
 }
 
 async fn ready_node(client: &Client, name: &str) {
@@ -160,10 +184,7 @@ async fn missing_crds_stop_the_controller_with_a_clear_error() {
 
 #[tokio::test]
 async fn allocates_writes_status_and_survives_restart() {
-    let s = server().await;
-    let c = s.client();
-    ready_node(&c, "node-a").await;
-    apply(&c, pool(&["203.0.113.0/30"])).await;
+    let (s, c) = cluster().await;
     apply(&c, vs("web", static_spec(80))).await;
     apply(&c, vs("api", static_spec(80))).await;
     let (h, _) = controller(&s, "a").await;
@@ -214,10 +235,7 @@ async fn allocates_writes_status_and_survives_restart() {
 
 #[tokio::test]
 async fn invalid_objects_and_pool_shrink_become_conditions() {
-    let s = server().await;
-    let c = s.client();
-    ready_node(&c, "node-a").await;
-    apply(&c, pool(&["203.0.113.0/30"])).await;
+    let (s, c) = cluster().await;
     apply(
         &c,
         vs(
@@ -275,10 +293,7 @@ async fn invalid_objects_and_pool_shrink_become_conditions() {
 
 #[tokio::test]
 async fn services_get_ingress_and_endpoint_changes_replan() {
-    let s = server().await;
-    let c = s.client();
-    ready_node(&c, "node-a").await;
-    apply(&c, pool(&["203.0.113.0/30"])).await;
+    let (s, c) = cluster().await;
     apply(
         &c,
         json!({"apiVersion": "v1", "kind": "Service",
@@ -337,10 +352,7 @@ async fn services_get_ingress_and_endpoint_changes_replan() {
 
 #[tokio::test]
 async fn one_of_two_controllers_leads_and_the_other_takes_over() {
-    let s = server().await;
-    let c = s.client();
-    ready_node(&c, "node-a").await;
-    apply(&c, pool(&["203.0.113.0/30"])).await;
+    let (s, c) = cluster().await;
     apply(&c, vs("web", static_spec(80))).await;
     let (a, ma) = controller(&s, "a").await;
     let (b, mb) = controller(&s, "b").await;
@@ -387,10 +399,7 @@ async fn one_of_two_controllers_leads_and_the_other_takes_over() {
 
 #[tokio::test]
 async fn watch_expiry_forces_a_relist_and_nothing_is_missed() {
-    let s = server().await;
-    let c = s.client();
-    ready_node(&c, "node-a").await;
-    apply(&c, pool(&["203.0.113.0/30"])).await;
+    let (s, c) = cluster().await;
     let (h, _) = controller(&s, "a").await;
     eventually("ready", || async { (*h.ready.borrow()).then_some(()) }).await;
     let lists_before = s
@@ -443,8 +452,7 @@ async fn health_readiness_and_metrics_endpoints() {
 
     // Metrics reflect a real run: plans made, leadership, pool usage.
     let c = s.client();
-    ready_node(&c, "node-a").await;
-    apply(&c, pool(&["203.0.113.0/30"])).await;
+    populate(&c).await;
     apply(&c, vs("web", static_spec(80))).await;
     let h = start(s.client(), options("a"), metrics.clone())
         .await

@@ -1,12 +1,11 @@
 //! Writes planned statuses (server-side apply, one field manager) and
 //! records Events. Only the leader calls this.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 
 use ballast_api::{AddressPool, VirtualServer};
@@ -48,42 +47,14 @@ impl Writer {
     pub async fn write(&self, plan: &Plan, stores: &Stores) -> WriteReport {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut report = WriteReport::default();
-        let vss: BTreeMap<(String, String), _> = stores
-            .virtual_servers
-            .state()
-            .into_iter()
-            .map(|v| {
-                (
-                    (
-                        v.metadata.namespace.clone().unwrap_or_default(),
-                        v.metadata.name.clone().unwrap_or_default(),
-                    ),
-                    v,
-                )
-            })
-            .collect();
-        let svcs: BTreeMap<(String, String), _> = stores
-            .services
-            .state()
-            .into_iter()
-            .map(|v| {
-                (
-                    (
-                        v.metadata.namespace.clone().unwrap_or_default(),
-                        v.metadata.name.clone().unwrap_or_default(),
-                    ),
-                    v,
-                )
-            })
-            .collect();
         for (key, planned) in &plan.statuses {
-            let id = (key.namespace.to_string(), key.name.to_string());
             let result = match key.kind {
                 Kind::VirtualServer => {
-                    let Some(current) = vss.get(&id) else {
+                    let id = ObjectRef::<VirtualServer>::new(&key.name).within(&key.namespace);
+                    let Some(current) = stores.virtual_servers.get(&id) else {
                         continue;
                     };
-                    let desired = virtual_server_status(planned, current, &now);
+                    let desired = virtual_server_status(planned, &current, &now);
                     if current.status.as_ref() == Some(&desired) {
                         continue;
                     }
@@ -105,11 +76,12 @@ impl Writer {
                     r.map(|_| ())
                 }
                 Kind::Service => {
-                    let Some(current) = svcs.get(&id) else {
+                    let id = ObjectRef::<Service>::new(&key.name).within(&key.namespace);
+                    let Some(current) = stores.services.get(&id) else {
                         continue;
                     };
-                    let desired = service_status(planned, current, &now);
-                    if service_status_current(&desired, current) {
+                    let desired = service_status(planned, &current, &now);
+                    if service_status_current(&desired, &current) {
                         continue;
                     }
                     let old = current.status.clone().unwrap_or_default();
