@@ -14,15 +14,16 @@ use ballast_api::Protocol;
 /// Label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// One endpoint of one port.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Endpoint {
+/// One endpoint of one port, borrowing its node name from the slice (the
+/// planner builds 100k of these per full plan and keeps none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint<'a> {
     pub address: IpAddr,
     pub port: u16,
     /// Receives new flows. Endpoints that are not ready (terminating, or
     /// failing readiness) are kept with weight 0 so their open flows finish.
     pub ready: bool,
-    pub node: Option<String>,
+    pub node: Option<&'a str>,
 }
 
 /// EndpointSlices grouped by namespace, then service name (nested so that
@@ -59,8 +60,13 @@ impl EndpointIndex {
             .or_default()
             .entry(owner.1.clone())
             .or_default();
-        list.retain(|s| s.metadata.name != slice.metadata.name);
-        list.push(slice);
+        match list
+            .iter_mut()
+            .find(|s| s.metadata.name == slice.metadata.name)
+        {
+            Some(old) => *old = slice,
+            None => list.push(slice),
+        }
         Some(owner)
     }
 
@@ -88,7 +94,7 @@ impl EndpointIndex {
         port_name: &str,
         protocol: Protocol,
         fixed_port: Option<u16>,
-    ) -> Vec<Endpoint> {
+    ) -> Vec<Endpoint<'_>> {
         let Some(slices) = self.by_service.get(namespace).and_then(|m| m.get(service)) else {
             return Vec::new();
         };
@@ -125,7 +131,7 @@ impl EndpointIndex {
                         address,
                         port,
                         ready,
-                        node: ep.node_name.clone(),
+                        node: ep.node_name.as_deref(),
                     });
                 }
             }

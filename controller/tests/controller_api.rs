@@ -234,6 +234,44 @@ async fn allocates_writes_status_and_survives_restart() {
 }
 
 #[tokio::test]
+async fn an_event_waits_for_the_status_write_that_lands() {
+    let (s, c) = cluster().await;
+    // 500 is not retried by the client: the controller's next pass must.
+    s.fail_next("PATCH", "virtualservers/web/status", 500, 1);
+    apply(&c, vs("web", static_spec(80))).await;
+    let (h, _) = controller(&s, "a").await;
+    wait_condition(&s, "web", "Ready", "True").await;
+    eventually("the allocation event", || async {
+        s.objects("events.k8s.io/v1", "events")
+            .into_iter()
+            .find(|e| e["reason"] == "AddressAllocated" && e["regarding"]["name"] == "web")
+    })
+    .await;
+    let log = s.requests();
+    let status_write = |r: &&ballast_fake_apiserver::RequestRecord| {
+        r.method == "PATCH" && r.path.ends_with("/virtualservers/web/status")
+    };
+    let refused = log
+        .iter()
+        .position(|r| status_write(&r) && r.injected)
+        .expect("the first status write was refused");
+    let landed = log
+        .iter()
+        .position(|r| status_write(&r) && !r.injected && r.status == 200)
+        .expect("a later status write landed");
+    let first_event = log
+        .iter()
+        .position(|r| r.path.contains("/events") && r.method != "GET")
+        .expect("an event was recorded");
+    assert!(refused < landed);
+    assert!(
+        first_event > landed,
+        "event recorded at request {first_event}, before the status landed at {landed}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn invalid_objects_and_pool_shrink_become_conditions() {
     let (s, c) = cluster().await;
     apply(

@@ -111,6 +111,7 @@ async fn run(
     }
     let _ = ready_tx.send(true);
     tracing::info!("caches synced; planning");
+    let mut pool_series = PoolSeries::default();
 
     loop {
         tokio::select! {
@@ -122,7 +123,7 @@ async fn run(
         let started = Instant::now();
         let planned = Arc::new(plan(&stores.observed(), options.plan));
         metrics.reconciles.inc();
-        record_plan_metrics(&metrics, &planned);
+        record_plan_metrics(&metrics, &planned, &mut pool_series);
         plan_tx.send_replace(Some(planned.clone()));
         if *leading.borrow() {
             let report = writer.write(&planned, &stores).await;
@@ -188,7 +189,21 @@ async fn elect(
     }
 }
 
-fn record_plan_metrics(metrics: &Metrics, plan: &Plan) {
+/// Pools that have gauge series, so a deleted pool's series go with it
+/// rather than reporting its last usage forever.
+#[derive(Default)]
+struct PoolSeries(std::collections::BTreeSet<String>);
+
+fn record_plan_metrics(metrics: &Metrics, plan: &Plan, series: &mut PoolSeries) {
+    series.0.retain(|name| {
+        let keep = plan.pools.contains_key(name);
+        if !keep {
+            let _ = metrics.pool_allocated.remove_label_values(&[name.as_str()]);
+            let _ = metrics.pool_total.remove_label_values(&[name.as_str()]);
+        }
+        keep
+    });
+    series.0.extend(plan.pools.keys().cloned());
     for (name, p) in &plan.pools {
         metrics
             .pool_allocated
@@ -210,5 +225,47 @@ fn record_plan_metrics(metrics: &Metrics, plan: &Plan) {
             .filter(|s| s.ready.status == status)
             .count();
         metrics.objects.with_label_values(&[label]).set(n as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PoolStatus;
+
+    fn plan_with_pools(names: &[&str]) -> Plan {
+        Plan {
+            pools: names
+                .iter()
+                .map(|n| {
+                    let usage = PoolStatus {
+                        allocated: 1,
+                        total: 4,
+                        errors: Vec::new(),
+                    };
+                    (n.to_string(), usage)
+                })
+                .collect(),
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn a_deleted_pool_loses_its_gauge_series() {
+        let metrics = Metrics::new();
+        let mut series = PoolSeries::default();
+        record_plan_metrics(&metrics, &plan_with_pools(&["blue", "green"]), &mut series);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"pool_addresses_allocated{pool="green"} 1"#),
+            "{text}"
+        );
+        record_plan_metrics(&metrics, &plan_with_pools(&["blue"]), &mut series);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"pool_addresses_total{pool="blue"} 4"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"pool="green""#), "{text}");
     }
 }

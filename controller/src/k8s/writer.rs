@@ -1,7 +1,8 @@
 //! Writes planned statuses (server-side apply, one field manager) and
 //! records Events. Only the leader calls this.
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -19,6 +20,9 @@ use crate::object_key::{Kind, ObjectKey};
 use crate::plan::Plan;
 
 pub const FIELD_MANAGER: &str = "ballast-controller";
+
+/// Status patches in flight at once.
+pub const CONCURRENT_WRITES: usize = 16;
 
 pub struct Writer {
     client: Client,
@@ -43,100 +47,60 @@ impl Writer {
         PatchParams::apply(FIELD_MANAGER).force()
     }
 
-    /// Applies every status that differs from what the stores hold.
+    /// Applies every status that differs from what the stores hold, up to
+    /// [`CONCURRENT_WRITES`] at a time: the first pass after a leader change
+    /// may touch every object, and 10k sequential round trips would hold
+    /// status back for minutes.
     pub async fn write(&self, plan: &Plan, stores: &Stores) -> WriteReport {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let mut report = WriteReport::default();
-        for (key, planned) in &plan.statuses {
-            let result = match key.kind {
-                Kind::VirtualServer => {
-                    let id = ObjectRef::<VirtualServer>::new(&key.name).within(&key.namespace);
-                    let Some(current) = stores.virtual_servers.get(&id) else {
-                        continue;
-                    };
-                    let desired = virtual_server_status(planned, &current, &now);
-                    if current.status.as_ref() == Some(&desired) {
-                        continue;
-                    }
-                    let old = current.status.clone().unwrap_or_default();
-                    let notes = events(
-                        &old.addresses,
-                        &desired.addresses,
-                        &old.conditions,
-                        &desired.conditions,
-                    );
-                    let api: Api<VirtualServer> =
-                        Api::namespaced(self.client.clone(), &key.namespace);
-                    let body =
-                        apply_body("ballast.dev/v1alpha1", "VirtualServer", &key.name, &desired);
-                    let r = api
-                        .patch_status(&key.name, &Self::params(), &Patch::Apply(body))
-                        .await;
-                    self.record(key, current.object_ref(&()), notes).await;
-                    r.map(|_| ())
-                }
-                Kind::Service => {
-                    let id = ObjectRef::<Service>::new(&key.name).within(&key.namespace);
-                    let Some(current) = stores.services.get(&id) else {
-                        continue;
-                    };
-                    let desired = service_status(planned, &current, &now);
-                    if service_status_current(&desired, &current) {
-                        continue;
-                    }
-                    let old = current.status.clone().unwrap_or_default();
-                    let ips = |s: &k8s_openapi::api::core::v1::ServiceStatus| -> Vec<String> {
-                        s.load_balancer
-                            .iter()
-                            .flat_map(|l| l.ingress.iter().flatten())
-                            .filter_map(|i| i.ip.clone())
-                            .collect()
-                    };
-                    let notes = events(
-                        &ips(&old),
-                        &ips(&desired),
-                        old.conditions.as_deref().unwrap_or_default(),
-                        desired.conditions.as_deref().unwrap_or_default(),
-                    );
-                    let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
-                    let body = apply_body("v1", "Service", &key.name, &desired);
-                    let r = api
-                        .patch_status(&key.name, &Self::params(), &Patch::Apply(body))
-                        .await;
-                    self.record(key, current.object_ref(&()), notes).await;
-                    r.map(|_| ())
-                }
-            };
-            report.writes += 1;
-            if let Err(e) = result {
-                report.errors += 1;
-                tracing::warn!(object = %key, error = %e, "status write failed");
-            }
-        }
-        for pool in stores.pools.state() {
-            let name = pool.metadata.name.clone().unwrap_or_default();
-            let Some(planned) = plan.pools.get(&name) else {
-                continue;
-            };
-            let desired = pool_status(planned, &pool, &now);
-            if pool.status.as_ref() == Some(&desired) {
-                continue;
-            }
-            let api: Api<AddressPool> = Api::all(self.client.clone());
-            let body = apply_body("ballast.dev/v1alpha1", "AddressPool", &name, &desired);
-            report.writes += 1;
-            if let Err(e) = api
-                .patch_status(&name, &Self::params(), &Patch::Apply(body))
-                .await
-            {
-                report.errors += 1;
-                tracing::warn!(pool = %name, error = %e, "pool status write failed");
-            }
-        }
-        report
+        let pending = pending_writes(plan, stores, &now);
+        let writes = pending.len() as u64;
+        let errors = futures::stream::iter(pending)
+            .map(|w| self.apply(w))
+            .buffer_unordered(CONCURRENT_WRITES)
+            .filter(|ok| futures::future::ready(!ok))
+            .count()
+            .await as u64;
+        WriteReport { writes, errors }
     }
 
-    async fn record(&self, key: &ObjectKey, reference: ObjectReference, notes: Vec<EventNote>) {
+    /// One status patch, then its Events: an Event says something happened,
+    /// so it is recorded only once the status saying so is stored.
+    async fn apply(&self, w: PendingWrite) -> bool {
+        let params = Self::params();
+        let result = match &w.target {
+            Target::VirtualServer { namespace } => {
+                Api::<VirtualServer>::namespaced(self.client.clone(), namespace)
+                    .patch_status(&w.name, &params, &Patch::Apply(&w.body))
+                    .await
+                    .map(drop)
+            }
+            Target::Service { namespace } => {
+                Api::<Service>::namespaced(self.client.clone(), namespace)
+                    .patch_status(&w.name, &params, &Patch::Apply(&w.body))
+                    .await
+                    .map(drop)
+            }
+            Target::Pool => Api::<AddressPool>::all(self.client.clone())
+                .patch_status(&w.name, &params, &Patch::Apply(&w.body))
+                .await
+                .map(drop),
+        };
+        match result {
+            Ok(()) => {
+                if let Some((key, reference)) = &w.subject {
+                    self.record(key, reference, &w.notes).await;
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(object = %w.describe(), error = %e, "status write failed");
+                false
+            }
+        }
+    }
+
+    async fn record(&self, key: &ObjectKey, reference: &ObjectReference, notes: &[EventNote]) {
         for n in notes {
             let ev = Event {
                 type_: if n.warning {
@@ -145,14 +109,126 @@ impl Writer {
                     EventType::Normal
                 },
                 reason: n.reason.clone(),
-                note: Some(n.note),
+                note: Some(n.note.clone()),
                 action: "Reconcile".into(),
                 secondary: None,
             };
-            if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            if let Err(e) = self.recorder.publish(&ev, reference).await {
                 // Events are best effort; status carries the same facts.
                 tracing::debug!(object = %key, error = %e, "event not recorded");
             }
         }
     }
+}
+
+/// Which API a pending write goes to.
+enum Target {
+    VirtualServer { namespace: String },
+    Service { namespace: String },
+    Pool,
+}
+
+/// One status that differs from what is stored, with the Events its
+/// change warrants.
+struct PendingWrite {
+    target: Target,
+    name: String,
+    body: serde_json::Value,
+    /// The object Events are about (pools get none).
+    subject: Option<(ObjectKey, ObjectReference)>,
+    notes: Vec<EventNote>,
+}
+
+impl PendingWrite {
+    fn describe(&self) -> String {
+        match &self.subject {
+            Some((key, _)) => key.to_string(),
+            None => format!("AddressPool {}", self.name),
+        }
+    }
+}
+
+/// The statuses in `plan` that differ from the stores' copies. Objects the
+/// stores no longer hold are skipped: they were deleted since planning.
+fn pending_writes(plan: &Plan, stores: &Stores, now: &Time) -> Vec<PendingWrite> {
+    let mut out = Vec::new();
+    for (key, planned) in &plan.statuses {
+        match key.kind {
+            Kind::VirtualServer => {
+                let id = ObjectRef::<VirtualServer>::new(&key.name).within(&key.namespace);
+                let Some(current) = stores.virtual_servers.get(&id) else {
+                    continue;
+                };
+                let desired = virtual_server_status(planned, &current, now);
+                if current.status.as_ref() == Some(&desired) {
+                    continue;
+                }
+                let old = current.status.clone().unwrap_or_default();
+                out.push(PendingWrite {
+                    target: Target::VirtualServer {
+                        namespace: key.namespace.to_string(),
+                    },
+                    name: key.name.to_string(),
+                    notes: events(
+                        &old.addresses,
+                        &desired.addresses,
+                        &old.conditions,
+                        &desired.conditions,
+                    ),
+                    body: apply_body("ballast.dev/v1alpha1", "VirtualServer", &key.name, &desired),
+                    subject: Some((key.clone(), current.object_ref(&()))),
+                });
+            }
+            Kind::Service => {
+                let id = ObjectRef::<Service>::new(&key.name).within(&key.namespace);
+                let Some(current) = stores.services.get(&id) else {
+                    continue;
+                };
+                let desired = service_status(planned, &current, now);
+                if service_status_current(&desired, &current) {
+                    continue;
+                }
+                let old = current.status.clone().unwrap_or_default();
+                let ips = |s: &ServiceStatus| -> Vec<String> {
+                    s.load_balancer
+                        .iter()
+                        .flat_map(|l| l.ingress.iter().flatten())
+                        .filter_map(|i| i.ip.clone())
+                        .collect()
+                };
+                out.push(PendingWrite {
+                    target: Target::Service {
+                        namespace: key.namespace.to_string(),
+                    },
+                    name: key.name.to_string(),
+                    notes: events(
+                        &ips(&old),
+                        &ips(&desired),
+                        old.conditions.as_deref().unwrap_or_default(),
+                        desired.conditions.as_deref().unwrap_or_default(),
+                    ),
+                    body: apply_body("v1", "Service", &key.name, &desired),
+                    subject: Some((key.clone(), current.object_ref(&()))),
+                });
+            }
+        }
+    }
+    for pool in stores.pools.state() {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        let Some(planned) = plan.pools.get(&name) else {
+            continue;
+        };
+        let desired = pool_status(planned, &pool, now);
+        if pool.status.as_ref() == Some(&desired) {
+            continue;
+        }
+        out.push(PendingWrite {
+            target: Target::Pool,
+            body: apply_body("ballast.dev/v1alpha1", "AddressPool", &name, &desired),
+            name,
+            subject: None,
+            notes: Vec::new(),
+        });
+    }
+    out
 }

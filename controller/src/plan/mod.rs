@@ -71,6 +71,9 @@ pub struct Planner {
     /// (namespace, service) → frontends whose backends come from it.
     dependents: HashMap<(String, String), BTreeSet<ObjectKey>>,
     pools: BTreeMap<String, PoolStatus>,
+    /// (object, VIP) → why the VIP's L2 owner does not direct the object:
+    /// objects sharing a VIP whose director sets have no node in common.
+    l2_stranded: BTreeMap<(ObjectKey, IpAddr), String>,
     plan: Plan,
 }
 
@@ -185,6 +188,7 @@ impl Planner {
             nodes,
             dependents,
             pools: pool_status,
+            l2_stranded: BTreeMap::new(),
             plan: Plan::default(),
         };
         planner.assemble();
@@ -259,7 +263,10 @@ impl Planner {
             self.plan.statuses.insert(key.clone(), self.status_of(&key));
         }
         if !touched_vips.is_empty() {
-            self.announce(&touched_vips);
+            for key in self.announce(Some(&touched_vips)) {
+                let s = self.status_of(&key);
+                self.plan.statuses.insert(key, s);
+            }
             self.plan.nodes.retain(|_, np| !np.services.is_empty());
         }
     }
@@ -292,132 +299,182 @@ impl Planner {
         self.plan = Plan {
             nodes,
             pools: self.pools.clone(),
-            statuses: self.invalid.clone(),
+            statuses: BTreeMap::new(),
         };
-        let all: BTreeSet<IpAddr> = self
-            .resolved
-            .values()
-            .flat_map(|r| r.addresses.iter().copied())
-            .collect();
-        // Sets the status of every object holding an address...
-        self.announce(&all);
-        // ...and these are the rest.
-        let rest: Vec<ObjectKey> = self
-            .resolved
+        self.announce(None);
+        // Every status, bulk-built from two sorted, disjoint key sets.
+        let valid = self
+            .frontends
             .iter()
-            .filter(|(_, r)| r.addresses.is_empty())
-            .map(|(k, _)| k.clone())
+            .zip(self.resolved.values())
+            .map(|((key, f), r)| {
+                let stranded = stranded_on(&self.l2_stranded, key);
+                (key.clone(), status_of(f, r, &self.plan.nodes, stranded))
+            });
+        self.plan.statuses = self
+            .invalid
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .chain(valid)
             .collect();
-        for key in rest {
-            let s = self.status_of(&key);
-            self.plan.statuses.insert(key, s);
-        }
     }
 
-    /// Recomputes who announces each of `vips`, and the statuses of the
-    /// objects on them (their `directors` list carries the announcing flag).
-    fn announce(&mut self, vips: &BTreeSet<IpAddr>) {
-        // VIP → frontends holding it.
-        let mut holders: BTreeMap<IpAddr, Vec<&ObjectKey>> = BTreeMap::new();
-        for (key, r) in &self.resolved {
+    /// Recomputes who announces `vips` (every VIP for `None`), and returns
+    /// the objects holding them, whose statuses carry the announcing flag.
+    fn announce(&mut self, vips: Option<&BTreeSet<IpAddr>>) -> Vec<ObjectKey> {
+        // VIP → (key, frontend, resolved) of the objects holding it.
+        type Holder<'a> = (&'a ObjectKey, &'a Frontend, &'a Resolved);
+        let mut holders: BTreeMap<IpAddr, Vec<Holder<'_>>> = BTreeMap::new();
+        // Same keys in the same order: one walk, no lookups.
+        for ((key, f), r) in self.frontends.iter().zip(self.resolved.values()) {
             for a in &r.addresses {
-                if vips.contains(a) {
-                    holders.entry(*a).or_default().push(key);
+                if vips.is_none_or(|v| v.contains(a)) {
+                    holders.entry(*a).or_default().push((key, f, r));
                 }
             }
         }
-        for np in self.plan.nodes.values_mut() {
-            np.l2_announce.retain(|v| !vips.contains(v));
-            np.bgp_announce.retain(|v| !vips.contains(v));
+        match vips {
+            Some(vips) => {
+                for np in self.plan.nodes.values_mut() {
+                    np.l2_announce.retain(|v| !vips.contains(v));
+                    np.bgp_announce.retain(|v| !vips.contains(v));
+                }
+                self.l2_stranded.retain(|(_, v), _| !vips.contains(v));
+            }
+            None => self.l2_stranded.clear(),
         }
-        let mut affected: BTreeSet<ObjectKey> = BTreeSet::new();
-        for (vip, keys) in holders {
+        let mut affected = Vec::new();
+        for (vip, objects) in holders {
             // L2: one owner among the nodes directing *every* object on the
             // VIP, since the owner receives all of the VIP's traffic. If the
             // objects' node sets are disjoint, fall back to all of them.
-            let l2_keys: Vec<&&ObjectKey> = keys
-                .iter()
-                .filter(|k| self.frontends[**k].announce.l2)
-                .collect();
-            let owner = match l2_keys.as_slice() {
+            let l2: Vec<&Holder<'_>> = objects.iter().filter(|(_, f, _)| f.announce.l2).collect();
+            let owner = match l2.as_slice() {
                 [] => None,
                 // The common case, without building sets.
-                [only] => l2_owner(vip, self.resolved[**only].per_node.keys().map(|n| &**n)),
+                [(_, _, only)] => l2_owner(vip, only.per_node.keys().map(|n| &**n)),
                 many => {
                     let sets: Vec<BTreeSet<&str>> = many
                         .iter()
-                        .map(|k| self.resolved[**k].per_node.keys().map(|n| &**n).collect())
+                        .map(|(_, _, r)| r.per_node.keys().map(|n| &**n).collect())
                         .collect();
                     let mut common = sets[0].clone();
                     for s in &sets[1..] {
                         common = common.intersection(s).copied().collect();
                     }
                     if common.is_empty() {
+                        // Still announce, so the objects the owner directs
+                        // keep working; the others are told why they don't.
                         common = sets.iter().flatten().copied().collect();
                     }
-                    l2_owner(vip, common.iter().copied())
+                    let owner = l2_owner(vip, common.iter().copied());
+                    if let Some(owner) = owner {
+                        for (key, _, r) in many {
+                            if !r.per_node.is_empty() && !r.per_node.contains_key(owner) {
+                                self.l2_stranded.insert(
+                                    ((*key).clone(), vip),
+                                    format!(
+                                        "{vip} is shared with objects whose director nodes have \
+                                         none in common with this one's; its L2 owner {owner} \
+                                         does not direct this object: make the nodeSelectors overlap"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    owner
                 }
             };
             if let Some(owner) = owner {
-                // The owner directs the VIP, so its node plan normally exists.
-                match self.plan.nodes.get_mut(owner) {
-                    Some(np) => np.l2_announce.insert(vip),
-                    None => self
-                        .plan
-                        .nodes
-                        .entry(owner.to_string())
-                        .or_default()
-                        .l2_announce
-                        .insert(vip),
-                };
+                node_plan(&mut self.plan.nodes, owner)
+                    .l2_announce
+                    .insert(vip);
             }
-            for k in &keys {
-                if self.frontends[*k].announce.bgp {
-                    for node in self.resolved[*k].per_node.keys() {
-                        self.plan
-                            .nodes
-                            .entry(node.to_string())
-                            .or_default()
+            for (key, f, r) in objects {
+                if f.announce.bgp {
+                    for node in r.per_node.keys() {
+                        node_plan(&mut self.plan.nodes, node)
                             .bgp_announce
                             .insert(vip);
                     }
                 }
-                affected.insert((*k).clone());
+                affected.push(key.clone());
             }
         }
-        for key in affected {
-            let s = self.status_of(&key);
-            self.plan.statuses.insert(key, s);
-        }
+        affected.sort_unstable();
+        affected.dedup();
+        affected
     }
 
     fn status_of(&self, key: &ObjectKey) -> ObjectStatus {
-        let f = &self.frontends[key];
-        let r = &self.resolved[key];
-        let directors = r
-            .per_node
-            .keys()
-            .map(|node| {
-                let np = self.plan.nodes.get(&**node);
-                DirectorStatus {
-                    node: node.clone(),
-                    announcing: np.is_some_and(|np| {
-                        r.addresses
-                            .iter()
-                            .any(|a| np.l2_announce.contains(a) || np.bgp_announce.contains(a))
-                    }),
-                }
-            })
-            .collect();
-        ObjectStatus {
-            generation: f.generation,
-            addresses: r.addresses.clone(),
-            accepted: r.accepted.clone(),
-            ready: r.ready.clone(),
-            programmed: programmed_pending(),
-            backends: r.backends,
-            directors,
-        }
+        status_of(
+            &self.frontends[key],
+            &self.resolved[key],
+            &self.plan.nodes,
+            stranded_on(&self.l2_stranded, key),
+        )
+    }
+}
+
+/// The plan of `node`, created empty if it has none yet (the owner of a VIP
+/// directs it, so its plan normally exists already).
+fn node_plan<'a>(nodes: &'a mut BTreeMap<String, NodePlan>, node: &str) -> &'a mut NodePlan {
+    if !nodes.contains_key(node) {
+        nodes.insert(node.to_string(), NodePlan::default());
+    }
+    nodes.get_mut(node).expect("inserted above")
+}
+
+/// The first reason `key` is stranded on one of its VIPs, if any.
+fn stranded_on<'a>(
+    stranded: &'a BTreeMap<(ObjectKey, IpAddr), String>,
+    key: &ObjectKey,
+) -> Option<&'a String> {
+    if stranded.is_empty() {
+        return None; // the common case, without cloning the key
+    }
+    let from = (key.clone(), IpAddr::from([0u8; 4]));
+    stranded
+        .range(from..)
+        .next()
+        .filter(|((k, _), _)| k == key)
+        .map(|(_, why)| why)
+}
+
+fn status_of(
+    f: &Frontend,
+    r: &Resolved,
+    nodes: &BTreeMap<String, NodePlan>,
+    stranded: Option<&String>,
+) -> ObjectStatus {
+    let directors = r
+        .per_node
+        .keys()
+        .map(|node| {
+            let np = nodes.get(&**node);
+            DirectorStatus {
+                node: node.clone(),
+                announcing: np.is_some_and(|np| {
+                    r.addresses
+                        .iter()
+                        .any(|a| np.l2_announce.contains(a) || np.bgp_announce.contains(a))
+                }),
+            }
+        })
+        .collect();
+    ObjectStatus {
+        generation: f.generation,
+        addresses: r.addresses.clone(),
+        accepted: r.accepted.clone(),
+        ready: match stranded {
+            Some(why) if r.ready.status == CondStatus::True => {
+                Cond::new(CondStatus::False, "NoCommonDirector", why.clone())
+            }
+            _ => r.ready.clone(),
+        },
+        programmed: programmed_pending(),
+        backends: r.backends,
+        directors,
     }
 }
 

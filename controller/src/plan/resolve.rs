@@ -2,7 +2,7 @@
 //! each of its director nodes runs, and its status (minus announcement,
 //! which needs every frontend on a VIP).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -51,6 +51,13 @@ fn join(problems: &[&AddressProblem]) -> String {
         .join("; ")
 }
 
+/// An endpoint with the weight it gets: the static list's weight, or 1 for
+/// a ready EndpointSlice endpoint and 0 (drain) for the rest.
+struct Weighted<'a> {
+    endpoint: Endpoint<'a>,
+    weight: u32,
+}
+
 pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved {
     let spec_problems: Vec<&AddressProblem> = alloc
         .problems
@@ -80,8 +87,8 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved 
         return out;
     }
 
-    // Backends per port.
-    let mut ports: Vec<(usize, Vec<Endpoint>)> = Vec::with_capacity(f.ports.len());
+    // Backends per port, with their weights.
+    let mut ports: Vec<(usize, Vec<Weighted<'_>>)> = Vec::with_capacity(f.ports.len());
     match &f.backends {
         BackendSource::Static(list) => {
             for (i, p) in f.ports.iter().enumerate() {
@@ -91,11 +98,14 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved 
                 ports.push((
                     i,
                     list.iter()
-                        .map(|b| Endpoint {
-                            address: b.address,
-                            port,
-                            ready: b.weight > 0,
-                            node: None,
+                        .map(|b| Weighted {
+                            endpoint: Endpoint {
+                                address: b.address,
+                                port,
+                                ready: b.weight > 0,
+                                node: None,
+                            },
+                            weight: b.weight,
                         })
                         .collect(),
                 ));
@@ -132,29 +142,37 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved 
             };
             for (i, p) in f.ports.iter().enumerate() {
                 let (port_name, fixed) = match &p.backend_port {
-                    BackendPort::Fixed(n) => (ref_port_name.clone().unwrap_or_default(), Some(*n)),
-                    BackendPort::Endpoint(n) => (ref_port_name.clone().unwrap_or(n.clone()), None),
+                    BackendPort::Fixed(n) => {
+                        (ref_port_name.as_deref().unwrap_or_default(), Some(*n))
+                    }
+                    BackendPort::Endpoint(n) => (ref_port_name.as_deref().unwrap_or(n), None),
                 };
+                let eps = ctx
+                    .endpoints
+                    .endpoints(ns, name, port_name, p.protocol, fixed);
                 ports.push((
                     i,
-                    ctx.endpoints
-                        .endpoints(ns, name, &port_name, p.protocol, fixed),
+                    eps.into_iter()
+                        .map(|e| Weighted {
+                            weight: u32::from(e.ready),
+                            endpoint: e,
+                        })
+                        .collect(),
                 ));
             }
         }
     }
 
-    let mut all: BTreeSet<IpAddr> = BTreeSet::new();
-    let mut ready: BTreeSet<IpAddr> = BTreeSet::new();
-    for (_, eps) in &ports {
-        for e in eps {
-            all.insert(e.address);
-            if e.ready {
-                ready.insert(e.address);
-            }
-        }
-    }
-    out.backends = Some((ready.len(), all.len()));
+    // Distinct backend addresses over all ports; ready if ready on any.
+    let mut addrs: Vec<(IpAddr, bool)> = ports
+        .iter()
+        .flat_map(|(_, eps)| eps.iter().map(|w| (w.endpoint.address, !w.endpoint.ready)))
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup_by_key(|(a, _)| *a);
+    let total = addrs.len();
+    let ready = addrs.iter().filter(|(_, not_ready)| !not_ready).count();
+    out.backends = Some((ready, total));
 
     if let Some(first) = capacity_problems.first() {
         out.ready = Cond::new(CondStatus::False, first.reason(), join(&capacity_problems));
@@ -162,38 +180,23 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved 
     }
 
     let candidates: Vec<&NodeInfo> = selected(ctx.nodes, &f.node_selector).collect();
-    let weights = |eps: &[Endpoint], static_weights: bool| -> Vec<BackendPlan> {
-        eps.iter()
-            .map(|e| BackendPlan {
-                address: e.address,
-                port: e.port,
-                weight: if static_weights {
-                    match &f.backends {
-                        BackendSource::Static(list) => list
-                            .iter()
-                            .find(|b| b.address == e.address)
-                            .map_or(0, |b| b.weight),
-                        BackendSource::Service { .. } => u32::from(e.ready),
-                    }
-                } else {
-                    u32::from(e.ready)
-                },
-            })
-            .collect()
-    };
-    let is_static = matches!(f.backends, BackendSource::Static(_));
-    let plan_for = |filter: &dyn Fn(&Endpoint) -> bool| -> ServicePlan {
+    let plan_for = |keep: &dyn Fn(&Endpoint<'_>) -> bool| -> ServicePlan {
         ServicePlan {
             vips: out.addresses.clone(),
             ports: ports
                 .iter()
-                .map(|(i, eps)| {
-                    let kept: Vec<Endpoint> = eps.iter().filter(|e| filter(e)).cloned().collect();
-                    PortPlan {
-                        port: f.ports[*i].port,
-                        protocol: f.ports[*i].protocol,
-                        backends: weights(&kept, is_static),
-                    }
+                .map(|(i, eps)| PortPlan {
+                    port: f.ports[*i].port,
+                    protocol: f.ports[*i].protocol,
+                    backends: eps
+                        .iter()
+                        .filter(|w| keep(&w.endpoint))
+                        .map(|w| BackendPlan {
+                            address: w.endpoint.address,
+                            port: w.endpoint.port,
+                            weight: w.weight,
+                        })
+                        .collect(),
                 })
                 .collect(),
             forwarding: f.forwarding,
@@ -205,10 +208,10 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved 
 
     if f.local_only {
         for n in candidates {
-            let local = |e: &Endpoint| e.node.as_deref() == Some(&*n.name);
+            let local = |e: &Endpoint<'_>| e.node == Some(&*n.name);
             let has_ready = ports
                 .iter()
-                .any(|(_, eps)| eps.iter().any(|e| e.ready && local(e)));
+                .any(|(_, eps)| eps.iter().any(|w| w.endpoint.ready && local(&w.endpoint)));
             if has_ready {
                 out.per_node
                     .insert(n.name.clone(), Arc::new(plan_for(&local)));
@@ -216,14 +219,15 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved 
         }
     } else if !candidates.is_empty() {
         let shared = Arc::new(plan_for(&|_| true));
-        for n in candidates {
-            out.per_node.insert(n.name.clone(), shared.clone());
-        }
+        out.per_node = candidates
+            .into_iter()
+            .map(|n| (n.name.clone(), shared.clone()))
+            .collect();
     }
 
     let ports_without_ready: Vec<String> = ports
         .iter()
-        .filter(|(_, eps)| !eps.iter().any(|e| e.ready))
+        .filter(|(_, eps)| !eps.iter().any(|w| w.endpoint.ready))
         .map(|(i, _)| format!("{}/{}", f.ports[*i].port, f.ports[*i].protocol))
         .collect();
     out.ready = if out.per_node.is_empty() {
@@ -252,8 +256,8 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved 
                 "{} address(es), {} director node(s), {}/{} backends ready",
                 out.addresses.len(),
                 out.per_node.len(),
-                ready.len(),
-                all.len()
+                ready,
+                total
             ),
         )
     };

@@ -542,6 +542,49 @@ const CASES: &[Case] = &[
         },
     ),
     (
+        "objects sharing a VIP on disjoint director nodes: the one the L2 owner doesn't direct is told why",
+        |w| {
+            w.nodes = vec![
+                node("node-a", true, json!({"role": "core"})),
+                node("node-b", true, json!({"role": "edge"})),
+            ];
+            let key = Some([("ballast.dev/sharing-key".to_string(), "k".to_string())].into());
+            let mut core = (*static_vs("core", 1, &["203.0.113.1"], 80)).clone();
+            core.spec.node_selector = [("role".to_string(), "core".to_string())].into();
+            core.metadata.annotations = key.clone();
+            let mut edge = (*static_vs("edge", 2, &["203.0.113.1"], 443)).clone();
+            edge.spec.node_selector = [("role".to_string(), "edge".to_string())].into();
+            edge.metadata.annotations = key;
+            w.virtual_servers.extend([core, edge].map(Arc::new));
+        },
+        |p| {
+            let vip = ip("203.0.113.1");
+            let owners: Vec<&String> = p
+                .nodes
+                .iter()
+                .filter(|(_, np)| np.l2_announce.contains(&vip))
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(owners.len(), 1, "exactly one L2 owner: {owners:?}");
+            let (served, stranded) = if owners[0] == "node-a" {
+                ("core", "edge")
+            } else {
+                ("edge", "core")
+            };
+            assert_eq!(status(p, &vs_key(served)).ready.status, CondStatus::True);
+            let s = status(p, &vs_key(stranded));
+            assert_eq!(s.ready.status, CondStatus::False);
+            assert_eq!(s.ready.reason, "NoCommonDirector");
+            assert!(
+                s.ready.message.contains(owners[0].as_str()),
+                "{}",
+                s.ready.message
+            );
+            // Its plan is still there: fixing the selectors needs no re-allocation.
+            assert_eq!(s.addresses, [vip]);
+        },
+    ),
+    (
         "BGP announcement: every director advertises",
         |w| {
             let mut vs = (*static_vs("bgp", 1, &["203.0.113.1"], 80)).clone();
