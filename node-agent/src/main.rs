@@ -164,11 +164,14 @@ fn main() -> anyhow::Result<()> {
             let dir = dataplane::pin_dir_for(&pin_root, &interface);
             let removed = dataplane::loader::cleanup(&dir)
                 .with_context(|| format!("removing {}", dir.display()))?;
-            let _ = std::fs::remove_dir_all(
-                inventory::path_for(&pin_root, &interface)
-                    .parent()
-                    .expect("has parent"),
-            );
+            let inv_dir = inventory::path_for(&pin_root, &interface);
+            let inv_dir = inv_dir.parent().expect("has parent");
+            let _ = std::fs::remove_dir_all(inv_dir);
+            // /run/<root name> too once no interface is left in it
+            // (remove_dir fails on a non-empty directory).
+            if let Some(root) = inv_dir.parent() {
+                let _ = std::fs::remove_dir(root);
+            }
             println!(
                 "{}",
                 if removed {

@@ -105,14 +105,15 @@ pub fn render(s: &Snapshot, max_backend_series: usize) -> prometheus::Result<Str
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Serves `/metrics` (and `/healthz`) until the task is dropped. `source`
-/// produces a fresh snapshot per scrape.
+/// Serves `/metrics` (and `/healthz`; any other path is a 404) until the task
+/// is dropped. `source` produces a fresh snapshot per scrape.
 pub async fn serve(
     addr: std::net::SocketAddr,
     source: Arc<dyn Fn() -> anyhow::Result<Snapshot> + Send + Sync>,
     max_backend_series: usize,
 ) -> anyhow::Result<()> {
-    use axum::http::StatusCode;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
     use axum::routing::get;
     let app = axum::Router::new()
         .route(
@@ -122,8 +123,17 @@ pub async fn serve(
                 async move {
                     match source().and_then(|s| render(&s, max_backend_series).map_err(Into::into))
                     {
-                        Ok(body) => (StatusCode::OK, body),
-                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")),
+                        // The exposition format's own media type, not axum's
+                        // default text/plain for a String.
+                        Ok(body) => (
+                            StatusCode::OK,
+                            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+                            body,
+                        )
+                            .into_response(),
+                        Err(e) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
+                        }
                     }
                 }
             }),

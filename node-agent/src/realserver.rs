@@ -13,6 +13,20 @@ fn ip(args: &[&str]) -> anyhow::Result<std::process::Output> {
         .with_context(|| format!("running ip {}", args.join(" ")))
 }
 
+/// Whether `cidr` (a /32) is configured on `lo`.
+fn on_lo(cidr: &str) -> anyhow::Result<bool> {
+    let out = ip(&["-4", "-o", "addr", "show", "dev", "lo"])?;
+    if !out.status.success() {
+        bail!(
+            "ip -4 addr show dev lo: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .any(|w| w == cidr))
+}
+
 fn sysctl(key: &str, value: &str) -> anyhow::Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     std::fs::write(&path, value).with_context(|| format!("setting {key}={value}"))
@@ -32,10 +46,16 @@ pub fn apply(vips: &[Ipv4Addr], remove: bool) -> anyhow::Result<()> {
         let verb = if remove { "del" } else { "replace" };
         let out = ip(&["addr", verb, &cidr, "dev", "lo"])?;
         if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            if !(remove && err.contains("Cannot assign")) {
-                bail!("ip addr {verb} {cidr} dev lo: {}", err.trim());
+            // Removing an address that is not there is not an error. Asked
+            // of the kernel rather than read from the message, which differs
+            // between iproute2 versions ("Cannot assign requested address",
+            // "ipv4: Address not found").
+            if remove && !on_lo(&cidr)? {
+                println!("{cidr} was not on lo");
+                continue;
             }
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!("ip addr {verb} {cidr} dev lo: {}", err.trim());
         }
         println!(
             "{} {cidr} on lo",

@@ -1,0 +1,1015 @@
+//! The agent's command line in network namespaces, as root: `realserver`
+//! (and `--remove`) on a DR backend, the Prometheus endpoint of
+//! `standalone --metrics`, and the generic-XDP fallback of the default
+//! attach mode with `cleanup` detaching it.
+//!
+//! Every namespace is `blcli<x><pid>-*` and every pin root
+//! `/sys/fs/bpf/ballast-test-cli-<pid>-<x>`, so this binary runs beside the
+//! other test binaries; all of it is removed by Drop guards, on failure too.
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ballast_agent::abi;
+use ballast_agent::testbed::{
+    self, BackendRouting, Testbed, TestbedSpec, netns,
+    servers::{self, BackendServer},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
+const T: Duration = Duration::from_secs(5);
+/// Cold start of an agent: the verifier alone takes seconds.
+const AGENT_START: Duration = Duration::from_secs(25);
+
+fn skip() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return true;
+    }
+    false
+}
+
+/// `blcli<tag><pid>`: the namespace prefix of one test.
+fn prefix(tag: char) -> String {
+    format!("blcli{tag}{}", std::process::id() % 1000)
+}
+
+// ---------------------------------------------------------------- guards
+
+/// A bpffs pin root (and the agent's inventory under /run/<its name>),
+/// removed on drop.
+struct PinRoot(PathBuf);
+
+impl PinRoot {
+    fn new(tag: char) -> PinRoot {
+        let p = PinRoot(PathBuf::from(format!(
+            "/sys/fs/bpf/ballast-test-cli-{}-{tag}",
+            std::process::id()
+        )));
+        p.remove();
+        p
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn run_dir(&self) -> PathBuf {
+        Path::new("/run").join(self.0.file_name().expect("has a name"))
+    }
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(self.run_dir());
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A scratch directory, removed on drop.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new(name: &str) -> WorkDir {
+        let p = std::env::temp_dir().join(format!("ballast-cli-{name}"));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("conf")).unwrap();
+        WorkDir(p)
+    }
+    fn conf(&self) -> PathBuf {
+        self.0.join("conf")
+    }
+    /// The XDP object, for the XDP_PASS program on the director's bridge port.
+    fn object(&self) -> PathBuf {
+        let o = self.0.join("ballast.bpf.o");
+        std::fs::write(&o, abi::BPF_OBJECT).unwrap();
+        o
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A bare named network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        if netns::netns_exists(&name) {
+            let _ = netns::delete_netns(&name);
+        }
+        netns::add_netns(&name).unwrap();
+        let ns = Netns(name);
+        netns::ip_in(&ns.0, &["link", "set", "lo", "up"]).unwrap();
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if netns::netns_exists(&self.0)
+            && let Err(e) = netns::delete_netns(&self.0)
+        {
+            eprintln!("deleting netns {}: {e:#}", self.0);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the agent
+
+/// `ballast-agent --pin-root R <args>` running inside a network namespace;
+/// killed on drop.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(ns: &str, pin_root: &Path, args: &[&str], log: &Path) -> Agent {
+        let out = std::fs::File::create(log).unwrap();
+        // Enter only the network namespace: `ip netns exec` would also give
+        // the agent a private /sys, hence a private bpffs, and its pins
+        // would die with it.
+        let netns = std::fs::File::open(netns::netns_path(ns)).unwrap();
+        let mut cmd = Command::new(BIN);
+        // SAFETY: setns(2) between fork and exec, on an fd we keep open.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            let fd = netns.as_raw_fd();
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            // No backtraces in the log: only what a user sees.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .arg("--pin-root")
+            .arg(pin_root)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Agent {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for `needle` in the log; fails early if the agent exits.
+    fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + AGENT_START;
+        while !self.log().contains(needle) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "agent exited ({st}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent never logged {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent still running after {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, as a service manager stops it.
+    fn stop(&mut self) -> ExitStatus {
+        // SAFETY: signalling our own child, which has not been reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.wait_exit(T)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ballast-agent --pin-root R <args>` in the test's own namespace (the
+/// pins and the inventory are host-wide).
+fn agent_cmd(pin_root: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--pin-root")
+        .arg(pin_root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stats_json(pin_root: &Path, interface: &str) -> serde_json::Value {
+    let out = ok(&agent_cmd(
+        pin_root,
+        &["stats", "--json", "--interface", interface],
+    ));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn standalone_args<'a>(interface: &'a str, config: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "standalone",
+        "--interface",
+        interface,
+        "--snat-address",
+        "198.51.100.3",
+        "--poll",
+        "200ms",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn virtual_server(forwarding: &str, target_port: u16, backends: &[usize]) -> String {
+    let mut s = format!(
+        "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\n\
+         metadata: {{name: web, namespace: default}}\nspec:\n  addresses: [{}]\n  \
+         ports:\n    - {{name: http, port: 80, protocol: TCP, targetPort: {target_port}}}\n  \
+         forwarding: {forwarding}\n  scheduler: Maglev\n  backends:\n    static:\n",
+        testbed::VIP
+    );
+    for &i in backends {
+        s.push_str(&format!(
+            "      - {{address: {}, weight: 1}}\n",
+            testbed::backend_addr(i)
+        ));
+    }
+    s
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// "addr/len" of every IPv4 address on `dev` in `ns`.
+fn ipv4_addrs(ns: &str, dev: &str) -> Vec<String> {
+    let out = netns::ip_in(ns, &["-j", "-4", "addr", "show", "dev", dev]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            format!(
+                "{}/{}",
+                a["local"].as_str().unwrap_or("?"),
+                a["prefixlen"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect()
+}
+
+const ARP_SYSCTLS: [&str; 4] = [
+    "net.ipv4.conf.all.arp_ignore",
+    "net.ipv4.conf.all.arp_announce",
+    "net.ipv4.conf.lo.arp_ignore",
+    "net.ipv4.conf.lo.arp_announce",
+];
+
+/// The ARP sysctls of the test's own (the host's) namespace.
+fn host_arp_sysctls() -> Vec<String> {
+    ARP_SYSCTLS
+        .iter()
+        .map(|k| {
+            let p = format!("/proc/sys/{}", k.replace('.', "/"));
+            std::fs::read_to_string(&p).unwrap().trim().to_string()
+        })
+        .collect()
+}
+
+fn ns_arp_sysctls(ns: &str) -> Vec<String> {
+    ARP_SYSCTLS
+        .iter()
+        .map(|k| testbed::sysctl_get(ns, k).unwrap())
+        .collect()
+}
+
+fn realserver(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, BIN, "realserver"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Arp {
+    op: u16,
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tpa: Ipv4Addr,
+}
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// A raw AF_PACKET socket for ARP on one interface of a namespace: sends
+/// requests, and sees every ARP frame on the interface from its creation on.
+struct ArpSocket(OwnedFd);
+
+impl ArpSocket {
+    fn open(ns: &str, ifname: &str) -> ArpSocket {
+        let ifname = std::ffi::CString::new(ifname).unwrap();
+        let fd = testbed::in_netns(ns, move || -> std::io::Result<OwnedFd> {
+            // SAFETY: plain socket/bind on a zeroed sockaddr_ll; the fd is
+            // owned right away.
+            unsafe {
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    ETH_P_ARP.to_be() as libc::c_int,
+                );
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let fd = OwnedFd::from_raw_fd(fd);
+                let ifindex = libc::if_nametoindex(ifname.as_ptr());
+                if ifindex == 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_protocol = ETH_P_ARP.to_be();
+                sll.sll_ifindex = ifindex as i32;
+                if libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(fd)
+            }
+        })
+        .unwrap()
+        .expect("ARP socket");
+        ArpSocket(fd)
+    }
+
+    /// Broadcasts "who has `tpa`? tell `spa` (`sha`)".
+    fn request(&self, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) {
+        let mut f = Vec::with_capacity(60);
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&spa.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa.octets());
+        f.resize(60, 0);
+        // SAFETY: sending a valid buffer on a bound packet socket.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), f.as_ptr().cast(), f.len(), 0) };
+        assert_eq!(
+            n,
+            f.len() as isize,
+            "sending ARP: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Every ARP frame received (or sent) during the next `dur`, and any
+    /// already queued.
+    fn frames(&self, dur: Duration) -> Vec<Arp> {
+        let deadline = Instant::now() + dur;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int) };
+            if ready <= 0 {
+                if left.is_zero() {
+                    return out;
+                }
+                continue;
+            }
+            // SAFETY: receiving into a buffer of the given length.
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 42 {
+                continue;
+            }
+            let b = &buf[..n as usize];
+            if b[12..14] != ETH_P_ARP.to_be_bytes() || b[14..20] != [0, 1, 8, 0, 6, 4] {
+                continue;
+            }
+            let ip = |o: usize| Ipv4Addr::new(b[o], b[o + 1], b[o + 2], b[o + 3]);
+            out.push(Arp {
+                op: u16::from_be_bytes([b[20], b[21]]),
+                sha: b[22..28].try_into().unwrap(),
+                spa: ip(28),
+                tpa: ip(38),
+            });
+        }
+    }
+
+    /// MACs that answer an ARP request for `target` sent from the client.
+    fn who_answers(&self, target: Ipv4Addr) -> BTreeSet<[u8; 6]> {
+        let _ = self.frames(Duration::ZERO);
+        let mut macs = BTreeSet::new();
+        for _ in 0..3 {
+            self.request(testbed::CLIENT_MAC, testbed::CLIENT_ADDR, target);
+            macs.extend(
+                self.frames(Duration::from_millis(300))
+                    .into_iter()
+                    .filter(|a| a.op == 2 && a.spa == target && a.tpa == testbed::CLIENT_ADDR)
+                    .map(|a| a.sha),
+            );
+        }
+        macs
+    }
+}
+
+fn macs(set: &BTreeSet<[u8; 6]>) -> Vec<String> {
+    set.iter().map(testbed::format_mac).collect()
+}
+
+// ---------------------------------------------------------------- HTTP
+
+struct Http {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Http {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 GET from inside `ns`, `Connection: close`.
+fn http_get(ns: &str, addr: SocketAddrV4, path: &str) -> anyhow::Result<Http> {
+    let mut s = testbed::in_netns(ns, move || TcpStream::connect_timeout(&addr.into(), T))??;
+    s.set_read_timeout(Some(T))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no end of headers in {text:?}"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad status line in {head:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let r = Http {
+        status,
+        headers,
+        body: body.to_string(),
+    };
+    anyhow::ensure!(
+        r.header("transfer-encoding").is_none(),
+        "chunked response not expected"
+    );
+    if let Some(len) = r.header("content-length") {
+        anyhow::ensure!(
+            len.parse::<usize>()? == r.body.len(),
+            "content-length {len}, body {} bytes",
+            r.body.len()
+        );
+    }
+    Ok(r)
+}
+
+/// Samples of the Prometheus text format: (name, labels) -> value.
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+fn parse_prometheus(text: &str) -> Samples {
+    let mut out = Samples::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect(line);
+        let value: f64 = value.parse().expect(line);
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let rest = rest.strip_suffix('}').expect(line);
+                let labels = rest
+                    .split("\",")
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once("=\"").expect(line);
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (name.to_string(), labels)
+            }
+        };
+        out.insert((name, labels), value);
+    }
+    out
+}
+
+fn sample(s: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let key = (
+        name.to_string(),
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    *s.get(&key)
+        .unwrap_or_else(|| panic!("no sample {key:?} in {:#?}", s.keys().collect::<Vec<_>>()))
+}
+
+// ---------------------------------------------------------------- tests
+
+/// `realserver --vip` on a DR backend: VIP on lo and the ARP sysctls in
+/// that namespace only; DR traffic reaches the backend with the client's
+/// address; the backend neither answers ARP for the VIP nor uses it as ARP
+/// source. `--remove` takes the VIP off (twice is fine) and DR stops.
+#[test]
+fn realserver_configures_a_dr_backend_and_remove_undoes_it() {
+    if skip() {
+        return;
+    }
+    let p = prefix('r');
+    let tb = Testbed::build(&TestbedSpec::new(&p).backends(1)).unwrap();
+    let pins = PinRoot::new('r');
+    let work = WorkDir::new(&p);
+    tb.attach_xdp_pass(&work.object(), "xdp_pass").unwrap();
+    tb.set_backend_mode(BackendRouting::DirectToClient).unwrap();
+    let b1 = tb.backend_ns(1).to_string();
+    let vip = testbed::VIP;
+    let vip_cidr = format!("{vip}/32");
+
+    // A fresh namespace may inherit the host's IPv4 `all` settings: start
+    // from the kernel defaults so the binary has to set them.
+    for k in ARP_SYSCTLS {
+        tb.sysctl(&b1, k, "0").unwrap();
+    }
+    assert!(!ipv4_addrs(&b1, "lo").contains(&vip_cidr));
+    let host_before = host_arp_sysctls();
+
+    let server = BackendServer::start(&b1, "b1", "0.0.0.0:80".parse().unwrap()).unwrap();
+    std::fs::write(work.conf().join("dr.yaml"), virtual_server("DR", 80, &[1])).unwrap();
+    let mut agent = Agent::start(
+        tb.director_ns(),
+        pins.path(),
+        &standalone_args(tb.director_if(), &work.conf(), &[]),
+        &work.0.join("agent.log"),
+    );
+    agent.wait_log("configuration applied");
+
+    let out = realserver(&b1, &["--vip", &vip.to_string()]);
+    let stdout = ok(&out);
+    assert!(
+        stdout.contains(&format!("configured {vip_cidr} on lo")),
+        "{stdout}"
+    );
+
+    // The VIP on lo, and the ARP sysctls, in the backend's namespace only.
+    assert!(
+        ipv4_addrs(&b1, "lo").contains(&vip_cidr),
+        "{:?}",
+        ipv4_addrs(&b1, "lo")
+    );
+    assert!(!ipv4_addrs(&b1, "eth0").contains(&vip_cidr));
+    assert_eq!(ns_arp_sysctls(&b1), ["1", "2", "1", "2"], "{ARP_SYSCTLS:?}");
+    assert_eq!(host_arp_sysctls(), host_before, "host sysctls untouched");
+    let host_lo = Command::new("ip")
+        .args(["-4", "addr", "show", "dev", "lo"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&host_lo.stdout).contains(&vip.to_string()),
+        "the VIP went on the host's lo"
+    );
+
+    // DR through the director: the backend sees the client and answers it
+    // directly. Its neighbours are flushed so it must ARP for the client
+    // now, with arp_announce in force.
+    netns::ip_in(&b1, &["neigh", "flush", "all"]).unwrap();
+    let arp = ArpSocket::open(tb.client_ns(), tb.host_if());
+    let n = 20;
+    let results = servers::tcp_probes(tb.client_ns(), SocketAddrV4::new(vip, 80), n, 4, T).unwrap();
+    for r in &results {
+        let line = r.as_ref().expect("DR connection through the director");
+        assert!(
+            line.starts_with(&format!("b1 {}:", testbed::CLIENT_ADDR)),
+            "backend saw {line}"
+        );
+    }
+    assert_eq!(server.connections(), n as u64);
+    assert!(
+        server
+            .peers()
+            .iter()
+            .all(|p| *p.ip() == testbed::CLIENT_ADDR),
+        "{:?}",
+        server.peers()
+    );
+    let snap = stats_json(pins.path(), tb.director_if());
+    let svc = &snap["services"][0];
+    assert_eq!(svc["mode"], "DR");
+    assert_eq!(svc["counters"]["new_flows"], n as u64, "{snap}");
+    assert_eq!(
+        svc["counters"]["reply_packets"], 0,
+        "DR replies bypass the director: {snap}"
+    );
+
+    // arp_announce=2: the backend's ARP requests (for the client) carry
+    // its own address, never the VIP.
+    let backend_mac = testbed::backend_mac(1);
+    let from_backend: Vec<Arp> = arp
+        .frames(Duration::from_millis(100))
+        .into_iter()
+        .filter(|a| a.sha == backend_mac)
+        .collect();
+    assert!(
+        from_backend
+            .iter()
+            .any(|a| a.op == 1 && a.tpa == testbed::CLIENT_ADDR),
+        "the backend resolved the client: {from_backend:?}"
+    );
+    assert!(
+        from_backend
+            .iter()
+            .all(|a| a.spa == testbed::backend_addr(1)),
+        "ARP from the backend uses the VIP as source: {from_backend:?}"
+    );
+
+    // arp_ignore=1: only the director (which announces the VIP) answers ARP
+    // for it on the shared segment.
+    let director = testbed::DIRECTOR_MAC;
+    let answers = arp.who_answers(vip);
+    assert!(answers.contains(&director), "{:?}", macs(&answers));
+    assert!(!answers.contains(&backend_mac), "{:?}", macs(&answers));
+    // Control: with arp_ignore back at 0 the same probe hears the backend...
+    tb.sysctl(&b1, "net.ipv4.conf.all.arp_ignore", "0").unwrap();
+    let answers = arp.who_answers(vip);
+    assert!(answers.contains(&backend_mac), "{:?}", macs(&answers));
+    // ...and running realserver again (idempotent) silences it again.
+    ok(&realserver(&b1, &["--vip", &vip.to_string()]));
+    assert_eq!(ns_arp_sysctls(&b1), ["1", "2", "1", "2"]);
+    let answers = arp.who_answers(vip);
+    assert!(answers.contains(&director), "{:?}", macs(&answers));
+    assert!(!answers.contains(&backend_mac), "{:?}", macs(&answers));
+
+    // --remove takes the VIP off lo; twice is not an error.
+    let stdout = ok(&realserver(&b1, &["--vip", &vip.to_string(), "--remove"]));
+    assert!(stdout.contains(&format!("removed {vip_cidr}")), "{stdout}");
+    assert!(!ipv4_addrs(&b1, "lo").contains(&vip_cidr));
+    let stdout = ok(&realserver(&b1, &["--vip", &vip.to_string(), "--remove"]));
+    assert!(
+        stdout.contains(&format!("{vip_cidr} was not on lo")),
+        "{stdout}"
+    );
+    assert!(!ipv4_addrs(&b1, "lo").contains(&vip_cidr));
+    // Without the VIP the backend no longer takes DR traffic.
+    let r = servers::tcp_probe(
+        tb.client_ns(),
+        SocketAddrV4::new(vip, 80),
+        Duration::from_secs(1),
+    );
+    assert!(r.is_err(), "DR still served after --remove: {r:?}");
+    assert_eq!(host_arp_sysctls(), host_before, "host sysctls untouched");
+
+    assert!(agent.stop().success(), "{}", agent.log());
+}
+
+/// `standalone --metrics`: /metrics in the Prometheus text format with the
+/// service and backend counters of real traffic, consistent with `stats`
+/// and with what the backends saw; /healthz; 404 elsewhere.
+#[test]
+fn metrics_endpoint_serves_the_traffic_counters() {
+    if skip() {
+        return;
+    }
+    let p = prefix('m');
+    let tb = Testbed::build(&TestbedSpec::new(&p).backends(2)).unwrap();
+    let pins = PinRoot::new('m');
+    let work = WorkDir::new(&p);
+    tb.attach_xdp_pass(&work.object(), "xdp_pass").unwrap();
+    let servers: Vec<BackendServer> = (1..=2)
+        .map(|i| {
+            BackendServer::start(
+                tb.backend_ns(i),
+                &format!("b{i}"),
+                "0.0.0.0:8080".parse().unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    std::fs::write(
+        work.conf().join("web.yaml"),
+        virtual_server("FullNAT", 8080, &[1, 2]),
+    )
+    .unwrap();
+    let metrics_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9469);
+    let ma = metrics_addr.to_string();
+    let mut agent = Agent::start(
+        tb.director_ns(),
+        pins.path(),
+        &standalone_args(tb.director_if(), &work.conf(), &["--metrics", &ma]),
+        &work.0.join("agent.log"),
+    );
+    agent.wait_log("configuration applied");
+    agent.wait_log("serving /metrics");
+
+    // The listener is bound asynchronously after the log line.
+    let deadline = Instant::now() + T;
+    let before = loop {
+        match http_get(tb.director_ns(), metrics_addr, "/metrics") {
+            Ok(r) => break r,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("metrics not up yet: {e:#}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("GET /metrics: {e:#}\n{}", agent.log()),
+        }
+    };
+    assert_eq!(before.status, 200, "{}", before.body);
+    let svc = [
+        ("mode", "FullNAT"),
+        ("service", "default/web:http"),
+        ("vip", "203.0.113.10:80/TCP"),
+    ];
+    let s = parse_prometheus(&before.body);
+    assert_eq!(sample(&s, "ballast_service_new_flows_total", &svc), 0.0);
+
+    let n = 30;
+    let results =
+        servers::tcp_probes(tb.client_ns(), SocketAddrV4::new(testbed::VIP, 80), n, 6, T).unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    // Let the last FIN/ACKs through before comparing snapshots.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let stats_before = stats_json(pins.path(), tb.director_if());
+    let r = http_get(tb.director_ns(), metrics_addr, "/metrics").unwrap();
+    let stats_after = stats_json(pins.path(), tb.director_if());
+
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("text/plain") && ct.contains("version=0.0.4"),
+        "content-type {ct:?}"
+    );
+    for m in [
+        "ballast_service_packets_total",
+        "ballast_service_new_flows_total",
+        "ballast_backend_new_flows_total",
+        "ballast_packets_verdict_total",
+    ] {
+        assert!(
+            r.body.contains(&format!("# TYPE {m} counter")),
+            "no TYPE line for {m}:\n{}",
+            r.body
+        );
+    }
+    let s = parse_prometheus(&r.body);
+    let flows = sample(&s, "ballast_service_new_flows_total", &svc);
+    let packets = sample(&s, "ballast_service_packets_total", &svc);
+    assert_eq!(flows, n as f64, "one new flow per connection");
+    // At least SYN, ACK and FIN per connection.
+    assert!(packets >= 3.0 * n as f64, "{packets} packets");
+    assert!(sample(&s, "ballast_service_bytes_total", &svc) > 0.0);
+    assert!(
+        sample(&s, "ballast_service_reply_packets_total", &svc) > 0.0,
+        "FullNAT replies come back through the director"
+    );
+    let mut sum = 0.0;
+    for (i, server) in servers.iter().enumerate() {
+        let backend = format!("{}:8080", testbed::backend_addr(i + 1));
+        let l = [
+            ("backend", backend.as_str()),
+            ("service", "default/web:http"),
+        ];
+        let bf = sample(&s, "ballast_backend_new_flows_total", &l);
+        assert_eq!(
+            bf,
+            server.connections() as f64,
+            "{backend}: flows vs connections accepted"
+        );
+        assert!(sample(&s, "ballast_backend_packets_total", &l) >= bf);
+        sum += bf;
+    }
+    assert_eq!(sum, n as f64, "per-backend flows add up");
+    let verdicts: f64 = s
+        .iter()
+        .filter(|((name, _), _)| name == "ballast_packets_verdict_total")
+        .map(|(_, v)| v)
+        .sum();
+    assert!(verdicts >= packets, "every packet has a verdict");
+
+    // The same numbers as `stats --json` at the same moment.
+    for (field, metric) in [
+        ("new_flows", "ballast_service_new_flows_total"),
+        ("packets", "ballast_service_packets_total"),
+        ("reply_packets", "ballast_service_reply_packets_total"),
+    ] {
+        let lo = stats_before["services"][0]["counters"][field]
+            .as_u64()
+            .unwrap() as f64;
+        let hi = stats_after["services"][0]["counters"][field]
+            .as_u64()
+            .unwrap() as f64;
+        let m = sample(&s, metric, &svc);
+        assert!(
+            lo <= m && m <= hi,
+            "{metric} = {m}, stats {field} {lo}..{hi}"
+        );
+    }
+
+    let h = http_get(tb.director_ns(), metrics_addr, "/healthz").unwrap();
+    assert_eq!((h.status, h.body.as_str()), (200, "ok\n"));
+    let nf = http_get(tb.director_ns(), metrics_addr, "/no-such-page").unwrap();
+    assert_eq!(nf.status, 404, "{}", nf.body);
+
+    assert!(agent.stop().success(), "{}", agent.log());
+    ok(&agent_cmd(
+        pins.path(),
+        &["cleanup", "--interface", tb.director_if()],
+    ));
+    assert!(!pins.path().join(tb.director_if()).exists());
+    assert!(!pins.run_dir().exists(), "inventory left");
+}
+
+/// `ip -d link show` of one interface in a namespace.
+fn link_details(ns: &str, ifname: &str) -> String {
+    let out = netns::ip_in(ns, &["-d", "link", "show", "dev", ifname]).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Creates an interface whose driver has no native XDP: `dummy` where the
+/// kernel has it, else a bridge (which never has).
+fn add_interface_without_native_xdp(ns: &str, ifname: &str) -> &'static str {
+    for kind in ["dummy", "bridge"] {
+        if netns::ip_in(ns, &["link", "add", ifname, "type", kind]).is_ok() {
+            netns::ip_in(ns, &["link", "set", ifname, "up"]).unwrap();
+            return kind;
+        }
+    }
+    panic!("cannot create a dummy or bridge interface");
+}
+
+/// Default attach mode on an interface without native XDP: native fails,
+/// generic is used with a warning; `--xdp-mode native` refuses instead;
+/// `cleanup` detaches the program and removes the pins.
+#[test]
+fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
+    if skip() {
+        return;
+    }
+    let p = prefix('g');
+    let ns = Netns::new(format!("{p}-n"));
+    let ifname = "blx0";
+    let kind = add_interface_without_native_xdp(&ns.0, ifname);
+    let pins = PinRoot::new('g');
+    let work = WorkDir::new(&p);
+    std::fs::write(
+        work.conf().join("web.yaml"),
+        virtual_server("FullNAT", 8080, &[1]),
+    )
+    .unwrap();
+    let pin_dir = pins.path().join(ifname);
+
+    // Native only: a clear error, no silent fallback, nothing attached.
+    let mut native = Agent::start(
+        &ns.0,
+        pins.path(),
+        &standalone_args(ifname, &work.conf(), &["--xdp-mode", "native"]),
+        &work.0.join("native.log"),
+    );
+    let st = native.wait_exit(AGENT_START);
+    let log = native.log();
+    assert!(!st.success(), "native mode on a {kind} succeeded:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "interface {ifname}: cannot attach XDP in native mode"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("Operation not supported"), "{log}");
+    assert!(
+        !log.contains("native XDP unavailable") && !log.contains("attached XDP program"),
+        "fell back instead of failing:\n{log}"
+    );
+    let link = link_details(&ns.0, ifname);
+    assert!(!link.contains("xdp"), "{link}");
+    assert!(!pin_dir.join("link").exists());
+
+    // Auto (the default): generic, with a warning.
+    let mut agent = Agent::start(
+        &ns.0,
+        pins.path(),
+        &standalone_args(ifname, &work.conf(), &[]),
+        &work.0.join("auto.log"),
+    );
+    agent.wait_log("configuration applied");
+    let log = agent.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("native XDP unavailable"))
+        .unwrap_or_else(|| panic!("no fallback warning:\n{log}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("generic (skb) mode"),
+        "{warning}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("attached XDP program") && l.contains("generic")),
+        "{log}"
+    );
+    let link = link_details(&ns.0, ifname);
+    assert!(
+        link.contains("xdpgeneric") && link.contains("prog/xdp id") && link.contains("ballast_xdp"),
+        "{link}"
+    );
+    assert!(!link.contains("xdpdrv") && !link.contains("xdpoffload"));
+    assert!(pin_dir.join("link").exists());
+
+    // The pinned link outlives the agent...
+    assert!(agent.stop().success(), "{}", agent.log());
+    assert!(link_details(&ns.0, ifname).contains("xdpgeneric"));
+
+    // ...until cleanup, which detaches it and removes the pins.
+    let out = ok(&agent_cmd(pins.path(), &["cleanup", "--interface", ifname]));
+    assert!(out.contains("program detached"), "{out}");
+    assert!(!pin_dir.exists());
+    assert!(!pins.run_dir().exists(), "inventory left");
+    // The link is released asynchronously once its last pin is gone.
+    let deadline = Instant::now() + T;
+    loop {
+        let link = link_details(&ns.0, ifname);
+        if !link.contains("xdp") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still attached: {link}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = ok(&agent_cmd(pins.path(), &["cleanup", "--interface", ifname]));
+    assert!(out.contains("nothing pinned"), "{out}");
+}
