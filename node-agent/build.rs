@@ -22,6 +22,18 @@ fn main() {
         &dp.join("include"),
         &dp.join("src/ballast.c"),
         &out_dir.join("ballast.bpf.o"),
+        &[],
+    );
+    // The director plus its benchmark wrappers, for the dataplane bench
+    // only: the wrappers hold extra copies of the director, which the
+    // agent's own object should not carry.
+    compile(
+        &clang,
+        &multiarch,
+        &dp.join("include"),
+        &dp.join("src/ballast.c"),
+        &out_dir.join("ballast-bench.bpf.o"),
+        &["-DBALLAST_BENCH"],
     );
     // Benchmark traffic tools (generator, sink): not loaded by the agent.
     compile(
@@ -30,6 +42,7 @@ fn main() {
         &dp.join("include"),
         &dp.join("bench/bench.c"),
         &out_dir.join("bench.bpf.o"),
+        &[],
     );
 }
 
@@ -39,9 +52,11 @@ fn compile(
     include: &std::path::Path,
     src: &std::path::Path,
     out: &std::path::Path,
+    defines: &[&str],
 ) {
     let status = Command::new(clang)
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+        .args(defines)
         .arg("-I")
         .arg(include)
         .arg("-I")

@@ -31,6 +31,11 @@ struct icmphdr {
  * cannot see the bound. */
 #define BARRIER_VAR(x) asm volatile("" : "+r"(x))
 
+/* One load or store the compiler may not split, merge or reorder against
+ * other volatile accesses: for map values other CPUs read concurrently. */
+#define READ_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile __typeof__(x) *)&(x) = (v))
+
 #define NSEC_PER_SEC 1000000000ULL
 
 /* Packet bounds check: true when [ptr, ptr + len) is outside the frame. */

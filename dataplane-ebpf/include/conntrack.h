@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Connection tracking: timeouts by protocol and TCP state. Entries live in
- * LRU maps; expiry is judged on lookup (nothing sweeps them yet: the LRU
- * evicts), so an expired entry is simply one that may be replaced. Time is the coarse
- * monotonic clock (bpf_ktime_get_coarse_ns): a few ms of resolution is
- * plenty for timeouts in seconds, and reading the precise clock costs more
- * than the rest of the established path in a VM.
+ * LRU maps. Expiry is judged here on lookup, and the agent's sweeper
+ * (node-agent/src/dataplane/sweeper.rs, every --sweep-interval) deletes
+ * expired conntrack, nat_reverse and persist entries by the same rules;
+ * until then an expired entry is simply one that may be replaced. Keep
+ * ct_timeout_ns/ct_expired in step with sweeper.rs. Time is the coarse
+ * monotonic clock (bpf_ktime_get_coarse_ns; CLOCK_MONOTONIC_COARSE in user
+ * space): a few ms of resolution is plenty for timeouts in seconds, and
+ * reading the precise clock costs more than the rest of the established
+ * path in a VM.
  */
 #ifndef BALLAST_CONNTRACK_H
 #define BALLAST_CONNTRACK_H

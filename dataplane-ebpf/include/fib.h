@@ -49,16 +49,43 @@ static __always_inline int send_to(struct xdp_md *ctx, struct packet *p, int rou
 	return act;
 }
 
+/* Keeps a freshly resolved next hop: in the backend's own slot when there
+ * is one, else in the shared LRU. The slot is written in place, so another
+ * CPU may read it half-written; expires_ns is zeroed first and set last,
+ * which leaves only a reader that checked expiry just before the write,
+ * and then only when the neighbour's MAC really changed (one packet). */
+static __always_inline void nexthop_store(__be32 dst, const struct nexthop_value *fresh,
+					  struct backend_nexthop *slot)
+{
+	if (!slot) {
+		bpf_map_update_elem(&nexthops, &dst, fresh, BPF_ANY);
+		return;
+	}
+	WRITE_ONCE(slot->nh.expires_ns, 0);
+	__builtin_memcpy(slot->nh.dmac, fresh->dmac, ETH_ALEN);
+	__builtin_memcpy(slot->nh.smac, fresh->smac, ETH_ALEN);
+	slot->nh.ifindex = fresh->ifindex;
+	slot->addr = dst;
+	WRITE_ONCE(slot->nh.expires_ns, fresh->expires_ns);
+}
+
 /* Looks up the route towards `nexthop_dst` (the packet's destination, or the
  * DR backend) and sends the frame. `routed`: the packet crossed an IP hop
  * here (TTL goes down); DR only swaps MACs. `now`: the caller's clock read
- * (even the coarse clock is not free). */
+ * (even the coarse clock is not free). `slot`: the backend's next-hop slot
+ * when the destination is a backend, else 0 (the shared LRU is used). */
 static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, __be32 nexthop_dst,
-				       int routed, __u64 now)
+				       int routed, __u64 now, struct backend_nexthop *slot)
 {
-	struct nexthop_value *nh = bpf_map_lookup_elem(&nexthops, &nexthop_dst);
-	if (nh && now < nh->expires_ns)
-		return send_to(ctx, p, routed, nh->dmac, nh->smac, nh->ifindex);
+	if (slot) {
+		if (slot->addr == nexthop_dst && now < READ_ONCE(slot->nh.expires_ns))
+			return send_to(ctx, p, routed, slot->nh.dmac, slot->nh.smac,
+				       slot->nh.ifindex);
+	} else {
+		struct nexthop_value *nh = bpf_map_lookup_elem(&nexthops, &nexthop_dst);
+		if (nh && now < nh->expires_ns)
+			return send_to(ctx, p, routed, nh->dmac, nh->smac, nh->ifindex);
+	}
 
 	/* Only the lookup needs the IP header here; send_to checks its own. */
 	struct iphdr *ip = ip_header(ctx, p);
@@ -88,8 +115,14 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, __b
 	struct nexthop_value fresh = { .expires_ns = now + NEXTHOP_TTL_NS, .ifindex = fib.ifindex };
 	__builtin_memcpy(fresh.dmac, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(fresh.smac, fib.smac, ETH_ALEN);
-	bpf_map_update_elem(&nexthops, &nexthop_dst, &fresh, BPF_ANY);
+	nexthop_store(nexthop_dst, &fresh, slot);
 	return send_to(ctx, p, routed, fresh.dmac, fresh.smac, fresh.ifindex);
+}
+
+/* The next-hop slot of a backend (0 if the id is out of range). */
+static __always_inline struct backend_nexthop *backend_nexthop_slot(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&backend_nexthops, &backend_id);
 }
 
 #endif

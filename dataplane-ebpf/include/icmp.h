@@ -120,7 +120,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *p)
 		if (icmp_rewrite(ctx, p, &rw))
 			return drop(BALLAST_DROP_MALFORMED);
 		count_reason(BALLAST_ICMP_TRANSLATED);
-		return fib_forward(ctx, p, p->daddr, 1, bpf_ktime_get_coarse_ns());
+		return fib_forward(ctx, p, p->daddr, 1, bpf_ktime_get_coarse_ns(), 0);
 	}
 
 	/* From the client side: about a reply we sent from the VIP. */
@@ -133,7 +133,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *p)
 		return XDP_PASS;
 	if (ct->mode == BALLAST_MODE_DR) {
 		count_reason(BALLAST_ICMP_TRANSLATED);
-		return fib_forward(ctx, p, b->addr, 0, bpf_ktime_get_coarse_ns());
+		return fib_forward(ctx, p, b->addr, 0, bpf_ktime_get_coarse_ns(), 0);
 	}
 	rw.outer_saddr = p->saddr;
 	rw.outer_daddr = b->addr;
@@ -149,7 +149,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *p)
 	if (icmp_rewrite(ctx, p, &rw))
 		return drop(BALLAST_DROP_MALFORMED);
 	count_reason(BALLAST_ICMP_TRANSLATED);
-	return fib_forward(ctx, p, p->daddr, 1, bpf_ktime_get_coarse_ns());
+	return fib_forward(ctx, p, p->daddr, 1, bpf_ktime_get_coarse_ns(), 0);
 }
 
 #endif

@@ -106,6 +106,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nexthops SEC(".maps");
 
+/* The next hop towards each backend, by backend id. The forward path reads
+ * it with an inlined array lookup instead of hashing the backend's address
+ * into `nexthops`: one hash lookup less per packet. `addr` says whose entry
+ * it is, since a reused backend slot may point elsewhere. */
+struct backend_nexthop {
+	struct nexthop_value nh;
+	__be32 addr;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BALLAST_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend_nexthop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_nexthops SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

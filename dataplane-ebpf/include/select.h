@@ -50,7 +50,10 @@ static __always_inline int select_backend(const struct svc_value *svc, const str
 
 	struct persist_key pk = { .svc_id = svc->id, .client_addr = p->saddr };
 	struct persist_value *pv = bpf_map_lookup_elem(&persist, &pk);
-	if (pv && now - pv->last_seen_ns <= (__u64)svc->persist_timeout_s * NSEC_PER_SEC) {
+	/* Another CPU may have stamped the entry a tick ahead of our clock:
+	 * that is fresh, not a wrapped-around age. */
+	if (pv && (now <= pv->last_seen_ns ||
+		   now - pv->last_seen_ns <= (__u64)svc->persist_timeout_s * NSEC_PER_SEC)) {
 		b = backend_accepting(pv->backend_id);
 		if (b && b->gen == pv->backend_gen) {
 			*backend_id = pv->backend_id;

@@ -64,6 +64,12 @@ enum Cmd {
         /// MSS clamp on SYN/SYN-ACK of TOA services.
         #[arg(long, default_value_t = ballast_agent::standalone::desired::DEFAULT_TOA_MSS)]
         toa_mss: u16,
+        /// Pause between sweeps deleting expired flows (conntrack, NAT
+        /// replies, persistence); 0 disables sweeping (the LRU evicts). A
+        /// dead flow keeps its slot and SNAT port at most this long past
+        /// its timeout.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        sweep_interval: Duration,
     },
     /// Detach the data plane from an interface and remove its pinned maps.
     Cleanup {
@@ -135,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             poll,
             no_announce,
             toa_mss,
+            sweep_interval,
         } => {
             let opts = StandaloneOptions {
                 interface,
@@ -153,6 +160,7 @@ fn main() -> anyhow::Result<()> {
                 poll,
                 announce: !no_announce,
                 toa_mss,
+                sweep_interval,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

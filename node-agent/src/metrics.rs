@@ -4,7 +4,9 @@
 //! unbounded number of series.
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::stats::Snapshot;
 
@@ -19,6 +21,77 @@ fn counter(
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     reg.register(Box::new(c.clone()))?;
     Ok(c)
+}
+
+fn gauge(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    reg.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+/// Flow-table occupancy, and the sweeper's work when it runs: one series
+/// per table (three), whatever the traffic.
+fn render_tables(reg: &Registry, s: &Snapshot) -> prometheus::Result<()> {
+    if !s.tables.is_empty() {
+        let entries = gauge(
+            reg,
+            "ballast_flow_table_entries",
+            "Entries in use in conntrack, nat_reverse and persist (as of the last sweep when the sweeper runs)",
+            &["table"],
+        )?;
+        let capacity = gauge(
+            reg,
+            "ballast_flow_table_capacity",
+            "Maximum entries of the flow table",
+            &["table"],
+        )?;
+        for t in &s.tables {
+            entries.with_label_values(&[t.table]).set(t.entries as i64);
+            capacity
+                .with_label_values(&[t.table])
+                .set(i64::from(t.capacity));
+        }
+    }
+    let Some(sw) = &s.sweeper else {
+        return Ok(());
+    };
+    let swept = counter(
+        reg,
+        "ballast_flow_table_swept_total",
+        "Expired entries deleted by the conntrack sweeper",
+        &["table"],
+    )?;
+    let held = counter(
+        reg,
+        "ballast_flow_table_sweep_held_total",
+        "Reply entries expired by their own timestamp but kept because their flow is alive",
+        &["table"],
+    )?;
+    for (i, t) in crate::dataplane::sweeper::TABLES.iter().enumerate() {
+        swept.with_label_values(&[*t]).inc_by(sw.tables[i].deleted);
+        held.with_label_values(&[*t]).inc_by(sw.tables[i].held);
+    }
+    let sweeps = IntCounter::new("ballast_flow_table_sweeps_total", "Completed sweeps")?;
+    reg.register(Box::new(sweeps.clone()))?;
+    sweeps.inc_by(sw.sweeps);
+    let failures = IntCounter::new(
+        "ballast_flow_table_sweep_failures_total",
+        "Sweeps that failed (map errors)",
+    )?;
+    reg.register(Box::new(failures.clone()))?;
+    failures.inc_by(sw.failures);
+    let last = Gauge::new(
+        "ballast_flow_table_last_sweep_seconds",
+        "Wall time of the last sweep, pauses included",
+    )?;
+    reg.register(Box::new(last.clone()))?;
+    last.set(sw.last.as_ref().map_or(0.0, |r| r.elapsed.as_secs_f64()));
+    Ok(())
 }
 
 /// Renders a snapshot in the Prometheus text format.
@@ -100,15 +173,18 @@ pub fn render(s: &Snapshot, max_backend_series: usize) -> prometheus::Result<Str
             .with_label_values(&[r.reason, if r.drop { "true" } else { "false" }])
             .inc_by(r.count);
     }
+    render_tables(&reg, s)?;
     let mut buf = Vec::new();
     TextEncoder::new().encode(&reg.gather(), &mut buf)?;
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Serves `/metrics` (and `/healthz`; any other path is a 404) until the task
-/// is dropped. `source` produces a fresh snapshot per scrape.
+/// Serves `/metrics` (and `/healthz`; any other path is a 404) on `listener`
+/// until the task is dropped. `source` produces a fresh snapshot per scrape.
+/// The caller binds, so that a port in use stops the agent at start-up
+/// instead of leaving it running unobservable.
 pub async fn serve(
-    addr: std::net::SocketAddr,
+    listener: tokio::net::TcpListener,
     source: Arc<dyn Fn() -> anyhow::Result<Snapshot> + Send + Sync>,
     max_backend_series: usize,
 ) -> anyhow::Result<()> {
@@ -139,7 +215,6 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -147,6 +222,8 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::maps::FlowTable;
+    use crate::dataplane::sweeper::{SweepReport, SweepTotals, TableSweep};
     use crate::stats::{BackendStats, Counters, ReasonCount, ServiceStats};
 
     fn snapshot(services: usize, backends: usize) -> Snapshot {
@@ -178,6 +255,8 @@ mod tests {
                 drop: true,
                 count: 3,
             }],
+            tables: Vec::new(),
+            sweeper: None,
         }
     }
 
@@ -199,5 +278,61 @@ mod tests {
             "30 backend series exceed the cap of 20"
         );
         assert_eq!(text.matches("ballast_service_packets_total{").count(), 10);
+    }
+
+    #[test]
+    fn flow_tables_and_sweeper_series() {
+        let mut s = snapshot(1, 1);
+        let text = render(&s, 100).unwrap();
+        assert!(!text.contains("ballast_flow_table"), "no tables, no series");
+
+        s.tables = ["conntrack", "nat_reverse", "persist"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| FlowTable {
+                table: t,
+                entries: 10 * i as u64,
+                capacity: 1000,
+            })
+            .collect();
+        let text = render(&s, 100).unwrap();
+        assert!(
+            text.contains(r#"ballast_flow_table_entries{table="nat_reverse"} 10"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"ballast_flow_table_capacity{table="persist"} 1000"#));
+        assert!(
+            !text.contains("ballast_flow_table_swept_total"),
+            "no sweeper, no sweep series"
+        );
+
+        let t = |deleted, held| TableSweep {
+            deleted,
+            held,
+            ..Default::default()
+        };
+        s.sweeper = Some(SweepTotals {
+            sweeps: 4,
+            failures: 1,
+            tables: [t(7, 0), t(5, 2), t(0, 0)],
+            last: Some(SweepReport {
+                elapsed: std::time::Duration::from_millis(1500),
+                ..Default::default()
+            }),
+        });
+        let text = render(&s, 100).unwrap();
+        for line in [
+            r#"ballast_flow_table_swept_total{table="conntrack"} 7"#,
+            r#"ballast_flow_table_swept_total{table="nat_reverse"} 5"#,
+            r#"ballast_flow_table_swept_total{table="persist"} 0"#,
+            r#"ballast_flow_table_sweep_held_total{table="nat_reverse"} 2"#,
+            "ballast_flow_table_sweeps_total 4",
+            "ballast_flow_table_sweep_failures_total 1",
+            "ballast_flow_table_last_sweep_seconds 1.5",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // Constant cardinality: one series per table, however many flows.
+        assert_eq!(text.matches("ballast_flow_table_swept_total{").count(), 3);
     }
 }

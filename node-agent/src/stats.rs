@@ -4,7 +4,8 @@ use serde::Serialize;
 
 use crate::abi::{self, TrafficCounters};
 use crate::dataplane::DataplaneError;
-use crate::dataplane::maps::Maps;
+use crate::dataplane::maps::{FlowTable, Maps};
+use crate::dataplane::sweeper::SweepTotals;
 use crate::inventory::InventoryService;
 
 #[derive(Debug, Clone, Serialize)]
@@ -12,6 +13,11 @@ pub struct Snapshot {
     pub services: Vec<ServiceStats>,
     /// (reason, is_drop, count)
     pub reasons: Vec<ReasonCount>,
+    /// How full conntrack, nat_reverse and persist are.
+    pub tables: Vec<FlowTable>,
+    /// The conntrack sweeper's totals, when it runs in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweeper: Option<SweepTotals>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +64,17 @@ impl From<TrafficCounters> for Counters {
     }
 }
 
+/// Counters and flow-table occupancy (counted now: a third of a second per
+/// million entries).
 pub fn snapshot(maps: &Maps, inventory: &[InventoryService]) -> Result<Snapshot, DataplaneError> {
+    let mut s = counters(maps, inventory)?;
+    s.tables = maps.flow_tables()?;
+    Ok(s)
+}
+
+/// Counters only: `tables` empty, for callers that know the occupancy
+/// otherwise (the sweeper's last pass).
+pub fn counters(maps: &Maps, inventory: &[InventoryService]) -> Result<Snapshot, DataplaneError> {
     let svc = maps.service_counters(inventory.iter().map(|s| s.id))?;
     let be = maps.backend_counters(
         inventory
@@ -93,7 +109,12 @@ pub fn snapshot(maps: &Maps, inventory: &[InventoryService]) -> Result<Snapshot,
             count,
         })
         .collect();
-    Ok(Snapshot { services, reasons })
+    Ok(Snapshot {
+        services,
+        reasons,
+        tables: Vec::new(),
+        sweeper: None,
+    })
 }
 
 /// The human table printed by `ballast-agent stats` and the demo.
@@ -134,6 +155,25 @@ pub fn render_table(s: &Snapshot) -> String {
                 b.counters.packets,
                 b.counters.reply_packets,
                 share
+            );
+        }
+    }
+    if !s.tables.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<28} {:>12} {:>12} {:>7}",
+            "TABLE", "ENTRIES", "CAPACITY", "USED"
+        );
+        for t in &s.tables {
+            let used = if t.capacity > 0 {
+                format!("{:.1}%", 100.0 * t.entries as f64 / f64::from(t.capacity))
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                out,
+                "{:<28} {:>12} {:>12} {:>7}",
+                t.table, t.entries, t.capacity, used
             );
         }
     }

@@ -995,6 +995,26 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
     assert!(agent.stop().success(), "{}", agent.log());
     assert!(link_details(&ns.0, ifname).contains("xdpgeneric"));
 
+    // ...and an agent asking for native mode does not silently adopt the
+    // generic attachment: it tries native, fails, and leaves the working
+    // generic one in place.
+    let mut native = Agent::start(
+        &ns.0,
+        pins.path(),
+        &standalone_args(ifname, &work.conf(), &["--xdp-mode", "native"]),
+        &work.0.join("native-over-generic.log"),
+    );
+    let st = native.wait_exit(AGENT_START);
+    let log = native.log();
+    assert!(
+        !st.success(),
+        "native over a pinned generic link succeeded:\n{log}"
+    );
+    assert!(!log.contains("adopted pinned XDP link"), "{log}");
+    assert!(log.contains("cannot attach XDP in native mode"), "{log}");
+    assert!(link_details(&ns.0, ifname).contains("xdpgeneric"));
+    assert!(pin_dir.join("link").exists());
+
     // ...until cleanup, which detaches it and removes the pins.
     let out = ok(&agent_cmd(pins.path(), &["cleanup", "--interface", ifname]));
     assert!(out.contains("program detached"), "{out}");

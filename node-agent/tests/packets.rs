@@ -385,6 +385,58 @@ fn removing_a_backend_moves_only_its_flows() {
 }
 
 #[test]
+fn a_reused_backend_slot_does_not_reuse_the_old_next_hop() {
+    if skip() {
+        return;
+    }
+    in_private_netns(|ifindex| {
+        let mut l = lab(ifindex);
+        let first_mac = |l: &mut PacketLab, port: u16| {
+            let (_, out) = l.run(&tcp_frame((CLIENT, port), (VIP, 80), TCP_SYN, &[], b""));
+            parse(&out).dst_mac
+        };
+        // Reading the slots takes longer than a cached next hop lives, so
+        // it is done before the first packet and after the last.
+        let slot_of = |l: &PacketLab, i: u8| {
+            let programmed = l.director.dp.maps.read_programmed().unwrap();
+            programmed
+                .backends
+                .iter()
+                .find(|(_, b)| b.addr == abi::be_addr(backend(i)) && b.flags != 0)
+                .map(|(id, _)| *id)
+        };
+        l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1)])]);
+        let slot = slot_of(&l, 1).expect("backend 1 is programmed");
+        let cached_at = std::time::Instant::now();
+        assert_eq!(
+            first_mac(&mut l, 45000),
+            backend_mac(1),
+            "caches backend 1's next hop"
+        );
+        // Backend 1 goes (its slot is freed once the flip is done), then
+        // backend 3 arrives and takes the lowest free slot: backend 1's.
+        l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(2, 1)])]);
+        l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(2, 1), (3, 1)])]);
+        let macs: Vec<[u8; 6]> = (45100..45200).map(|p| first_mac(&mut l, p)).collect();
+        let elapsed = cached_at.elapsed();
+        assert!(
+            elapsed < std::time::Duration::from_millis(400),
+            "took {elapsed:?}: the cached next hop (0.5 s) may have expired, proving nothing"
+        );
+        assert_eq!(
+            slot_of(&l, 3),
+            Some(slot),
+            "backend 3 reuses backend 1's slot"
+        );
+        assert!(macs.contains(&backend_mac(3)), "backend 3 gets flows");
+        assert!(
+            !macs.contains(&backend_mac(1)),
+            "no flow goes to the removed backend's cached MAC"
+        );
+    });
+}
+
+#[test]
 fn non_syn_without_state_is_rehashed_consistently() {
     if skip() {
         return;

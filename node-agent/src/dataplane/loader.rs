@@ -200,30 +200,43 @@ impl Dataplane {
 
     fn attach(&mut self, ifname: &str, mode: XdpAttachMode) -> Result<(), DataplaneError> {
         let link_path = self.pin_dir.join(LINK_PIN);
-        let prog = self.load_program(PROGRAM)?;
+        let mut replaced = None;
         if link_path.exists() {
-            // Adopt: swap our program into the pinned link; the link (and so
-            // the attachment) never goes away.
             let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Link {
                 path: link_path.clone(),
                 reason: e.to_string(),
             })?;
-            let xdp_link =
-                aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
-                    DataplaneError::Link {
+            let running = attached_mode(ifname);
+            if mode_conflicts(mode, running) {
+                // Asked for another mode than the pinned link runs in: attach
+                // anew first (native and generic programs coexist), then
+                // drop the old link, so the interface is never unserved.
+                info!(
+                    interface = ifname,
+                    pinned = running.unwrap_or("unknown"),
+                    "pinned XDP link runs in another mode than requested; re-attaching"
+                );
+                replaced = Some(pinned);
+            } else {
+                // Adopt: swap our program into the pinned link; the link (and
+                // so the attachment) never goes away.
+                let prog = self.load_program(PROGRAM)?;
+                let xdp_link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
+                    .map_err(|e| DataplaneError::Link {
                         path: link_path.clone(),
                         reason: e.to_string(),
-                    }
-                })?;
-            prog.attach_to_link(xdp_link)
-                .map_err(|e| DataplaneError::Link {
-                    path: link_path.clone(),
-                    reason: e.to_string(),
-                })?;
-            info!(interface = ifname, link = %link_path.display(), "adopted pinned XDP link, program replaced atomically");
-            self.attached_mode = Some("adopted");
-            return Ok(());
+                    })?;
+                prog.attach_to_link(xdp_link)
+                    .map_err(|e| DataplaneError::Link {
+                        path: link_path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                info!(interface = ifname, link = %link_path.display(), "adopted pinned XDP link, program replaced atomically");
+                self.attached_mode = Some("adopted");
+                return Ok(());
+            }
         }
+        let prog = self.load_program(PROGRAM)?;
         let attempts: &[(XdpMode, &'static str)] = match mode {
             XdpAttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
             XdpAttachMode::Native => &[(XdpMode::Driver, "native")],
@@ -247,6 +260,13 @@ impl Dataplane {
                         path: link_path.clone(),
                         reason: format!("attachment is not a bpf_link, cannot pin it: {e}"),
                     })?;
+                    if let Some(old) = replaced.take() {
+                        // Unpinned and closed: the old attachment goes away.
+                        old.unpin().map_err(|e| DataplaneError::Link {
+                            path: link_path.clone(),
+                            reason: format!("cannot unpin the replaced link: {e}"),
+                        })?;
+                    }
                     fd_link.pin(&link_path).map_err(|e| DataplaneError::Link {
                         path: link_path.clone(),
                         reason: e.to_string(),
@@ -271,6 +291,43 @@ impl Dataplane {
     }
 }
 
+/// Whether a pinned attachment running in `running` mode fails `requested`.
+/// Auto takes whatever runs; an unknown mode is adopted rather than risked.
+fn mode_conflicts(requested: XdpAttachMode, running: Option<&str>) -> bool {
+    matches!(
+        (requested, running),
+        (XdpAttachMode::Native, Some("generic")) | (XdpAttachMode::Generic, Some("native"))
+    )
+}
+
+/// The mode of the XDP program attached to `ifname`, from `ip -d -j link`
+/// (the bpf_link's own info does not say).
+fn attached_mode(ifname: &str) -> Option<&'static str> {
+    let out = std::process::Command::new("ip")
+        .args(["-d", "-j", "link", "show", "dev", ifname])
+        .output()
+        .ok()?;
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let xdp = &links.get(0)?["xdp"];
+    // IFLA_XDP_ATTACHED: 1 driver, 2 generic (skb), 3 offload, 4 several.
+    // With several (a replacement in progress), the driver one counts.
+    let modes: Vec<u64> = match xdp["mode"].as_u64()? {
+        4 => xdp["attached"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["mode"].as_u64())
+            .collect(),
+        m => vec![m],
+    };
+    if modes.contains(&1) {
+        Some("native")
+    } else if modes.contains(&2) {
+        Some("generic")
+    } else {
+        None
+    }
+}
+
 /// Removes the pinned link (detaching the program) and every pinned map.
 pub fn cleanup(pin_dir: &Path) -> std::io::Result<bool> {
     if !pin_dir.exists() {
@@ -285,5 +342,29 @@ pub fn fd_of(map: &aya::maps::Map) -> Option<std::os::fd::BorrowedFd<'_>> {
     match map {
         aya::maps::Map::Array(d) => Some(d.fd().as_fd()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_explicit_other_mode_replaces_a_pinned_attachment() {
+        use XdpAttachMode::*;
+        assert!(mode_conflicts(Native, Some("generic")));
+        assert!(mode_conflicts(Generic, Some("native")));
+        for (requested, running) in [
+            (Auto, Some("generic")),
+            (Auto, Some("native")),
+            (Native, Some("native")),
+            (Generic, Some("generic")),
+            (Native, None),
+        ] {
+            assert!(
+                !mode_conflicts(requested, running),
+                "{requested:?} {running:?}"
+            );
+        }
     }
 }

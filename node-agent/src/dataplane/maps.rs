@@ -2,12 +2,14 @@
 //! reading the programmed state back (adoption after a restart), the node
 //! config, counters, and the mmapped Maglev ring.
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use tracing::debug;
 
 use crate::abi::{self, BackendValue, DpConfig, SvcKey, SvcValue, TrafficCounters};
+use crate::dataplane::batch;
 use crate::dataplane::loader::DataplaneError;
 use crate::dataplane::plan::{MapWrites, Programmed};
 
@@ -113,7 +115,32 @@ pub struct Maps {
     ring: RingMmap,
 }
 
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+/// Entries per batch read when counting.
+const COUNT_CHUNK: usize = 8192;
+
+/// How full one flow table is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FlowTable {
+    pub table: &'static str,
+    pub entries: u64,
+    pub capacity: u32,
+}
+
+/// The map data behind a hash or LRU hash map.
+pub(crate) fn hash_map_data<'a>(
+    map: &'a Map,
+    name: &'static str,
+) -> Result<&'a MapData, DataplaneError> {
+    match map {
+        Map::HashMap(d) | Map::LruHashMap(d) => Ok(d),
+        _ => Err(DataplaneError::Map {
+            map: name,
+            reason: "not a hash map".into(),
+        }),
+    }
+}
+
+pub(crate) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
     move |e| DataplaneError::Map {
         map,
         reason: e.to_string(),
@@ -147,11 +174,11 @@ impl Maps {
         Ok(Self { maps, ring })
     }
 
-    fn get(&mut self, name: &'static str) -> &mut Map {
+    pub(crate) fn get(&mut self, name: &'static str) -> &mut Map {
         self.maps.get_mut(name).expect("all maps taken at open")
     }
 
-    fn get_ref(&self, name: &'static str) -> &Map {
+    pub(crate) fn get_ref(&self, name: &'static str) -> &Map {
         self.maps.get(name).expect("all maps taken at open")
     }
 
@@ -350,5 +377,45 @@ impl Maps {
         &mut self,
     ) -> Result<HashMap<&mut MapData, abi::FlowKey, abi::RevValue>, DataplaneError> {
         HashMap::try_from(self.get("nat_reverse")).map_err(map_err("nat_reverse"))
+    }
+
+    pub fn persist(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, abi::PersistKey, abi::PersistValue>, DataplaneError> {
+        HashMap::try_from(self.get("persist")).map_err(map_err("persist"))
+    }
+
+    /// Entries in use and capacity of the flow tables (conntrack,
+    /// nat_reverse, persist), counted with batch reads (no per-entry
+    /// syscalls): about a third of a second per million entries on a
+    /// 2-core VM.
+    pub fn flow_tables(&self) -> Result<Vec<FlowTable>, DataplaneError> {
+        fn one<K: aya::Pod + Default, V: aya::Pod + Default>(
+            maps: &Maps,
+            name: &'static str,
+        ) -> Result<FlowTable, DataplaneError> {
+            let map = maps.get_ref(name);
+            // The typed view checks the key and value sizes the batch
+            // read relies on.
+            HashMap::<&MapData, K, V>::try_from(map).map_err(map_err(name))?;
+            let data = hash_map_data(map, name)?;
+            let capacity = data.info().map_err(map_err(name))?.max_entries();
+            let entries = batch::count::<K, V>(data.fd().as_fd(), COUNT_CHUNK).map_err(|e| {
+                DataplaneError::Map {
+                    map: name,
+                    reason: format!("batch lookup: {e}"),
+                }
+            })?;
+            Ok(FlowTable {
+                table: name,
+                entries,
+                capacity,
+            })
+        }
+        Ok(vec![
+            one::<abi::FlowKey, abi::CtValue>(self, "conntrack")?,
+            one::<abi::FlowKey, abi::RevValue>(self, "nat_reverse")?,
+            one::<abi::PersistKey, abi::PersistValue>(self, "persist")?,
+        ])
     }
 }

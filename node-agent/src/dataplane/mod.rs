@@ -1,12 +1,14 @@
 //! The XDP data plane seen from user space: loading and attaching the
 //! program with its maps pinned (`loader`), planning map writes (`plan`,
-//! pure) and applying them (`maps`).
+//! pure) and applying them (`maps`), and sweeping expired flows (`sweeper`).
+pub mod batch;
 pub mod director;
 pub mod loader;
 pub mod maps;
 pub mod neighbours;
 pub mod plan;
 pub mod ring_alloc;
+pub mod sweeper;
 
 pub use director::{Director, DirectorError, NodeSettings};
 pub use loader::{Dataplane, DataplaneError, LoadOptions, XdpAttachMode};

@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config_files;
+use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
 use crate::dataplane::{self, Director, LoadOptions, NodeSettings, XdpAttachMode};
 use crate::{inventory, metrics, stats};
 
@@ -30,6 +31,8 @@ pub struct StandaloneOptions {
     pub poll: Duration,
     pub announce: bool,
     pub toa_mss: u16,
+    /// Pause between two sweeps of expired flows; zero disables sweeping.
+    pub sweep_interval: Duration,
 }
 
 /// The MAC address of an interface, for ARP replies. Asked of the kernel
@@ -144,20 +147,49 @@ impl Standalone {
             // A missing config is not fatal: the agent waits for it.
             warn!("{e:#}");
         }
+        // Dropped (stopped and joined) when run() returns.
+        let sweeper = if self.opts.sweep_interval.is_zero() {
+            info!("conntrack sweeping disabled: expired flows wait for the LRU");
+            None
+        } else {
+            let s = PeriodicSweeper::start(
+                self.director.dp.pin_dir.clone(),
+                self.opts.sweep_interval,
+                SweepOptions::default(),
+            )
+            .context("starting the conntrack sweeper")?;
+            info!(interval = ?self.opts.sweep_interval, "sweeping expired flows");
+            Some(s)
+        };
         if let Some(addr) = self.opts.metrics {
             let ifname = self.opts.interface.clone();
             let root = self.opts.pin_root.clone();
+            let sweep_totals = sweeper.as_ref().map(|s| s.totals_handle());
             let source: Arc<dyn Fn() -> anyhow::Result<stats::Snapshot> + Send + Sync> =
                 Arc::new(move || {
                     let maps = dataplane::maps::Maps::open_pinned(&dataplane::pin_dir_for(
                         &root, &ifname,
                     ))?;
                     let inv = inventory::read(&root, &ifname).unwrap_or_default();
-                    Ok(stats::snapshot(&maps, &inv)?)
+                    let mut snap = stats::counters(&maps, &inv)?;
+                    let totals = sweep_totals
+                        .as_ref()
+                        .map(|t| t.lock().expect("not poisoned").clone());
+                    // The sweeper counted the tables: no second walk per
+                    // scrape. Before its first pass, or without it, count.
+                    snap.tables = match totals.as_ref().and_then(|t| t.last.as_ref()) {
+                        Some(last) => last.occupancy(),
+                        None => maps.flow_tables()?,
+                    };
+                    snap.sweeper = totals;
+                    Ok(snap)
                 });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics {addr}: cannot listen"))?;
             tokio::spawn(async move {
                 if let Err(e) =
-                    metrics::serve(addr, source, metrics::DEFAULT_MAX_BACKEND_SERIES).await
+                    metrics::serve(listener, source, metrics::DEFAULT_MAX_BACKEND_SERIES).await
                 {
                     error!("metrics server: {e:#}");
                 }
@@ -187,6 +219,7 @@ impl Standalone {
         info!(
             "stopping; the pinned data plane keeps forwarding (ballast-agent cleanup removes it)"
         );
+        drop(sweeper);
         Ok(())
     }
 }

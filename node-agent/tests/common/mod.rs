@@ -143,7 +143,7 @@ pub fn test_run(
 pub struct PacketLab {
     pub director: Director,
     pub ifindex: u32,
-    pin_dir: PathBuf,
+    pub pin_dir: PathBuf,
 }
 
 impl Drop for PacketLab {

@@ -1,0 +1,274 @@
+//! `ballast-agent standalone --sweep-interval`: the agent's sweeper thread
+//! deletes an expired conntrack entry from the pinned map and keeps a live
+//! one; `/metrics` shows the tables' occupancy and what was swept, `stats`
+//! the occupancy.
+//!
+//! Namespaces are `bsw<pid>-*`, the pin root
+//! `/sys/fs/bpf/ballast-test-sweep-<pid>`; Drop guards remove both (and the
+//! agent's /run inventory), on failure too.
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap, Map, MapData};
+use ballast_agent::abi::{self, CtValue, FlowKey};
+use ballast_agent::dataplane::sweeper;
+use ballast_agent::testbed::{self, Testbed, TestbedSpec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
+const T: Duration = Duration::from_secs(5);
+const S: u64 = sweeper::NSEC_PER_SEC;
+
+const WEB: &str = r#"
+apiVersion: ballast.dev/v1alpha1
+kind: VirtualServer
+metadata: {name: web, namespace: default}
+spec:
+  addresses: [203.0.113.10]
+  ports:
+    - {name: http, port: 80, protocol: TCP, targetPort: 8080}
+  forwarding: FullNAT
+  backends:
+    static:
+      - {address: 198.51.100.11, weight: 1}
+"#;
+
+/// The pin root, the work directory and the agent's /run inventory.
+struct Dirs {
+    pins: PathBuf,
+    work: PathBuf,
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pins);
+        let _ = std::fs::remove_dir_all(&self.work);
+        if let Some(name) = self.pins.file_name() {
+            let _ = std::fs::remove_dir_all(Path::new("/run").join(name));
+        }
+    }
+}
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(25);
+        while !self.log().contains(needle) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("agent exited ({st}) before {needle:?}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent never logged {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET /metrics from inside the director's namespace; the body.
+fn metrics(ns: &str, addr: SocketAddrV4) -> anyhow::Result<String> {
+    let mut s = testbed::in_netns(ns, move || TcpStream::connect_timeout(&addr.into(), T))??;
+    s.set_read_timeout(Some(T))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no end of headers in {text:?}"))?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    Ok(body.to_string())
+}
+
+/// The value of the one sample `series` (name and labels as rendered).
+fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let prefix = format!("bsw{}", std::process::id() % 1000);
+    let tb = Testbed::build(&TestbedSpec::new(&prefix).backends(1)).unwrap();
+    let dirs = Dirs {
+        pins: PathBuf::from(format!(
+            "/sys/fs/bpf/ballast-test-sweep-{}",
+            std::process::id()
+        )),
+        work: std::env::temp_dir().join(format!("ballast-{prefix}")),
+    };
+    let _ = std::fs::remove_dir_all(&dirs.pins);
+    let _ = std::fs::remove_dir_all(&dirs.work);
+    std::fs::create_dir_all(dirs.work.join("conf")).unwrap();
+    std::fs::write(dirs.work.join("conf/web.yaml"), WEB).unwrap();
+    let log = dirs.work.join("agent.log");
+    let metrics_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9469);
+
+    // Only the network namespace: `ip netns exec` would give the agent a
+    // private /sys, hence a private bpffs.
+    let netns = std::fs::File::open(format!("/run/netns/{}", tb.director_ns())).unwrap();
+    let mut cmd = Command::new(BIN);
+    // SAFETY: setns(2) between fork and exec, on an fd we keep open.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = netns.as_raw_fd();
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .env("RUST_LOG", "info,ballast_agent=debug")
+        .arg("--pin-root")
+        .arg(&dirs.pins)
+        .args([
+            "standalone",
+            "--interface",
+            tb.director_if(),
+            "--snat-address",
+            "198.51.100.3",
+            "--config",
+        ])
+        .arg(dirs.work.join("conf"))
+        .args(["--sweep-interval", "200ms", "--metrics"])
+        .arg(metrics_addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent { child, log };
+    agent.wait_log("configuration applied");
+    agent.wait_log("sweeping expired flows");
+    agent.wait_log("swept flow tables");
+
+    // Two flows written into the agent's pinned conntrack: one closed a
+    // minute ago (the default closing timeout is 10 s), one active now.
+    let pin_dir = dirs.pins.join(tb.director_if());
+    let mut map =
+        Map::from_map_data(MapData::from_pin(pin_dir.join("conntrack")).unwrap()).unwrap();
+    let mut ct: HashMap<&mut MapData, FlowKey, CtValue> = HashMap::try_from(&mut map).unwrap();
+    let key = |host: u8| FlowKey {
+        saddr: abi::be_addr(Ipv4Addr::new(192, 0, 2, host)),
+        daddr: abi::be_addr(testbed::VIP),
+        sport: abi::be_port(40000),
+        dport: abi::be_port(80),
+        proto: 6,
+        pad: [0; 3],
+    };
+    let now = sweeper::coarse_now_ns();
+    assert!(now > 120 * S, "machine up for less than two minutes");
+    let closed = CtValue {
+        last_seen_ns: now - 60 * S,
+        state: abi::CT_CLOSING,
+        ..Default::default()
+    };
+    let active = CtValue {
+        last_seen_ns: now,
+        state: abi::CT_ESTABLISHED,
+        ..Default::default()
+    };
+    ct.insert(key(200), closed, 0).unwrap();
+    ct.insert(key(201), active, 0).unwrap();
+
+    let deadline = Instant::now() + T;
+    while ct.get(&key(200), 0).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "expired entry never swept:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ct.get(&key(201), 0).unwrap(), active, "live entry kept");
+
+    // /metrics: one more completed sweep after the delete is reflected.
+    let deadline = Instant::now() + T;
+    let body = loop {
+        let b = metrics(tb.director_ns(), metrics_addr);
+        match b {
+            Ok(b) if sample(&b, r#"ballast_flow_table_swept_total{table="conntrack"}"#) >= 1.0 => {
+                break b;
+            }
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            other => panic!("no swept entry in /metrics: {other:?}\n{}", agent.log()),
+        }
+    };
+    assert!(sample(&body, "ballast_flow_table_sweeps_total") >= 1.0);
+    assert_eq!(
+        sample(&body, r#"ballast_flow_table_capacity{table="conntrack"}"#),
+        f64::from(1u32 << 20)
+    );
+    // The live entry at least (no traffic went through, so nothing else).
+    assert_eq!(
+        sample(&body, r#"ballast_flow_table_entries{table="conntrack"}"#),
+        1.0,
+        "{body}"
+    );
+    for t in ["nat_reverse", "persist"] {
+        sample(
+            &body,
+            &format!(r#"ballast_flow_table_entries{{table="{t}"}}"#),
+        );
+    }
+
+    // `stats`: the occupancy, counted by itself.
+    let out = Command::new(BIN)
+        .arg("--pin-root")
+        .arg(&dirs.pins)
+        .args(["stats", "--interface", tb.director_if()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("conntrack "))
+        .unwrap_or_else(|| panic!("no conntrack line in\n{text}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[..3], ["conntrack", "1", "1048576"], "{text}");
+
+    drop(map);
+    drop(agent);
+    let out = Command::new(BIN)
+        .arg("--pin-root")
+        .arg(&dirs.pins)
+        .args(["cleanup", "--interface", tb.director_if()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
