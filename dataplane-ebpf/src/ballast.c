@@ -319,7 +319,10 @@ static __always_inline int bench_restore(struct xdp_md *ctx, int new_flow)
 	/* Direct packet access: the bpf_xdp_{load,store}_bytes helpers cost
 	 * ~100 ns here, which would bury the floor. The mask bounds the
 	 * offset for the verifier (benchmark frames are short). */
-	__u32 off = (__u32)(end - data) - BENCH_HDR;
+	__u32 len = (__u32)(end - data);
+	if (len > 0x3ff)
+		return -1; /* the mask below would silently pick a wrong offset */
+	__u32 off = len - BENCH_HDR;
 	off &= 0x3ff;
 	__u64 *saved = data + off;
 	__u64 *front = data;
