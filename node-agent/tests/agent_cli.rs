@@ -135,22 +135,7 @@ struct Agent {
 impl Agent {
     fn start(ns: &str, pin_root: &Path, args: &[&str], log: &Path) -> Agent {
         let out = std::fs::File::create(log).unwrap();
-        // Enter only the network namespace: `ip netns exec` would also give
-        // the agent a private /sys, hence a private bpffs, and its pins
-        // would die with it.
-        let netns = std::fs::File::open(netns::netns_path(ns)).unwrap();
-        let mut cmd = Command::new(BIN);
-        // SAFETY: setns(2) between fork and exec, on an fd we keep open.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            let fd = netns.as_raw_fd();
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = netns::command_in_netns(ns, BIN).unwrap();
         let child = cmd
             .env("RUST_LOG", "info")
             // No backtraces in the log: only what a user sees.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
 use ballast_agent::testbed::{
-    self, Testbed, TestbedSpec,
+    self, Testbed, TestbedSpec, netns,
     servers::{self, BackendServer},
 };
 
@@ -59,23 +59,7 @@ impl Agent {
             .append(true)
             .open(log)
             .unwrap();
-        // Enter only the network namespace: `ip netns exec` would also give
-        // the agent a private /sys, hence a private bpffs, and its pins
-        // would die with it.
-        let netns = std::fs::File::open(format!("/run/netns/{}", tb.director_ns())).unwrap();
-        let mut cmd = Command::new(BIN);
-        // SAFETY: setns(2) between fork and exec, on an fd we keep open.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = netns.as_raw_fd();
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = netns::command_in_netns(tb.director_ns(), BIN).unwrap();
         let child = cmd
             .arg("--pin-root")
             .arg(pin_root)

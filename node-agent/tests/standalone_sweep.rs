@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap, Map, MapData};
 use ballast_agent::abi::{self, CtValue, FlowKey};
 use ballast_agent::dataplane::sweeper;
-use ballast_agent::testbed::{self, Testbed, TestbedSpec};
+use ballast_agent::testbed::{self, Testbed, TestbedSpec, netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 const T: Duration = Duration::from_secs(5);
@@ -132,22 +132,7 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
     let log = dirs.work.join("agent.log");
     let metrics_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9469);
 
-    // Only the network namespace: `ip netns exec` would give the agent a
-    // private /sys, hence a private bpffs.
-    let netns = std::fs::File::open(format!("/run/netns/{}", tb.director_ns())).unwrap();
-    let mut cmd = Command::new(BIN);
-    // SAFETY: setns(2) between fork and exec, on an fd we keep open.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let fd = netns.as_raw_fd();
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = netns::command_in_netns(tb.director_ns(), BIN).unwrap();
     let child = cmd
         .env("RUST_LOG", "info,ballast_agent=debug")
         .arg("--pin-root")

@@ -24,6 +24,22 @@ pub fn netns_path(ns: &str) -> PathBuf {
     }
 }
 
+/// A command that runs `program` inside network namespace `ns` and nothing
+/// else: unlike `ip netns exec`, it keeps the host's /sys, hence the host's
+/// bpffs, so pins an agent makes there outlive it.
+pub fn command_in_netns(ns: &str, program: impl AsRef<OsStr>) -> Result<Command> {
+    let path = netns_path(ns);
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut cmd = Command::new(program);
+    // SAFETY: setns(2) is async-signal-safe; the closure owns the namespace
+    // file, so its descriptor stays open until the command is dropped.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || setns(&file, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from));
+    }
+    Ok(cmd)
+}
+
 /// A thread that runs inside a network namespace. Returned by
 /// [`spawn_in_netns`].
 pub struct NetnsThread<T> {
