@@ -72,8 +72,6 @@ impl Wrappers {
     }
 }
 
-const XDP_ABORTED: u32 = 0;
-
 /// `frame` with a copy of its first BENCH_HDR bytes appended, which the
 /// wrappers copy back before every run (trailing bytes past the IP length
 /// are Ethernet padding to the director).

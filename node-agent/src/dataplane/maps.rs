@@ -361,12 +361,6 @@ impl Maps {
         Ok(())
     }
 
-    pub fn conntrack_len(&self) -> usize {
-        HashMap::<_, abi::FlowKey, abi::CtValue>::try_from(self.get_ref("conntrack"))
-            .map(|h| h.keys().count())
-            .unwrap_or(0)
-    }
-
     pub fn conntrack(
         &mut self,
     ) -> Result<HashMap<&mut MapData, abi::FlowKey, abi::CtValue>, DataplaneError> {

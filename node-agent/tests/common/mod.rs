@@ -14,6 +14,7 @@ use ballast_agent::dataplane::{
     DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode,
 };
 
+pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
