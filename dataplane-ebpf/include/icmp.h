@@ -8,6 +8,8 @@
 #ifndef BALLAST_ICMP_H
 #define BALLAST_ICMP_H
 
+#include "config.h"
+#include "conntrack.h"
 #include "counters.h"
 #include "csum.h"
 #include "fib.h"
@@ -95,8 +97,8 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *p)
 	if (OUT_OF_BOUNDS(ports, 4, end))
 		return XDP_PASS;
 
-	/* The quoted packet is one we sent; its reverse is the flow's key in
-	 * whichever direction the error travels. */
+	/* The quoted packet is one we sent; its reverse is the key, in the
+	 * flow table, of the direction the error travels in. */
 	struct flow_key k = {
 		.saddr = in->daddr,
 		.daddr = in->saddr,
@@ -104,52 +106,46 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *p)
 		.dport = ports[0],
 		.proto = in->protocol,
 	};
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
+	struct dp_config *cfg = get_config();
+	if (!ct || !cfg)
+		return XDP_PASS;
 	struct icmp_rewrite rw = {};
+	__u64 now = dp_now();
 
-	/* From the backend side: about a packet we translated towards it. */
-	struct rev_value *rv = bpf_map_lookup_elem(&nat_reverse, &k);
-	if (rv) {
-		/* The client must not learn backend addresses: the error comes
-		 * from the VIP, as IPVS does. */
-		rw.outer_saddr = rv->vip;
-		rw.outer_daddr = rv->mode == BALLAST_MODE_FULLNAT ? rv->client_addr : p->daddr;
-		rw.inner.saddr = rv->client_addr;
-		rw.inner.sport = rv->client_port;
-		rw.inner.daddr = rv->vip;
-		rw.inner.dport = rv->vport;
+	if (ct->dir == BALLAST_CT_REPLY) {
+		/* From the backend side, about a packet we translated towards it.
+		 * The client must not learn backend addresses: the error comes
+		 * from the VIP, as IPVS does. The quoted packet becomes the
+		 * client's own (the reply entry's target, mirrored). */
+		rw.outer_saddr = ct->to_saddr;
+		rw.outer_daddr = ct->to_daddr;
+		rw.inner.saddr = ct->to_daddr;
+		rw.inner.sport = ct->to_dport;
+		rw.inner.daddr = ct->to_saddr;
+		rw.inner.dport = ct->to_sport;
 		if (icmp_rewrite(ctx, p, &rw))
 			return drop(BALLAST_DROP_MALFORMED);
 		count_reason(BALLAST_ICMP_TRANSLATED);
-		return fib_forward(ctx, p, p->daddr, 1, bpf_ktime_get_coarse_ns(), 0);
+		return fib_forward(ctx, p, cfg, p->daddr, 1, now, 0);
 	}
 
-	/* From the client side: about a reply we sent from the VIP. */
-	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
-	if (!ct)
-		return XDP_PASS;
-	__u32 id = ct->backend_id;
-	struct backend_value *b = bpf_map_lookup_elem(&backends, &id);
-	if (!b)
-		return XDP_PASS;
+	/* From the client side, about a reply we sent from the VIP: it goes to
+	 * the backend, quoting the reply as the backend sent it. */
 	if (ct->mode == BALLAST_MODE_DR) {
 		count_reason(BALLAST_ICMP_TRANSLATED);
-		return fib_forward(ctx, p, b->addr, 0, bpf_ktime_get_coarse_ns(), 0);
+		return fib_forward(ctx, p, cfg, ct->to_daddr, 0, now, 0);
 	}
-	rw.outer_saddr = p->saddr;
-	rw.outer_daddr = b->addr;
-	rw.inner.saddr = b->addr;
-	rw.inner.sport = b->port;
-	rw.inner.daddr = k.saddr;
-	rw.inner.dport = k.sport;
-	if (ct->mode == BALLAST_MODE_FULLNAT) {
-		rw.outer_saddr = ct->snat_addr;
-		rw.inner.daddr = ct->snat_addr;
-		rw.inner.dport = ct->snat_port;
-	}
+	rw.outer_saddr = ct->mode == BALLAST_MODE_FULLNAT ? ct->to_saddr : p->saddr;
+	rw.outer_daddr = ct->to_daddr;
+	rw.inner.saddr = ct->to_daddr;
+	rw.inner.sport = ct->to_dport;
+	rw.inner.daddr = ct->to_saddr;
+	rw.inner.dport = ct->to_sport;
 	if (icmp_rewrite(ctx, p, &rw))
 		return drop(BALLAST_DROP_MALFORMED);
 	count_reason(BALLAST_ICMP_TRANSLATED);
-	return fib_forward(ctx, p, p->daddr, 1, bpf_ktime_get_coarse_ns(), 0);
+	return fib_forward(ctx, p, cfg, p->daddr, 1, now, 0);
 }
 
 #endif

@@ -58,7 +58,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ring SEC(".maps");
 
-/* Client-side 5-tuple -> flow. */
+/* Both directions of every flow, keyed by the 5-tuple as it arrives
+ * (struct ct_value says how). One table rather than one per direction:
+ * the director looks a packet up here first, so an established packet or a
+ * reply costs one hash lookup, and a reply key inserted with BPF_NOEXIST is
+ * a SNAT port reservation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, BALLAST_CT_ENTRIES);
@@ -66,16 +70,6 @@ struct {
 	__type(value, struct ct_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
-
-/* Backend-side 5-tuple (as the reply arrives) -> how to restore it. Its keys
- * are the SNAT port reservations: an insert with BPF_NOEXIST claims one. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, BALLAST_CT_ENTRIES);
-	__type(key, struct flow_key);
-	__type(value, struct rev_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nat_reverse SEC(".maps");
 
 /* (service, client address) -> backend, for persistence. */
 struct {
@@ -86,9 +80,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } persist SEC(".maps");
 
-/* Kernel-only (the agent never reads it). A next hop as bpf_fib_lookup resolved it, reused until `expires_ns`. */
+/* Kernel-only (the agent never reads it). A next hop as bpf_fib_lookup
+ * resolved it, reused until `expires` (jiffies). */
 struct nexthop_value {
-	__u64 expires_ns;
+	__u64 expires;
 	__u8 dmac[6];
 	__u8 smac[6];
 	__u32 ifindex;

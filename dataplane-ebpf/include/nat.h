@@ -73,15 +73,15 @@ static __always_inline int rewrite_tuple(struct xdp_md *ctx, struct packet *p, c
 	return 0;
 }
 
-/* Claims a SNAT (address, port) for a flow towards `b`: the claim is the
- * insertion of the reply-direction key into nat_reverse with BPF_NOEXIST, so
- * two CPUs can never hand the same (SNAT address, port, backend) to two flows.
- * An entry whose flow has expired may be taken over. Returns 0, or the drop
- * reason. */
+/* Claims a SNAT (address, port) for a flow towards backend `b`: the claim is
+ * the insertion of the flow's reply entry (`reply`, whose key this fills in)
+ * into conntrack with BPF_NOEXIST, so two CPUs can never hand the same
+ * (SNAT address, port, backend) to two flows. A reply entry whose flow has
+ * expired may be taken over; a forward entry never is. Returns 0, or the
+ * drop reason. */
 static __always_inline int snat_claim(const struct dp_config *cfg, const struct packet *p,
 				      __u32 hash, const struct backend_value *b,
-				      struct rev_value *rv, __u64 now,
-				      __be32 *snat_addr, __be16 *snat_port)
+				      const struct ct_value *reply, __u64 now, struct flow_key *rk)
 {
 	__u32 n = cfg->n_snat_addrs;
 	if (n == 0 || n > BALLAST_MAX_SNAT_ADDRS)
@@ -90,34 +90,29 @@ static __always_inline int snat_claim(const struct dp_config *cfg, const struct 
 	__u32 idx = (hash >> 16) % n;
 	BARRIER_VAR(idx);
 	idx &= BALLAST_MAX_SNAT_ADDRS - 1;
-	__be32 addr = cfg->snat_addrs[idx];
 	__u32 lo = cfg->snat_port_min, hi = cfg->snat_port_max;
 	if (lo == 0 || hi < lo)
 		return BALLAST_DROP_SNAT_EXHAUSTED;
 	__u32 range = hi - lo + 1;
-	struct flow_key rk = {
-		.saddr = b->addr,
-		.daddr = addr,
-		.sport = b->port,
-		.proto = p->proto,
-	};
+	rk->saddr = b->addr;
+	rk->daddr = cfg->snat_addrs[idx];
+	rk->sport = b->port;
+	rk->proto = p->proto;
+	rk->pad[0] = rk->pad[1] = rk->pad[2] = 0;
 
 	for (int i = 0; i < SNAT_PROBES; i++) {
 		__u16 port = lo + mix32(hash + (__u32)i * 0x9e3779b9) % range;
-		rk.dport = bpf_htons(port);
-		if (bpf_map_update_elem(&nat_reverse, &rk, rv, BPF_NOEXIST) == 0)
-			goto claimed;
-		struct rev_value *old = bpf_map_lookup_elem(&nat_reverse, &rk);
-		if (old && ct_expired(cfg, p->proto, old->state, old->last_seen_ns, now)) {
-			if (bpf_map_update_elem(&nat_reverse, &rk, rv, BPF_EXIST) == 0)
-				goto claimed;
+		rk->dport = bpf_htons(port);
+		if (bpf_map_update_elem(&conntrack, rk, reply, BPF_NOEXIST) == 0)
+			return 0;
+		struct ct_value *old = bpf_map_lookup_elem(&conntrack, rk);
+		if (old && old->dir == BALLAST_CT_REPLY &&
+		    ct_expired(cfg, p->proto, old->state, old->last_seen, now)) {
+			if (bpf_map_update_elem(&conntrack, rk, reply, BPF_EXIST) == 0)
+				return 0;
 		}
 	}
 	return BALLAST_DROP_SNAT_EXHAUSTED;
-claimed:
-	*snat_addr = addr;
-	*snat_port = rk.dport;
-	return 0;
 }
 
 #endif

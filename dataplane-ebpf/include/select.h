@@ -33,8 +33,9 @@ static __always_inline int ring_pick(const struct svc_value *svc, __u32 hash, __
 }
 
 /* Picks the backend for a new flow; 0 on success. */
-static __always_inline int select_backend(const struct svc_value *svc, const struct packet *p,
-					  __u64 now, __u32 *backend_id, struct backend_value **out)
+static __always_inline int select_backend(const struct dp_config *cfg, const struct svc_value *svc,
+					  const struct packet *p, __u64 now, __u32 *backend_id,
+					  struct backend_value **out)
 {
 	struct backend_value *b;
 
@@ -52,12 +53,12 @@ static __always_inline int select_backend(const struct svc_value *svc, const str
 	struct persist_value *pv = bpf_map_lookup_elem(&persist, &pk);
 	/* Another CPU may have stamped the entry a tick ahead of our clock:
 	 * that is fresh, not a wrapped-around age. */
-	if (pv && (now <= pv->last_seen_ns ||
-		   now - pv->last_seen_ns <= (__u64)svc->persist_timeout_s * NSEC_PER_SEC)) {
+	if (pv && (now <= pv->last_seen ||
+		   now - pv->last_seen <= (__u64)svc->persist_timeout_s * cfg->hz)) {
 		b = backend_accepting(pv->backend_id);
 		if (b && b->gen == pv->backend_gen) {
 			*backend_id = pv->backend_id;
-			pv->last_seen_ns = now;
+			pv->last_seen = now;
 			*out = b;
 			return 0;
 		}
@@ -67,7 +68,7 @@ static __always_inline int select_backend(const struct svc_value *svc, const str
 	b = backend_accepting(*backend_id);
 	if (!b)
 		return -1;
-	struct persist_value nv = { .last_seen_ns = now, .backend_id = *backend_id, .backend_gen = b->gen };
+	struct persist_value nv = { .last_seen = now, .backend_id = *backend_id, .backend_gen = b->gen };
 	bpf_map_update_elem(&persist, &pk, &nv, BPF_ANY);
 	*out = b;
 	return 0;

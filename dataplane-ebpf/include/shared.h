@@ -14,7 +14,8 @@
 #define BALLAST_MAX_BACKENDS 262144
 #define BALLAST_MAX_SNAT_ADDRS 16
 #define BALLAST_MAX_VIPS 65536
-#define BALLAST_CT_ENTRIES 1048576
+/* Flow-table entries: a FullNAT or NAT flow takes two (one per direction). */
+#define BALLAST_CT_ENTRIES 2097152
 #define BALLAST_PERSIST_ENTRIES 262144
 /* Default ring storage: 64 services at the default Maglev size 65537.
  * The agent resizes the map at load time (--ring-slots). */
@@ -39,6 +40,10 @@
 #define BALLAST_CT_OPEN 0     /* SYN seen or UDP */
 #define BALLAST_CT_ESTABLISHED 1
 #define BALLAST_CT_CLOSING 2  /* FIN or RST seen */
+
+/* ct_value.dir */
+#define BALLAST_CT_FORWARD 0  /* client -> VIP */
+#define BALLAST_CT_REPLY 1    /* backend -> SNAT address (FullNAT) or client (NAT) */
 
 /* Verdict reasons counted per CPU in the `reasons` map (abi.rs says which are drops). */
 enum ballast_reason {
@@ -98,33 +103,28 @@ struct flow_key {
 	__u8 pad[3];
 };
 
-/* Client-side flow: which backend, and the SNAT address/port (FullNAT). */
+/* One direction of a tracked flow, keyed by the 5-tuple as that
+ * direction's packets arrive (flow_key). Every flow has a forward entry
+ * (client -> VIP); FullNAT and NAT flows also have a reply entry (backend ->
+ * SNAT address or client), whose insertion with BPF_NOEXIST is, for FullNAT,
+ * the SNAT port reservation. `to_*` is the tuple the packet leaves with (DR:
+ * to_daddr is the backend, the packet keeps its own), so an established
+ * packet costs one hash lookup; the other direction's key is `to_*` mirrored. */
 struct ct_value {
-	__u64 last_seen_ns;
+	__u64 last_seen;      /* data-plane clock: jiffies (dp_config.hz per second) */
+	__be32 to_saddr;
+	__be32 to_daddr;
+	__be16 to_sport;
+	__be16 to_dport;
 	__u32 backend_id;
 	__u32 backend_gen;
 	__u32 svc_id;
-	__be32 snat_addr;
-	__be16 snat_port;
+	__u8 dir;             /* BALLAST_CT_FORWARD | BALLAST_CT_REPLY */
 	__u8 state;
 	__u8 mode;
-};
-
-/* Backend-side flow (FullNAT and NAT replies): how to put the reply back. */
-struct rev_value {
-	__u64 last_seen_ns;
-	__be32 client_addr;
-	__be32 vip;
-	__be16 client_port;
-	__be16 vport;
-	__u32 svc_id;
-	__u32 backend_id;
-	__u8 state;
-	__u8 mode;
-	__u8 flags;           /* the service's flags, for MSS clamp on SYN-ACK */
-	__u8 pad;
-	__u16 mss_max;
-	__u16 pad2;
+	__u8 flags;           /* the service's flags when the flow began (TOA) */
+	__u16 mss_max;        /* MSS clamp for SYN-ACKs when TOA is on (host order) */
+	__u16 pad;
 };
 
 struct persist_key {
@@ -133,7 +133,7 @@ struct persist_key {
 };
 
 struct persist_value {
-	__u64 last_seen_ns;
+	__u64 last_seen;      /* jiffies */
 	__u32 backend_id;
 	__u32 backend_gen;
 };
@@ -149,6 +149,7 @@ struct dp_config {
 	__u32 tcp_established_timeout_s;
 	__u32 tcp_closing_timeout_s;
 	__u32 udp_timeout_s;
+	__u32 hz;             /* jiffies per second (the kernel's CONFIG_HZ); 0: not configured yet */
 };
 
 /* Per service and per backend, per CPU. */

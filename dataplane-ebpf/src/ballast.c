@@ -6,6 +6,7 @@
  */
 #include "common.h"
 #include "maps.h"
+#include "config.h"
 #include "parse.h"
 #include "counters.h"
 #include "conntrack.h"
@@ -18,202 +19,187 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-static __always_inline struct dp_config *get_config(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&config, &zero);
-}
-
 static __always_inline int is_vip(__be32 addr)
 {
 	return bpf_map_lookup_elem(&vips, &addr) != 0;
 }
 
-/* Existing flow still usable: fresh, not a new SYN on a closing tuple, and
- * its backend is still configured (same slot generation). */
-static __always_inline struct backend_value *ct_usable(const struct dp_config *cfg,
-						       const struct packet *p,
-						       const struct ct_value *ct, __u64 now)
+static __always_inline int is_new_syn(const struct packet *p)
 {
-	if (ct_expired(cfg, p->proto, ct->state, ct->last_seen_ns, now))
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & TCPF_SYN) && !(p->tcp_flags & TCPF_ACK);
+}
+
+/* A forward entry still usable: fresh, not a new SYN on a closing tuple,
+ * and its backend still configured (same slot generation). A deleted
+ * service frees its backend slots, so its flows end here too. */
+static __always_inline int ct_usable(const struct dp_config *cfg, const struct packet *p,
+				     const struct ct_value *ct, __u64 now)
+{
+	if (ct_expired(cfg, p->proto, ct->state, ct->last_seen, now))
 		return 0;
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCPF_SYN) && !(p->tcp_flags & TCPF_ACK) &&
-	    ct->state == BALLAST_CT_CLOSING)
+	if (is_new_syn(p) && ct->state == BALLAST_CT_CLOSING)
 		return 0;
 	__u32 id = ct->backend_id;
 	struct backend_value *b = bpf_map_lookup_elem(&backends, &id);
-	if (!b || !(b->flags & BALLAST_BACKEND_LIVE) || b->gen != ct->backend_gen)
-		return 0;
-	return b;
+	return b && (b->flags & BALLAST_BACKEND_LIVE) && b->gen == ct->backend_gen;
 }
 
-/* Creates the flow state for a new flow (or a re-hashed one): conntrack,
- * and for FullNAT/NAT the reply-direction entry. Returns 0 or a drop reason. */
+/* Records a new flow (or a re-hashed one) towards backend `b`: the forward
+ * entry, and for FullNAT/NAT the reply entry first (for FullNAT its insert
+ * claims the SNAT port). Fills `ct` with the forward entry. Returns 0 or a
+ * drop reason. */
 static __always_inline int ct_create(const struct dp_config *cfg, const struct svc_value *svc,
 				     const struct packet *p, const struct flow_key *fk,
 				     __u32 backend_id, const struct backend_value *b, __u64 now,
 				     struct ct_value *ct)
 {
 	__u8 state = ct_next_state(BALLAST_CT_OPEN, p->proto, p->tcp_flags);
-	struct rev_value rv = {
-		.last_seen_ns = now,
-		.client_addr = p->saddr,
-		.vip = p->daddr,
-		.client_port = p->sport,
-		.vport = p->dport,
-		.svc_id = svc->id,
+	/* The reply leaves as the client's packet arrived, mirrored. */
+	struct ct_value reply = {
+		.last_seen = now,
+		.to_saddr = p->daddr,
+		.to_daddr = p->saddr,
+		.to_sport = p->dport,
+		.to_dport = p->sport,
 		.backend_id = backend_id,
+		.backend_gen = b->gen,
+		.svc_id = svc->id,
+		.dir = BALLAST_CT_REPLY,
 		.state = state,
 		.mode = svc->mode,
 		.flags = svc->flags,
 		.mss_max = svc->mss_max,
 	};
 
-	ct->last_seen_ns = now;
+	ct->last_seen = now;
+	ct->to_saddr = p->saddr;
+	ct->to_daddr = b->addr;
+	ct->to_sport = p->sport;
+	ct->to_dport = svc->mode == BALLAST_MODE_DR ? p->dport : b->port;
 	ct->backend_id = backend_id;
 	ct->backend_gen = b->gen;
 	ct->svc_id = svc->id;
-	ct->snat_addr = 0;
-	ct->snat_port = 0;
+	ct->dir = BALLAST_CT_FORWARD;
 	ct->state = state;
 	ct->mode = svc->mode;
+	ct->flags = svc->flags;
+	ct->mss_max = svc->mss_max;
+	ct->pad = 0;
 
-	struct flow_key rk = { .saddr = b->addr, .sport = b->port, .proto = p->proto };
+	struct flow_key rk;
 	if (svc->mode == BALLAST_MODE_FULLNAT) {
-		int reason = snat_claim(cfg, p, flow_hash(p), b, &rv, now, &ct->snat_addr, &ct->snat_port);
+		int reason = snat_claim(cfg, p, flow_hash(p), b, &reply, now, &rk);
 		if (reason)
 			return reason;
-		rk.daddr = ct->snat_addr;
-		rk.dport = ct->snat_port;
+		ct->to_saddr = rk.daddr;
+		ct->to_sport = rk.dport;
 	} else if (svc->mode == BALLAST_MODE_NAT) {
-		rk.daddr = p->saddr;
-		rk.dport = p->sport;
-		if (bpf_map_update_elem(&nat_reverse, &rk, &rv, BPF_ANY))
+		ct_other_key(ct, p->proto, &rk);
+		if (bpf_map_update_elem(&conntrack, &rk, &reply, BPF_ANY))
 			return BALLAST_DROP_CT_FULL;
 	}
 	if (bpf_map_update_elem(&conntrack, fk, ct, BPF_ANY)) {
 		if (svc->mode != BALLAST_MODE_DR)
-			bpf_map_delete_elem(&nat_reverse, &rk);
+			bpf_map_delete_elem(&conntrack, &rk);
 		return BALLAST_DROP_CT_FULL;
 	}
 	return 0;
 }
 
-/* Keeps the reply-direction entry as fresh as the flow, so that its SNAT
- * port is not reclaimed while only the client talks (one-way UDP). */
-static __always_inline void rev_touch(const struct ct_value *ct, const struct backend_value *b,
-				      __u8 proto, __u64 now, __u8 state)
+/* Keeps the reply entry as fresh as the flow, so that its SNAT port is not
+ * reclaimed while only the client talks (one-way UDP). */
+static __always_inline void reply_touch(const struct ct_value *ct, __u8 proto, __u64 now, __u8 state)
 {
-	struct flow_key rk = { .saddr = b->addr, .sport = b->port, .proto = proto,
-			       .daddr = ct->snat_addr, .dport = ct->snat_port };
-	struct rev_value *rv = bpf_map_lookup_elem(&nat_reverse, &rk);
-	if (rv) {
-		rv->last_seen_ns = now;
+	struct flow_key rk;
+	ct_other_key(ct, proto, &rk);
+	struct ct_value *r = bpf_map_lookup_elem(&conntrack, &rk);
+	if (r && r->dir == BALLAST_CT_REPLY) {
+		r->last_seen = now;
 		if (state == BALLAST_CT_CLOSING)
-			rv->state = state;
+			r->state = state;
 	}
 }
 
-static __always_inline int handle_service(struct xdp_md *ctx, struct packet *p,
-					  const struct svc_value *svc)
+/* Sends a packet of a tracked flow on, translated as its entry says:
+ * forward (client -> backend) or reply (backend -> client). */
+static __always_inline int ct_forward(struct xdp_md *ctx, struct packet *p,
+				      const struct dp_config *cfg, struct ct_value *ct,
+				      __u64 now, int new_flow)
 {
-	struct dp_config *cfg = get_config();
-	if (!cfg)
-		return XDP_PASS;
 	struct iphdr *ip = ip_header(ctx, p);
 	if (!ip)
 		return drop(BALLAST_DROP_MALFORMED);
-	if (svc->mode != BALLAST_MODE_DR && ip->ttl <= 1)
+	if (ct->mode != BALLAST_MODE_DR && ip->ttl <= 1)
 		return drop(BALLAST_DROP_TTL);
 
-	__u64 now = bpf_ktime_get_coarse_ns();
-	struct flow_key fk;
-	flow_key_of(p, &fk);
-	struct ct_value local_ct;
-	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &fk);
-	struct backend_value *b = ct ? ct_usable(cfg, p, ct, now) : 0;
-	__u32 backend_id;
-	int new_flow = 0;
-
-	if (b) {
-		backend_id = ct->backend_id;
-		__u8 state = ct_next_state(ct->state, p->proto, p->tcp_flags);
-		if (state != ct->state || now - ct->last_seen_ns > CT_TOUCH_NS) {
-			ct->state = state;
-			ct->last_seen_ns = now;
-			if (ct->mode == BALLAST_MODE_FULLNAT)
-				rev_touch(ct, b, p->proto, now, state);
-		}
-	} else {
-		/* No usable flow. A TCP packet other than SYN is re-hashed too (as
-		 * Katran does): the flow then survives a director change or a
-		 * conntrack eviction whenever the choice is deterministic. */
-		if (select_backend(svc, p, now, &backend_id, &b))
-			return drop(BALLAST_DROP_NO_BACKEND);
-		int reason = ct_create(cfg, svc, p, &fk, backend_id, b, now, &local_ct);
-		if (reason)
-			return drop(reason);
-		ct = &local_ct;
-		new_flow = 1;
+	__u8 state = ct_next_state(ct->state, p->proto, p->tcp_flags);
+	if (!new_flow && (state != ct->state || now - ct->last_seen > ct_touch_interval(cfg))) {
+		ct->state = state;
+		ct->last_seen = now;
+		if (ct->dir == BALLAST_CT_FORWARD && ct->mode != BALLAST_MODE_DR)
+			reply_touch(ct, p->proto, now, state);
 	}
-	count_forward(svc->id, backend_id, p->len, new_flow);
+
+	__u32 backend_id = ct->backend_id;
+	__u8 flags = ct->flags;
+	__u16 mss_max = ct->mss_max;
+	if (ct->dir == BALLAST_CT_REPLY) {
+		count_reply(ct->svc_id, backend_id, p->len);
+		struct tuple to = { .saddr = ct->to_saddr, .daddr = ct->to_daddr,
+				    .sport = ct->to_sport, .dport = ct->to_dport };
+		if (rewrite_tuple(ctx, p, &to))
+			return drop(BALLAST_DROP_MALFORMED);
+		if (p->proto == IPPROTO_TCP && (flags & BALLAST_SVC_TOA) &&
+		    (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK))
+			mss_clamp(ctx, p, mss_max);
+		return fib_forward(ctx, p, cfg, p->daddr, 1, now, 0);
+	}
+
+	count_forward(ct->svc_id, backend_id, p->len, new_flow);
+	struct backend_nexthop *slot = backend_nexthop_slot(backend_id);
+	if (ct->mode == BALLAST_MODE_DR)
+		return fib_forward(ctx, p, cfg, ct->to_daddr, 0, now, slot);
 
 	__be32 client_addr = p->saddr;
 	__be16 client_port = p->sport;
-	int syn = p->proto == IPPROTO_TCP && (p->tcp_flags & TCPF_SYN) && !(p->tcp_flags & TCPF_ACK);
-
-	if (svc->mode == BALLAST_MODE_DR)
-		return fib_forward(ctx, p, b->addr, 0, now, backend_nexthop_slot(backend_id));
-
-	struct tuple to = { .saddr = p->saddr, .daddr = b->addr, .sport = p->sport, .dport = b->port };
-	if (svc->mode == BALLAST_MODE_FULLNAT) {
-		to.saddr = ct->snat_addr;
-		to.sport = ct->snat_port;
-	}
+	int toa = is_new_syn(p) && ct->mode == BALLAST_MODE_FULLNAT && (flags & BALLAST_SVC_TOA);
+	struct tuple to = { .saddr = ct->to_saddr, .daddr = ct->to_daddr,
+			    .sport = ct->to_sport, .dport = ct->to_dport };
 	if (rewrite_tuple(ctx, p, &to))
 		return drop(BALLAST_DROP_MALFORMED);
-
-	if (syn && svc->mode == BALLAST_MODE_FULLNAT && (svc->flags & BALLAST_SVC_TOA)) {
-		mss_clamp(ctx, p, svc->mss_max);
+	if (toa) {
+		mss_clamp(ctx, p, mss_max);
 		int rc = toa_insert(ctx, p, client_addr, client_port);
 		if (rc == -2)
 			return drop(BALLAST_DROP_MALFORMED);
 		count_reason(rc == 0 ? BALLAST_TOA_INSERTED : BALLAST_TOA_SKIPPED);
 	}
-	return fib_forward(ctx, p, p->daddr, 1, now, backend_nexthop_slot(backend_id));
+	return fib_forward(ctx, p, cfg, p->daddr, 1, now, slot);
 }
 
-/* A reply from a backend (FullNAT: to our SNAT address; NAT: to the client
- * through us as gateway). */
-static __always_inline int handle_reply(struct xdp_md *ctx, struct packet *p, struct rev_value *rv)
+/* A packet to a service with no usable flow: pick a backend and start one.
+ * A TCP packet other than SYN is re-hashed too (as Katran does): the flow
+ * then survives a director change or a conntrack eviction whenever the
+ * choice is deterministic. */
+static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
+				    const struct dp_config *cfg, const struct svc_value *svc,
+				    const struct flow_key *fk, __u64 now)
 {
 	struct iphdr *ip = ip_header(ctx, p);
 	if (!ip)
 		return drop(BALLAST_DROP_MALFORMED);
-	if (ip->ttl <= 1)
+	/* Checked before any state is made for a packet that cannot go on. */
+	if (svc->mode != BALLAST_MODE_DR && ip->ttl <= 1)
 		return drop(BALLAST_DROP_TTL);
-
-	__u64 now = bpf_ktime_get_coarse_ns();
-	__u8 state = ct_next_state(rv->state, p->proto, p->tcp_flags);
-	if (state != rv->state || now - rv->last_seen_ns > CT_TOUCH_NS) {
-		rv->state = state;
-		rv->last_seen_ns = now;
-	}
-	count_reply(rv->svc_id, rv->backend_id, p->len);
-
-	struct tuple to = { .saddr = rv->vip, .daddr = p->daddr, .sport = rv->vport, .dport = p->dport };
-	if (rv->mode == BALLAST_MODE_FULLNAT) {
-		to.daddr = rv->client_addr;
-		to.dport = rv->client_port;
-	}
-	__u8 flags = rv->flags;
-	__u16 mss_max = rv->mss_max;
-	if (rewrite_tuple(ctx, p, &to))
-		return drop(BALLAST_DROP_MALFORMED);
-	if (p->proto == IPPROTO_TCP && (flags & BALLAST_SVC_TOA) &&
-	    (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK))
-		mss_clamp(ctx, p, mss_max);
-	return fib_forward(ctx, p, p->daddr, 1, now, 0);
+	__u32 backend_id;
+	struct backend_value *b;
+	if (select_backend(cfg, svc, p, now, &backend_id, &b))
+		return drop(BALLAST_DROP_NO_BACKEND);
+	struct ct_value ct;
+	int reason = ct_create(cfg, svc, p, fk, backend_id, b, now, &ct);
+	if (reason)
+		return drop(reason);
+	return ct_forward(ctx, p, cfg, &ct, now, 1);
 }
 
 /* The whole director; ballast_xdp is this, and the benchmark wrappers below
@@ -245,16 +231,23 @@ static __always_inline int director(struct xdp_md *ctx)
 	if (p.proto == IPPROTO_ICMP)
 		return handle_icmp(ctx, &p);
 
+	struct dp_config *cfg = get_config();
+	if (!cfg || !cfg->hz)
+		return XDP_PASS; /* not configured yet */
+	__u64 now = dp_now();
+
+	/* The flow first: an established packet or a reply then costs one
+	 * hash lookup; anything else pays a miss here and the service lookup. */
+	struct flow_key fk;
+	flow_key_of(&p, &fk);
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &fk);
+	if (ct && (ct->dir == BALLAST_CT_REPLY || ct_usable(cfg, &p, ct, now)))
+		return ct_forward(ctx, &p, cfg, ct, now, 0);
+
 	struct svc_key sk = { .vip = p.daddr, .port = p.dport, .proto = p.proto };
 	struct svc_value *svc = bpf_map_lookup_elem(&services, &sk);
 	if (svc)
-		return handle_service(ctx, &p, svc);
-
-	struct flow_key rk;
-	flow_key_of(&p, &rk);
-	struct rev_value *rv = bpf_map_lookup_elem(&nat_reverse, &rk);
-	if (rv)
-		return handle_reply(ctx, &p, rv);
+		return new_flow(ctx, &p, cfg, svc, &fk, now);
 	return XDP_PASS;
 }
 
@@ -269,6 +262,23 @@ int ballast_xdp(struct xdp_md *ctx)
 SEC("xdp")
 int xdp_pass(struct xdp_md *ctx)
 {
+	return XDP_PASS;
+}
+
+/* The data plane's clock, read by the agent through BPF_PROG_TEST_RUN (its
+ * sweeper judges expiry by it, and it measures dp_config.hz with it):
+ * writes {jiffies, coarse monotonic ns}, host order, over the first 16
+ * bytes of the frame. */
+SEC("xdp")
+int ballast_clock(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 *out = data;
+	if (OUT_OF_BOUNDS(out, 16, end))
+		return XDP_ABORTED;
+	out[0] = bpf_jiffies64();
+	out[1] = bpf_ktime_get_coarse_ns();
 	return XDP_PASS;
 }
 
@@ -367,5 +377,32 @@ SEC("xdp")
 int bench_director_new_flow(struct xdp_md *ctx)
 {
 	return bench_restore(ctx, 1) ? XDP_ABORTED : director(ctx);
+}
+
+/* What bounds the director: one conntrack lookup of the packet's flow
+ * (parsed as the floor parses), and one conntrack insert of a new flow. */
+SEC("xdp")
+int bench_ct_lookup(struct xdp_md *ctx)
+{
+	struct packet p = {};
+	if (parse_l2(ctx, &p) != L3_IPV4 || parse_ipv4(ctx, &p) != L4_OK)
+		return XDP_ABORTED;
+	struct flow_key k;
+	flow_key_of(&p, &k);
+	return bpf_map_lookup_elem(&conntrack, &k) ? XDP_PASS : XDP_DROP;
+}
+
+SEC("xdp")
+int bench_ct_insert(struct xdp_md *ctx)
+{
+	if (bench_restore(ctx, 1))
+		return XDP_ABORTED;
+	struct packet p = {};
+	if (parse_l2(ctx, &p) != L3_IPV4 || parse_ipv4(ctx, &p) != L4_OK)
+		return XDP_ABORTED;
+	struct flow_key k;
+	flow_key_of(&p, &k);
+	struct ct_value v = { .last_seen = dp_now() };
+	return bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY) ? XDP_DROP : XDP_PASS;
 }
 #endif

@@ -26,6 +26,8 @@ pub const VIP_ANNOUNCE: u32 = 1;
 pub const CT_OPEN: u8 = 0;
 pub const CT_ESTABLISHED: u8 = 1;
 pub const CT_CLOSING: u8 = 2;
+pub const CT_FORWARD: u8 = 0;
+pub const CT_REPLY: u8 = 1;
 
 /// Indexes of the `reasons` counters; names as shown by `stats` and metrics.
 pub const REASONS: [(&str, bool); 17] = [
@@ -114,35 +116,40 @@ pub struct FlowKey {
     pub pad: [u8; 3],
 }
 
+/// One direction of a flow (shared.h `struct ct_value`): keyed by the
+/// 5-tuple as that direction arrives; `to_*` is the tuple it leaves with.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    pub last_seen_ns: u64,
+    /// Data-plane clock: jiffies.
+    pub last_seen: u64,
+    pub to_saddr: u32,
+    pub to_daddr: u32,
+    pub to_sport: u16,
+    pub to_dport: u16,
     pub backend_id: u32,
     pub backend_gen: u32,
     pub svc_id: u32,
-    pub snat_addr: u32,
-    pub snat_port: u16,
-    pub state: u8,
-    pub mode: u8,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RevValue {
-    pub last_seen_ns: u64,
-    pub client_addr: u32,
-    pub vip: u32,
-    pub client_port: u16,
-    pub vport: u16,
-    pub svc_id: u32,
-    pub backend_id: u32,
+    pub dir: u8,
     pub state: u8,
     pub mode: u8,
     pub flags: u8,
-    pub pad: u8,
     pub mss_max: u16,
-    pub pad2: u16,
+    pub pad: u16,
+}
+
+impl CtValue {
+    /// The key of the flow's other direction (conntrack.h `ct_other_key`).
+    pub fn other_key(&self, proto: u8) -> FlowKey {
+        FlowKey {
+            saddr: self.to_daddr,
+            daddr: self.to_saddr,
+            sport: self.to_dport,
+            dport: self.to_sport,
+            proto,
+            pad: [0; 3],
+        }
+    }
 }
 
 #[repr(C)]
@@ -155,7 +162,8 @@ pub struct PersistKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PersistValue {
-    pub last_seen_ns: u64,
+    /// Jiffies.
+    pub last_seen: u64,
     pub backend_id: u32,
     pub backend_gen: u32,
 }
@@ -172,6 +180,8 @@ pub struct DpConfig {
     pub tcp_established_timeout_s: u32,
     pub tcp_closing_timeout_s: u32,
     pub udp_timeout_s: u32,
+    /// Jiffies per second; 0 until the agent has measured it.
+    pub hz: u32,
 }
 
 #[repr(C)]
@@ -201,7 +211,6 @@ unsafe impl aya::Pod for SvcValue {}
 unsafe impl aya::Pod for BackendValue {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for CtValue {}
-unsafe impl aya::Pod for RevValue {}
 unsafe impl aya::Pod for PersistKey {}
 unsafe impl aya::Pod for PersistValue {}
 unsafe impl aya::Pod for DpConfig {}
@@ -247,27 +256,15 @@ mod tests {
                 "ct_value",
                 CtValue,
                 [
-                    last_seen_ns,
+                    last_seen,
+                    to_saddr,
+                    to_daddr,
+                    to_sport,
+                    to_dport,
                     backend_id,
                     backend_gen,
                     svc_id,
-                    snat_addr,
-                    snat_port,
-                    state,
-                    mode
-                ]
-            ),
-            s!(
-                "rev_value",
-                RevValue,
-                [
-                    last_seen_ns,
-                    client_addr,
-                    vip,
-                    client_port,
-                    vport,
-                    svc_id,
-                    backend_id,
+                    dir,
                     state,
                     mode,
                     flags,
@@ -278,7 +275,7 @@ mod tests {
             s!(
                 "persist_value",
                 PersistValue,
-                [last_seen_ns, backend_id, backend_gen]
+                [last_seen, backend_id, backend_gen]
             ),
             s!(
                 "dp_config",
@@ -292,7 +289,8 @@ mod tests {
                     tcp_syn_timeout_s,
                     tcp_established_timeout_s,
                     tcp_closing_timeout_s,
-                    udp_timeout_s
+                    udp_timeout_s,
+                    hz
                 ]
             ),
             s!(

@@ -35,13 +35,13 @@ fn gauge(
 }
 
 /// Flow-table occupancy, and the sweeper's work when it runs: one series
-/// per table (three), whatever the traffic.
+/// per table (two), whatever the traffic.
 fn render_tables(reg: &Registry, s: &Snapshot) -> prometheus::Result<()> {
     if !s.tables.is_empty() {
         let entries = gauge(
             reg,
             "ballast_flow_table_entries",
-            "Entries in use in conntrack, nat_reverse and persist (as of the last sweep when the sweeper runs)",
+            "Entries in use in conntrack (one per flow direction) and persist (as of the last sweep when the sweeper runs)",
             &["table"],
         )?;
         let capacity = gauge(
@@ -286,7 +286,7 @@ mod tests {
         let text = render(&s, 100).unwrap();
         assert!(!text.contains("ballast_flow_table"), "no tables, no series");
 
-        s.tables = ["conntrack", "nat_reverse", "persist"]
+        s.tables = ["conntrack", "persist"]
             .iter()
             .enumerate()
             .map(|(i, t)| FlowTable {
@@ -297,7 +297,7 @@ mod tests {
             .collect();
         let text = render(&s, 100).unwrap();
         assert!(
-            text.contains(r#"ballast_flow_table_entries{table="nat_reverse"} 10"#),
+            text.contains(r#"ballast_flow_table_entries{table="persist"} 10"#),
             "{text}"
         );
         assert!(text.contains(r#"ballast_flow_table_capacity{table="persist"} 1000"#));
@@ -314,7 +314,7 @@ mod tests {
         s.sweeper = Some(SweepTotals {
             sweeps: 4,
             failures: 1,
-            tables: [t(7, 0), t(5, 2), t(0, 0)],
+            tables: [t(7, 2), t(0, 0)],
             last: Some(SweepReport {
                 elapsed: std::time::Duration::from_millis(1500),
                 ..Default::default()
@@ -323,9 +323,8 @@ mod tests {
         let text = render(&s, 100).unwrap();
         for line in [
             r#"ballast_flow_table_swept_total{table="conntrack"} 7"#,
-            r#"ballast_flow_table_swept_total{table="nat_reverse"} 5"#,
             r#"ballast_flow_table_swept_total{table="persist"} 0"#,
-            r#"ballast_flow_table_sweep_held_total{table="nat_reverse"} 2"#,
+            r#"ballast_flow_table_sweep_held_total{table="conntrack"} 2"#,
             "ballast_flow_table_sweeps_total 4",
             "ballast_flow_table_sweep_failures_total 1",
             "ballast_flow_table_last_sweep_seconds 1.5",
@@ -333,6 +332,6 @@ mod tests {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         // Constant cardinality: one series per table, however many flows.
-        assert_eq!(text.matches("ballast_flow_table_swept_total{").count(), 3);
+        assert_eq!(text.matches("ballast_flow_table_swept_total{").count(), 2);
     }
 }

@@ -13,7 +13,7 @@ pub struct Snapshot {
     pub services: Vec<ServiceStats>,
     /// (reason, is_drop, count)
     pub reasons: Vec<ReasonCount>,
-    /// How full conntrack, nat_reverse and persist are.
+    /// How full conntrack (one entry per flow direction) and persist are.
     pub tables: Vec<FlowTable>,
     /// The conntrack sweeper's totals, when it runs in this process.
     #[serde(skip_serializing_if = "Option::is_none")]

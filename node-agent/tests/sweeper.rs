@@ -1,19 +1,18 @@
 //! The conntrack sweeper against real flows: flows created by the director
 //! program under BPF_PROG_TEST_RUN (PacketLab), some of them aged from user
 //! space, plus entries written from user space; a sweep must delete exactly
-//! the expired entries of conntrack, nat_reverse and persist, and the live
-//! flows must keep forwarding as before.
+//! the expired entries of conntrack (both directions) and persist, and the
+//! live flows must keep forwarding as before.
 mod common;
 
 use std::net::Ipv4Addr;
 
-use ballast_agent::abi::{self, CtValue, FlowKey, PersistKey, PersistValue, RevValue, SvcKey};
-use ballast_agent::dataplane::sweeper::{self, NSEC_PER_SEC, SweepOptions, SweepReport};
+use ballast_agent::abi::{self, CtValue, FlowKey, PersistKey, PersistValue, SvcKey};
+use ballast_agent::dataplane::sweeper::{self, SweepOptions, SweepReport};
 use common::*;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
-const S: u64 = NSEC_PER_SEC;
 
 // Short timeouts, so that "old" stays well within the machine's uptime.
 const SYN_S: u32 = 20;
@@ -61,8 +60,21 @@ fn ct(l: &mut PacketLab, k: &FlowKey) -> Option<CtValue> {
     l.director.dp.maps.conntrack().unwrap().get(k, 0).ok()
 }
 
-fn rev(l: &mut PacketLab, k: &FlowKey) -> Option<RevValue> {
-    l.director.dp.maps.nat_reverse().unwrap().get(k, 0).ok()
+/// A reply entry (the conntrack entry at a reply-direction key).
+fn rev(l: &mut PacketLab, k: &FlowKey) -> Option<CtValue> {
+    let v = ct(l, k)?;
+    assert_eq!(v.dir, abi::CT_REPLY, "{k:?} is a reply entry");
+    Some(v)
+}
+
+/// The data plane's clock (jiffies) and one second of it. Jiffies start
+/// near 2^32 at boot, so "a minute ago" never goes below zero.
+fn now(l: &PacketLab) -> u64 {
+    l.director.dp.clock().unwrap().now().unwrap()
+}
+
+fn second(l: &PacketLab) -> u64 {
+    u64::from(l.director.dp.maps.read_config().unwrap().hz)
 }
 
 fn persist(l: &mut PacketLab, k: &PersistKey) -> Option<PersistValue> {
@@ -72,7 +84,7 @@ fn persist(l: &mut PacketLab, k: &PersistKey) -> Option<PersistValue> {
 /// Rewrites an entry's last_seen to `now - age_s`, as if idle that long.
 fn age_ct(l: &mut PacketLab, k: &FlowKey, age_s: u64) {
     let mut v = ct(l, k).expect("conntrack entry to age");
-    v.last_seen_ns = sweeper::coarse_now_ns() - age_s * S;
+    v.last_seen = now(l) - age_s * second(l);
     l.director
         .dp
         .maps
@@ -83,19 +95,14 @@ fn age_ct(l: &mut PacketLab, k: &FlowKey, age_s: u64) {
 }
 
 fn age_rev(l: &mut PacketLab, k: &FlowKey, age_s: u64) {
-    let mut v = rev(l, k).expect("nat_reverse entry to age");
-    v.last_seen_ns = sweeper::coarse_now_ns() - age_s * S;
-    l.director
-        .dp
-        .maps
-        .nat_reverse()
-        .unwrap()
-        .insert(k, v, 0)
-        .unwrap();
+    rev(l, k).expect("reply entry to age");
+    age_ct(l, k, age_s);
 }
 
 fn sweep(l: &mut PacketLab) -> SweepReport {
-    let r = sweeper::sweep(&mut l.director.dp.maps, &SweepOptions::unpaced()).expect("sweep");
+    let clock = l.director.dp.clock().unwrap();
+    let r =
+        sweeper::sweep(&mut l.director.dp.maps, &clock, &SweepOptions::unpaced()).expect("sweep");
     assert!(r.complete);
     r
 }
@@ -128,12 +135,6 @@ fn sweep_deletes_exactly_the_expired_entries() {
     if skip() {
         return;
     }
-    // The test ages entries by up to a minute: the monotonic clock must be
-    // past that (it starts at boot).
-    assert!(
-        sweeper::coarse_now_ns() > 120 * S,
-        "machine up for less than two minutes"
-    );
     in_private_netns(|ifindex| {
         let mut l = PacketLab::new(ifindex, lab_settings(), 251, 64 * 251);
         let mut dr = svc(MODE_DR, TCP, 82, 82, &[(1, 1), (2, 1), (3, 1)]);
@@ -148,12 +149,12 @@ fn sweep_deletes_exactly_the_expired_entries() {
 
         // --- Real flows through the program.
         // a1: FullNAT TCP, established, live. Its stamp is the program's
-        // bpf_ktime_get_coarse_ns: the sweeper's clock must agree.
-        let before = sweeper::coarse_now_ns();
+        // clock: the sweeper's reading of it must agree.
+        let before = now(&l);
         let a1 = forward(&mut l, &tcp_frame(c(40000), (VIP, 80), TCP_SYN, &[], b""));
-        let after = sweeper::coarse_now_ns();
+        let after = now(&l);
         let a1_ct = key(c(40000), (VIP, 80), TCP);
-        let stamp = ct(&mut l, &a1_ct).unwrap().last_seen_ns;
+        let stamp = ct(&mut l, &a1_ct).unwrap().last_seen;
         assert!(
             before <= stamp && stamp <= after,
             "program stamp {stamp} outside the sweeper's clock readings {before}..{after}"
@@ -198,7 +199,8 @@ fn sweep_deletes_exactly_the_expired_entries() {
         let u2_ct = key(c(5001), (VIP, 53), UDP);
         // n1: NAT TCP; the client keeps talking but the backend has been
         // silent for 40 s: the reply entry is stale by its own stamp but held
-        // by the live flow (the data plane refreshes it on replies only).
+        // by the live flow (the forward direction refreshes it only once a
+        // second, and not at all when its own touch is skipped).
         forward(&mut l, &tcp_frame(c(40010), (VIP, 81), TCP_SYN, &[], b""));
         let n1 = forward(&mut l, &tcp_frame(c(40010), (VIP, 81), TCP_ACK, &[], b""));
         assert_eq!((n1.src, n1.dst), (c(40010), (backend(3), 8081)));
@@ -216,21 +218,21 @@ fn sweep_deletes_exactly_the_expired_entries() {
         assert!(persist(&mut l, &pkey(dr_id, CLIENT)).is_some());
 
         // --- Entries written from user space.
-        let now = sweeper::coarse_now_ns();
+        let (now, s) = (now(&l), second(&l));
         let x_future = key((Ipv4Addr::new(192, 0, 2, 60), 1000), (VIP, 80), TCP);
         let x_old = key((Ipv4Addr::new(192, 0, 2, 61), 1000), (VIP, 80), TCP);
         {
             let mut m = l.director.dp.maps.conntrack().unwrap();
             // Stamped after the sweep's clock reading: never expired.
             let v = CtValue {
-                last_seen_ns: now + 60 * S,
+                last_seen: now + 60 * s,
                 state: abi::CT_OPEN,
                 ..Default::default()
             };
             m.insert(x_future, v, 0).unwrap();
             // A SYN that never went further, a minute ago.
             let v = CtValue {
-                last_seen_ns: now - 60 * S,
+                last_seen: now - 60 * s,
                 state: abi::CT_OPEN,
                 ..Default::default()
             };
@@ -244,7 +246,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
         {
             let mut m = l.director.dp.maps.persist().unwrap();
             let pv = |age: u64| PersistValue {
-                last_seen_ns: now - age * S,
+                last_seen: now - age * s,
                 backend_id: 0,
                 backend_gen: 0,
             };
@@ -278,28 +280,25 @@ fn sweep_deletes_exactly_the_expired_entries() {
             reply_key(&n1, TCP),
         ];
         for k in &rev_gone {
-            assert_eq!(rev(&mut l, k), None, "nat_reverse {k:?} should be swept");
+            assert_eq!(ct(&mut l, k), None, "reply entry {k:?} should be swept");
         }
         for k in &rev_kept {
-            assert!(rev(&mut l, k).is_some(), "nat_reverse {k:?} should stay");
+            assert!(rev(&mut l, k).is_some(), "reply entry {k:?} should stay");
         }
         assert_eq!(persist(&mut l, &p_old), None, "expired persist entry");
         assert_eq!(persist(&mut l, &p_orphan), None, "orphaned persist entry");
         assert!(persist(&mut l, &p_recent).is_some());
         assert!(persist(&mut l, &pkey(dr_id, CLIENT)).is_some());
 
-        // The report says the same.
-        assert_eq!(r.conntrack.scanned, (ct_gone.len() + ct_kept.len()) as u64);
-        assert_eq!(r.conntrack.expired, ct_gone.len() as u64);
-        assert_eq!(r.conntrack.deleted, ct_gone.len() as u64);
-        assert_eq!(
-            r.nat_reverse.scanned,
-            (rev_gone.len() + rev_kept.len()) as u64
-        );
-        assert_eq!(r.nat_reverse.deleted, rev_gone.len() as u64);
-        assert_eq!(r.nat_reverse.held, 1, "n1's reply entry");
+        // The report says the same (both directions share the table).
+        let all = ct_gone.len() + ct_kept.len() + rev_gone.len() + rev_kept.len();
+        let gone = (ct_gone.len() + rev_gone.len()) as u64;
+        assert_eq!(r.conntrack.scanned, all as u64);
+        assert_eq!(r.conntrack.expired, gone);
+        assert_eq!(r.conntrack.deleted, gone);
+        assert_eq!(r.conntrack.held, 1, "n1's reply entry");
         assert_eq!((r.persist.scanned, r.persist.deleted), (4, 2));
-        let changed = r.conntrack.changed + r.nat_reverse.changed + r.persist.changed;
+        let changed = r.conntrack.changed + r.persist.changed;
         assert_eq!(changed, 0);
         assert!(r.elapsed >= r.busy);
 
@@ -325,26 +324,21 @@ fn sweep_deletes_exactly_the_expired_entries() {
         // A second sweep finds nothing more to delete.
         let r2 = sweep(&mut l);
         assert_eq!(
-            (
-                r2.conntrack.deleted,
-                r2.nat_reverse.deleted,
-                r2.persist.deleted
-            ),
-            (0, 0, 0),
+            (r2.conntrack.deleted, r2.persist.deleted),
+            (0, 0),
             "{r2:#?}"
         );
         // n1's reply entry was refreshed by the backend's late answer.
-        assert_eq!(r2.nat_reverse.held, 0);
+        assert_eq!(r2.conntrack.held, 0);
 
         // The occupancy the agent reports is what is left.
         let tables = l.director.dp.maps.flow_tables().unwrap();
         let entries: Vec<_> = tables.iter().map(|t| (t.table, t.entries)).collect();
-        // +1 conntrack: p2's connection.
+        // +1 conntrack: p2's connection (DR: no reply entry).
         assert_eq!(
             entries,
             [
-                ("conntrack", ct_kept.len() as u64 + 1),
-                ("nat_reverse", rev_kept.len() as u64),
+                ("conntrack", (ct_kept.len() + rev_kept.len()) as u64 + 1),
                 ("persist", 2)
             ]
         );
@@ -357,10 +351,6 @@ fn a_swept_snat_port_goes_to_the_next_flow() {
     if skip() {
         return;
     }
-    assert!(
-        sweeper::coarse_now_ns() > 120 * S,
-        "machine up for less than two minutes"
-    );
     in_private_netns(|ifindex| {
         // One SNAT port: the first flow holds it, the second finds none.
         let mut s = lab_settings();
@@ -378,25 +368,25 @@ fn a_swept_snat_port_goes_to_the_next_flow() {
 
         // While x is live the sweep leaves its port alone.
         let r = sweep(&mut l);
-        assert_eq!((r.conntrack.deleted, r.nat_reverse.deleted), (0, 0));
+        assert_eq!(r.conntrack.deleted, 0);
         let port_key = key((backend(1), 8080), (SNAT, 20000), TCP);
         assert!(rev(&mut l, &port_key).is_some());
 
         // x goes quiet past the SYN timeout: both its entries are swept and
-        // the port's reservation (its nat_reverse key) is free.
+        // the port's reservation (its reply key) is free.
         let x_ct = key((CLIENT, 47000), (VIP, 80), TCP);
         age_ct(&mut l, &x_ct, u64::from(SYN_S) + 5);
         age_rev(&mut l, &port_key, u64::from(SYN_S) + 5);
         let r = sweep(&mut l);
-        assert_eq!((r.conntrack.deleted, r.nat_reverse.deleted), (1, 1));
+        assert_eq!(r.conntrack.deleted, 2, "x's forward and reply entries");
         assert_eq!(ct(&mut l, &x_ct), None);
-        assert_eq!(rev(&mut l, &port_key), None, "port reservation released");
+        assert_eq!(ct(&mut l, &port_key), None, "port reservation released");
 
         // y now gets the port, and replies to it reach y's client.
         let y = forward(&mut l, &y_syn);
         assert_eq!(y.src, (SNAT, 20000));
         let owner = rev(&mut l, &port_key).expect("y's reservation");
-        assert_eq!(owner.client_port, abi::be_port(47001));
+        assert_eq!(owner.to_dport, abi::be_port(47001));
         let back = forward(
             &mut l,
             &tcp_frame(
@@ -426,10 +416,6 @@ fn sweeps_a_million_entries() {
     if skip() {
         return;
     }
-    assert!(
-        sweeper::coarse_now_ns() > 120 * S,
-        "machine up for less than two minutes"
-    );
     in_private_netns(|ifindex| {
         // 1M entries in maps of 2^20: the LRU starts evicting before a map
         // is completely full (per-CPU free lists), which would blur the count.
@@ -440,7 +426,7 @@ fn sweeps_a_million_entries() {
         settings.tcp_established_timeout_s = 600;
         let mut l = PacketLab::with_conntrack(ifindex, settings, 251, 64 * 251, 1 << 20);
         let fill = |l: &mut PacketLab| {
-            let now = sweeper::coarse_now_ns();
+            let (now, s) = (now(l), second(l));
             let t = std::time::Instant::now();
             let mut ct = l.director.dp.maps.conntrack().unwrap();
             for i in 0..N {
@@ -459,7 +445,7 @@ fn sweeps_a_million_entries() {
                     (abi::CT_ESTABLISHED, 0)
                 };
                 let v = CtValue {
-                    last_seen_ns: now - age * S,
+                    last_seen: now - age * s,
                     state,
                     ..Default::default()
                 };
@@ -488,7 +474,8 @@ fn sweeps_a_million_entries() {
 
         // Again with the agent's default pacing, from a full table.
         fill(&mut l);
-        let r = sweeper::sweep(&mut l.director.dp.maps, &SweepOptions::default()).unwrap();
+        let clock = l.director.dp.clock().unwrap();
+        let r = sweeper::sweep(&mut l.director.dp.maps, &clock, &SweepOptions::default()).unwrap();
         eprintln!(
             "paced (max_cpu {}): scanned {} deleted {} in {:?}, busy {:?}",
             SweepOptions::default().max_cpu,

@@ -93,7 +93,14 @@ impl Director {
             )));
         }
         let mut dp = Dataplane::open(opts)?;
-        let cfg = settings.to_config().map_err(DirectorError::Settings)?;
+        let mut cfg = settings.to_config().map_err(DirectorError::Settings)?;
+        // The tick rate cannot change while the kernel runs, and pinned
+        // maps do not outlive it: a rate already configured is kept, which
+        // spares a restarted agent the measurement (clock.rs).
+        cfg.hz = match dp.maps.read_config() {
+            Ok(old) if old.hz != 0 => old.hz,
+            _ => dp.clock()?.hz()?,
+        };
         dp.maps.write_config(&cfg)?;
         let programmed = dp.maps.read_programmed()?;
         let ring = RingAllocator::with_used(

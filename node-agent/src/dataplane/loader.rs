@@ -11,6 +11,7 @@ use aya::{Ebpf, EbpfLoader};
 use tracing::{info, warn};
 
 use crate::abi;
+use crate::dataplane::clock::{CLOCK_PIN, CLOCK_PROGRAM, DataplaneClock};
 use crate::dataplane::maps::Maps;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub enum DataplaneError {
     Link { path: PathBuf, reason: String },
     #[error("map {map}: {reason}")]
     Map { map: &'static str, reason: String },
+    #[error("data-plane clock: {0}")]
+    Clock(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -128,9 +131,7 @@ impl Dataplane {
             .default_map_pin_directory(&opts.pin_dir)
             .map_max_entries("ring", opts.ring_slots);
         if let Some(ct) = opts.conntrack_entries {
-            loader
-                .map_max_entries("conntrack", ct)
-                .map_max_entries("nat_reverse", ct);
+            loader.map_max_entries("conntrack", ct);
         }
         let mut ebpf = loader
             .load(abi::BPF_OBJECT)
@@ -146,6 +147,7 @@ impl Dataplane {
             attached_mode: None,
         };
         dp.load_program(PROGRAM)?;
+        dp.pin_clock()?;
         if let Some(ifname) = &opts.interface {
             dp.attach(ifname, opts.mode)?;
         }
@@ -186,6 +188,30 @@ impl Dataplane {
             }
         }
         Ok(prog)
+    }
+
+    /// Pins this object's clock program (clock.rs) in place of whatever
+    /// an earlier agent pinned.
+    fn pin_clock(&mut self) -> Result<(), DataplaneError> {
+        let path = self.pin_dir.join(CLOCK_PIN);
+        let prog = self.load_program(CLOCK_PROGRAM)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(DataplaneError::Clock(format!(
+                    "cannot replace {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        prog.pin(&path)
+            .map_err(|e| DataplaneError::Clock(format!("cannot pin {}: {e}", path.display())))
+    }
+
+    /// The data plane's clock (the pinned `ballast_clock` program).
+    pub fn clock(&self) -> Result<DataplaneClock, DataplaneError> {
+        DataplaneClock::open_pinned(&self.pin_dir)
     }
 
     /// The loaded director program (tests run packets through it).

@@ -13,14 +13,13 @@ use crate::dataplane::batch;
 use crate::dataplane::loader::DataplaneError;
 use crate::dataplane::plan::{MapWrites, Programmed};
 
-const MAP_NAMES: [&str; 12] = [
+const MAP_NAMES: [&str; 11] = [
     "services",
     "vips",
     "local_addrs",
     "backends",
     "ring",
     "conntrack",
-    "nat_reverse",
     "persist",
     "config",
     "svc_stats",
@@ -367,20 +366,14 @@ impl Maps {
         HashMap::try_from(self.get("conntrack")).map_err(map_err("conntrack"))
     }
 
-    pub fn nat_reverse(
-        &mut self,
-    ) -> Result<HashMap<&mut MapData, abi::FlowKey, abi::RevValue>, DataplaneError> {
-        HashMap::try_from(self.get("nat_reverse")).map_err(map_err("nat_reverse"))
-    }
-
     pub fn persist(
         &mut self,
     ) -> Result<HashMap<&mut MapData, abi::PersistKey, abi::PersistValue>, DataplaneError> {
         HashMap::try_from(self.get("persist")).map_err(map_err("persist"))
     }
 
-    /// Entries in use and capacity of the flow tables (conntrack,
-    /// nat_reverse, persist), counted with batch reads (no per-entry
+    /// Entries in use and capacity of the flow tables (conntrack, whose
+    /// FullNAT and NAT flows take an entry per direction, and persist), counted with batch reads (no per-entry
     /// syscalls): about a third of a second per million entries on a
     /// 2-core VM.
     pub fn flow_tables(&self) -> Result<Vec<FlowTable>, DataplaneError> {
@@ -408,7 +401,6 @@ impl Maps {
         }
         Ok(vec![
             one::<abi::FlowKey, abi::CtValue>(self, "conntrack")?,
-            one::<abi::FlowKey, abi::RevValue>(self, "nat_reverse")?,
             one::<abi::PersistKey, abi::PersistValue>(self, "persist")?,
         ])
     }

@@ -1,7 +1,9 @@
 //! The XDP data plane seen from user space: loading and attaching the
 //! program with its maps pinned (`loader`), planning map writes (`plan`,
-//! pure) and applying them (`maps`), and sweeping expired flows (`sweeper`).
+//! pure) and applying them (`maps`), reading the data plane's clock
+//! (`clock`), and sweeping expired flows (`sweeper`).
 pub mod batch;
+pub mod clock;
 pub mod director;
 pub mod loader;
 pub mod maps;

@@ -1,23 +1,22 @@
-//! The flow-table sweeper: deletes expired entries from `conntrack`,
-//! `nat_reverse` and `persist`, which the data plane only judges expired when
-//! a packet looks them up (conntrack.h, select.h) and which are otherwise
-//! evicted by the LRU, possibly in favour of dead ones.
+//! The flow-table sweeper: deletes expired entries from `conntrack` and
+//! `persist`, which the data plane only judges expired when a packet looks
+//! them up (conntrack.h, select.h) and which are otherwise evicted by the
+//! LRU, possibly in favour of dead ones.
 //!
 //! The rules (pure, tested below) are the data plane's own:
-//! - conntrack and nat_reverse: `ct_expired` of conntrack.h, timeouts from
-//!   the `config` map by protocol and state (CLOSING has its own), and an
-//!   entry stamped at or after our clock reading is never expired;
-//! - a nat_reverse entry expired by its own stamp is kept while the
-//!   conntrack entry it translates replies for is alive: the data plane
-//!   reverses replies without an expiry check, and refreshes NAT-mode reply
-//!   entries only on replies, so deleting it would break a live flow;
+//! - conntrack: `ct_expired` of conntrack.h, timeouts from the `config` map
+//!   by protocol and state (CLOSING has its own), and an entry stamped at or
+//!   after our clock reading is never expired;
+//! - a reply entry expired by its own stamp is kept while the forward entry
+//!   of its flow is alive: the data plane reverses replies without an
+//!   expiry check, and only refreshes a reply entry from the forward
+//!   direction once a second, so deleting it would break a live flow;
 //! - persist: the owning service's `persist_timeout_s` (select.h). An entry
 //!   whose service id has no persistent service is never read by the data
 //!   plane, and is deleted once it is older than the services snapshot.
 //!
-//! Time is CLOCK_MONOTONIC_COARSE, the clock `bpf_ktime_get_coarse_ns`
-//! reads (it would differ inside a time namespace, where the agent must not
-//! run).
+//! Time is the data plane's own clock, jiffies, read through the pinned
+//! `ballast_clock` program (clock.rs); `config.hz` converts timeouts.
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -30,22 +29,21 @@ use aya::maps::{HashMap, MapData, MapError};
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use crate::abi::{self, CtValue, DpConfig, FlowKey, PersistKey, PersistValue, RevValue};
+use crate::abi::{self, CtValue, DpConfig, FlowKey, PersistKey, PersistValue};
 use crate::dataplane::batch::BatchReader;
+use crate::dataplane::clock::DataplaneClock;
 use crate::dataplane::loader::DataplaneError;
 use crate::dataplane::maps::{FlowTable, Maps, hash_map_data, map_err};
 
-pub const NSEC_PER_SEC: u64 = 1_000_000_000;
 const IPPROTO_TCP: u8 = 6;
 
-/// The swept tables, in sweep order (conntrack first, so that a reply
-/// entry whose flow was just deleted goes in the same sweep).
-pub const TABLES: [&str; 3] = ["conntrack", "nat_reverse", "persist"];
+/// The swept tables, in sweep order.
+pub const TABLES: [&str; 2] = ["conntrack", "persist"];
 
 // ------------------------------------------------------------ the rules
 
-/// `ct_timeout_ns` of conntrack.h.
-pub fn ct_timeout_ns(cfg: &DpConfig, proto: u8, state: u8) -> u64 {
+/// `ct_timeout` of conntrack.h, in jiffies.
+pub fn ct_timeout(cfg: &DpConfig, proto: u8, state: u8) -> u64 {
     let s = if proto != IPPROTO_TCP {
         cfg.udp_timeout_s
     } else if state == abi::CT_CLOSING {
@@ -55,12 +53,12 @@ pub fn ct_timeout_ns(cfg: &DpConfig, proto: u8, state: u8) -> u64 {
     } else {
         cfg.tcp_syn_timeout_s
     };
-    u64::from(s) * NSEC_PER_SEC
+    u64::from(s) * u64::from(cfg.hz)
 }
 
-/// `ct_expired` of conntrack.h, for conntrack and nat_reverse entries.
-pub fn ct_expired(cfg: &DpConfig, proto: u8, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
-    now_ns > last_seen_ns && now_ns - last_seen_ns > ct_timeout_ns(cfg, proto, state)
+/// `ct_expired` of conntrack.h.
+pub fn ct_expired(cfg: &DpConfig, proto: u8, state: u8, last_seen: u64, now: u64) -> bool {
+    now > last_seen && now - last_seen > ct_timeout(cfg, proto, state)
 }
 
 /// Who reads a persist entry: the service with its id, if persistent.
@@ -69,103 +67,78 @@ pub enum PersistOwner {
     /// A service with this id remembers clients for `timeout_s` (> 0).
     Service { timeout_s: u32 },
     /// No persistent service has this id in the services snapshot taken
-    /// at `snapshot_ns`: the data plane never reads the entry.
-    Unused { snapshot_ns: u64 },
+    /// at `snapshot` (jiffies): the data plane never reads the entry.
+    Unused { snapshot: u64 },
 }
 
 impl PersistOwner {
     /// From the owning service's `persist_timeout_s`, if there is a service.
-    pub fn of(timeout_s: Option<u32>, snapshot_ns: u64) -> Self {
+    pub fn of(timeout_s: Option<u32>, snapshot: u64) -> Self {
         match timeout_s {
             Some(t) if t > 0 => Self::Service { timeout_s: t },
-            _ => Self::Unused { snapshot_ns },
+            _ => Self::Unused { snapshot },
         }
     }
 }
 
 /// Whether a persist entry is dead. select.h reuses an entry while
-/// `now - last_seen <= timeout` (wrapping arithmetic: it treats a stamp
-/// newer than its own clock reading as expired); the sweeper keeps such an
-/// entry instead, since its own reading may simply be older than the stamp.
-/// An unused entry stamped at or after the services snapshot may belong to a
-/// service published since, so it stays until the next sweep.
-pub fn persist_expired(owner: PersistOwner, last_seen_ns: u64, now_ns: u64) -> bool {
+/// `now - last_seen <= timeout`, and treats a stamp newer than its own
+/// clock reading as fresh; so does the sweeper. An unused entry stamped at
+/// or after the services snapshot may belong to a service published since,
+/// so it stays until the next sweep.
+pub fn persist_expired(owner: PersistOwner, hz: u32, last_seen: u64, now: u64) -> bool {
     match owner {
         PersistOwner::Service { timeout_s } => {
-            now_ns > last_seen_ns && now_ns - last_seen_ns > u64::from(timeout_s) * NSEC_PER_SEC
+            now > last_seen && now - last_seen > u64::from(timeout_s) * u64::from(hz)
         }
-        PersistOwner::Unused { snapshot_ns } => last_seen_ns < snapshot_ns,
+        PersistOwner::Unused { snapshot } => last_seen < snapshot,
     }
 }
 
-/// The conntrack key of the flow a nat_reverse entry translates replies for.
-pub fn ct_key_of_reverse(rk: &FlowKey, rv: &RevValue) -> FlowKey {
-    FlowKey {
-        saddr: rv.client_addr,
-        daddr: rv.vip,
-        sport: rv.client_port,
-        dport: rv.vport,
-        proto: rk.proto,
-        pad: [0; 3],
-    }
-}
-
-/// Whether `ct` (found at `ct_key_of_reverse`) is the flow that owns this
-/// reply entry: same service, backend and mode, and for FullNAT the SNAT
-/// address and port the reply arrives on (ballast.c, ct_create).
-pub fn reverse_belongs_to(rk: &FlowKey, rv: &RevValue, ct: &CtValue) -> bool {
-    if ct.mode != rv.mode || ct.svc_id != rv.svc_id || ct.backend_id != rv.backend_id {
-        return false;
-    }
-    match rv.mode {
-        abi::MODE_FULLNAT => ct.snat_addr == rk.daddr && ct.snat_port == rk.dport,
-        abi::MODE_NAT => rk.daddr == rv.client_addr && rk.dport == rv.client_port,
-        _ => false,
-    }
+/// Whether `fwd` (found at `reply.other_key`) is the forward entry of the
+/// flow that owns the reply entry `reply` at `rk`: same service, backend
+/// and mode, and its packets leave with the tuple the reply arrives on
+/// mirrored (ballast.c, ct_create).
+pub fn reply_belongs_to(rk: &FlowKey, reply: &CtValue, fwd: &CtValue) -> bool {
+    fwd.dir == abi::CT_FORWARD
+        && fwd.mode == reply.mode
+        && fwd.svc_id == reply.svc_id
+        && fwd.backend_id == reply.backend_id
+        && fwd.other_key(rk.proto) == *rk
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Live,
-    /// Expired by its own stamp, but its flow is alive (nat_reverse only).
+    /// Expired by its own stamp, but its flow is alive (reply entries only).
     Held,
     Expired,
 }
 
-/// A nat_reverse entry's fate, given the conntrack entry at
-/// `ct_key_of_reverse` if there is one.
-pub fn reverse_verdict(
+/// A conntrack entry's fate. For a reply entry, `forward` is the entry at
+/// its `other_key`, if there is one (ignored for forward entries).
+pub fn ct_verdict(
     cfg: &DpConfig,
-    rk: &FlowKey,
-    rv: &RevValue,
-    flow: Option<&CtValue>,
-    now_ns: u64,
+    k: &FlowKey,
+    v: &CtValue,
+    forward: Option<&CtValue>,
+    now: u64,
 ) -> Verdict {
-    if !ct_expired(cfg, rk.proto, rv.state, rv.last_seen_ns, now_ns) {
+    if !ct_expired(cfg, k.proto, v.state, v.last_seen, now) {
         return Verdict::Live;
     }
-    match flow {
-        Some(ct)
-            if reverse_belongs_to(rk, rv, ct)
-                && !ct_expired(cfg, rk.proto, ct.state, ct.last_seen_ns, now_ns) =>
+    if v.dir != abi::CT_REPLY {
+        return Verdict::Expired;
+    }
+    match forward {
+        Some(f)
+            if reply_belongs_to(k, v, f)
+                && !ct_expired(cfg, k.proto, f.state, f.last_seen, now) =>
         {
             Verdict::Held
         }
         _ => Verdict::Expired,
     }
-}
-
-/// CLOCK_MONOTONIC_COARSE in nanoseconds: what `bpf_ktime_get_coarse_ns`
-/// returns at the same moment.
-pub fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer; this clock always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
-    ts.tv_sec as u64 * NSEC_PER_SEC + ts.tv_nsec as u64
 }
 
 // ------------------------------------------------------------ one sweep
@@ -213,7 +186,7 @@ pub struct TableSweep {
     /// Expired when read but refreshed, replaced or gone by the time they
     /// were re-read: left to the data plane and the next sweep.
     pub changed: u64,
-    /// nat_reverse entries expired by their own stamp but kept for a live flow.
+    /// Reply entries expired by their own stamp but kept for a live flow.
     pub held: u64,
     /// The table's max_entries.
     pub capacity: u32,
@@ -233,7 +206,6 @@ impl TableSweep {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SweepReport {
     pub conntrack: TableSweep,
-    pub nat_reverse: TableSweep,
     pub persist: TableSweep,
     /// Wall time of the sweep, pauses included.
     pub elapsed: Duration,
@@ -245,12 +217,8 @@ pub struct SweepReport {
 
 impl SweepReport {
     /// (table name, its figures), in `TABLES` order.
-    pub fn tables(&self) -> [(&'static str, &TableSweep); 3] {
-        [
-            (TABLES[0], &self.conntrack),
-            (TABLES[1], &self.nat_reverse),
-            (TABLES[2], &self.persist),
-        ]
+    pub fn tables(&self) -> [(&'static str, &TableSweep); 2] {
+        [(TABLES[0], &self.conntrack), (TABLES[1], &self.persist)]
     }
 
     /// How full the tables were when the sweep ended (entries added while
@@ -330,6 +298,7 @@ fn delete_if_unchanged<K: Pod, V: Pod + PartialEq>(
 /// read other maps), expired entries are deleted if unchanged.
 fn sweep_table<K, V>(
     maps: &mut Maps,
+    clock: &DataplaneClock,
     name: &'static str,
     opts: &SweepOptions,
     pacer: &mut Pacer,
@@ -358,7 +327,7 @@ where
     while let Some((keys, values)) = reader.next_chunk().map_err(batch_err)? {
         // Read after the chunk: every stamp in it is at most this (the data
         // plane reads the same clock), so a refresh since shows as a change.
-        let now = coarse_now_ns();
+        let now = clock.now()?;
         doomed.clear();
         for (i, (k, v)) in keys.iter().zip(values).enumerate() {
             out.scanned += 1;
@@ -394,63 +363,62 @@ where
     Ok(true)
 }
 
-/// One sweep of the three tables with the data plane's current timeouts.
-pub fn sweep(maps: &mut Maps, opts: &SweepOptions) -> Result<SweepReport, DataplaneError> {
+/// One sweep of the tables with the data plane's current timeouts.
+pub fn sweep(
+    maps: &mut Maps,
+    clock: &DataplaneClock,
+    opts: &SweepOptions,
+) -> Result<SweepReport, DataplaneError> {
     let start = Instant::now();
     let cfg = maps.read_config()?;
+    if cfg.hz == 0 {
+        // Not configured yet: the data plane forwards nothing either.
+        return Err(DataplaneError::Clock(
+            "config.hz is 0: no agent has configured the data plane yet".into(),
+        ));
+    }
     let mut pacer = Pacer::new(opts.max_cpu);
     let mut report = SweepReport::default();
 
     let complete = sweep_table::<FlowKey, CtValue>(
         maps,
+        clock,
         "conntrack",
         opts,
         &mut pacer,
         &mut report.conntrack,
-        |_, k, v, now| {
-            if ct_expired(&cfg, k.proto, v.state, v.last_seen_ns, now) {
-                Verdict::Expired
-            } else {
-                Verdict::Live
-            }
-        },
-    )? && sweep_table::<FlowKey, RevValue>(
-        maps,
-        "nat_reverse",
-        opts,
-        &mut pacer,
-        &mut report.nat_reverse,
         |maps, k, v, now| {
-            if !ct_expired(&cfg, k.proto, v.state, v.last_seen_ns, now) {
-                return Verdict::Live;
+            if v.dir != abi::CT_REPLY || !ct_expired(&cfg, k.proto, v.state, v.last_seen, now) {
+                return ct_verdict(&cfg, k, v, None, now);
             }
-            // When the flow cannot be read, keep the reply entry: the
-            // next sweep decides.
+            // When the forward entry cannot be read, keep the reply entry:
+            // the next sweep decides.
             let Ok(ct) = HashMap::<&MapData, FlowKey, CtValue>::try_from(maps.get_ref("conntrack"))
             else {
                 return Verdict::Held;
             };
-            let flow = match ct.get(&ct_key_of_reverse(k, v), 0) {
+            let forward = match ct.get(&v.other_key(k.proto), 0) {
                 Ok(c) => Some(c),
                 Err(MapError::KeyNotFound) => None,
                 Err(_) => return Verdict::Held,
             };
-            reverse_verdict(&cfg, k, v, flow.as_ref(), now)
+            ct_verdict(&cfg, k, v, forward.as_ref(), now)
         },
     )? && {
-        // Stamped before the snapshot is read: an entry of a service
-        // published after it is newer than this.
-        let snapshot_ns = coarse_now_ns();
+        // Read before the snapshot: an entry of a service published after
+        // the snapshot is stamped at or after this.
+        let snapshot = clock.now()?;
         let persistent = persistent_services(maps)?;
         sweep_table::<PersistKey, PersistValue>(
             maps,
+            clock,
             "persist",
             opts,
             &mut pacer,
             &mut report.persist,
             |_, k, v, now| {
-                let owner = PersistOwner::of(persistent.get(&k.svc_id).copied(), snapshot_ns);
-                if persist_expired(owner, v.last_seen_ns, now) {
+                let owner = PersistOwner::of(persistent.get(&k.svc_id).copied(), snapshot);
+                if persist_expired(owner, cfg.hz, v.last_seen, now) {
                     Verdict::Expired
                 } else {
                     Verdict::Live
@@ -484,7 +452,7 @@ pub struct SweepTotals {
     pub sweeps: u64,
     pub failures: u64,
     /// Summed over all sweeps, in `TABLES` order.
-    pub tables: [TableSweep; 3],
+    pub tables: [TableSweep; TABLES.len()],
     pub last: Option<SweepReport>,
 }
 
@@ -540,7 +508,9 @@ impl PeriodicSweeper {
                         return;
                     }
                     if maps.is_none() {
-                        match Maps::open_pinned(&pin_dir) {
+                        let opened = Maps::open_pinned(&pin_dir)
+                            .and_then(|m| Ok((m, DataplaneClock::open_pinned(&pin_dir)?)));
+                        match opened {
                             Ok(m) => maps = Some(m),
                             Err(e) => {
                                 warn!("conntrack sweeper: opening {}: {e}", pin_dir.display());
@@ -549,19 +519,16 @@ impl PeriodicSweeper {
                             }
                         }
                     }
-                    let m = maps.as_mut().expect("opened above");
-                    match sweep(m, &opts) {
+                    let (m, clock) = maps.as_mut().expect("opened above");
+                    match sweep(m, clock, &opts) {
                         Ok(r) if r.complete => {
                             debug!(
                                 conntrack_scanned = r.conntrack.scanned,
                                 conntrack_deleted = r.conntrack.deleted,
-                                nat_reverse_scanned = r.nat_reverse.scanned,
-                                nat_reverse_deleted = r.nat_reverse.deleted,
-                                nat_reverse_held = r.nat_reverse.held,
+                                conntrack_held = r.conntrack.held,
                                 persist_scanned = r.persist.scanned,
                                 persist_deleted = r.persist.deleted,
-                                changed =
-                                    r.conntrack.changed + r.nat_reverse.changed + r.persist.changed,
+                                changed = r.conntrack.changed + r.persist.changed,
                                 elapsed_ms = r.elapsed.as_millis() as u64,
                                 busy_ms = r.busy.as_millis() as u64,
                                 "swept flow tables"
@@ -610,7 +577,8 @@ impl Drop for PeriodicSweeper {
 mod tests {
     use super::*;
 
-    const S: u64 = NSEC_PER_SEC;
+    /// One second in jiffies, with the tick rate cfg() sets.
+    const S: u64 = 1000;
     const TCP: u8 = 6;
     const UDP: u8 = 17;
     const ICMP: u8 = 1;
@@ -621,6 +589,7 @@ mod tests {
             tcp_established_timeout_s: 900,
             tcp_closing_timeout_s: 10,
             udp_timeout_s: 300,
+            hz: S as u32,
             ..Default::default()
         }
     }
@@ -629,7 +598,7 @@ mod tests {
     fn ct_expiry_follows_the_data_plane() {
         let c = cfg();
         let now = 10_000 * S;
-        // (proto, state, age in ns (negative: stamped after `now`), expired)
+        // (proto, state, age in jiffies (negative: stamped after `now`), expired)
         let cases: &[(u8, u8, i64, bool)] = &[
             // TCP by state, just within and just past each timeout.
             (TCP, abi::CT_OPEN, 60 * S as i64, false),
@@ -671,11 +640,11 @@ mod tests {
         let mut c = cfg();
         c.tcp_closing_timeout_s = 0;
         c.udp_timeout_s = u32::MAX;
-        // A zero timeout: expired one nanosecond later.
+        // A zero timeout: expired one tick later.
         assert!(!ct_expired(&c, TCP, abi::CT_CLOSING, 5, 5));
         assert!(ct_expired(&c, TCP, abi::CT_CLOSING, 5, 6));
         // The largest timeout does not overflow.
-        assert_eq!(ct_timeout_ns(&c, UDP, 0), u64::from(u32::MAX) * S);
+        assert_eq!(ct_timeout(&c, UDP, 0), u64::from(u32::MAX) * S);
         assert!(!ct_expired(&c, UDP, 0, 0, u64::from(u32::MAX) * S));
         assert!(ct_expired(&c, UDP, 0, 0, u64::from(u32::MAX) * S + 1));
         // Near the clock's end, no wrap-around either.
@@ -694,8 +663,8 @@ mod tests {
             (svc(300), now - 300 * S - 1, true),
             (svc(1), now - 2 * S, true),
             (svc(1), now, false),
-            // Stamped after our clock reading: kept (the data plane's
-            // wrapping subtraction would call it expired).
+            // Stamped after our clock reading (by a CPU a tick ahead): kept,
+            // as select.h keeps it.
             (svc(1), now + 5 * S, false),
             // Timeout 0 or no service: the data plane never reads it;
             // deleted once older than the services snapshot.
@@ -707,14 +676,14 @@ mod tests {
         ];
         for &(owner, last_seen, want) in cases {
             assert_eq!(
-                persist_expired(owner, last_seen, now),
+                persist_expired(owner, S as u32, last_seen, now),
                 want,
                 "{owner:?} last_seen {last_seen}"
             );
         }
         assert_eq!(
             PersistOwner::of(Some(0), 7),
-            PersistOwner::Unused { snapshot_ns: 7 }
+            PersistOwner::Unused { snapshot: 7 }
         );
     }
 
@@ -723,9 +692,10 @@ mod tests {
     const BACKEND: u32 = 0x0b64_33c6; // 198.51.100.11
     const SNAT: u32 = 0x0364_33c6; // 198.51.100.3
 
-    /// A FullNAT flow: client:40000 -> VIP:80 via SNAT:20000 to backend:8080.
-    fn fullnat(proto: u8) -> (FlowKey, CtValue, FlowKey, RevValue) {
-        let ck = FlowKey {
+    /// A FullNAT flow, client:40000 -> VIP:80 via SNAT:20000 to
+    /// backend:8080: (forward key, forward entry, reply key, reply entry).
+    fn fullnat(proto: u8) -> (FlowKey, CtValue, FlowKey, CtValue) {
+        let fk = FlowKey {
             saddr: CLIENT,
             daddr: VIP,
             sport: 40000u16.to_be(),
@@ -733,90 +703,84 @@ mod tests {
             proto,
             pad: [0; 3],
         };
-        let ct = CtValue {
-            last_seen_ns: 0,
+        let fwd = CtValue {
+            last_seen: 0,
+            to_saddr: SNAT,
+            to_daddr: BACKEND,
+            to_sport: 20000u16.to_be(),
+            to_dport: 8080u16.to_be(),
             backend_id: 3,
             backend_gen: 9,
             svc_id: 1,
-            snat_addr: SNAT,
-            snat_port: 20000u16.to_be(),
-            state: abi::CT_ESTABLISHED,
-            mode: abi::MODE_FULLNAT,
-        };
-        let rk = FlowKey {
-            saddr: BACKEND,
-            daddr: SNAT,
-            sport: 8080u16.to_be(),
-            dport: 20000u16.to_be(),
-            proto,
-            pad: [0; 3],
-        };
-        let rv = RevValue {
-            last_seen_ns: 0,
-            client_addr: CLIENT,
-            vip: VIP,
-            client_port: ck.sport,
-            vport: ck.dport,
-            svc_id: 1,
-            backend_id: 3,
+            dir: abi::CT_FORWARD,
             state: abi::CT_ESTABLISHED,
             mode: abi::MODE_FULLNAT,
             ..Default::default()
         };
-        (ck, ct, rk, rv)
+        let rk = fwd.other_key(proto);
+        let reply = CtValue {
+            to_saddr: VIP,
+            to_daddr: CLIENT,
+            to_sport: fk.dport,
+            to_dport: fk.sport,
+            dir: abi::CT_REPLY,
+            ..fwd
+        };
+        (fk, fwd, rk, reply)
     }
 
     /// The same flow in NAT mode: the reply comes from the backend straight
     /// to the client's address and port.
-    fn nat(proto: u8) -> (FlowKey, CtValue, FlowKey, RevValue) {
-        let (ck, mut ct, mut rk, mut rv) = fullnat(proto);
-        ct.mode = abi::MODE_NAT;
-        ct.snat_addr = 0;
-        ct.snat_port = 0;
-        rv.mode = abi::MODE_NAT;
-        rk.daddr = CLIENT;
-        rk.dport = ck.sport;
-        (ck, ct, rk, rv)
+    fn nat(proto: u8) -> (FlowKey, CtValue, FlowKey, CtValue) {
+        let (fk, mut fwd, _, mut reply) = fullnat(proto);
+        fwd.mode = abi::MODE_NAT;
+        fwd.to_saddr = CLIENT;
+        fwd.to_sport = fk.sport;
+        reply.mode = abi::MODE_NAT;
+        (fk, fwd, fwd.other_key(proto), reply)
     }
 
     #[test]
-    fn reverse_key_leads_to_its_flow() {
-        for (ck, ct, rk, rv) in [fullnat(TCP), nat(UDP)] {
-            assert_eq!(ct_key_of_reverse(&rk, &rv), ck);
-            assert!(reverse_belongs_to(&rk, &rv, &ct));
+    fn a_reply_entry_leads_to_its_forward_entry() {
+        for (fk, fwd, rk, reply) in [fullnat(TCP), nat(UDP)] {
+            assert_eq!(reply.other_key(rk.proto), fk);
+            assert_eq!(fwd.other_key(fk.proto), rk);
+            assert!(reply_belongs_to(&rk, &reply, &fwd));
         }
-        let (_, ct, rk, rv) = fullnat(TCP);
-        // Another flow now holds that conntrack key, or this one moved.
+        assert_eq!(nat(TCP).2.daddr, CLIENT, "a NAT reply goes to the client");
+        let (_, fwd, rk, reply) = fullnat(TCP);
+        // Another flow now holds that forward key, or this one moved.
         type Change = (&'static str, fn(&mut CtValue));
         let other: &[Change] = &[
-            ("another SNAT port", |c| c.snat_port = 20001u16.to_be()),
-            ("another SNAT address", |c| c.snat_addr = 0x0464_33c6),
+            ("another SNAT port", |c| c.to_sport = 20001u16.to_be()),
+            ("another SNAT address", |c| c.to_saddr = 0x0464_33c6),
             ("another backend", |c| c.backend_id = 4),
             ("another service", |c| c.svc_id = 2),
             ("another mode", |c| c.mode = abi::MODE_NAT),
             ("DR", |c| c.mode = abi::MODE_DR),
+            ("a reply entry", |c| c.dir = abi::CT_REPLY),
         ];
         for (what, f) in other {
-            let mut c = ct;
+            let mut c = fwd;
             f(&mut c);
-            assert!(!reverse_belongs_to(&rk, &rv, &c), "{what}");
+            assert!(!reply_belongs_to(&rk, &reply, &c), "{what}");
         }
-        let (_, ct, mut rk, rv) = nat(TCP);
+        let (_, fwd, mut rk, reply) = nat(TCP);
         rk.dport = 1u16.to_be();
         assert!(
-            !reverse_belongs_to(&rk, &rv, &ct),
+            !reply_belongs_to(&rk, &reply, &fwd),
             "NAT reply to another port"
         );
     }
 
     #[test]
-    fn reverse_verdicts() {
+    fn ct_verdicts() {
         let c = cfg();
         let now = 10_000 * S;
         let fresh = now - S;
         let old = now - 1000 * S; // past every timeout in cfg()
         let closing_old = now - 11 * S; // past the closing timeout only
-        // (mode, rev stamp, rev state, flow: None or (stamp, state), verdict)
+        // (mode, reply stamp, reply state, forward: None or (stamp, state), verdict)
         type Case = (u8, u64, u8, Option<(u64, u8)>, Verdict);
         let cases: &[Case] = &[
             (
@@ -896,34 +860,40 @@ mod tests {
                 Verdict::Live,
             ),
         ];
-        for &(mode, stamp, state, flow, want) in cases {
-            let (_, mut ct, rk, mut rv) = if mode == abi::MODE_NAT {
+        for &(mode, stamp, state, forward, want) in cases {
+            let (_, mut fwd, rk, mut reply) = if mode == abi::MODE_NAT {
                 nat(TCP)
             } else {
                 fullnat(TCP)
             };
-            rv.last_seen_ns = stamp;
-            rv.state = state;
-            let flow = flow.map(|(s, st)| {
-                ct.last_seen_ns = s;
-                ct.state = st;
-                ct
+            reply.last_seen = stamp;
+            reply.state = state;
+            let forward = forward.map(|(s, st)| {
+                fwd.last_seen = s;
+                fwd.state = st;
+                fwd
             });
             assert_eq!(
-                reverse_verdict(&c, &rk, &rv, flow.as_ref(), now),
+                ct_verdict(&c, &rk, &reply, forward.as_ref(), now),
                 want,
-                "mode {mode} rev ({stamp}, {state}) flow {flow:?}"
+                "mode {mode} reply ({stamp}, {state}) forward {forward:?}"
             );
         }
-        // A live conntrack entry of another flow on that key does not hold it.
-        let (_, mut ct, rk, mut rv) = fullnat(UDP);
-        rv.last_seen_ns = old;
-        ct.last_seen_ns = fresh;
-        ct.snat_port = 20001u16.to_be();
+        // A live forward entry of another flow on that key does not hold it.
+        let (_, mut fwd, rk, mut reply) = fullnat(UDP);
+        reply.last_seen = old;
+        fwd.last_seen = fresh;
+        fwd.to_sport = 20001u16.to_be();
         assert_eq!(
-            reverse_verdict(&c, &rk, &rv, Some(&ct), now),
+            ct_verdict(&c, &rk, &reply, Some(&fwd), now),
             Verdict::Expired
         );
+        // A forward entry goes by its own stamp alone.
+        let (fk, mut fwd, _, _) = fullnat(TCP);
+        fwd.last_seen = old;
+        assert_eq!(ct_verdict(&c, &fk, &fwd, Some(&fwd), now), Verdict::Expired);
+        fwd.last_seen = fresh;
+        assert_eq!(ct_verdict(&c, &fk, &fwd, None, now), Verdict::Live);
     }
 
     #[test]
@@ -943,14 +913,6 @@ mod tests {
         for bad in [0.0, -1.0, f64::NAN, 7.0] {
             assert_eq!(Pacer::new(bad).max_cpu, 1.0, "{bad}");
         }
-    }
-
-    #[test]
-    fn coarse_clock_reads_forward() {
-        let a = coarse_now_ns();
-        let b = coarse_now_ns();
-        assert!(b >= a);
-        assert!(a > 0);
     }
 
     /// A pin directory of the test's own, removed on drop.
@@ -987,10 +949,13 @@ mod tests {
             netns: None,
         };
         let mut d = Director::open(&opts, &NodeSettings::default(), 251).expect("open");
-        let now = coarse_now_ns();
+        let clock = d.dp.clock().expect("clock");
+        let cfg = d.dp.maps.read_config().expect("config");
+        let s = u64::from(cfg.hz);
+        let now = clock.now().expect("now");
         // Closed 100 s ago: expired (closing timeout 10 s).
         let stale = CtValue {
-            last_seen_ns: now - 100 * S,
+            last_seen: now - 100 * s,
             state: abi::CT_CLOSING,
             backend_id: 1,
             ..Default::default()
@@ -1019,21 +984,16 @@ mod tests {
         let mut out = TableSweep::default();
         let complete = sweep_table::<FlowKey, CtValue>(
             &mut d.dp.maps,
+            &clock,
             "conntrack",
             &SweepOptions::unpaced(),
             &mut Pacer::new(1.0),
             &mut out,
             |_, key, v, now| {
-                assert!(ct_expired(
-                    &NodeSettings::default().to_config().unwrap(),
-                    TCP,
-                    v.state,
-                    v.last_seen_ns,
-                    now
-                ));
+                assert!(ct_expired(&cfg, TCP, v.state, v.last_seen, now));
                 if *key == refreshed {
                     let fresh = CtValue {
-                        last_seen_ns: now,
+                        last_seen: now,
                         ..stale
                     };
                     dp.insert(key, fresh, 0).unwrap();
@@ -1065,7 +1025,7 @@ mod tests {
             "unchanged expired entry deleted"
         );
         assert!(
-            m.get(&refreshed, 0).unwrap().last_seen_ns >= now,
+            m.get(&refreshed, 0).unwrap().last_seen >= now,
             "refreshed entry kept"
         );
         assert!(m.get(&gone, 0).is_err());
