@@ -125,6 +125,7 @@ struct ct_value {
 	__u8 flags;           /* the service's flags when the flow began (TOA) */
 	__u16 mss_max;        /* MSS clamp for SYN-ACKs when TOA is on (host order) */
 	__u16 pad;
+	__u32 pad2;           /* explicit: no padding bytes of unknown content */
 };
 
 struct persist_key {

@@ -71,20 +71,23 @@ static __always_inline int ct_create(const struct dp_config *cfg, const struct s
 		.mss_max = svc->mss_max,
 	};
 
-	ct->last_seen = now;
-	ct->to_saddr = p->saddr;
-	ct->to_daddr = b->addr;
-	ct->to_sport = p->sport;
-	ct->to_dport = svc->mode == BALLAST_MODE_DR ? p->dport : b->port;
-	ct->backend_id = backend_id;
-	ct->backend_gen = b->gen;
-	ct->svc_id = svc->id;
-	ct->dir = BALLAST_CT_FORWARD;
-	ct->state = state;
-	ct->mode = svc->mode;
-	ct->flags = svc->flags;
-	ct->mss_max = svc->mss_max;
-	ct->pad = 0;
+	/* A compound literal: every byte set, pads included, so that the entry
+	 * reads back the same everywhere (the sweeper compares whole values). */
+	*ct = (struct ct_value){
+		.last_seen = now,
+		.to_saddr = p->saddr,
+		.to_daddr = b->addr,
+		.to_sport = p->sport,
+		.to_dport = svc->mode == BALLAST_MODE_DR ? p->dport : b->port,
+		.backend_id = backend_id,
+		.backend_gen = b->gen,
+		.svc_id = svc->id,
+		.dir = BALLAST_CT_FORWARD,
+		.state = state,
+		.mode = svc->mode,
+		.flags = svc->flags,
+		.mss_max = svc->mss_max,
+	};
 
 	struct flow_key rk;
 	if (svc->mode == BALLAST_MODE_FULLNAT) {

@@ -136,6 +136,7 @@ pub struct CtValue {
     pub flags: u8,
     pub mss_max: u16,
     pub pad: u16,
+    pub pad2: u32,
 }
 
 impl CtValue {
