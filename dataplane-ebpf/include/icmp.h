@@ -8,7 +8,6 @@
 #ifndef BALLAST_ICMP_H
 #define BALLAST_ICMP_H
 
-#include "config.h"
 #include "conntrack.h"
 #include "counters.h"
 #include "csum.h"
@@ -79,7 +78,9 @@ static __always_inline int icmp_rewrite(struct xdp_md *ctx, struct packet *p,
 	return 0;
 }
 
-static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *p)
+/* `cfg` and `now`: the director's own reads. */
+static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *p,
+				       const struct dp_config *cfg, __u64 now)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -107,41 +108,29 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *p)
 		.proto = in->protocol,
 	};
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
-	struct dp_config *cfg = get_config();
-	if (!ct || !cfg)
+	if (!ct)
 		return XDP_PASS;
-	struct icmp_rewrite rw = {};
-	__u64 now = dp_now();
 
-	if (ct->dir == BALLAST_CT_REPLY) {
-		/* From the backend side, about a packet we translated towards it.
-		 * The client must not learn backend addresses: the error comes
-		 * from the VIP, as IPVS does. The quoted packet becomes the
-		 * client's own (the reply entry's target, mirrored). */
-		rw.outer_saddr = ct->to_saddr;
-		rw.outer_daddr = ct->to_daddr;
-		rw.inner.saddr = ct->to_daddr;
-		rw.inner.sport = ct->to_dport;
-		rw.inner.daddr = ct->to_saddr;
-		rw.inner.dport = ct->to_sport;
-		if (icmp_rewrite(ctx, p, &rw))
-			return drop(BALLAST_DROP_MALFORMED);
-		count_reason(BALLAST_ICMP_TRANSLATED);
-		return fib_forward(ctx, p, cfg, p->daddr, 1, now, 0);
-	}
-
-	/* From the client side, about a reply we sent from the VIP: it goes to
-	 * the backend, quoting the reply as the backend sent it. */
-	if (ct->mode == BALLAST_MODE_DR) {
+	/* From the client side about a DR reply: the backend sent it, so the
+	 * error goes to the backend as it is. */
+	if (ct->dir == BALLAST_CT_FORWARD && ct->mode == BALLAST_MODE_DR) {
 		count_reason(BALLAST_ICMP_TRANSLATED);
 		return fib_forward(ctx, p, cfg, ct->to_daddr, 0, now, 0);
 	}
-	rw.outer_saddr = ct->mode == BALLAST_MODE_FULLNAT ? ct->to_saddr : p->saddr;
-	rw.outer_daddr = ct->to_daddr;
-	rw.inner.saddr = ct->to_daddr;
-	rw.inner.sport = ct->to_dport;
-	rw.inner.daddr = ct->to_saddr;
-	rw.inner.dport = ct->to_sport;
+	/* Otherwise the error travels the way the entry's own packets do, to
+	 * `to_daddr`, and the quoted packet (one we sent the other way) becomes
+	 * the one the far side sent: `to_*` mirrored. From the backend side
+	 * (a reply entry) the error comes from the VIP, so the client never
+	 * learns backend addresses, as IPVS does; from the client side it
+	 * comes from the SNAT address (FullNAT) or keeps its source (NAT). */
+	struct icmp_rewrite rw = {
+		.outer_saddr = ct->dir == BALLAST_CT_REPLY || ct->mode == BALLAST_MODE_FULLNAT
+				       ? ct->to_saddr
+				       : p->saddr,
+		.outer_daddr = ct->to_daddr,
+		.inner = { .saddr = ct->to_daddr, .daddr = ct->to_saddr,
+			   .sport = ct->to_dport, .dport = ct->to_sport },
+	};
 	if (icmp_rewrite(ctx, p, &rw))
 		return drop(BALLAST_DROP_MALFORMED);
 	count_reason(BALLAST_ICMP_TRANSLATED);

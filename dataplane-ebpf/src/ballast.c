@@ -146,10 +146,10 @@ static __always_inline int ct_forward(struct xdp_md *ctx, struct packet *p,
 	__u32 backend_id = ct->backend_id;
 	__u8 flags = ct->flags;
 	__u16 mss_max = ct->mss_max;
+	struct tuple to = { .saddr = ct->to_saddr, .daddr = ct->to_daddr,
+			    .sport = ct->to_sport, .dport = ct->to_dport };
 	if (ct->dir == BALLAST_CT_REPLY) {
 		count_reply(ct->svc_id, backend_id, p->len);
-		struct tuple to = { .saddr = ct->to_saddr, .daddr = ct->to_daddr,
-				    .sport = ct->to_sport, .dport = ct->to_dport };
 		if (rewrite_tuple(ctx, p, &to))
 			return drop(BALLAST_DROP_MALFORMED);
 		if (p->proto == IPPROTO_TCP && (flags & BALLAST_SVC_TOA) &&
@@ -166,8 +166,6 @@ static __always_inline int ct_forward(struct xdp_md *ctx, struct packet *p,
 	__be32 client_addr = p->saddr;
 	__be16 client_port = p->sport;
 	int toa = is_new_syn(p) && ct->mode == BALLAST_MODE_FULLNAT && (flags & BALLAST_SVC_TOA);
-	struct tuple to = { .saddr = ct->to_saddr, .daddr = ct->to_daddr,
-			    .sport = ct->to_sport, .dport = ct->to_dport };
 	if (rewrite_tuple(ctx, p, &to))
 		return drop(BALLAST_DROP_MALFORMED);
 	if (toa) {
@@ -231,13 +229,12 @@ static __always_inline int director(struct xdp_md *ctx)
 	}
 	if (l4 != L4_OK)
 		return XDP_PASS;
-	if (p.proto == IPPROTO_ICMP)
-		return handle_icmp(ctx, &p);
-
 	struct dp_config *cfg = get_config();
 	if (!cfg || !cfg->hz)
 		return XDP_PASS; /* not configured yet */
 	__u64 now = dp_now();
+	if (p.proto == IPPROTO_ICMP)
+		return handle_icmp(ctx, &p, cfg, now);
 
 	/* The flow first: an established packet or a reply then costs one
 	 * hash lookup; anything else pays a miss here and the service lookup. */
@@ -384,27 +381,30 @@ int bench_director_new_flow(struct xdp_md *ctx)
 
 /* What bounds the director: one conntrack lookup of the packet's flow
  * (parsed as the floor parses), and one conntrack insert of a new flow. */
-SEC("xdp")
-int bench_ct_lookup(struct xdp_md *ctx)
+static __always_inline int bench_flow_key(struct xdp_md *ctx, struct flow_key *k)
 {
 	struct packet p = {};
 	if (parse_l2(ctx, &p) != L3_IPV4 || parse_ipv4(ctx, &p) != L4_OK)
-		return XDP_ABORTED;
+		return -1;
+	flow_key_of(&p, k);
+	return 0;
+}
+
+SEC("xdp")
+int bench_ct_lookup(struct xdp_md *ctx)
+{
 	struct flow_key k;
-	flow_key_of(&p, &k);
+	if (bench_flow_key(ctx, &k))
+		return XDP_ABORTED;
 	return bpf_map_lookup_elem(&conntrack, &k) ? XDP_PASS : XDP_DROP;
 }
 
 SEC("xdp")
 int bench_ct_insert(struct xdp_md *ctx)
 {
-	if (bench_restore(ctx, 1))
-		return XDP_ABORTED;
-	struct packet p = {};
-	if (parse_l2(ctx, &p) != L3_IPV4 || parse_ipv4(ctx, &p) != L4_OK)
-		return XDP_ABORTED;
 	struct flow_key k;
-	flow_key_of(&p, &k);
+	if (bench_restore(ctx, 1) || bench_flow_key(ctx, &k))
+		return XDP_ABORTED;
 	struct ct_value v = { .last_seen = dp_now() };
 	return bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY) ? XDP_DROP : XDP_PASS;
 }

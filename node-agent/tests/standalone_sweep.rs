@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap, Map, MapData};
 use ballast_agent::abi::{self, CtValue, FlowKey};
 use ballast_agent::dataplane::clock::DataplaneClock;
+use ballast_agent::dataplane::maps::Maps;
 use ballast_agent::testbed::{self, Testbed, TestbedSpec, netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
@@ -173,11 +174,7 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
     // The data plane's clock and tick rate, as the agent configured them.
     let clock = DataplaneClock::open_pinned(&pin_dir).unwrap();
     let now = clock.now().unwrap();
-    let cfg = {
-        let m = Map::from_map_data(MapData::from_pin(pin_dir.join("config")).unwrap()).unwrap();
-        let a: aya::maps::Array<_, abi::DpConfig> = aya::maps::Array::try_from(m).unwrap();
-        a.get(&0, 0).unwrap()
-    };
+    let cfg = Maps::open_pinned(&pin_dir).unwrap().read_config().unwrap();
     let s = u64::from(cfg.hz);
     assert!(s > 0, "hz configured");
     let closed = CtValue {

@@ -115,14 +115,24 @@ pub enum Verdict {
     Expired,
 }
 
-/// A conntrack entry's fate. For a reply entry, `forward` is the entry at
-/// its `other_key`, if there is one (ignored for forward entries).
+/// What reading a reply entry's forward entry gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardEntry {
+    Found(CtValue),
+    Absent,
+    /// The read failed: the reply entry is kept, the next sweep decides.
+    Unreadable,
+}
+
+/// A conntrack entry's fate. `read_forward` is asked for the entry at a
+/// reply entry's `other_key` only when that is needed: the reply entry
+/// has expired by its own stamp.
 pub fn ct_verdict(
     cfg: &DpConfig,
     k: &FlowKey,
     v: &CtValue,
-    forward: Option<&CtValue>,
     now: u64,
+    read_forward: impl FnOnce(&FlowKey) -> ForwardEntry,
 ) -> Verdict {
     if !ct_expired(cfg, k.proto, v.state, v.last_seen, now) {
         return Verdict::Live;
@@ -130,13 +140,14 @@ pub fn ct_verdict(
     if v.dir != abi::CT_REPLY {
         return Verdict::Expired;
     }
-    match forward {
-        Some(f)
-            if reply_belongs_to(k, v, f)
+    match read_forward(&v.other_key(k.proto)) {
+        ForwardEntry::Found(f)
+            if reply_belongs_to(k, v, &f)
                 && !ct_expired(cfg, k.proto, f.state, f.last_seen, now) =>
         {
             Verdict::Held
         }
+        ForwardEntry::Unreadable => Verdict::Held,
         _ => Verdict::Expired,
     }
 }
@@ -388,21 +399,18 @@ pub fn sweep(
         &mut pacer,
         &mut report.conntrack,
         |maps, k, v, now| {
-            if v.dir != abi::CT_REPLY || !ct_expired(&cfg, k.proto, v.state, v.last_seen, now) {
-                return ct_verdict(&cfg, k, v, None, now);
-            }
-            // When the forward entry cannot be read, keep the reply entry:
-            // the next sweep decides.
-            let Ok(ct) = HashMap::<&MapData, FlowKey, CtValue>::try_from(maps.get_ref("conntrack"))
-            else {
-                return Verdict::Held;
-            };
-            let forward = match ct.get(&v.other_key(k.proto), 0) {
-                Ok(c) => Some(c),
-                Err(MapError::KeyNotFound) => None,
-                Err(_) => return Verdict::Held,
-            };
-            ct_verdict(&cfg, k, v, forward.as_ref(), now)
+            ct_verdict(&cfg, k, v, now, |fk| {
+                let Ok(ct) =
+                    HashMap::<&MapData, FlowKey, CtValue>::try_from(maps.get_ref("conntrack"))
+                else {
+                    return ForwardEntry::Unreadable;
+                };
+                match ct.get(fk, 0) {
+                    Ok(c) => ForwardEntry::Found(c),
+                    Err(MapError::KeyNotFound) => ForwardEntry::Absent,
+                    Err(_) => ForwardEntry::Unreadable,
+                }
+            })
         },
     )? && {
         // Read before the snapshot: an entry of a service published after
@@ -873,8 +881,12 @@ mod tests {
                 fwd.state = st;
                 fwd
             });
+            let read = |fk: &FlowKey| {
+                assert_eq!(*fk, reply.other_key(TCP), "asked for the forward key");
+                forward.map_or(ForwardEntry::Absent, ForwardEntry::Found)
+            };
             assert_eq!(
-                ct_verdict(&c, &rk, &reply, forward.as_ref(), now),
+                ct_verdict(&c, &rk, &reply, now, read),
                 want,
                 "mode {mode} reply ({stamp}, {state}) forward {forward:?}"
             );
@@ -885,15 +897,25 @@ mod tests {
         fwd.last_seen = fresh;
         fwd.to_sport = 20001u16.to_be();
         assert_eq!(
-            ct_verdict(&c, &rk, &reply, Some(&fwd), now),
+            ct_verdict(&c, &rk, &reply, now, |_| ForwardEntry::Found(fwd)),
             Verdict::Expired
         );
-        // A forward entry goes by its own stamp alone.
+        // An unreadable forward entry keeps the reply entry until next time.
+        assert_eq!(
+            ct_verdict(&c, &rk, &reply, now, |_| ForwardEntry::Unreadable),
+            Verdict::Held
+        );
+        // A forward entry goes by its own stamp alone; nothing else is read.
         let (fk, mut fwd, _, _) = fullnat(TCP);
+        let never = |_: &FlowKey| -> ForwardEntry { panic!("no other entry is read") };
         fwd.last_seen = old;
-        assert_eq!(ct_verdict(&c, &fk, &fwd, Some(&fwd), now), Verdict::Expired);
+        assert_eq!(ct_verdict(&c, &fk, &fwd, now, never), Verdict::Expired);
         fwd.last_seen = fresh;
-        assert_eq!(ct_verdict(&c, &fk, &fwd, None, now), Verdict::Live);
+        assert_eq!(ct_verdict(&c, &fk, &fwd, now, never), Verdict::Live);
+        // Nor for a live reply entry.
+        let (_, _, rk, mut reply) = fullnat(TCP);
+        reply.last_seen = fresh;
+        assert_eq!(ct_verdict(&c, &rk, &reply, now, never), Verdict::Live);
     }
 
     #[test]
