@@ -93,6 +93,9 @@ pub struct ServiceSpec {
     pub toa: bool,
     /// 0 = no client affinity.
     pub persistence_timeout_s: u32,
+    /// Clients allowed to start a flow (`spec.sourceRanges`, host bits
+    /// cleared); empty admits everyone.
+    pub source_ranges: Vec<IpNet>,
     /// Empty for `serviceRef` objects validated in [`Mode::Controller`]; the
     /// controller fills them from the Service's endpoints.
     pub backends: Vec<BackendSpec>,
@@ -291,6 +294,7 @@ pub fn validate_with(vs: &VirtualServer, mode: Mode) -> Result<Vec<ServiceSpec>,
                 forwarding: checked.forwarding,
                 toa: checked.toa && p.protocol == Protocol::Tcp,
                 persistence_timeout_s: checked.persistence_timeout_s,
+                source_ranges: checked.source_ranges.clone(),
                 backends: backends.clone(),
             });
         }
@@ -850,6 +854,7 @@ spec:
                 forwarding: Forwarding::FullNat,
                 toa: true,
                 persistence_timeout_s: 0,
+                source_ranges: vec![],
                 backends: vec![BackendSpec {
                     address: Ipv4Addr::new(198, 51, 100, 11),
                     weight: 1,
@@ -1309,6 +1314,7 @@ spec:
             forwarding: Forwarding::FullNat,
             toa: false,
             persistence_timeout_s: 0,
+            source_ranges: vec![],
             backends: vec![],
         }
     }

@@ -58,6 +58,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ring SEC(".maps");
 
+/* Who may start a flow to a service with BALLAST_SVC_SOURCE_RANGES: one
+ * trie for every service (struct src_range_key). Looked up only for those
+ * services and only for a new flow, so established packets and services
+ * without ranges never pay for it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, BALLAST_MAX_SRC_RANGES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct src_range_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} src_ranges SEC(".maps");
+
 /* Both directions of every flow, keyed by the 5-tuple as it arrives
  * (struct ct_value says how). One table rather than one per direction:
  * the director looks a packet up here first, so an established packet or a

@@ -17,6 +17,9 @@
 /* Flow-table entries: a FullNAT or NAT flow takes two (one per direction). */
 #define BALLAST_CT_ENTRIES 2097152
 #define BALLAST_PERSIST_ENTRIES 262144
+/* Source-range prefixes over all services (64 per service for 4096 of
+ * them); the trie allocates per entry, so the bound costs nothing unused. */
+#define BALLAST_MAX_SRC_RANGES 262144
 /* Default ring storage: 64 services at the default Maglev size 65537.
  * The agent resizes the map at load time (--ring-slots). */
 #define BALLAST_RING_SLOTS_DEFAULT 4194368
@@ -28,6 +31,8 @@
 
 /* svc_value.flags */
 #define BALLAST_SVC_TOA (1 << 0)
+/* Only clients inside one of the service's `src_ranges` may start a flow. */
+#define BALLAST_SVC_SOURCE_RANGES (1 << 1)
 
 /* backend_value.flags */
 #define BALLAST_BACKEND_LIVE (1 << 0)    /* still configured: its flows keep going */
@@ -64,7 +69,10 @@ enum ballast_reason {
 	BALLAST_ICMP_TRANSLATED = 14,
 	BALLAST_TOA_INSERTED = 15,
 	BALLAST_DROP_NO_NEIGH = 16,      /* DR: next hop unresolved (the agent keeps backends' neighbours managed) */
-	BALLAST_REASON_MAX = 17,
+	BALLAST_DROP_SOURCE_DENIED = 17, /* client outside every source range of the service */
+	BALLAST_REJECTED = 18,           /* no usable backend: answered with TCP RST / ICMP port unreachable */
+	BALLAST_ECHO_REPLIED = 19,       /* ICMP echo request to a VIP answered */
+	BALLAST_REASON_MAX = 20,
 };
 
 struct svc_key {
@@ -91,6 +99,16 @@ struct backend_value {
 	__u8 pad;
 	__u32 gen;            /* bumped when the slot is reused: stale flows notice */
 	__u32 svc_id;
+};
+
+/* Key of the `src_ranges` LPM trie: (service, client prefix). The service
+ * id is always matched whole, so prefixlen = 32 + 128 for a lookup and
+ * 32 + 96 + n for an IPv4 /n range: IPv4 addresses are stored IPv4-mapped
+ * (::ffff:a.b.c.d), so IPv6 prefixes share the map later unchanged. */
+struct src_range_key {
+	__u32 prefixlen;
+	__u32 svc_id;         /* host order (matched whole, so any fixed order works) */
+	__u8 addr[16];
 };
 
 /* A packet's 5-tuple as it arrives. */

@@ -16,6 +16,8 @@
 #include "arp.h"
 #include "fib.h"
 #include "icmp.h"
+#include "access.h"
+#include "reply.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -181,21 +183,24 @@ static __always_inline int ct_forward(struct xdp_md *ctx, struct packet *p,
 /* A packet to a service with no usable flow: pick a backend and start one.
  * A TCP packet other than SYN is re-hashed too (as Katran does): the flow
  * then survives a director change or a conntrack eviction whenever the
- * choice is deterministic. */
+ * choice is deterministic. A client outside the service's source ranges is
+ * dropped; a service with no usable backend refuses the client (reply.h). */
 static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 				    const struct dp_config *cfg, const struct svc_value *svc,
 				    const struct flow_key *fk, __u64 now)
 {
+	/* Checked before any state is made for a packet that cannot go on. */
+	if ((svc->flags & BALLAST_SVC_SOURCE_RANGES) && !source_admitted(svc->id, p->saddr))
+		return drop(BALLAST_DROP_SOURCE_DENIED);
 	struct iphdr *ip = ip_header(ctx, p);
 	if (!ip)
 		return drop(BALLAST_DROP_MALFORMED);
-	/* Checked before any state is made for a packet that cannot go on. */
 	if (svc->mode != BALLAST_MODE_DR && ip->ttl <= 1)
 		return drop(BALLAST_DROP_TTL);
 	__u32 backend_id;
 	struct backend_value *b;
 	if (select_backend(cfg, svc, p, now, &backend_id, &b))
-		return drop(BALLAST_DROP_NO_BACKEND);
+		return reject(ctx, p);
 	struct ct_value ct;
 	int reason = ct_create(cfg, svc, p, fk, backend_id, b, now, &ct);
 	if (reason)
@@ -233,8 +238,11 @@ static __always_inline int director(struct xdp_md *ctx)
 	if (!cfg || !cfg->hz)
 		return XDP_PASS; /* not configured yet */
 	__u64 now = dp_now();
-	if (p.proto == IPPROTO_ICMP)
+	if (p.proto == IPPROTO_ICMP) {
+		if (is_echo_request(ctx, &p) && is_vip(p.daddr))
+			return echo_reply(ctx, &p);
 		return handle_icmp(ctx, &p, cfg, now);
+	}
 
 	/* The flow first: an established packet or a reply then costs one
 	 * hash lookup; anything else pays a miss here and the service lookup. */

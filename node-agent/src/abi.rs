@@ -19,6 +19,8 @@ pub const MODE_FULLNAT: u8 = 0;
 pub const MODE_DR: u8 = 1;
 pub const MODE_NAT: u8 = 2;
 pub const SVC_TOA: u8 = 1;
+pub const SVC_SOURCE_RANGES: u8 = 2;
+pub const MAX_SRC_RANGES: u32 = 262_144;
 pub const BACKEND_LIVE: u8 = 1;
 pub const BACKEND_ACCEPTS: u8 = 2;
 pub const VIP_ANNOUNCE: u32 = 1;
@@ -30,7 +32,7 @@ pub const CT_FORWARD: u8 = 0;
 pub const CT_REPLY: u8 = 1;
 
 /// Indexes of the `reasons` counters; names as shown by `stats` and metrics.
-pub const REASONS: [(&str, bool); 17] = [
+pub const REASONS: [(&str, bool); 20] = [
     ("malformed", true),
     ("no_backend", true),
     ("conntrack_full", true),
@@ -48,6 +50,9 @@ pub const REASONS: [(&str, bool); 17] = [
     ("icmp_translated", false),
     ("toa_inserted", false),
     ("no_neighbour", true),
+    ("source_denied", true),
+    ("rejected", false),
+    ("echo_replied", false),
 ];
 pub const REASON_MALFORMED: u32 = 0;
 pub const REASON_NO_BACKEND: u32 = 1;
@@ -59,6 +64,9 @@ pub const REASON_TX: u32 = 11;
 pub const REASON_ARP_REPLIED: u32 = 13;
 pub const REASON_ICMP_TRANSLATED: u32 = 14;
 pub const REASON_TOA_INSERTED: u32 = 15;
+pub const REASON_SOURCE_DENIED: u32 = 17;
+pub const REASON_REJECTED: u32 = 18;
+pub const REASON_ECHO_REPLIED: u32 = 19;
 
 /// Converts an address to the `__be32` the program compares against.
 pub fn be_addr(a: Ipv4Addr) -> u32 {
@@ -104,6 +112,20 @@ pub struct BackendValue {
     pub gen_: u32,
     pub svc_id: u32,
 }
+
+/// The data of a `src_ranges` LPM trie key (shared.h `struct
+/// src_range_key` after its `prefixlen`, which aya's `lpm_trie::Key` holds):
+/// the service id, then the client prefix as an IPv6 address, IPv4 mapped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcRangeData {
+    pub svc_id: u32,
+    pub addr: [u8; 16],
+}
+
+/// Bits of the `src_ranges` key before the address: the service id, which
+/// is always matched whole.
+pub const SRC_RANGE_SVC_BITS: u32 = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -211,6 +233,7 @@ unsafe impl aya::Pod for SvcKey {}
 unsafe impl aya::Pod for SvcValue {}
 unsafe impl aya::Pod for BackendValue {}
 unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for SrcRangeData {}
 unsafe impl aya::Pod for CtValue {}
 unsafe impl aya::Pod for PersistKey {}
 unsafe impl aya::Pod for PersistValue {}
@@ -253,6 +276,22 @@ mod tests {
                 [addr, port, flags, gen_, svc_id]
             ),
             s!("flow_key", FlowKey, [saddr, daddr, sport, dport, proto]),
+            // The C key starts with prefixlen; aya's Key<SrcRangeData>
+            // puts it in front of the data, so the data sits at offset 4.
+            vec![
+                (
+                    "sizeof(struct src_range_key)".to_string(),
+                    4 + size_of::<SrcRangeData>(),
+                ),
+                (
+                    "offsetof(struct src_range_key, svc_id)".to_string(),
+                    4 + offset_of!(SrcRangeData, svc_id),
+                ),
+                (
+                    "offsetof(struct src_range_key, addr)".to_string(),
+                    4 + offset_of!(SrcRangeData, addr),
+                ),
+            ],
             s!(
                 "ct_value",
                 CtValue,

@@ -343,18 +343,16 @@ fn no_backend_and_drain() {
             assert_eq!(parse(&out).dst.0, backend(1));
         }
 
-        // All drained: new flows have nowhere to go and are counted.
+        // All drained: new flows have nowhere to go and are refused (RST),
+        // counted; the drained backend's flow still goes on.
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 0), (2, 0)])]);
         let before = l.reasons();
-        assert_eq!(
-            l.run(&tcp_frame((CLIENT, 43000), (VIP, 80), TCP_SYN, &[], b""))
-                .0,
-            XDP_DROP
-        );
-        assert_eq!(
-            reason_delta(&before, &l.reasons(), abi::REASON_NO_BACKEND),
-            1
-        );
+        let (v, out) = l.run(&tcp_frame((CLIENT, 43000), (VIP, 80), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_TX);
+        assert_eq!(parse(&out).dst, (CLIENT, 43000), "answered to the client");
+        assert_eq!(reason_delta(&before, &l.reasons(), abi::REASON_REJECTED), 1);
+        let (_, out) = l.run(&tcp_frame((CLIENT, on2), (VIP, 80), TCP_ACK, &[], b"x"));
+        assert_eq!(parse(&out).dst.0, backend(2));
     });
 }
 
@@ -701,5 +699,246 @@ fn snat_ports_fill_without_clustering() {
                 "SNAT port reused by a live flow"
             );
         }
+    });
+}
+
+/// Entries in the conntrack table (both directions of every flow).
+fn conntrack_entries(l: &PacketLab) -> u64 {
+    let tables = l.director.dp.maps.flow_tables().expect("flow tables");
+    tables
+        .iter()
+        .find(|t| t.table == "conntrack")
+        .expect("conntrack table")
+        .entries
+}
+
+/// The one's-complement sum of `bytes` folded: 0xffff when a checksum over
+/// them (checksum field included) is right.
+fn ones_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// (flags, seq, ack) of a TCP frame without IP options.
+fn tcp_control(frame: &[u8]) -> (u8, u32, u32) {
+    let t = &frame[34..];
+    (
+        t[13],
+        u32::from_be_bytes(t[4..8].try_into().unwrap()),
+        u32::from_be_bytes(t[8..12].try_into().unwrap()),
+    )
+}
+
+fn icmp_echo_frame(dst: Ipv4Addr, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, IF_MAC)
+        .ipv4(CLIENT.octets(), dst.octets(), 64)
+        .icmpv4_echo_request(id, seq);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+fn ranged(ranges: &[&str]) -> ballast_agent::dataplane::DesiredService {
+    let mut s = svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1), (2, 1)]);
+    s.source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
+    s
+}
+
+#[test]
+fn source_ranges_deny_before_any_state_is_spent() {
+    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = lab(ifindex);
+        l.apply(&[ranged(&["192.0.2.128/25", "198.51.100.0/24"])]);
+        let outside = Ipv4Addr::new(192, 0, 2, 9);
+        let inside = Ipv4Addr::new(192, 0, 2, 200);
+
+        let before = l.reasons();
+        let (v, _) = l.run(&tcp_frame((outside, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_DROP, "a client outside every range is dropped");
+        // A non-SYN is re-hashed as a new flow, so it is checked too.
+        let (v, _) = l.run(&tcp_frame((outside, 40001), (VIP, 80), TCP_ACK, &[], b"x"));
+        assert_eq!(v, XDP_DROP);
+        let after = l.reasons();
+        assert_eq!(reason_delta(&before, &after, abi::REASON_SOURCE_DENIED), 2);
+        assert_eq!(conntrack_entries(&l), 0, "no flow state, no SNAT port");
+
+        let (v, out) = l.run(&tcp_frame((inside, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_TX, "a client inside a range is forwarded");
+        assert_eq!(parse(&out).src.0, SNAT);
+        assert_eq!(conntrack_entries(&l), 2, "forward and reply entries");
+
+        // The same VIP on another port without ranges admits everyone.
+        let mut open = svc(MODE_FULLNAT, TCP, 81, 8080, &[(1, 1)]);
+        open.name = "test/open:81".into();
+        l.apply(&[ranged(&["192.0.2.128/25", "198.51.100.0/24"]), open]);
+        let (v, _) = l.run(&tcp_frame((outside, 40002), (VIP, 81), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_TX);
+
+        // Only IPv6 ranges: every IPv4 client is outside them.
+        l.apply(&[ranged(&["2001:db8::/32"])]);
+        let (v, _) = l.run(&tcp_frame((inside, 40003), (VIP, 80), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_DROP);
+    });
+}
+
+#[test]
+fn a_range_edit_keeps_established_flows_and_refuses_new_ones() {
+    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = lab(ifindex);
+        let client = Ipv4Addr::new(192, 0, 2, 200);
+        l.apply(&[ranged(&["192.0.2.128/25"])]);
+        let (v, first) = l.run(&tcp_frame((client, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_TX);
+
+        // The edit excludes the client: its open flow goes on to the same
+        // backend (as LVS and Cilium do), a new one is dropped.
+        l.apply(&[ranged(&["192.0.2.0/30"])]);
+        let (v, out) = l.run(&tcp_frame(
+            (client, 40000),
+            (VIP, 80),
+            TCP_ACK,
+            &[],
+            b"more",
+        ));
+        assert_eq!(v, XDP_TX, "the established flow keeps going");
+        assert_eq!(parse(&out).dst, parse(&first).dst);
+        let (v, _) = l.run(&tcp_frame((client, 40001), (VIP, 80), TCP_SYN, &[], b""));
+        assert_eq!(v, XDP_DROP, "a new flow from the excluded client is denied");
+    });
+}
+
+#[test]
+fn a_service_without_usable_backends_answers_tcp_with_rst() {
+    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = lab(ifindex);
+        // All drained on :80, none listed on :81: both refuse.
+        let drained = svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 0), (2, 0)]);
+        let mut empty = svc(MODE_DR, TCP, 81, 81, &[]);
+        empty.name = "test/empty:81".into();
+        l.apply(&[drained, empty]);
+
+        for port in [80, 81] {
+            let before = l.reasons();
+            let syn = tcp_frame((CLIENT, 40000), (VIP, port), TCP_SYN, &[2, 4, 5, 0xb4], b"");
+            let (v, out) = l.run(&syn);
+            assert_eq!(v, XDP_TX, ":{port}: the SYN is answered");
+            let o = parse(&out); // checksums verified
+            assert_eq!((o.src, o.dst), ((VIP, port), (CLIENT, 40000)));
+            assert_eq!((o.src_mac, o.dst_mac), (IF_MAC, CLIENT_MAC));
+            assert_eq!(out.len(), 14 + 20 + 20, "bare RST, options stripped");
+            assert_eq!(
+                tcp_control(&out),
+                (TCP_RST | TCP_ACK, 0, 1001),
+                "RST,ACK acknowledging the SYN (seq 1000)"
+            );
+            assert_eq!(reason_delta(&before, &l.reasons(), abi::REASON_REJECTED), 1);
+        }
+
+        // A segment with data and ACK: <SEQ=SEG.ACK><CTL=RST>.
+        let (v, out) = l.run(&tcp_frame(
+            (CLIENT, 40001),
+            (VIP, 80),
+            TCP_ACK,
+            &[],
+            b"hello",
+        ));
+        assert_eq!(v, XDP_TX);
+        parse(&out);
+        assert_eq!(tcp_control(&out), (TCP_RST, 1, 0));
+
+        // A RST is never answered.
+        let before = l.reasons();
+        let (v, _) = l.run(&tcp_frame((CLIENT, 40002), (VIP, 80), TCP_RST, &[], b""));
+        assert_eq!(v, XDP_DROP);
+        assert_eq!(
+            reason_delta(&before, &l.reasons(), abi::REASON_NO_BACKEND),
+            1
+        );
+        assert_eq!(conntrack_entries(&l), 0, "refusals keep no state");
+    });
+}
+
+#[test]
+fn a_service_without_usable_backends_answers_udp_with_port_unreachable() {
+    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = lab(ifindex);
+        l.apply(&[svc(MODE_FULLNAT, UDP, 53, 5353, &[(1, 0)])]);
+        let query = udp_frame(
+            (CLIENT, 5000),
+            (VIP, 53),
+            b"a query longer than eight bytes",
+        );
+        let before = l.reasons();
+        let (v, out) = l.run(&query);
+        assert_eq!(v, XDP_TX);
+        assert_eq!(reason_delta(&before, &l.reasons(), abi::REASON_REJECTED), 1);
+        assert_eq!(
+            out.len(),
+            14 + 20 + 8 + 20 + 8,
+            "headers and the 28-byte quote"
+        );
+        assert_eq!(&out[0..6], &CLIENT_MAC);
+        assert_eq!(&out[6..12], &IF_MAC);
+        assert_eq!(&out[12..14], &[0x08, 0x00]);
+        let ip = &out[14..34];
+        assert_eq!(ip[0], 0x45);
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 56, "total length");
+        assert_eq!(ip[9], 1, "ICMP");
+        assert_eq!(&ip[12..16], &VIP.octets(), "from the VIP");
+        assert_eq!(&ip[16..20], &CLIENT.octets(), "to the client");
+        assert_eq!(ones_sum(ip), 0xffff, "IPv4 header checksum");
+        let icmp = &out[34..];
+        assert_eq!((icmp[0], icmp[1]), (3, 3), "destination unreachable, port");
+        assert_eq!(ones_sum(icmp), 0xffff, "ICMP checksum");
+        assert_eq!(
+            &icmp[8..36],
+            &query[14..42],
+            "quotes the IP header and the UDP header"
+        );
+    });
+}
+
+#[test]
+fn pings_to_a_vip_are_answered_and_others_pass() {
+    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = lab(ifindex);
+        l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1)])]);
+        let req = icmp_echo_frame(VIP, 0x1234, 7, b"ping payload");
+        let before = l.reasons();
+        let (v, out) = l.run(&req);
+        assert_eq!(v, XDP_TX);
+        assert_eq!(
+            reason_delta(&before, &l.reasons(), abi::REASON_ECHO_REPLIED),
+            1
+        );
+        assert_eq!(out.len(), req.len());
+        assert_eq!((&out[0..6], &out[6..12]), (&CLIENT_MAC[..], &IF_MAC[..]));
+        let ip = &out[14..34];
+        assert_eq!(&ip[12..16], &VIP.octets());
+        assert_eq!(&ip[16..20], &CLIENT.octets());
+        assert_eq!(ones_sum(ip), 0xffff, "IPv4 header checksum");
+        let icmp = &out[34..];
+        assert_eq!((icmp[0], icmp[1]), (0, 0), "echo reply");
+        assert_eq!(
+            &icmp[4..],
+            &req[38..],
+            "identifier, sequence and payload echoed"
+        );
+        assert_eq!(ones_sum(icmp), 0xffff, "ICMP checksum");
+
+        let other = icmp_echo_frame(Ipv4Addr::new(203, 0, 113, 99), 1, 1, b"x");
+        let (v, _) = l.run(&other);
+        assert_eq!(v, XDP_PASS, "not a VIP: the kernel answers, or not");
     });
 }

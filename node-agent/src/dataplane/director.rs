@@ -154,6 +154,7 @@ impl Director {
             maglev_size: self.maglev_size,
             max_services: abi::MAX_SERVICES,
             max_backends: abi::MAX_BACKENDS,
+            max_src_ranges: abi::MAX_SRC_RANGES,
         };
         let mut ring = self.ring.clone();
         let mut gen_counter = self.next_gen;

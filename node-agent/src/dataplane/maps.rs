@@ -5,16 +5,18 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::Path;
 
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use tracing::debug;
 
-use crate::abi::{self, BackendValue, DpConfig, SvcKey, SvcValue, TrafficCounters};
+use crate::abi::{self, BackendValue, DpConfig, SrcRangeData, SvcKey, SvcValue, TrafficCounters};
 use crate::dataplane::batch;
 use crate::dataplane::loader::DataplaneError;
-use crate::dataplane::plan::{MapWrites, Programmed};
+use crate::dataplane::plan::{MapWrites, Programmed, SrcRange};
 
-const MAP_NAMES: [&str; 11] = [
+const MAP_NAMES: [&str; 12] = [
     "services",
+    "src_ranges",
     "vips",
     "local_addrs",
     "backends",
@@ -210,6 +212,14 @@ impl Maps {
         Ok(())
     }
 
+    fn src_ranges(&mut self) -> Result<LpmTrie<&mut MapData, SrcRangeData, u32>, DataplaneError> {
+        LpmTrie::try_from(self.get("src_ranges")).map_err(map_err("src_ranges"))
+    }
+
+    fn src_ranges_ref(&self) -> Result<LpmTrie<&MapData, SrcRangeData, u32>, DataplaneError> {
+        LpmTrie::try_from(self.get_ref("src_ranges")).map_err(map_err("src_ranges"))
+    }
+
     pub fn read_config(&self) -> Result<DpConfig, DataplaneError> {
         let a: Array<_, DpConfig> =
             Array::try_from(self.get_ref("config")).map_err(map_err("config"))?;
@@ -236,11 +246,23 @@ impl Maps {
                 backends.insert(i, b);
             }
         }
+        let mut src_ranges: BTreeMap<u32, std::collections::BTreeSet<SrcRange>> = BTreeMap::new();
+        for key in self.src_ranges_ref()?.keys() {
+            let key = key.map_err(map_err("src_ranges"))?;
+            let data = key.data();
+            if ids.contains(&data.svc_id) {
+                src_ranges.entry(data.svc_id).or_default().insert(SrcRange {
+                    addr_bits: key.prefix_len() - abi::SRC_RANGE_SVC_BITS,
+                    addr: data.addr,
+                });
+            }
+        }
         Ok(Programmed {
             services,
             backends,
             vips,
             ring_inputs: BTreeMap::new(),
+            src_ranges,
         })
     }
 
@@ -255,6 +277,14 @@ impl Maps {
         }
         for (off, ids) in &w.rings {
             self.ring.write(*off, ids)?;
+        }
+        {
+            let mut t = self.src_ranges()?;
+            for (svc_id, r) in &w.src_ranges_add {
+                let (bits, data) = r.key(*svc_id);
+                t.insert(&LpmKey::new(bits, data), 1, 0)
+                    .map_err(map_err("src_ranges"))?;
+            }
         }
         {
             let mut h: HashMap<_, SvcKey, SvcValue> =
@@ -281,6 +311,14 @@ impl Maps {
                 Array::try_from(self.get("backends")).map_err(map_err("backends"))?;
             for (id, b) in &w.backend_retires {
                 arr.set(*id, b, 0).map_err(map_err("backends"))?;
+            }
+        }
+        {
+            let mut t = self.src_ranges()?;
+            for (svc_id, r) in &w.src_ranges_delete {
+                let (bits, data) = r.key(*svc_id);
+                t.remove(&LpmKey::new(bits, data))
+                    .map_err(map_err("src_ranges"))?;
             }
         }
         debug!(

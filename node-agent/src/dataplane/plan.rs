@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::abi::{self, BackendValue, SvcKey, SvcValue};
+use ipnet::IpNet;
+
+use crate::abi::{self, BackendValue, SrcRangeData, SvcKey, SvcValue};
 use crate::dataplane::ring_alloc::{RingAllocator, RingFull};
 use crate::maglev;
 
@@ -22,6 +24,8 @@ pub struct DesiredService {
     pub mss_max: u16,
     pub persist_timeout_s: u32,
     pub announce: bool,
+    /// Clients allowed to start a flow; empty admits everyone.
+    pub source_ranges: Vec<IpNet>,
     pub backends: Vec<DesiredBackend>,
 }
 
@@ -52,6 +56,7 @@ impl DesiredService {
             mss_max: 0,
             persist_timeout_s: 0,
             announce: true,
+            source_ranges: Vec::new(),
             backends: backends
                 .into_iter()
                 .map(|(addr, weight)| DesiredBackend {
@@ -83,6 +88,46 @@ pub struct Programmed {
     /// The Maglev input each service's current ring was built from; absent
     /// after a restart, which forces one rebuild.
     pub ring_inputs: BTreeMap<SvcKey, Vec<(u32, u32)>>,
+    /// `src_ranges` trie entries by service id.
+    pub src_ranges: BTreeMap<u32, BTreeSet<SrcRange>>,
+}
+
+/// One `src_ranges` trie entry without its service id: the prefix length
+/// counted from the start of the address (IPv4 as IPv4-mapped IPv6, see
+/// shared.h `struct src_range_key`) and the address bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SrcRange {
+    // Address first: entries sort by address, then length.
+    pub addr: [u8; 16],
+    pub addr_bits: u32,
+}
+
+impl SrcRange {
+    /// The trie entry of a client prefix (host bits cleared: the trie
+    /// compares whole keys inside a prefix).
+    pub fn of(net: &IpNet) -> Self {
+        match net.trunc() {
+            IpNet::V4(n) => SrcRange {
+                addr_bits: 96 + u32::from(n.prefix_len()),
+                addr: n.addr().to_ipv6_mapped().octets(),
+            },
+            IpNet::V6(n) => SrcRange {
+                addr_bits: u32::from(n.prefix_len()),
+                addr: n.addr().octets(),
+            },
+        }
+    }
+
+    /// The LPM key of this entry for service `svc_id`.
+    pub fn key(&self, svc_id: u32) -> (u32, SrcRangeData) {
+        (
+            abi::SRC_RANGE_SVC_BITS + self.addr_bits,
+            SrcRangeData {
+                svc_id,
+                addr: self.addr,
+            },
+        )
+    }
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -91,6 +136,10 @@ pub struct MapWrites {
     pub backends: Vec<(u32, BackendValue)>,
     /// Step 2: ring regions (offset, backend ids).
     pub rings: Vec<(u32, Vec<u32>)>,
+    /// Step 2: source-range entries (service id, range) a service gains:
+    /// written before the flip, so a service that turns ranges on never
+    /// denies an admitted client.
+    pub src_ranges_add: Vec<(u32, SrcRange)>,
     /// Step 3: service entries (the flip).
     pub services: Vec<(SvcKey, SvcValue)>,
     pub vips_set: Vec<(u32, u32)>,
@@ -98,6 +147,9 @@ pub struct MapWrites {
     pub service_deletes: Vec<SvcKey>,
     pub vips_delete: Vec<u32>,
     pub backend_retires: Vec<(u32, BackendValue)>,
+    /// Source-range entries a service lost, or those of a deleted service:
+    /// removed after the flip, so a narrowing edit is widest in between.
+    pub src_ranges_delete: Vec<(u32, SrcRange)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,6 +166,8 @@ pub enum PlanError {
     TooManyServices { service: String, max: u32 },
     #[error("{service}: no free backend slot ({max} in use)")]
     TooManyBackends { service: String, max: u32 },
+    #[error("{service}: the source-range table is full ({max} prefixes over all services)")]
+    TooManySourceRanges { service: String, max: u32 },
 }
 
 /// Sizes and id sources the planner needs.
@@ -121,6 +175,7 @@ pub struct PlanLimits {
     pub maglev_size: u32,
     pub max_services: u32,
     pub max_backends: u32,
+    pub max_src_ranges: u32,
 }
 
 /// Result of planning: the writes, the state after them, and the services
@@ -164,6 +219,10 @@ pub fn plan(
         by_service.entry(b.svc_id).or_default().push((id, *b));
     }
     let no_backends = Vec::new();
+    let no_ranges = BTreeSet::new();
+    // Entries the trie holds once this plan's additions are in (its
+    // deletions come after the flip, so they do not make room for them).
+    let mut src_range_total: u64 = cur.src_ranges.values().map(|r| r.len() as u64).sum();
 
     for (key, d) in &wanted {
         let existing = cur.services.get(key);
@@ -223,6 +282,17 @@ pub fn plan(
             continue;
         }
 
+        let ranges: BTreeSet<SrcRange> = d.source_ranges.iter().map(SrcRange::of).collect();
+        let old_ranges = cur.src_ranges.get(&svc_id).unwrap_or(&no_ranges);
+        let range_adds = ranges.difference(old_ranges).count() as u64;
+        if src_range_total + range_adds > u64::from(limits.max_src_ranges) {
+            errors.push(PlanError::TooManySourceRanges {
+                service: d.name.clone(),
+                max: limits.max_src_ranges,
+            });
+            continue;
+        }
+
         // The ring, rebuilt only when its input changed.
         let ring_input: Vec<(u32, u32)> = slots.iter().map(|(id, _, b)| (*id, b.weight)).collect();
         let old = existing.copied();
@@ -232,7 +302,12 @@ pub fn plan(
             ring_size: old.map_or(0, |o| o.ring_size),
             persist_timeout_s: d.persist_timeout_s,
             mode: d.mode,
-            flags: d.flags,
+            flags: d.flags
+                | if ranges.is_empty() {
+                    0
+                } else {
+                    abi::SVC_SOURCE_RANGES
+                },
             mss_max: d.mss_max,
         };
         let mut new_ring = None;
@@ -289,6 +364,16 @@ pub fn plan(
         if let Some(r) = new_ring {
             w.rings.push(r);
         }
+        src_range_total += range_adds;
+        w.src_ranges_add
+            .extend(ranges.difference(old_ranges).map(|r| (svc_id, *r)));
+        w.src_ranges_delete
+            .extend(old_ranges.difference(&ranges).map(|r| (svc_id, *r)));
+        if ranges.is_empty() {
+            next.src_ranges.remove(&svc_id);
+        } else {
+            next.src_ranges.insert(svc_id, ranges);
+        }
         if old != Some(value) {
             w.services.push((*key, value));
         }
@@ -310,6 +395,10 @@ pub fn plan(
         w.service_deletes.push(*key);
         next.services.remove(key);
         next.ring_inputs.remove(key);
+        if let Some(ranges) = next.src_ranges.remove(&v.id) {
+            w.src_ranges_delete
+                .extend(ranges.into_iter().map(|r| (v.id, r)));
+        }
         freed_regions.push((v.ring_offset, v.ring_size));
         for (&id, b) in cur.backends.iter().filter(|(_, b)| b.svc_id == v.id) {
             w.backend_retires
@@ -372,6 +461,7 @@ mod tests {
         maglev_size: 13,
         max_services: 8,
         max_backends: 16,
+        max_src_ranges: 4,
     };
 
     struct World {
@@ -531,5 +621,122 @@ mod tests {
         let (writes, _) = w.step(&[svc(80, &[(1, 0)])]);
         assert!(writes.rings.is_empty());
         assert_eq!(writes.services[0].1.ring_size, 0);
+    }
+
+    fn ranged(port: u16, ranges: &[&str]) -> DesiredService {
+        let mut d = svc(port, &[(1, 1)]);
+        d.source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
+        d
+    }
+
+    fn mapped(a: [u8; 4], bits: u32) -> SrcRange {
+        SrcRange {
+            addr_bits: 96 + bits,
+            addr: Ipv4Addr::from(a).to_ipv6_mapped().octets(),
+        }
+    }
+
+    #[test]
+    fn source_range_entries_are_ipv4_mapped_with_host_bits_cleared() {
+        let r = SrcRange::of(&"192.0.2.130/25".parse().unwrap());
+        assert_eq!(r, mapped([192, 0, 2, 128], 25));
+        assert_eq!(
+            r.key(7),
+            (
+                32 + 96 + 25,
+                SrcRangeData {
+                    svc_id: 7,
+                    addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 128],
+                }
+            )
+        );
+        let v6 = SrcRange::of(&"2001:db8::/32".parse().unwrap());
+        assert_eq!(v6.addr_bits, 32);
+        assert_eq!(&v6.addr[..4], &[0x20, 0x01, 0x0d, 0xb8]);
+    }
+
+    #[test]
+    fn source_ranges_widen_before_the_flip_and_narrow_after() {
+        let mut w = World::new(100);
+        let (writes, errors) = w.step(&[ranged(80, &["192.0.2.128/25", "198.51.100.0/24"])]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let id = writes.services[0].1.id;
+        assert_eq!(
+            writes.src_ranges_add,
+            vec![
+                (id, mapped([192, 0, 2, 128], 25)),
+                (id, mapped([198, 51, 100, 0], 24)),
+            ]
+        );
+        assert!(writes.src_ranges_delete.is_empty());
+        assert_eq!(
+            writes.services[0].1.flags,
+            abi::SVC_SOURCE_RANGES,
+            "the service checks ranges"
+        );
+
+        // Narrowed: the new prefix goes in before, the old ones out after;
+        // the service entry itself does not change.
+        let (writes, _) = w.step(&[ranged(80, &["192.0.2.192/26"])]);
+        assert_eq!(
+            writes.src_ranges_add,
+            vec![(id, mapped([192, 0, 2, 192], 26))]
+        );
+        assert_eq!(
+            writes.src_ranges_delete,
+            vec![
+                (id, mapped([192, 0, 2, 128], 25)),
+                (id, mapped([198, 51, 100, 0], 24)),
+            ]
+        );
+        assert!(writes.services.is_empty());
+        assert_eq!(
+            writes,
+            MapWrites {
+                src_ranges_add: writes.src_ranges_add.clone(),
+                src_ranges_delete: writes.src_ranges_delete.clone(),
+                ..Default::default()
+            },
+            "nothing else is written"
+        );
+
+        // Ranges dropped: the flag goes off at the flip, the entry after.
+        let (writes, _) = w.step(&[ranged(80, &[])]);
+        assert_eq!(writes.services[0].1.flags, 0);
+        assert_eq!(
+            writes.src_ranges_delete,
+            vec![(id, mapped([192, 0, 2, 192], 26))]
+        );
+        assert!(w.cur.src_ranges.is_empty());
+
+        // A deleted service takes its entries with it.
+        w.step(&[ranged(80, &["192.0.2.0/24"])]);
+        let (writes, _) = w.step(&[]);
+        assert_eq!(
+            writes.src_ranges_delete,
+            vec![(id, mapped([192, 0, 2, 0], 24))]
+        );
+        assert!(w.cur.src_ranges.is_empty());
+    }
+
+    #[test]
+    fn a_full_source_range_table_refuses_the_service_that_overflows_it() {
+        let mut w = World::new(100);
+        let three = ["192.0.2.0/26", "192.0.2.64/26", "192.0.2.128/26"];
+        let (_, errors) = w.step(&[ranged(80, &three)]);
+        assert!(errors.is_empty());
+        let (writes, errors) = w.step(&[
+            ranged(80, &three),
+            ranged(81, &["198.51.100.0/24", "203.0.113.0/24"]),
+        ]);
+        assert_eq!(
+            errors,
+            vec![PlanError::TooManySourceRanges {
+                service: "t/s:81".into(),
+                max: 4
+            }]
+        );
+        assert!(writes.services.is_empty(), ":81 is not programmed");
+        assert_eq!(w.cur.services.len(), 1);
     }
 }

@@ -124,6 +124,7 @@ pub fn to_desired(specs: &[ServiceSpec], announce: bool, toa_mss: u16) -> Vec<De
             mss_max: if s.toa { toa_mss } else { 0 },
             persist_timeout_s: s.persistence_timeout_s,
             announce,
+            source_ranges: s.source_ranges.clone(),
             backends: s
                 .backends
                 .iter()
