@@ -905,6 +905,24 @@ fn a_service_without_usable_backends_answers_udp_with_port_unreachable() {
             &query[14..42],
             "quotes the IP header and the UDP header"
         );
+
+        // Tagged: the answer keeps the tag and the same layout after it.
+        let mut tagged = query[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+        tagged.extend_from_slice(&query[12..]);
+        let (v, out) = l.run(&tagged);
+        assert_eq!(v, XDP_TX);
+        assert_eq!(out.len(), 18 + 56);
+        assert_eq!(&out[0..6], &CLIENT_MAC);
+        assert_eq!(
+            &out[12..18],
+            &[0x81, 0x00, 0x00, 0x64, 0x08, 0x00],
+            "tag kept"
+        );
+        assert_eq!(ones_sum(&out[18..38]), 0xffff);
+        assert_eq!((out[38], out[39]), (3, 3));
+        assert_eq!(ones_sum(&out[38..]), 0xffff);
+        assert_eq!(&out[46..74], &query[14..42]);
     });
 }
 
