@@ -231,7 +231,7 @@ fn main() {
         let flows_before = new_flows(&l);
         let est_base =
             best(&mut || w.ns("bench_director", &established, ifindex, REPEAT)) - restore;
-        l.apply(&[ranged.clone()]);
+        l.apply(&[ranged]);
         let est_ranged =
             best(&mut || w.ns("bench_director", &established, ifindex, REPEAT)) - restore;
         assert_eq!(
