@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Every struct and constant shared between the XDP program and the agent.
- * The Rust mirror lives in node-agent/src/abi.rs; a test there checks sizes
- * and offsets against the BTF of the compiled object, so change both together.
+ * The Rust mirror lives in node-agent/src/abi.rs; a test there compiles this
+ * header for the BPF target (as the program is built) and checks every size,
+ * offset and constant against the mirror, so change both together.
  * All addresses and ports are in network byte order.
  */
 #ifndef BALLAST_SHARED_H

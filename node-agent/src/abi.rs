@@ -1,7 +1,8 @@
 //! Rust mirrors of the structs in `dataplane-ebpf/include/shared.h`, the
-//! contract between the agent and the XDP program. `tests::layout_matches_c`
-//! compiles the header with the host C compiler and compares every size and
-//! offset, so a change on one side only fails the build's tests.
+//! contract between the agent and the XDP program.
+//! `tests::layout_and_constants_match_the_bpf_build` compiles the header for
+//! the BPF target, as the program is built, and compares every size, offset
+//! and constant, so a change on one side only fails the build's tests.
 #![allow(missing_docs)]
 
 use std::net::Ipv4Addr;
@@ -342,55 +343,137 @@ mod tests {
         .concat()
     }
 
-    #[test]
-    fn layout_matches_c() {
-        let layout = rust_layout();
+    /// (C expression, Rust value): every `BALLAST_*` constant the agent
+    /// mirrors, and each reason's enumerator at the index `REASONS` shows it.
+    fn rust_constants() -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = [
+            ("BALLAST_MAX_SERVICES", MAX_SERVICES as usize),
+            ("BALLAST_MAX_BACKENDS", MAX_BACKENDS as usize),
+            ("BALLAST_MAX_SNAT_ADDRS", MAX_SNAT_ADDRS),
+            ("BALLAST_MAX_SRC_RANGES", MAX_SRC_RANGES as usize),
+            ("BALLAST_RING_SLOTS_DEFAULT", RING_SLOTS_DEFAULT as usize),
+            ("BALLAST_MODE_FULLNAT", MODE_FULLNAT.into()),
+            ("BALLAST_MODE_DR", MODE_DR.into()),
+            ("BALLAST_MODE_NAT", MODE_NAT.into()),
+            ("BALLAST_SVC_TOA", SVC_TOA.into()),
+            ("BALLAST_SVC_SOURCE_RANGES", SVC_SOURCE_RANGES.into()),
+            ("BALLAST_BACKEND_LIVE", BACKEND_LIVE.into()),
+            ("BALLAST_BACKEND_ACCEPTS", BACKEND_ACCEPTS.into()),
+            ("BALLAST_VIP_ANNOUNCE", VIP_ANNOUNCE as usize),
+            ("BALLAST_CT_OPEN", CT_OPEN.into()),
+            ("BALLAST_CT_ESTABLISHED", CT_ESTABLISHED.into()),
+            ("BALLAST_CT_CLOSING", CT_CLOSING.into()),
+            ("BALLAST_CT_FORWARD", CT_FORWARD.into()),
+            ("BALLAST_CT_REPLY", CT_REPLY.into()),
+            ("BALLAST_REASON_MAX", REASONS.len()),
+            (
+                "8 * sizeof(((struct src_range_key *)0)->svc_id)",
+                SRC_RANGE_SVC_BITS as usize,
+            ),
+        ]
+        .into_iter()
+        .map(|(c, r)| (c.to_string(), r))
+        .collect();
+        // The enumerator behind each entry of REASONS, in index order; its
+        // name also says whether it is a drop.
+        const ENUMERATORS: [&str; 20] = [
+            "BALLAST_DROP_MALFORMED",
+            "BALLAST_DROP_NO_BACKEND",
+            "BALLAST_DROP_CT_FULL",
+            "BALLAST_DROP_SNAT_EXHAUSTED",
+            "BALLAST_DROP_FRAGMENT",
+            "BALLAST_DROP_TTL",
+            "BALLAST_DROP_UNROUTABLE",
+            "BALLAST_DROP_REDIRECT",
+            "BALLAST_PASS_NO_NEIGH",
+            "BALLAST_PASS_MALFORMED",
+            "BALLAST_TOA_SKIPPED",
+            "BALLAST_TX",
+            "BALLAST_REDIRECTED",
+            "BALLAST_ARP_REPLIED",
+            "BALLAST_ICMP_TRANSLATED",
+            "BALLAST_TOA_INSERTED",
+            "BALLAST_DROP_NO_NEIGH",
+            "BALLAST_DROP_SOURCE_DENIED",
+            "BALLAST_REJECTED",
+            "BALLAST_ECHO_REPLIED",
+        ];
+        for (i, (c, (name, drop))) in ENUMERATORS.iter().zip(REASONS).enumerate() {
+            assert_eq!(
+                drop,
+                c.starts_with("BALLAST_DROP_"),
+                "REASONS[{i}] ({name}) and {c} disagree on being a drop"
+            );
+            v.push((c.to_string(), i));
+        }
+        v
+    }
+
+    /// Compiles `exprs` into a BPF object exactly as build.rs compiles the
+    /// program (clang -target bpf, the same includes) and reads back the
+    /// values the compiler computed: the layout and constants the program
+    /// itself is built with, not a host compiler's.
+    fn bpf_values(exprs: &[String]) -> Vec<u64> {
+        use object::{Object, ObjectSection, ObjectSymbol};
         let dir = std::env::temp_dir().join(format!("ballast-abi-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../dataplane-ebpf/include");
-        let mut src = String::from(
-            "#include <stdio.h>\n#include <stddef.h>\n#include \"shared.h\"\nint main(void){\n",
-        );
-        for (expr, _) in &layout {
-            src.push_str(&format!("printf(\"%zu\\n\", (size_t){expr});\n"));
+        let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+        let mut src =
+            String::from("#include \"shared.h\"\nconst unsigned long long ballast_abi[] = {\n");
+        for e in exprs {
+            src.push_str(&format!("  (unsigned long long)({e}),\n"));
         }
-        src.push_str("return 0;}\n");
-        std::fs::write(dir.join("layout.c"), src).unwrap();
-        let bin = dir.join("layout");
-        let cc = Command::new("cc")
-            .arg("-I")
+        src.push_str("};\n");
+        std::fs::write(dir.join("abi.c"), src).unwrap();
+        let obj = dir.join("abi.o");
+        let clang = std::env::var("BALLAST_CLANG").unwrap_or_else(|_| "clang".into());
+        let out = Command::new(&clang)
+            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I"])
             .arg(include)
-            .arg(dir.join("layout.c"))
+            .arg("-I")
+            .arg(&multiarch)
+            .arg("-c")
+            .arg(dir.join("abi.c"))
             .arg("-o")
-            .arg(&bin)
+            .arg(&obj)
             .output()
-            .expect("a host C compiler (cc) is needed for the ABI test");
+            .unwrap_or_else(|e| panic!("{clang} (needed to build the program too): {e}"));
         assert!(
-            cc.status.success(),
+            out.status.success(),
             "{}",
-            String::from_utf8_lossy(&cc.stderr)
+            String::from_utf8_lossy(&out.stderr)
         );
-        let out = Command::new(&bin).output().unwrap();
-        let c_values: Vec<usize> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.parse().unwrap())
-            .collect();
+        let bytes = std::fs::read(&obj).unwrap();
         std::fs::remove_dir_all(&dir).ok();
-        assert_eq!(c_values.len(), layout.len());
-        for ((expr, rust), c) in layout.iter().zip(c_values) {
-            assert_eq!(*rust, c, "{expr}: Rust {rust}, C {c}");
-        }
+        let file = object::File::parse(&*bytes).expect("an ELF object");
+        let sym = file
+            .symbols()
+            .find(|s| s.name() == Ok("ballast_abi"))
+            .expect("the ballast_abi symbol");
+        let section = file
+            .section_by_index(sym.section_index().expect("defined"))
+            .unwrap();
+        let data = section.data().unwrap();
+        let at = (sym.address() - section.address()) as usize;
+        data[at..at + 8 * exprs.len()]
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     #[test]
-    fn reason_table_matches_header() {
-        let header = include_str!("../../dataplane-ebpf/include/shared.h");
-        let max: usize = header
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("BALLAST_REASON_MAX = "))
-            .and_then(|v| v.trim_end_matches(',').parse().ok())
-            .expect("BALLAST_REASON_MAX in shared.h");
-        assert_eq!(REASONS.len(), max);
+    fn layout_and_constants_match_the_bpf_build() {
+        let expected: Vec<(String, usize)> = rust_layout()
+            .into_iter()
+            .map(|(e, v)| (e.replace("offsetof(", "__builtin_offsetof("), v))
+            .chain(rust_constants())
+            .collect();
+        let exprs: Vec<String> = expected.iter().map(|(e, _)| e.clone()).collect();
+        let c_values = bpf_values(&exprs);
+        assert_eq!(c_values.len(), expected.len());
+        for ((expr, rust), c) in expected.iter().zip(c_values) {
+            assert_eq!(*rust as u64, c, "{expr}: Rust {rust}, C {c}");
+        }
     }
 }
