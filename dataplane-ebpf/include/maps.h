@@ -8,6 +8,7 @@
 #define BALLAST_MAPS_H
 
 #include "common.h"
+#include "types.h"
 
 /* (VIP, port, protocol) -> service. The agent flips an entry only after the
  * service's backends and ring are written. */
@@ -93,15 +94,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } persist SEC(".maps");
 
-/* Kernel-only (the agent never reads it). A next hop as bpf_fib_lookup
- * resolved it, reused until `expires` (jiffies). */
-struct nexthop_value {
-	__u64 expires;
-	__u8 dmac[6];
-	__u8 smac[6];
-	__u32 ifindex;
-};
-
 #define BALLAST_NEXTHOP_ENTRIES 65536
 
 /* Destination -> resolved next hop: bpf_fib_lookup costs more than the
@@ -114,16 +106,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nexthops SEC(".maps");
 
-/* The next hop towards each backend, by backend id. The forward path reads
- * it with an inlined array lookup instead of hashing the backend's address
- * into `nexthops`: one hash lookup less per packet. `addr` says whose entry
- * it is, since a reused backend slot may point elsewhere. */
-struct backend_nexthop {
-	struct nexthop_value nh;
-	__be32 addr;
-	__u32 pad;
-};
-
+/* The next hop towards each backend, by backend id (types.h says why). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BALLAST_MAX_BACKENDS);

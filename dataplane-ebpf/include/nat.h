@@ -18,13 +18,6 @@
  * probability a^16. */
 #define SNAT_PROBES 16
 
-struct tuple {
-	__be32 saddr;
-	__be32 daddr;
-	__be16 sport;
-	__be16 dport;
-};
-
 /* Rewrites the IPv4 addresses and the TCP/UDP ports to `to`, fixing the IP
  * checksum and the transport checksum (pseudo-header included). */
 static __always_inline int rewrite_tuple(struct xdp_md *ctx, struct packet *p, const struct tuple *to)

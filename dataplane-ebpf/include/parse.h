@@ -8,6 +8,7 @@
 #define BALLAST_PARSE_H
 
 #include "common.h"
+#include "types.h"
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_8021AD_ 0x88A8
@@ -27,20 +28,6 @@ enum l3_kind {
 	L3_MALFORMED,
 };
 
-/* What the classifier needs to know about an IPv4 packet. */
-struct packet {
-	__u32 l3_off;     /* offset of the IPv4 (or ARP) header */
-	__u32 l4_off;     /* offset of the transport header */
-	__u32 len;        /* frame length */
-	__u8 vlan;        /* one tag present */
-	__u8 proto;       /* IPPROTO_* */
-	__u8 tcp_flags;   /* byte 13 of the TCP header */
-	__u8 ihl_words;
-	__be32 saddr;
-	__be32 daddr;
-	__be16 sport;     /* for ICMP: 0 */
-	__be16 dport;
-};
 
 #define TCPF_FIN 0x01
 #define TCPF_SYN 0x02

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Ballast XDP director: FullNAT, DR and NAT for IPv4 TCP/UDP services.
- * The packet path is described in DESIGN.md ("The packet path"); each concern
- * lives in its own header under ../include.
+ * The packet path is described in DESIGN.md ("The packet path") and reads
+ * top to bottom in director() below; each concern lives in its own header
+ * under ../include.
  */
 #include "common.h"
 #include "maps.h"
@@ -10,203 +11,12 @@
 #include "parse.h"
 #include "counters.h"
 #include "conntrack.h"
-#include "select.h"
-#include "nat.h"
-#include "toa.h"
-#include "arp.h"
-#include "fib.h"
-#include "icmp.h"
-#include "access.h"
+#include "forward.h"
 #include "reply.h"
+#include "arp.h"
+#include "icmp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-static __always_inline int is_vip(__be32 addr)
-{
-	return bpf_map_lookup_elem(&vips, &addr) != 0;
-}
-
-static __always_inline int is_new_syn(const struct packet *p)
-{
-	return p->proto == IPPROTO_TCP && (p->tcp_flags & TCPF_SYN) && !(p->tcp_flags & TCPF_ACK);
-}
-
-/* A forward entry still usable: fresh, not a new SYN on a closing tuple,
- * and its backend still configured (same slot generation). A deleted
- * service frees its backend slots, so its flows end here too. */
-static __always_inline int ct_usable(const struct dp_config *cfg, const struct packet *p,
-				     const struct ct_value *ct, __u64 now)
-{
-	if (ct_expired(cfg, p->proto, ct->state, ct->last_seen, now))
-		return 0;
-	if (is_new_syn(p) && ct->state == BALLAST_CT_CLOSING)
-		return 0;
-	__u32 id = ct->backend_id;
-	struct backend_value *b = bpf_map_lookup_elem(&backends, &id);
-	return b && (b->flags & BALLAST_BACKEND_LIVE) && b->gen == ct->backend_gen;
-}
-
-/* Records a new flow (or a re-hashed one) towards backend `b`: the forward
- * entry, and for FullNAT/NAT the reply entry first (for FullNAT its insert
- * claims the SNAT port). Fills `ct` with the forward entry. Returns 0 or a
- * drop reason. */
-static __always_inline int ct_create(const struct dp_config *cfg, const struct svc_value *svc,
-				     const struct packet *p, const struct flow_key *fk,
-				     __u32 backend_id, const struct backend_value *b, __u64 now,
-				     struct ct_value *ct)
-{
-	__u8 state = ct_next_state(BALLAST_CT_OPEN, p->proto, p->tcp_flags);
-	/* The reply leaves as the client's packet arrived, mirrored. */
-	struct ct_value reply = {
-		.last_seen = now,
-		.to_saddr = p->daddr,
-		.to_daddr = p->saddr,
-		.to_sport = p->dport,
-		.to_dport = p->sport,
-		.backend_id = backend_id,
-		.backend_gen = b->gen,
-		.svc_id = svc->id,
-		.dir = BALLAST_CT_REPLY,
-		.state = state,
-		.mode = svc->mode,
-		.flags = svc->flags,
-		.mss_max = svc->mss_max,
-	};
-
-	/* A compound literal: every byte set, pads included, so that the entry
-	 * reads back the same everywhere (the sweeper compares whole values). */
-	*ct = (struct ct_value){
-		.last_seen = now,
-		.to_saddr = p->saddr,
-		.to_daddr = b->addr,
-		.to_sport = p->sport,
-		.to_dport = svc->mode == BALLAST_MODE_DR ? p->dport : b->port,
-		.backend_id = backend_id,
-		.backend_gen = b->gen,
-		.svc_id = svc->id,
-		.dir = BALLAST_CT_FORWARD,
-		.state = state,
-		.mode = svc->mode,
-		.flags = svc->flags,
-		.mss_max = svc->mss_max,
-	};
-
-	struct flow_key rk;
-	if (svc->mode == BALLAST_MODE_FULLNAT) {
-		int reason = snat_claim(cfg, p, flow_hash(p), b, &reply, now, &rk);
-		if (reason)
-			return reason;
-		ct->to_saddr = rk.daddr;
-		ct->to_sport = rk.dport;
-	} else if (svc->mode == BALLAST_MODE_NAT) {
-		ct_other_key(ct, p->proto, &rk);
-		if (bpf_map_update_elem(&conntrack, &rk, &reply, BPF_ANY))
-			return BALLAST_DROP_CT_FULL;
-	}
-	if (bpf_map_update_elem(&conntrack, fk, ct, BPF_ANY)) {
-		if (svc->mode != BALLAST_MODE_DR)
-			bpf_map_delete_elem(&conntrack, &rk);
-		return BALLAST_DROP_CT_FULL;
-	}
-	return 0;
-}
-
-/* Keeps the reply entry as fresh as the flow, so that its SNAT port is not
- * reclaimed while only the client talks (one-way UDP). */
-static __always_inline void reply_touch(const struct ct_value *ct, __u8 proto, __u64 now, __u8 state)
-{
-	struct flow_key rk;
-	ct_other_key(ct, proto, &rk);
-	struct ct_value *r = bpf_map_lookup_elem(&conntrack, &rk);
-	if (r && r->dir == BALLAST_CT_REPLY) {
-		r->last_seen = now;
-		if (state == BALLAST_CT_CLOSING)
-			r->state = state;
-	}
-}
-
-/* Sends a packet of a tracked flow on, translated as its entry says:
- * forward (client -> backend) or reply (backend -> client). */
-static __always_inline int ct_forward(struct xdp_md *ctx, struct packet *p,
-				      const struct dp_config *cfg, struct ct_value *ct,
-				      __u64 now, int new_flow)
-{
-	struct iphdr *ip = ip_header(ctx, p);
-	if (!ip)
-		return drop(BALLAST_DROP_MALFORMED);
-	if (ct->mode != BALLAST_MODE_DR && ip->ttl <= 1)
-		return drop(BALLAST_DROP_TTL);
-
-	__u8 state = ct_next_state(ct->state, p->proto, p->tcp_flags);
-	if (!new_flow && (state != ct->state || now - ct->last_seen > ct_touch_interval(cfg))) {
-		ct->state = state;
-		ct->last_seen = now;
-		if (ct->dir == BALLAST_CT_FORWARD && ct->mode != BALLAST_MODE_DR)
-			reply_touch(ct, p->proto, now, state);
-	}
-
-	__u32 backend_id = ct->backend_id;
-	__u8 flags = ct->flags;
-	__u16 mss_max = ct->mss_max;
-	struct tuple to = { .saddr = ct->to_saddr, .daddr = ct->to_daddr,
-			    .sport = ct->to_sport, .dport = ct->to_dport };
-	if (ct->dir == BALLAST_CT_REPLY) {
-		count_reply(ct->svc_id, backend_id, p->len);
-		if (rewrite_tuple(ctx, p, &to))
-			return drop(BALLAST_DROP_MALFORMED);
-		if (p->proto == IPPROTO_TCP && (flags & BALLAST_SVC_TOA) &&
-		    (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK))
-			mss_clamp(ctx, p, mss_max);
-		return fib_forward(ctx, p, cfg, p->daddr, 1, now, 0);
-	}
-
-	count_forward(ct->svc_id, backend_id, p->len, new_flow);
-	struct backend_nexthop *slot = backend_nexthop_slot(backend_id);
-	if (ct->mode == BALLAST_MODE_DR)
-		return fib_forward(ctx, p, cfg, ct->to_daddr, 0, now, slot);
-
-	__be32 client_addr = p->saddr;
-	__be16 client_port = p->sport;
-	int toa = is_new_syn(p) && ct->mode == BALLAST_MODE_FULLNAT && (flags & BALLAST_SVC_TOA);
-	if (rewrite_tuple(ctx, p, &to))
-		return drop(BALLAST_DROP_MALFORMED);
-	if (toa) {
-		mss_clamp(ctx, p, mss_max);
-		int rc = toa_insert(ctx, p, client_addr, client_port);
-		if (rc == -2)
-			return drop(BALLAST_DROP_MALFORMED);
-		count_reason(rc == 0 ? BALLAST_TOA_INSERTED : BALLAST_TOA_SKIPPED);
-	}
-	return fib_forward(ctx, p, cfg, p->daddr, 1, now, slot);
-}
-
-/* A packet to a service with no usable flow: pick a backend and start one.
- * A TCP packet other than SYN is re-hashed too (as Katran does): the flow
- * then survives a director change or a conntrack eviction whenever the
- * choice is deterministic. A client outside the service's source ranges is
- * dropped; a service with no usable backend refuses the client (reply.h). */
-static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
-				    const struct dp_config *cfg, const struct svc_value *svc,
-				    const struct flow_key *fk, __u64 now)
-{
-	/* Checked before any state is made for a packet that cannot go on. */
-	if ((svc->flags & BALLAST_SVC_SOURCE_RANGES) && !source_admitted(svc->id, p->saddr))
-		return drop(BALLAST_DROP_SOURCE_DENIED);
-	struct iphdr *ip = ip_header(ctx, p);
-	if (!ip)
-		return drop(BALLAST_DROP_MALFORMED);
-	if (svc->mode != BALLAST_MODE_DR && ip->ttl <= 1)
-		return drop(BALLAST_DROP_TTL);
-	__u32 backend_id;
-	struct backend_value *b;
-	if (select_backend(cfg, svc, p, now, &backend_id, &b))
-		return reject(ctx, p);
-	struct ct_value ct;
-	int reason = ct_create(cfg, svc, p, fk, backend_id, b, now, &ct);
-	if (reason)
-		return drop(reason);
-	return ct_forward(ctx, p, cfg, &ct, now, 1);
-}
 
 /* The whole director; ballast_xdp is this, and the benchmark wrappers below
  * run it after restoring their frame. */
