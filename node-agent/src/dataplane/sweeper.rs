@@ -98,7 +98,7 @@ pub fn persist_expired(owner: PersistOwner, hz: u32, last_seen: u64, now: u64) -
 /// Whether `fwd` (found at `reply.other_key`) is the forward entry of the
 /// flow that owns the reply entry `reply` at `rk`: same service, backend
 /// and mode, and its packets leave with the tuple the reply arrives on
-/// mirrored (ballast.c, ct_create).
+/// mirrored (flow.h, ct_create).
 pub fn reply_belongs_to(rk: &FlowKey, reply: &CtValue, fwd: &CtValue) -> bool {
     fwd.dir == abi::CT_FORWARD
         && fwd.mode == reply.mode
@@ -283,7 +283,7 @@ impl Pacer {
 /// that window refreshes (or, the entry being expired, re-creates) the entry
 /// and the delete then removes the fresh one. The flow's next packet
 /// re-creates it: same backend when the Maglev choice is unchanged (every TCP
-/// packet may create a flow, ballast.c), though a FullNAT flow may get another
+/// packet may create a flow, forward.h), though a FullNAT flow may get another
 /// SNAT port if its reply entry survived. That needs a packet on a flow idle
 /// for longer than its timeout within those microseconds.
 fn delete_if_unchanged<K: Pod, V: Pod + PartialEq>(
