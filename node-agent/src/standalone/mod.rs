@@ -3,6 +3,7 @@
 //! replacement). Stopping the agent leaves forwarding running.
 pub mod desired;
 pub mod ownership;
+pub mod snat_check;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -88,6 +89,9 @@ pub struct Standalone {
 
 impl Standalone {
     pub fn open(opts: StandaloneOptions) -> anyhow::Result<Self> {
+        for w in snat_check::at_start(&opts.snat_addrs, &opts.interface)? {
+            warn!("{w}");
+        }
         enable_ip_forward()?;
         let settings = NodeSettings {
             mac: interface_mac(&opts.interface)?,
