@@ -117,9 +117,9 @@ impl Table {
         }
     }
 
-    /// What `version` of `object` wants that other objects hold; entries
-    /// `object` holds itself do not count.
-    fn conflicts(&self, object: &str, version: &[ServiceSpec]) -> Vec<FieldError> {
+    /// What `version` of `object` wants that other objects hold, with the
+    /// holder; entries `object` holds itself do not count.
+    fn conflicts(&self, object: &str, version: &[ServiceSpec]) -> Vec<(FieldError, String)> {
         let mut out = Vec::new();
         let vip_list = vips(version);
         let field_of = |vip: Ipv4Addr| {
@@ -128,41 +128,50 @@ impl Table {
         };
         for s in version {
             if let Some(holder) = self.keys.get(&key(s)).filter(|o| *o != object) {
-                out.push(FieldError {
-                    field: field_of(s.vip),
-                    reason: format!("{}:{}/{} is held by {holder}", s.vip, s.port, s.protocol),
-                });
+                out.push((
+                    FieldError {
+                        field: field_of(s.vip),
+                        reason: format!("{}:{}/{} is held by {holder}", s.vip, s.port, s.protocol),
+                    },
+                    holder.clone(),
+                ));
             }
         }
         for v in &vip_list {
             if let Some(user) = other_than(self.backends.get(v), object) {
-                out.push(FieldError {
-                    field: field_of(*v),
-                    reason: format!(
-                        "{v} is a backend of {user}: the director would forward that \
-                         object's traffic to itself"
-                    ),
-                });
+                out.push((
+                    FieldError {
+                        field: field_of(*v),
+                        reason: format!(
+                            "{v} is a backend of {user}: the director would forward that \
+                             object's traffic to itself"
+                        ),
+                    },
+                    user.to_string(),
+                ));
             }
         }
         for (i, b) in backends(version).enumerate() {
             if let Some(holder) = other_than(self.vips.get(&b), object) {
-                out.push(FieldError {
-                    field: format!("spec.backends.static[{i}].address"),
-                    reason: format!(
-                        "{b} is a VIP of {holder}: the director would forward to itself"
-                    ),
-                });
+                out.push((
+                    FieldError {
+                        field: format!("spec.backends.static[{i}].address"),
+                        reason: format!(
+                            "{b} is a VIP of {holder}: the director would forward to itself"
+                        ),
+                    },
+                    holder.to_string(),
+                ));
             }
         }
         out
     }
 }
 
-fn refusal(c: &Candidate, errors: Vec<FieldError>, outcome: &str) -> String {
+fn refusal(c: &Candidate, conflicts: Vec<(FieldError, String)>, outcome: &str) -> String {
     let e = ValidationError {
         object: c.object.clone(),
-        errors,
+        errors: conflicts.into_iter().map(|(e, _)| e).collect(),
     };
     format!("{}: {e}; {outcome}", c.source)
 }
@@ -173,6 +182,7 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
     candidates.sort_by(|a, b| a.object.cmp(&b.object));
     let (incumbents, newcomers): (Vec<Candidate>, Vec<Candidate>) =
         candidates.into_iter().partition(|c| c.served.is_some());
+    let incumbent_names: BTreeSet<String> = incumbents.iter().map(|c| c.object.clone()).collect();
     let mut out = Assignment::default();
     let mut table = Table::default();
 
@@ -228,14 +238,16 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
             table.add(&c.object, &c.version);
             out.accepted.insert(c.object.clone(), c.version.clone());
         } else {
+            // Say which rule decided: history, or (without any) name order.
+            let why = if conflicts.iter().any(|(_, h)| incumbent_names.contains(h)) {
+                "first come: what an object already serves stays with it"
+            } else {
+                "nothing held it before, so the first by name gets it"
+            };
             out.errors.push(refusal(
                 c,
                 conflicts,
-                &format!(
-                    "{} is not applied (first come: what an object already serves stays \
-                     with it)",
-                    c.object
-                ),
+                &format!("{} is not applied ({why})", c.object),
             ));
         }
     }
@@ -335,11 +347,13 @@ mod tests {
             let a = assign(input);
             assert_eq!(names(&a), ["default/aaa"]);
             assert_eq!(a.errors.len(), 1);
-            assert!(
-                a.errors[0].starts_with("web.yaml#1: default/web: ")
-                    && a.errors[0].contains("held by default/aaa"),
-                "{:?}",
-                a.errors
+            assert_eq!(
+                a.errors,
+                [
+                    "web.yaml#1: default/web: spec.addresses[0]: 203.0.113.10:80/TCP is held by \
+                  default/aaa; default/web is not applied (nothing held it before, so the first \
+                  by name gets it)"
+                ]
             );
         }
     }
