@@ -262,3 +262,37 @@ fn the_serving_object_keeps_its_vip_against_newcomers_and_duplicates() {
     agent.stop();
     drop(scratch);
 }
+
+/// A SNAT address that can never be a source stops the agent at start,
+/// before it touches the system (so no namespace is needed), with a message
+/// naming the flag and the address.
+#[test]
+fn an_impossible_snat_address_refuses_to_start() {
+    let cases = [
+        ("unspecified", "0.0.0.0", "the unspecified address"),
+        ("broadcast", "255.255.255.255", "the broadcast address"),
+        ("multicast", "224.0.0.18", "a multicast address"),
+    ];
+    for (desc, addr, reason) in cases {
+        let out = Command::new(BIN)
+            .args([
+                "--pin-root",
+                "/nonexistent/blcf",
+                "standalone",
+                "--interface",
+                "blcf-none0",
+                "--snat-address",
+                &format!("198.51.100.3,{addr}"),
+                "--config",
+                "/nonexistent/blcf.yaml",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{desc}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--snat-address {addr}: {reason} cannot be")),
+            "{desc}: {stderr}"
+        );
+    }
+}

@@ -257,39 +257,36 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ballast_api::validate::{BackendSpec, Forwarding};
 
     /// One version: every VIP × every TCP port, to the given backends.
+    /// Built through validation (not as a literal) so that it stays valid
+    /// whatever fields `ServiceSpec` grows.
     fn version(
         object: &str,
         vips: &[[u8; 4]],
         ports: &[u16],
         backends: &[[u8; 4]],
     ) -> Vec<ServiceSpec> {
-        let mut out = Vec::new();
-        for v in vips {
-            for p in ports {
-                out.push(ServiceSpec {
-                    object: object.into(),
-                    port_name: String::new(),
-                    vip: Ipv4Addr::from(*v),
-                    port: *p,
-                    protocol: Protocol::Tcp,
-                    target_port: *p,
-                    forwarding: Forwarding::FullNat,
-                    toa: false,
-                    persistence_timeout_s: 0,
-                    backends: backends
-                        .iter()
-                        .map(|b| BackendSpec {
-                            address: Ipv4Addr::from(*b),
-                            weight: 1,
-                        })
-                        .collect(),
-                });
-            }
-        }
-        out
+        let list = |items: Vec<String>| items.join(", ");
+        let (namespace, name) = object.split_once('/').unwrap();
+        let yaml = format!(
+            "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\n\
+             metadata: {{name: {name}, namespace: {namespace}}}\n\
+             spec:\n  addresses: [{}]\n  ports: [{}]\n  backends: {{static: [{}]}}\n",
+            list(
+                vips.iter()
+                    .map(|v| Ipv4Addr::from(*v).to_string())
+                    .collect()
+            ),
+            list(ports.iter().map(|p| format!("{{port: {p}}}")).collect()),
+            list(
+                backends
+                    .iter()
+                    .map(|b| format!("{{address: {}}}", Ipv4Addr::from(*b)))
+                    .collect()
+            ),
+        );
+        ballast_api::validate_standalone(&ballast_api::parse_yaml(&yaml).unwrap()).unwrap()
     }
 
     fn new(object: &str, v: Vec<ServiceSpec>) -> Candidate {
