@@ -4,10 +4,11 @@
 //! [`crate::validate::check`].
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::validate::{Errors, Mode};
+use crate::validate::{Errors, Mode, unicast_problem};
 use crate::virtual_server::{HealthCheck, VirtualServerSpec};
 
 pub(crate) fn source_ranges(ranges: &[String], errs: &mut Errors) -> Vec<IpNet> {
@@ -128,6 +129,47 @@ pub(crate) fn address_pool(spec: &VirtualServerSpec, mode: Mode, errs: &mut Erro
     }
 }
 
+/// Addresses that are never a backend, in either mode: besides what is never
+/// a unicast endpoint (unspecified, multicast, broadcast), loopback would
+/// deliver to the director itself, and link-local is not routable, so the
+/// director could not reach it beyond one link. IPv4-mapped IPv6 addresses
+/// are judged as the IPv4 address they carry.
+pub(crate) fn backend_address(ip: IpAddr) -> Option<String> {
+    let canonical = ip.to_canonical();
+    if let Some(p) = unicast_problem(ip).or_else(|| unicast_problem(canonical)) {
+        return Some(p);
+    }
+    let link_local = match canonical {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    if canonical.is_loopback() {
+        Some(format!(
+            "{ip} is a loopback address: traffic would be delivered to the director itself"
+        ))
+    } else if link_local {
+        Some(format!(
+            "{ip} is a link-local address: not routable, and ambiguous without an interface"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Announcement methods the mode cannot perform. Standalone has no BGP
+/// speaker: accepting `bgp` would leave the VIPs unreachable from beyond the
+/// local segment while the user believes they are routed.
+pub(crate) fn announce(spec: &VirtualServerSpec, mode: Mode, errs: &mut Errors) {
+    if mode == Mode::Standalone && spec.announce.as_ref().is_some_and(|a| a.bgp.is_some()) {
+        errs.push(
+            "spec.announce.bgp",
+            "standalone mode has no BGP speaker, so the VIPs would not be advertised to \
+             routers; remove it (standalone answers ARP on its interface, as announce.l2 does) \
+             or run under the controller",
+        );
+    }
+}
+
 fn is_label_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -241,6 +283,69 @@ spec:
             assert_eq!(err.errors[0].field, *field, "{case}: {err}");
             assert!(err.errors[0].reason.contains(reason), "{case}: {err}");
         }
+    }
+
+    /// Backend addresses refused in both modes, IPv6 included (the
+    /// controller plans IPv6; the data plane refuses it later, separately).
+    const NEVER_A_BACKEND: &[(&str, &str, &str)] = &[
+        ("IPv4 loopback", "127.0.0.1", "loopback"),
+        ("IPv4 loopback range", "127.255.0.9", "loopback"),
+        ("IPv4 link-local", "169.254.169.254", "link-local"),
+        ("IPv4 multicast", "239.255.255.250", "multicast"),
+        ("IPv4 unspecified", "0.0.0.0", "unspecified"),
+        ("IPv4 broadcast", "255.255.255.255", "broadcast"),
+        ("IPv6 loopback", "::1", "loopback"),
+        ("IPv6 link-local", "fe80::1", "link-local"),
+        ("IPv6 link-local, top of fe80::/10", "febf::1", "link-local"),
+        ("IPv6 multicast", "ff02::1", "multicast"),
+        ("IPv6 unspecified", "::", "unspecified"),
+        ("IPv4-mapped loopback", "::ffff:127.0.0.1", "loopback"),
+        (
+            "IPv4-mapped broadcast",
+            "::ffff:255.255.255.255",
+            "broadcast",
+        ),
+    ];
+
+    #[test]
+    fn never_a_backend_in_either_mode() {
+        for (case, address, reason) in NEVER_A_BACKEND {
+            for mode in [Mode::Controller, Mode::Standalone] {
+                let mut v = vs();
+                v.spec.backends.static_backends.as_mut().unwrap()[0].address =
+                    (*address).to_string();
+                let err = check(&v, mode).expect_err(case);
+                assert_eq!(err.object, "prod/web", "{case}");
+                assert_eq!(err.errors.len(), 1, "{case}: {err}");
+                assert_eq!(
+                    err.errors[0].field, "spec.backends.static[0].address",
+                    "{case}: {err}"
+                );
+                assert!(err.errors[0].reason.contains(reason), "{case}: {err}");
+            }
+        }
+        // Just outside those ranges: ordinary unicast, accepted.
+        for address in ["fec0::1", "2001:db8::1", "128.0.0.1", "169.255.0.1"] {
+            let mut v = vs();
+            v.spec.backends.static_backends.as_mut().unwrap()[0].address = address.to_string();
+            check(&v, Mode::Controller).unwrap_or_else(|e| panic!("{address}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bgp_announcement_is_refused_only_in_standalone() {
+        let mut v = vs();
+        v.spec.announce = Some(crate::virtual_server::Announce {
+            l2: None,
+            bgp: Some(Default::default()),
+        });
+        assert!(check(&v, Mode::Controller).is_ok());
+        let err = check(&v, Mode::Standalone).unwrap_err();
+        assert_eq!(err.errors[0].field, "spec.announce.bgp");
+        assert_eq!(
+            err.to_string().split(": ").take(2).collect::<Vec<_>>(),
+            ["prod/web", "spec.announce.bgp"]
+        );
     }
 
     #[test]

@@ -242,6 +242,7 @@ fn check_families(
     crate::checks::health_check(spec.health_check.as_ref(), &mut errs);
     crate::checks::node_selector(&spec.node_selector, &mut errs);
     crate::checks::address_pool(spec, mode, &mut errs);
+    crate::checks::announce(spec, mode, &mut errs);
 
     if !errs.0.is_empty() {
         return Err(ValidationError {
@@ -506,7 +507,7 @@ const IPV6_UNSUPPORTED: &str = "IPv6 is not supported by the data plane yet";
 
 /// Rejects addresses that can never be a unicast endpoint; programming them
 /// would black-hole traffic without any visible error.
-fn unicast_problem(ip: IpAddr) -> Option<String> {
+pub(crate) fn unicast_problem(ip: IpAddr) -> Option<String> {
     if ip.is_unspecified() {
         Some(format!("{ip} is the unspecified address"))
     } else if ip.is_multicast() {
@@ -760,7 +761,7 @@ fn check_backends(
                     seen.insert(ip, i);
                     if ip.is_ipv6() && families == Families::Ipv4Only {
                         errs.push(format!("{base}.address"), IPV6_UNSUPPORTED);
-                    } else if let Some(p) = unicast_problem(ip) {
+                    } else if let Some(p) = crate::checks::backend_address(ip) {
                         errs.push(format!("{base}.address"), p);
                     } else if vips.contains(&ip) {
                         // The balancer would forward the packet to itself.
@@ -1140,6 +1141,47 @@ spec:
             "broadcast",
         ),
         (
+            "backend loopback",
+            |vs| vs.spec.backends.static_backends = Some(vec![backend("127.0.0.1", 1)]),
+            "spec.backends.static[0].address",
+            "127.0.0.1 is a loopback address",
+        ),
+        (
+            "backend loopback, not 127.0.0.1",
+            |vs| vs.spec.backends.static_backends = Some(vec![backend("127.3.2.1", 1)]),
+            "spec.backends.static[0].address",
+            "loopback",
+        ),
+        (
+            "backend link-local",
+            |vs| vs.spec.backends.static_backends = Some(vec![backend("169.254.0.7", 1)]),
+            "spec.backends.static[0].address",
+            "169.254.0.7 is a link-local address",
+        ),
+        (
+            "backend multicast",
+            |vs| vs.spec.backends.static_backends = Some(vec![backend("224.0.0.251", 1)]),
+            "spec.backends.static[0].address",
+            "224.0.0.251 is a multicast address",
+        ),
+        (
+            "backend unspecified",
+            |vs| vs.spec.backends.static_backends = Some(vec![backend("0.0.0.0", 1)]),
+            "spec.backends.static[0].address",
+            "0.0.0.0 is the unspecified address",
+        ),
+        (
+            "announce bgp in standalone",
+            |vs| {
+                vs.spec.announce = Some(crate::virtual_server::Announce {
+                    l2: None,
+                    bgp: Some(Default::default()),
+                })
+            },
+            "spec.announce.bgp",
+            "standalone mode has no BGP speaker",
+        ),
+        (
             "backend is vip",
             |vs| {
                 vs.spec
@@ -1196,6 +1238,21 @@ spec:
         }),
         ("empty static list", |vs| {
             vs.spec.backends.static_backends = Some(vec![])
+        }),
+        ("backend next to the loopback and link-local ranges", |vs| {
+            vs.spec.backends.static_backends = Some(vec![
+                backend("126.255.255.255", 1),
+                backend("128.0.0.1", 1),
+                backend("169.253.255.255", 1),
+                backend("169.255.0.1", 1),
+                backend("223.255.255.254", 1),
+            ])
+        }),
+        ("announce l2 in standalone", |vs| {
+            vs.spec.announce = Some(crate::virtual_server::Announce {
+                l2: Some(Default::default()),
+                bgp: None,
+            })
         }),
         ("max weight", |vs| {
             vs.spec.backends.static_backends.as_mut().unwrap()[0].weight = 65_535

@@ -23,6 +23,53 @@ pub struct Document {
     /// The object, or the reason it could not be read (serde errors include
     /// `at line L column C`, counted from the start of the file).
     pub parsed: Result<VirtualServer, String>,
+    /// Top-level and `metadata` keys that the object's type has no field
+    /// for (`metadata.lables`, `specs`): serde drops them silently, so they
+    /// are collected here to be reported. Unknown `spec` fields are parse
+    /// errors instead (see `ballast_api::parse_yaml`).
+    pub ignored_keys: Vec<String>,
+}
+
+/// The keys of a Kubernetes object and of its `ObjectMeta`; anything else
+/// outside `spec` is ignored by the parser.
+const OBJECT_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+const METADATA_KEYS: &[&str] = &[
+    "annotations",
+    "creationTimestamp",
+    "deletionGracePeriodSeconds",
+    "deletionTimestamp",
+    "finalizers",
+    "generateName",
+    "generation",
+    "labels",
+    "managedFields",
+    "name",
+    "namespace",
+    "ownerReferences",
+    "resourceVersion",
+    "selfLink",
+    "uid",
+];
+
+/// Keys of `raw` (one document) outside the object's schema, as paths.
+pub fn ignored_keys(raw: &serde_yaml::Value) -> Vec<String> {
+    fn unknown(map: &serde_yaml::Mapping, known: &[&str], prefix: &str, out: &mut Vec<String>) {
+        for key in map.keys() {
+            match key.as_str() {
+                Some(k) if known.contains(&k) => {}
+                Some(k) => out.push(format!("{prefix}{k}")),
+                None => out.push(format!("{prefix}{key:?}")),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let serde_yaml::Value::Mapping(top) = raw {
+        unknown(top, OBJECT_KEYS, "", &mut out);
+        if let Some(serde_yaml::Value::Mapping(meta)) = top.get("metadata") {
+            unknown(meta, METADATA_KEYS, "metadata.", &mut out);
+        }
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,21 +101,23 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, ConfigError> {
                 docs.push(Document {
                     source: format!("{name}#1"),
                     parsed: Err(format!("not UTF-8 text: {e}")),
+                    ignored_keys: Vec::new(),
                 });
                 continue;
             }
         };
         let mut index = 0;
         for chunk in split_documents(&text) {
-            let parsed = match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
+            let (parsed, ignored_keys) = match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
                 Ok(serde_yaml::Value::Null) => continue, // empty or comments only
-                Ok(_) => ballast_api::parse_yaml(&chunk),
-                Err(e) => Err(e.to_string()),
+                Ok(raw) => (ballast_api::parse_yaml(&chunk), ignored_keys(&raw)),
+                Err(e) => (Err(e.to_string()), Vec::new()),
             };
             index += 1;
             docs.push(Document {
                 source: format!("{name}#{index}"),
                 parsed,
+                ignored_keys,
             });
         }
     }
@@ -337,6 +386,30 @@ mod tests {
         assert_eq!(docs.len(), 2);
         assert!(docs[0].parsed.as_ref().unwrap_err().contains("UTF-8"));
         assert_eq!(name_of(&docs[1]), "good");
+    }
+
+    #[test]
+    fn keys_outside_the_schema_are_collected() {
+        let dir = TempDir::new("keys");
+        let text = vs("a", "203.0.113.1")
+            .replace(
+                "namespace: default}",
+                "namespace: default, lables: {app: web}, uid: x, generation: 3}",
+            )
+            .replace(
+                "kind: VirtualServer\n",
+                "kind: VirtualServer\nspecs: {}\n7: x\n",
+            )
+            + "status: {addresses: []}\n";
+        let file = dir.write("a.yaml", text);
+        let docs = read_documents(&file).unwrap();
+        assert_eq!(name_of(&docs[0]), "a", "still parsed");
+        assert_eq!(
+            docs[0].ignored_keys,
+            ["specs", "Number(7)", "metadata.lables"]
+        );
+        let file = dir.write("b.yaml", vs("b", "203.0.113.2"));
+        assert!(read_documents(&file).unwrap()[0].ignored_keys.is_empty());
     }
 
     #[test]

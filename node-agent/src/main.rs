@@ -143,6 +143,8 @@ fn main() -> anyhow::Result<()> {
             toa_mss,
             sweep_interval,
         } => {
+            // Before anything touches the system: a bad flag changes nothing.
+            ballast_agent::standalone::snat_check::check(&snat_address)?;
             let opts = StandaloneOptions {
                 interface,
                 pin_root,

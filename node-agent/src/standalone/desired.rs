@@ -1,11 +1,15 @@
-//! Pure: from the documents read this time (and the last valid version of
-//! each object) to the services to program and the errors to report. An
-//! object whose new version is invalid keeps serving its last valid version:
-//! a typo must not take a VIP down.
-use std::collections::BTreeMap;
+//! Pure: from the documents read this time (and what the previous round
+//! decided) to the services to program, the errors and the warnings to
+//! report. An object whose new version is invalid keeps serving its last
+//! valid version: a typo must not take a VIP down. Who gets a contested
+//! address is decided by [`super::ownership`] (first come).
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
-use ballast_api::validate::{self, Forwarding, Protocol, ServiceSpec};
+use ballast_api::VirtualServer;
+use ballast_api::validate::{self, FieldError, Forwarding, Protocol, ServiceSpec, ValidationError};
 
+use super::ownership::{self, Candidate};
 use crate::abi;
 use crate::config_files::Document;
 use crate::dataplane::{DesiredBackend, DesiredService};
@@ -13,85 +17,275 @@ use crate::dataplane::{DesiredBackend, DesiredService};
 /// TCP MSS that leaves room for the 8-byte TOA option on a 1500-byte MTU.
 pub const DEFAULT_TOA_MSS: u16 = 1500 - 40 - 8;
 
+/// What one round of [`resolve`] leaves for the next.
 #[derive(Debug, Default, Clone)]
 pub struct LastGood {
-    /// object ("namespace/name") -> (file it came from, its services)
+    /// object ("namespace/name") -> (document it came from, `file#N`, and its
+    /// last valid services)
     objects: BTreeMap<String, (String, Vec<ServiceSpec>)>,
+    /// object -> the services the last round gave it (what is programmed):
+    /// the history first-come ownership is decided by.
+    served: BTreeMap<String, Vec<ServiceSpec>>,
+    /// Warnings already logged, per object, with the version they were
+    /// logged for: logged again only once that object changes.
+    warned: BTreeMap<String, Warned>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Warned {
+    seen: Option<VirtualServer>,
+    messages: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
 pub struct Resolved {
     pub services: Vec<ServiceSpec>,
     pub errors: Vec<String>,
+    /// Problems that do not stop an object from being served, each reported
+    /// once per version of the object.
+    pub warnings: Vec<String>,
 }
 
 fn file_of(source: &str) -> &str {
     source.rsplit_once('#').map_or(source, |(f, _)| f)
 }
 
-/// Validates every document, falls back to last-good versions, and drops
-/// (with an error) services whose (VIP, port, protocol) another object holds.
-pub fn resolve(docs: &[Document], last: &mut LastGood) -> Resolved {
-    let mut out = Resolved::default();
-    let mut current: BTreeMap<String, (String, Vec<ServiceSpec>)> = BTreeMap::new();
-    let mut broken_files = Vec::new();
+/// `namespace/name` as validation names it; `None` without a name (then
+/// validation reports `metadata.name`, and the document is nobody's
+/// duplicate).
+fn object_of(vs: &VirtualServer) -> Option<String> {
+    let name = vs.metadata.name.as_deref().filter(|n| !n.is_empty())?;
+    let namespace = vs
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default");
+    Some(format!("{namespace}/{name}"))
+}
 
+/// Rules that need this agent's settings: a VIP or a backend that is one of
+/// its SNAT addresses would make FullNAT replies and new flows
+/// indistinguishable, or forward the traffic back to the director.
+fn check_node(specs: &[ServiceSpec], snat: &[Ipv4Addr]) -> Result<(), ValidationError> {
+    let mut errors = Vec::new();
+    let mut vips: Vec<Ipv4Addr> = Vec::new();
+    for s in specs {
+        if !vips.contains(&s.vip) {
+            vips.push(s.vip);
+        }
+    }
+    for (i, vip) in vips.iter().enumerate() {
+        if snat.contains(vip) {
+            errors.push(FieldError {
+                field: format!("spec.addresses[{i}]"),
+                reason: format!(
+                    "{vip} is a SNAT address of this agent (--snat-address): a VIP must differ \
+                     from the addresses FullNAT flows leave with"
+                ),
+            });
+        }
+    }
+    for (i, b) in specs
+        .first()
+        .map_or(&[][..], |s| &s.backends)
+        .iter()
+        .enumerate()
+    {
+        if snat.contains(&b.address) {
+            errors.push(FieldError {
+                field: format!("spec.backends.static[{i}].address"),
+                reason: format!(
+                    "{} is a SNAT address of this agent (--snat-address): the director would \
+                     forward to itself",
+                    b.address
+                ),
+            });
+        }
+    }
+    match (errors.is_empty(), specs.first()) {
+        (false, Some(s)) => Err(ValidationError {
+            object: s.object.clone(),
+            errors,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Warnings about a document itself: fields with no effect in standalone
+/// mode, keys nothing reads.
+fn document_warnings(vs: &VirtualServer, doc: &Document) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    if !vs.spec.node_selector.is_empty() {
+        out.push(FieldError {
+            field: "spec.nodeSelector".into(),
+            reason: "ignored in standalone mode: this agent serves the object on its own \
+                     interface (the selector is a placement hint for the controller)"
+                .into(),
+        });
+    }
+    for k in &doc.ignored_keys {
+        out.push(FieldError {
+            field: k.clone(),
+            reason: "unknown key, ignored".into(),
+        });
+    }
+    out
+}
+
+/// Warnings about the version an object is served with: clients of a
+/// service with nothing to forward to are refused.
+fn served_warnings(version: &[ServiceSpec]) -> Vec<FieldError> {
+    let Some(first) = version.first() else {
+        return Vec::new();
+    };
+    let refused = "new clients are refused (TCP reset, ICMP port unreachable)";
+    if first.backends.is_empty() {
+        vec![FieldError {
+            field: "spec.backends.static".into(),
+            reason: format!("is empty: {refused} until a backend is listed"),
+        }]
+    } else if first.backends.iter().all(|b| b.weight == 0) {
+        vec![FieldError {
+            field: "spec.backends.static".into(),
+            reason: format!(
+                "every backend has weight 0 (draining): established flows continue, {refused}"
+            ),
+        }]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Validates every document, falls back to last-good versions, refuses
+/// duplicates, and gives each contested address to the object that holds it
+/// (see [`super::ownership`]). `snat` are this agent's SNAT addresses.
+pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Resolved {
+    let mut out = Resolved::default();
+    let mut broken_files = Vec::new();
+    // object -> its documents this round, in file order
+    let mut by_object: BTreeMap<String, Vec<(&Document, &VirtualServer)>> = BTreeMap::new();
     for d in docs {
         match &d.parsed {
             Err(e) => {
                 out.errors.push(format!("{}: {e}", d.source));
                 broken_files.push(file_of(&d.source).to_string());
             }
-            Ok(vs) => {
-                let obj = format!(
-                    "{}/{}",
-                    vs.metadata.namespace.as_deref().unwrap_or("default"),
-                    vs.metadata.name.as_deref().unwrap_or("")
-                );
-                match validate::validate_standalone(vs) {
-                    Ok(specs) => {
-                        current.insert(obj, (file_of(&d.source).to_string(), specs));
-                    }
-                    Err(e) => {
-                        let kept = last.objects.get(&obj).cloned();
-                        let note = if kept.is_some() {
-                            " (keeping its last valid version)"
-                        } else {
-                            ""
-                        };
-                        out.errors.push(format!("{}: {e}{note}", d.source));
-                        if let Some(k) = kept {
-                            current.insert(obj, k);
-                        }
+            Ok(vs) => match object_of(vs) {
+                Some(obj) => by_object.entry(obj).or_default().push((d, vs)),
+                None => {
+                    if let Err(e) = validate::validate_standalone(vs) {
+                        out.errors.push(format!("{}: {e}", d.source));
                     }
                 }
+            },
+        }
+    }
+
+    // object -> (source, version) it asks for this round
+    let mut current: BTreeMap<String, (String, Vec<ServiceSpec>)> = BTreeMap::new();
+    let mut warnings: Vec<(String, String, FieldError)> = Vec::new();
+    for (obj, found) in &by_object {
+        let kept = last.objects.get(obj).cloned();
+        for (d, vs) in found {
+            for w in document_warnings(vs, d) {
+                warnings.push((obj.clone(), d.source.clone(), w));
+            }
+        }
+        if let [(d, vs)] = found.as_slice() {
+            let checked = validate::validate_standalone(vs)
+                .and_then(|specs| check_node(&specs, snat).map(|()| specs));
+            match checked {
+                Ok(specs) => {
+                    current.insert(obj.clone(), (d.source.clone(), specs));
+                }
+                Err(e) => {
+                    let note = if kept.is_some() {
+                        " (keeping its last valid version)"
+                    } else {
+                        ""
+                    };
+                    out.errors.push(format!("{}: {e}{note}", d.source));
+                    if let Some(k) = kept {
+                        current.insert(obj.clone(), k);
+                    }
+                }
+            }
+        } else {
+            // Which one is meant cannot be told: apply neither, so that
+            // adding a copy never changes what serves.
+            let places: Vec<&str> = found.iter().map(|(d, _)| d.source.as_str()).collect();
+            let outcome = if kept.is_some() {
+                "neither is applied; its last valid version stays"
+            } else {
+                "neither is applied until only one remains"
+            };
+            out.errors.push(format!(
+                "{obj}: metadata.name: defined more than once, in {}; {outcome}",
+                places.join(" and ")
+            ));
+            if let Some(k) = kept {
+                current.insert(obj.clone(), k);
             }
         }
     }
     // A document that does not even parse cannot be matched to an object:
     // keep whatever last came from its file.
     for (obj, entry) in &last.objects {
-        if broken_files.contains(&entry.0) && !current.contains_key(obj) {
+        if broken_files.iter().any(|f| f == file_of(&entry.0)) && !by_object.contains_key(obj) {
             current.insert(obj.clone(), entry.clone());
         }
     }
 
-    // The first object (in name order) keeps a contested (VIP, port,
-    // protocol); a later one is refused whole rather than served in part.
-    let all: Vec<ServiceSpec> = current
-        .values()
-        .flat_map(|(_, s)| s.iter().cloned())
-        .collect();
-    let conflicts = validate::check_conflicts(&all);
-    let refused: std::collections::BTreeSet<&str> =
-        conflicts.iter().map(|e| e.object.as_str()).collect();
-    out.errors.extend(conflicts.iter().map(|e| e.to_string()));
-    out.services = all
+    let candidates = current
         .iter()
-        .filter(|s| !refused.contains(s.object.as_str()))
-        .cloned()
+        .map(|(obj, (source, version))| Candidate {
+            object: obj.clone(),
+            source: source.clone(),
+            version: version.clone(),
+            served: last.served.get(obj).cloned(),
+        })
         .collect();
+    let assigned = ownership::assign(candidates);
+    out.errors.extend(assigned.errors);
+    for (obj, version) in &assigned.accepted {
+        let source = current.get(obj).map_or("", |(s, _)| s.as_str());
+        for w in served_warnings(version) {
+            warnings.push((obj.clone(), source.to_string(), w));
+        }
+    }
+    out.services = assigned.accepted.values().flatten().cloned().collect();
+    out.warnings = warn_once(&mut last.warned, &by_object, &current, warnings);
+    last.served = assigned.accepted;
     last.objects = current;
+    out
+}
+
+/// Keeps the warnings not yet logged for the current version of their
+/// object, and forgets objects that are gone.
+fn warn_once(
+    warned: &mut BTreeMap<String, Warned>,
+    by_object: &BTreeMap<String, Vec<(&Document, &VirtualServer)>>,
+    current: &BTreeMap<String, (String, Vec<ServiceSpec>)>,
+    warnings: Vec<(String, String, FieldError)>,
+) -> Vec<String> {
+    warned.retain(|obj, _| by_object.contains_key(obj) || current.contains_key(obj));
+    for (obj, found) in by_object {
+        let w = warned.entry(obj.clone()).or_default();
+        // The first document stands for a duplicated object.
+        let vs = found.first().map(|(_, vs)| (*vs).clone());
+        if w.seen != vs {
+            w.seen = vs;
+            w.messages.clear();
+        }
+    }
+    let mut out = Vec::new();
+    for (obj, source, e) in warnings {
+        let key = format!("{}: {}", e.field, e.reason);
+        if warned.entry(obj.clone()).or_default().messages.insert(key) {
+            out.push(format!("{source}: {obj}: {}: {}", e.field, e.reason));
+        }
+    }
     out
 }
 
@@ -142,28 +336,64 @@ pub fn to_desired(specs: &[ServiceSpec], announce: bool, toa_mss: u16) -> Vec<De
 mod tests {
     use super::*;
 
-    fn doc(source: &str, name: &str, vip: &str, forwarding: &str) -> Document {
-        let yaml = format!(
-            "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\nmetadata: {{name: {name}, namespace: default}}\n\
-             spec:\n  addresses: [{vip}]\n  ports: [{{port: 80, protocol: TCP}}]\n  forwarding: {forwarding}\n  \
-             backends: {{static: [{{address: 198.51.100.11}}]}}\n"
-        );
+    const SNAT: [Ipv4Addr; 1] = [Ipv4Addr::new(198, 51, 100, 3)];
+
+    /// A document from YAML, read as `config_files` reads one.
+    fn from_yaml(source: &str, yaml: &str) -> Document {
+        let raw: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
         Document {
             source: source.into(),
-            parsed: ballast_api::parse_yaml(&yaml),
+            parsed: ballast_api::parse_yaml(yaml),
+            ignored_keys: crate::config_files::ignored_keys(&raw),
         }
+    }
+
+    /// `name` serving `vip`:80/TCP to the given backends (a YAML flow list).
+    fn object(source: &str, name: &str, vip: &str, backends: &str) -> Document {
+        from_yaml(
+            source,
+            &format!(
+                "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\n\
+                 metadata: {{name: {name}, namespace: default}}\n\
+                 spec:\n  addresses: [{vip}]\n  ports: [{{port: 80, protocol: TCP}}]\n  \
+                 backends: {{static: {backends}}}\n"
+            ),
+        )
+    }
+
+    fn doc(source: &str, name: &str, vip: &str, forwarding: &str) -> Document {
+        from_yaml(
+            source,
+            &format!(
+                "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\nmetadata: {{name: {name}, namespace: default}}\n\
+                 spec:\n  addresses: [{vip}]\n  ports: [{{port: 80, protocol: TCP}}]\n  forwarding: {forwarding}\n  \
+                 backends: {{static: [{{address: 198.51.100.11}}]}}\n"
+            ),
+        )
+    }
+
+    fn served(r: &Resolved) -> Vec<(&str, String)> {
+        r.services
+            .iter()
+            .map(|s| (s.object.as_str(), s.backends[0].address.to_string()))
+            .collect()
     }
 
     #[test]
     fn invalid_update_keeps_the_last_valid_version() {
         let mut last = LastGood::default();
-        let r = resolve(&[doc("a.yaml#1", "web", "203.0.113.10", "DR")], &mut last);
+        let r = resolve(
+            &[doc("a.yaml#1", "web", "203.0.113.10", "DR")],
+            &mut last,
+            &SNAT,
+        );
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(r.services.len(), 1);
 
         let r = resolve(
             &[doc("a.yaml#1", "web", "203.0.113.10", "Bogus")],
             &mut last,
+            &SNAT,
         );
         assert_eq!(r.services.len(), 1, "still served");
         assert_eq!(r.services[0].forwarding, Forwarding::Dr);
@@ -173,39 +403,353 @@ mod tests {
         let broken = Document {
             source: "a.yaml#1".into(),
             parsed: Err("bad indentation at line 3".into()),
+            ignored_keys: Vec::new(),
         };
-        let r = resolve(&[broken], &mut last);
+        let r = resolve(&[broken], &mut last, &SNAT);
         assert_eq!(r.services.len(), 1);
 
         // Deleted: gone.
-        let r = resolve(&[], &mut last);
+        let r = resolve(&[], &mut last, &SNAT);
         assert!(r.services.is_empty());
     }
 
     #[test]
-    fn a_contested_address_goes_to_the_first_object() {
-        let mut last = LastGood::default();
-        let r = resolve(
-            &[
+    fn cold_start_gives_a_contested_address_to_the_first_name() {
+        for order in [[0, 1], [1, 0]] {
+            let docs = [
                 doc("a.yaml#1", "alpha", "203.0.113.10", "FullNAT"),
                 doc("b.yaml#1", "beta", "203.0.113.10", "NAT"),
-            ],
-            &mut last,
+            ];
+            let docs = order.map(|i| docs[i].clone());
+            let r = resolve(&docs, &mut LastGood::default(), &SNAT);
+            assert_eq!(r.services.len(), 1);
+            assert_eq!(r.services[0].object, "default/alpha");
+            assert_eq!(r.errors.len(), 1);
+            assert!(
+                r.errors[0].starts_with("b.yaml#1: default/beta: spec.addresses[0]: ")
+                    && r.errors[0].contains("203.0.113.10:80/TCP is held by default/alpha"),
+                "{:?}",
+                r.errors
+            );
+        }
+    }
+
+    #[test]
+    fn first_come_the_serving_object_keeps_its_address() {
+        let mut last = LastGood::default();
+        let web = object(
+            "web.yaml#1",
+            "web",
+            "203.0.113.10",
+            "[{address: 198.51.100.11}]",
         );
-        assert_eq!(r.services.len(), 1);
-        assert_eq!(r.services[0].object, "default/alpha");
+        let aaa = object(
+            "aaa.yaml#1",
+            "aaa",
+            "203.0.113.10",
+            "[{address: 198.51.100.12}]",
+        );
+        let r = resolve(std::slice::from_ref(&web), &mut last, &SNAT);
+        assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
+
+        // aaa sorts first and comes second: refused whole, web keeps serving.
+        let r = resolve(&[aaa.clone(), web.clone()], &mut last, &SNAT);
+        assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
+        assert_eq!(
+            r.errors,
+            [
+                "aaa.yaml#1: default/aaa: spec.addresses[0]: 203.0.113.10:80/TCP is held by \
+              default/web; default/aaa is not applied (first come: what an object already \
+              serves stays with it)"
+            ]
+        );
+        // Stable across reloads, and web's edits still apply.
+        let web2 = object(
+            "web.yaml#1",
+            "web",
+            "203.0.113.10",
+            "[{address: 198.51.100.13}]",
+        );
+        let r = resolve(&[aaa.clone(), web2], &mut last, &SNAT);
+        assert_eq!(served(&r), [("default/web", "198.51.100.13".into())]);
         assert_eq!(r.errors.len(), 1);
+
+        // An invalid edit of web keeps web's last valid version, and its key.
+        let bad = object(
+            "web.yaml#1",
+            "web",
+            "203.0.113.10",
+            "[{address: 127.0.0.1}]",
+        );
+        let r = resolve(&[aaa.clone(), bad], &mut last, &SNAT);
+        assert_eq!(served(&r), [("default/web", "198.51.100.13".into())]);
+        assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+        assert!(r.errors[0].contains("loopback") && r.errors[0].contains("keeping its last valid"));
+
+        // web goes: aaa gets the address on that reload.
+        let r = resolve(std::slice::from_ref(&aaa), &mut last, &SNAT);
+        assert_eq!(served(&r), [("default/aaa", "198.51.100.12".into())]);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+
+    #[test]
+    fn duplicate_names_apply_neither_and_keep_what_serves() {
+        let web = object(
+            "a.yaml#1",
+            "web",
+            "203.0.113.10",
+            "[{address: 198.51.100.11}]",
+        );
+        let copy = object(
+            "b.yaml#2",
+            "web",
+            "203.0.113.10",
+            "[{address: 198.51.100.12}]",
+        );
+        let same_file = object(
+            "a.yaml#2",
+            "web",
+            "203.0.113.10",
+            "[{address: 198.51.100.12}]",
+        );
+
+        for dup in [&copy, &same_file] {
+            let mut last = LastGood::default();
+            resolve(std::slice::from_ref(&web), &mut last, &SNAT);
+            let r = resolve(&[web.clone(), dup.clone()], &mut last, &SNAT);
+            assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
+            assert_eq!(
+                r.errors,
+                [format!(
+                    "default/web: metadata.name: defined more than once, in a.yaml#1 and {}; \
+                     neither is applied; its last valid version stays",
+                    dup.source
+                )]
+            );
+            // An edit of either copy changes nothing while both exist.
+            let edited = object(
+                "a.yaml#1",
+                "web",
+                "203.0.113.10",
+                "[{address: 198.51.100.13}]",
+            );
+            let r = resolve(&[edited.clone(), dup.clone()], &mut last, &SNAT);
+            assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
+            // The copy removed: the remaining document applies.
+            let r = resolve(&[edited], &mut last, &SNAT);
+            assert_eq!(served(&r), [("default/web", "198.51.100.13".into())]);
+            assert!(r.errors.is_empty());
+        }
+
+        // Cold start: ambiguous, neither is served; other objects are.
+        let other = object(
+            "c.yaml#1",
+            "other",
+            "203.0.113.20",
+            "[{address: 198.51.100.11}]",
+        );
+        let r = resolve(&[web, copy, other], &mut LastGood::default(), &SNAT);
+        assert_eq!(served(&r), [("default/other", "198.51.100.11".into())]);
+        assert_eq!(
+            r.errors,
+            [
+                "default/web: metadata.name: defined more than once, in a.yaml#1 and b.yaml#2; \
+              neither is applied until only one remains"
+            ]
+        );
+    }
+
+    /// Addresses refused by this configuration or this agent's settings
+    /// (`resolve`), beside those no backend may ever have (`ballast_api`),
+    /// each with the field and reason named: (desc, input, expected error).
+    const REFUSED_ADDRESSES: &[(&str, &str, &str, &str)] = &[
+        (
+            "backend is loopback",
+            "203.0.113.10",
+            "[{address: 127.0.0.1}]",
+            "default/x: spec.backends.static[0].address: 127.0.0.1 is a loopback address",
+        ),
+        (
+            "backend is link-local",
+            "203.0.113.10",
+            "[{address: 198.51.100.11}, {address: 169.254.1.1}]",
+            "default/x: spec.backends.static[1].address: 169.254.1.1 is a link-local address",
+        ),
+        (
+            "backend is multicast",
+            "203.0.113.10",
+            "[{address: 224.0.0.1}]",
+            "default/x: spec.backends.static[0].address: 224.0.0.1 is a multicast address",
+        ),
+        (
+            "backend is unspecified",
+            "203.0.113.10",
+            "[{address: 0.0.0.0}]",
+            "default/x: spec.backends.static[0].address: 0.0.0.0 is the unspecified address",
+        ),
+        (
+            "backend is broadcast",
+            "203.0.113.10",
+            "[{address: 255.255.255.255}]",
+            "default/x: spec.backends.static[0].address: 255.255.255.255 is the broadcast address",
+        ),
+        (
+            "backend is a VIP of the same object",
+            "203.0.113.10",
+            "[{address: 203.0.113.10}]",
+            "default/x: spec.backends.static[0].address: 203.0.113.10 is also a VIP",
+        ),
+        (
+            "backend is a VIP of another object",
+            "203.0.113.10",
+            "[{address: 203.0.113.99}]",
+            "default/x: spec.backends.static[0].address: 203.0.113.99 is a VIP of default/holder",
+        ),
+        (
+            "VIP is a backend of another object",
+            "198.51.100.50",
+            "[{address: 198.51.100.11}]",
+            "default/x: spec.addresses[0]: 198.51.100.50 is a backend of default/holder",
+        ),
+        (
+            "backend is a SNAT address",
+            "203.0.113.10",
+            "[{address: 198.51.100.11}, {address: 198.51.100.3}]",
+            "default/x: spec.backends.static[1].address: 198.51.100.3 is a SNAT address of this \
+             agent (--snat-address)",
+        ),
+        (
+            "VIP is a SNAT address",
+            "198.51.100.3",
+            "[{address: 198.51.100.11}]",
+            "default/x: spec.addresses[0]: 198.51.100.3 is a SNAT address of this agent",
+        ),
+    ];
+
+    #[test]
+    fn refused_addresses() {
+        // `holder` serves 203.0.113.99 and forwards to 198.51.100.50; it
+        // comes first in name order and in time.
+        let holder = object(
+            "h.yaml#1",
+            "holder",
+            "203.0.113.99",
+            "[{address: 198.51.100.50}]",
+        );
+        for (desc, vip, backends, expected) in REFUSED_ADDRESSES {
+            let mut last = LastGood::default();
+            resolve(std::slice::from_ref(&holder), &mut last, &SNAT);
+            let x = object("x.yaml#1", "x", vip, backends);
+            let r = resolve(&[holder.clone(), x], &mut last, &SNAT);
+            assert_eq!(
+                served(&r),
+                [("default/holder", "198.51.100.50".into())],
+                "{desc}"
+            );
+            assert_eq!(r.errors.len(), 1, "{desc}: {:?}", r.errors);
+            assert!(
+                r.errors[0].starts_with(&format!("x.yaml#1: {expected}")),
+                "{desc}: {:?}",
+                r.errors
+            );
+        }
+    }
+
+    #[test]
+    fn bgp_announcement_is_an_error_naming_object_and_field() {
+        let yaml = "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\n\
+                    metadata: {name: web}\nspec:\n  addresses: [203.0.113.10]\n  \
+                    ports: [{port: 80}]\n  announce: {bgp: {}}\n  \
+                    backends: {static: [{address: 198.51.100.11}]}\n";
+        let r = resolve(
+            &[from_yaml("w.yaml#1", yaml)],
+            &mut LastGood::default(),
+            &SNAT,
+        );
+        assert!(r.services.is_empty());
         assert!(
-            r.errors[0].contains("default/beta") && r.errors[0].contains("default/alpha"),
+            r.errors[0].starts_with("w.yaml#1: default/web: spec.announce.bgp: standalone mode"),
             "{:?}",
             r.errors
         );
     }
 
     #[test]
+    fn warnings_are_logged_once_per_version_of_an_object() {
+        let yaml = |extra: &str| {
+            format!(
+                "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\nextra: 1\n\
+                 metadata: {{name: web, lables: {{app: web}}}}\nspec:\n  \
+                 addresses: [203.0.113.10]\n  ports: [{{port: 80}}]\n  \
+                 nodeSelector: {{zone: a}}\n  backends: {{static: [{{address: 198.51.100.11}}]}}\n{extra}"
+            )
+        };
+        let mut last = LastGood::default();
+        let r = resolve(&[from_yaml("w.yaml#1", &yaml(""))], &mut last, &SNAT);
+        assert_eq!(r.services.len(), 1, "warnings do not refuse");
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(
+            r.warnings,
+            [
+                "w.yaml#1: default/web: spec.nodeSelector: ignored in standalone mode: this \
+                 agent serves the object on its own interface (the selector is a placement \
+                 hint for the controller)",
+                "w.yaml#1: default/web: extra: unknown key, ignored",
+                "w.yaml#1: default/web: metadata.lables: unknown key, ignored",
+            ]
+        );
+        // Reloads of the same version (even moved in its file): silent.
+        for source in ["w.yaml#1", "w.yaml#2"] {
+            let r = resolve(&[from_yaml(source, &yaml(""))], &mut last, &SNAT);
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        }
+        // The object changes: its warnings are logged again.
+        let changed = yaml("").replace("[{port: 80}]", "[{port: 81}]");
+        let r = resolve(&[from_yaml("w.yaml#1", &changed)], &mut last, &SNAT);
+        assert_eq!(r.warnings.len(), 3, "{:?}", r.warnings);
+        // Gone, then back: logged again.
+        resolve(&[], &mut last, &SNAT);
+        let r = resolve(&[from_yaml("w.yaml#1", &changed)], &mut last, &SNAT);
+        assert_eq!(r.warnings.len(), 3, "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn a_service_with_nothing_to_forward_to_is_served_with_a_warning() {
+        let mut last = LastGood::default();
+        // An empty static list is LVS's maintenance state: the service stays
+        // defined (its clients refused at once, not timing out).
+        let empty = object("e.yaml#1", "empty", "203.0.113.10", "[]");
+        let drained = object(
+            "d.yaml#1",
+            "drained",
+            "203.0.113.11",
+            "[{address: 198.51.100.11, weight: 0}, {address: 198.51.100.12, weight: 0}]",
+        );
+        let r = resolve(&[empty.clone(), drained.clone()], &mut last, &SNAT);
+        assert_eq!(r.services.len(), 2);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(
+            r.warnings,
+            [
+                "d.yaml#1: default/drained: spec.backends.static: every backend has weight 0 \
+                 (draining): established flows continue, new clients are refused (TCP reset, \
+                 ICMP port unreachable)",
+                "e.yaml#1: default/empty: spec.backends.static: is empty: new clients are \
+                 refused (TCP reset, ICMP port unreachable) until a backend is listed",
+            ]
+        );
+        let r = resolve(&[empty, drained], &mut last, &SNAT);
+        assert!(r.warnings.is_empty(), "once: {:?}", r.warnings);
+    }
+
+    #[test]
     fn to_desired_maps_modes_and_toa() {
         let mut last = LastGood::default();
-        let r = resolve(&[doc("a.yaml#1", "web", "203.0.113.10", "NAT")], &mut last);
+        let r = resolve(
+            &[doc("a.yaml#1", "web", "203.0.113.10", "NAT")],
+            &mut last,
+            &SNAT,
+        );
         let d = to_desired(&r.services, true, DEFAULT_TOA_MSS);
         assert_eq!(d[0].mode, abi::MODE_NAT);
         assert_eq!(d[0].name, "default/web:80");

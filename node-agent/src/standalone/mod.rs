@@ -2,6 +2,8 @@
 //! files, reloaded on change and on SIGHUP (the keepalived+ipvsadm
 //! replacement). Stopping the agent leaves forwarding running.
 pub mod desired;
+pub mod ownership;
+pub mod snat_check;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -87,6 +89,9 @@ pub struct Standalone {
 
 impl Standalone {
     pub fn open(opts: StandaloneOptions) -> anyhow::Result<Self> {
+        for w in snat_check::at_start(&opts.snat_addrs, &opts.interface)? {
+            warn!("{w}");
+        }
         enable_ip_forward()?;
         let settings = NodeSettings {
             mac: interface_mac(&opts.interface)?,
@@ -118,7 +123,10 @@ impl Standalone {
         self.fingerprint = config_files::fingerprint(&self.opts.config).ok();
         let docs = config_files::read_documents(&self.opts.config)
             .with_context(|| format!("reading {}", self.opts.config.display()))?;
-        let resolved = desired::resolve(&docs, &mut self.last_good);
+        let resolved = desired::resolve(&docs, &mut self.last_good, &self.opts.snat_addrs);
+        for w in &resolved.warnings {
+            warn!("{w}");
+        }
         let wanted = desired::to_desired(&resolved.services, self.opts.announce, self.opts.toa_mss);
         let mut errors = resolved.errors;
         for e in self.director.apply(&wanted)? {
