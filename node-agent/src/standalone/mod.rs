@@ -1,6 +1,7 @@
 //! `ballast-agent standalone`: the data plane driven by VirtualServer YAML
 //! files, reloaded on change and on SIGHUP (the keepalived+ipvsadm
-//! replacement). Stopping the agent leaves forwarding running.
+//! replacement). Stopping the agent leaves forwarding running (when its pins
+//! are on the host's bpffs: see `lifecycle::bpffs`).
 pub mod desired;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,12 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config_files;
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
 use crate::dataplane::{self, Director, LoadOptions, NodeSettings, XdpAttachMode};
+use crate::lifecycle::bpffs::{self, BpffsFacts, PinPersistence};
+use crate::lifecycle::identity::{self, Interface};
+use crate::lifecycle::lock::AgentLock;
+use crate::lifecycle::signals::{self, Signals};
+use crate::lifecycle::veth;
 use crate::{inventory, metrics, stats};
 
 #[derive(Clone, Debug)]
@@ -83,10 +88,73 @@ pub struct Standalone {
     director: Director,
     last_good: desired::LastGood,
     fingerprint: Option<u64>,
+    /// The interface with its identity (what the pins are keyed by).
+    iface: Interface,
+    /// Whether the pins outlive this process (said at start and at stop).
+    persistence: PinPersistence,
+    /// One agent per interface, held until the process ends.
+    _lock: AgentLock,
 }
 
 impl Standalone {
+    /// Opens the data plane on a thread that blocks the agent's signals (the
+    /// verifier is not interrupted), while `signals`, registered before, are
+    /// watched: a stop signal during start-up stops the agent once the data
+    /// plane is open (None). SIGHUPs wait for `run`.
+    pub async fn start(
+        opts: StandaloneOptions,
+        signals: &mut Signals,
+    ) -> anyhow::Result<Option<Self>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("open-dataplane".into())
+            .spawn(move || {
+                let opened = signals::block_in_this_thread()
+                    .context("blocking signals")
+                    .and_then(|()| Standalone::open(opts));
+                let _ = tx.send(opened);
+            })
+            .context("spawning the start-up thread")?;
+        tokio::pin!(rx);
+        let stop = tokio::select! {
+            opened = &mut rx => return opened.context("start-up thread died")?.map(Some),
+            name = signals.stop.recv() => name,
+        };
+        info!("{stop} during start-up: stopping as soon as the data plane is open");
+        let agent = rx.await.context("start-up thread died")??;
+        info!("{}", agent.persistence.stop_note());
+        Ok(None)
+    }
+
     pub fn open(opts: StandaloneOptions) -> anyhow::Result<Self> {
+        // Before anything slow: a second agent on this interface exits at once.
+        let iface = Interface::resolve(&opts.interface)?;
+        let lock = AgentLock::acquire(&iface.run_dir(&opts.pin_root), &iface.name)?;
+        identity::write_name_file(&opts.pin_root, &iface).with_context(|| {
+            format!(
+                "interface {}: writing {}",
+                iface.name,
+                iface.run_dir(&opts.pin_root).display()
+            )
+        })?;
+        let pin_dir = iface.pin_dir(&opts.pin_root);
+        let mounted_here = dataplane::loader::ensure_bpffs()?;
+        let persistence = match BpffsFacts::gather(&opts.pin_root, mounted_here) {
+            Ok(facts) => bpffs::assess(&facts),
+            Err(e) => {
+                warn!(pin_root = %opts.pin_root.display(), "cannot tell whether the pins outlive this agent: {e}");
+                PinPersistence::Undetermined
+            }
+        };
+        if let Some(w) = persistence.start_warning(&iface.name, &pin_dir) {
+            warn!("{w}");
+        }
+        match veth::check(&iface.name) {
+            Some(veth::Advice::Warn(m)) => warn!("{m}"),
+            Some(veth::Advice::Info(m)) => info!("{m}"),
+            None => {}
+        }
+        info!(interface = %iface.name, pins = %pin_dir.display(), "opening the data plane");
         enable_ip_forward()?;
         let settings = NodeSettings {
             mac: interface_mac(&opts.interface)?,
@@ -96,7 +164,7 @@ impl Standalone {
         };
         let load = LoadOptions {
             interface: Some(opts.interface.clone()),
-            pin_dir: dataplane::pin_dir_for(&opts.pin_root, &opts.interface),
+            pin_dir,
             ring_slots: opts.ring_slots,
             conntrack_entries: None,
             mode: opts.mode,
@@ -109,6 +177,9 @@ impl Standalone {
             director,
             last_good: Default::default(),
             fingerprint: None,
+            iface,
+            persistence,
+            _lock: lock,
         })
     }
 
@@ -128,7 +199,7 @@ impl Standalone {
             error!("{e}");
         }
         let inv = inventory::build(&wanted, self.director.programmed());
-        inventory::write(&self.opts.pin_root, &self.opts.interface, &inv)
+        inventory::write(&self.opts.pin_root, &self.iface.key, &inv)
             .context("writing the inventory")?;
         info!(
             services = inv.len(),
@@ -142,7 +213,8 @@ impl Standalone {
         config_files::fingerprint(&self.opts.config).ok() != self.fingerprint
     }
 
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    /// Serves until SIGTERM or SIGINT; `signals` were registered at start.
+    pub async fn run(mut self, mut signals: Signals) -> anyhow::Result<()> {
         if let Err(e) = self.reload() {
             // A missing config is not fatal: the agent waits for it.
             warn!("{e:#}");
@@ -162,15 +234,14 @@ impl Standalone {
             Some(s)
         };
         if let Some(addr) = self.opts.metrics {
-            let ifname = self.opts.interface.clone();
+            let key = self.iface.key;
             let root = self.opts.pin_root.clone();
             let sweep_totals = sweeper.as_ref().map(|s| s.totals_handle());
             let source: Arc<dyn Fn() -> anyhow::Result<stats::Snapshot> + Send + Sync> =
                 Arc::new(move || {
-                    let maps = dataplane::maps::Maps::open_pinned(&dataplane::pin_dir_for(
-                        &root, &ifname,
-                    ))?;
-                    let inv = inventory::read(&root, &ifname).unwrap_or_default();
+                    let maps =
+                        dataplane::maps::Maps::open_pinned(&dataplane::pin_dir_for(&root, &key))?;
+                    let inv = inventory::read(&root, &key).unwrap_or_default();
                     let mut snap = stats::counters(&maps, &inv)?;
                     let totals = sweep_totals
                         .as_ref()
@@ -196,13 +267,10 @@ impl Standalone {
             });
             info!(%addr, "serving /metrics");
         }
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(self.opts.poll);
         loop {
             tokio::select! {
-                _ = hup.recv() => {
+                _ = signals.hup.recv() => {
                     info!("SIGHUP: reloading");
                     if let Err(e) = self.reload() { error!("{e:#}"); }
                 }
@@ -212,13 +280,10 @@ impl Standalone {
                         if let Err(e) = self.reload() { error!("{e:#}"); }
                     }
                 }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = signals.stop.recv() => break,
             }
         }
-        info!(
-            "stopping; the pinned data plane keeps forwarding (ballast-agent cleanup removes it)"
-        );
+        info!("{}", self.persistence.stop_note());
         drop(sweeper);
         Ok(())
     }
