@@ -15,11 +15,8 @@ use tracing::{error, info, warn};
 use crate::config_files;
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
 use crate::dataplane::{self, Director, LoadOptions, NodeSettings, XdpAttachMode};
-use crate::lifecycle::bpffs::{self, BpffsFacts, PinPersistence};
-use crate::lifecycle::identity::{self, Interface};
-use crate::lifecycle::lock::AgentLock;
+use crate::lifecycle::Claim;
 use crate::lifecycle::signals::{self, Signals};
-use crate::lifecycle::veth;
 use crate::{inventory, metrics, stats};
 
 #[derive(Clone, Debug)]
@@ -88,12 +85,9 @@ pub struct Standalone {
     director: Director,
     last_good: desired::LastGood,
     fingerprint: Option<u64>,
-    /// The interface with its identity (what the pins are keyed by).
-    iface: Interface,
-    /// Whether the pins outlive this process (said at start and at stop).
-    persistence: PinPersistence,
-    /// One agent per interface, held until the process ends.
-    _lock: AgentLock,
+    /// The interface's identity (what the pins are keyed by), its lock
+    /// (one agent per interface) and whether the pins outlive us.
+    claim: Claim,
 }
 
 impl Standalone {
@@ -122,39 +116,15 @@ impl Standalone {
         };
         info!("{stop} during start-up: stopping as soon as the data plane is open");
         let agent = rx.await.context("start-up thread died")??;
-        info!("{}", agent.persistence.stop_note());
+        info!("{}", agent.claim.persistence.stop_note());
         Ok(None)
     }
 
     pub fn open(opts: StandaloneOptions) -> anyhow::Result<Self> {
         // Before anything slow: a second agent on this interface exits at once.
-        let iface = Interface::resolve(&opts.interface)?;
-        let lock = AgentLock::acquire(&iface.run_dir(&opts.pin_root), &iface.name)?;
-        identity::write_name_file(&opts.pin_root, &iface).with_context(|| {
-            format!(
-                "interface {}: writing {}",
-                iface.name,
-                iface.run_dir(&opts.pin_root).display()
-            )
-        })?;
-        let pin_dir = iface.pin_dir(&opts.pin_root);
-        let mounted_here = dataplane::loader::ensure_bpffs()?;
-        let persistence = match BpffsFacts::gather(&opts.pin_root, mounted_here) {
-            Ok(facts) => bpffs::assess(&facts),
-            Err(e) => {
-                warn!(pin_root = %opts.pin_root.display(), "cannot tell whether the pins outlive this agent: {e}");
-                PinPersistence::Undetermined
-            }
-        };
-        if let Some(w) = persistence.start_warning(&iface.name, &pin_dir) {
-            warn!("{w}");
-        }
-        match veth::check(&iface.name) {
-            Some(veth::Advice::Warn(m)) => warn!("{m}"),
-            Some(veth::Advice::Info(m)) => info!("{m}"),
-            None => {}
-        }
-        info!(interface = %iface.name, pins = %pin_dir.display(), "opening the data plane");
+        let claim = Claim::take(&opts.pin_root, &opts.interface)?;
+        let pin_dir = claim.iface.pin_dir(&opts.pin_root);
+        info!(interface = %opts.interface, pins = %pin_dir.display(), "opening the data plane");
         enable_ip_forward()?;
         let settings = NodeSettings {
             mac: interface_mac(&opts.interface)?,
@@ -177,9 +147,7 @@ impl Standalone {
             director,
             last_good: Default::default(),
             fingerprint: None,
-            iface,
-            persistence,
-            _lock: lock,
+            claim,
         })
     }
 
@@ -199,7 +167,7 @@ impl Standalone {
             error!("{e}");
         }
         let inv = inventory::build(&wanted, self.director.programmed());
-        inventory::write(&self.opts.pin_root, &self.iface.key, &inv)
+        inventory::write(&self.opts.pin_root, &self.claim.iface.key, &inv)
             .context("writing the inventory")?;
         info!(
             services = inv.len(),
@@ -234,7 +202,7 @@ impl Standalone {
             Some(s)
         };
         if let Some(addr) = self.opts.metrics {
-            let key = self.iface.key;
+            let key = self.claim.iface.key;
             let root = self.opts.pin_root.clone();
             let sweep_totals = sweeper.as_ref().map(|s| s.totals_handle());
             let source: Arc<dyn Fn() -> anyhow::Result<stats::Snapshot> + Send + Sync> =
@@ -283,7 +251,7 @@ impl Standalone {
                 _ = signals.stop.recv() => break,
             }
         }
-        info!("{}", self.persistence.stop_note());
+        info!("{}", self.claim.persistence.stop_note());
         drop(sweeper);
         Ok(())
     }
