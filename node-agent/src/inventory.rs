@@ -1,6 +1,7 @@
 //! What is programmed, with names: written by the agent after every change
-//! to /run/ballast/<interface>/inventory.json (bpffs holds no plain files) so
-//! that `ballast-agent stats` and metrics can name services and backends.
+//! to /run/ballast/net<cookie>-if<ifindex>/inventory.json (bpffs holds no
+//! plain files; keyed as the pins are) so that `ballast-agent stats` and
+//! metrics can name services and backends.
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::abi;
 use crate::dataplane::{DesiredService, Programmed};
+use crate::lifecycle::identity::{self, InterfaceKey};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InventoryService {
@@ -28,15 +30,9 @@ pub struct InventoryBackend {
     pub weight: u32,
 }
 
-/// /run/<name of the pin root>/<interface>/inventory.json: one per agent.
-pub fn path_for(pin_root: &Path, interface: &str) -> PathBuf {
-    let name = pin_root
-        .file_name()
-        .map_or_else(|| "ballast".into(), |n| n.to_string_lossy().into_owned());
-    Path::new("/run")
-        .join(name)
-        .join(interface)
-        .join("inventory.json")
+/// /run/<name of the pin root>/<interface key>/inventory.json: one per agent.
+pub fn path_for(pin_root: &Path, key: &InterfaceKey) -> PathBuf {
+    identity::run_dir(pin_root, key).join("inventory.json")
 }
 
 pub fn mode_name(mode: u8) -> &'static str {
@@ -97,8 +93,8 @@ pub fn build(desired: &[DesiredService], programmed: &Programmed) -> Vec<Invento
     out
 }
 
-pub fn write(pin_root: &Path, interface: &str, inv: &[InventoryService]) -> std::io::Result<()> {
-    let path = path_for(pin_root, interface);
+pub fn write(pin_root: &Path, key: &InterfaceKey, inv: &[InventoryService]) -> std::io::Result<()> {
+    let path = path_for(pin_root, key);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -110,7 +106,7 @@ pub fn write(pin_root: &Path, interface: &str, inv: &[InventoryService]) -> std:
     std::fs::rename(tmp, path)
 }
 
-pub fn read(pin_root: &Path, interface: &str) -> std::io::Result<Vec<InventoryService>> {
-    let data = std::fs::read(path_for(pin_root, interface))?;
+pub fn read(pin_root: &Path, key: &InterfaceKey) -> std::io::Result<Vec<InventoryService>> {
+    let data = std::fs::read(path_for(pin_root, key))?;
     serde_json::from_slice(&data).map_err(std::io::Error::other)
 }

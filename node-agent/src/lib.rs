@@ -4,6 +4,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod inventory;
 pub mod lab;
+pub mod lifecycle;
 pub mod maglev;
 pub mod metrics;
 pub mod realserver;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ballast_agent::dataplane::{self, XdpAttachMode};
+use ballast_agent::lifecycle::identity::Interface;
+use ballast_agent::lifecycle::{cleanup, signals::Signals};
 use ballast_agent::standalone::{Standalone, StandaloneOptions};
 use ballast_agent::{demo, inventory, maglev, realserver, stats};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -16,7 +18,9 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Ballast node agent: XDP load balancer data plane"
 )]
 struct Cli {
-    /// bpffs directory holding one subdirectory of pinned state per interface.
+    /// bpffs directory holding one subdirectory of pinned state per interface,
+    /// named `net<netns cookie>-if<ifindex>` (the interface's name is in
+    /// /run/<this directory's name>/<same key>/interface).
     #[arg(long, global = true, default_value = dataplane::DEFAULT_PIN_ROOT)]
     pin_root: PathBuf,
     #[command(subcommand)]
@@ -71,7 +75,8 @@ enum Cmd {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         sweep_interval: Duration,
     },
-    /// Detach the data plane from an interface and remove its pinned maps.
+    /// Detach the data plane from an interface and remove its pinned maps
+    /// (run it in the interface's network namespace; refused while an agent runs on it).
     Cleanup {
         #[arg(long)]
         interface: String,
@@ -83,7 +88,7 @@ enum Cmd {
         #[arg(long)]
         remove: bool,
     },
-    /// Per-service and per-backend counters.
+    /// Per-service and per-backend counters (run it in the agent's network namespace).
     Stats {
         #[arg(long)]
         interface: String,
@@ -168,40 +173,33 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            rt.block_on(async { Standalone::open(opts)?.run().await })
+            rt.block_on(async {
+                // First of all: until the handlers exist, SIGHUP kills the
+                // agent, and opening the data plane takes seconds.
+                let mut signals = Signals::register().context("installing signal handlers")?;
+                match Standalone::start(opts, &mut signals).await? {
+                    Some(agent) => agent.run(signals).await,
+                    None => Ok(()),
+                }
+            })
         }
         Cmd::Cleanup { interface } => {
-            let dir = dataplane::pin_dir_for(&pin_root, &interface);
-            let removed = dataplane::loader::cleanup(&dir)
-                .with_context(|| format!("removing {}", dir.display()))?;
-            let inv_dir = inventory::path_for(&pin_root, &interface);
-            let inv_dir = inv_dir.parent().expect("has parent");
-            let _ = std::fs::remove_dir_all(inv_dir);
-            // /run/<root name> too once no interface is left in it
-            // (remove_dir fails on a non-empty directory).
-            if let Some(root) = inv_dir.parent() {
-                let _ = std::fs::remove_dir(root);
+            for done in cleanup::cleanup(&pin_root, &interface)? {
+                println!("{done}");
             }
-            println!(
-                "{}",
-                if removed {
-                    format!("removed {} (program detached)", dir.display())
-                } else {
-                    format!("nothing pinned at {}", dir.display())
-                }
-            );
             Ok(())
         }
         Cmd::Realserver { vip, remove } => realserver::apply(&vip, remove),
         Cmd::Stats { interface, json } => {
-            let dir = dataplane::pin_dir_for(&pin_root, &interface);
+            let iface = Interface::resolve(&interface)?;
+            let dir = iface.pin_dir(&pin_root);
             let maps = dataplane::maps::Maps::open_pinned(&dir).with_context(|| {
                 format!(
-                    "no Ballast data plane pinned at {} (is the agent running?)",
+                    "interface {interface}: no Ballast data plane pinned at {} (is the agent running, in this network namespace?)",
                     dir.display()
                 )
             })?;
-            let inv = inventory::read(&pin_root, &interface).unwrap_or_default();
+            let inv = inventory::read(&pin_root, &iface.key).unwrap_or_default();
             let snap = stats::snapshot(&maps, &inv)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&snap)?);

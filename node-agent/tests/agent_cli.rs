@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
+use ballast_agent::lifecycle::identity::Interface;
 use ballast_agent::testbed::{
     self, BackendRouting, Testbed, TestbedSpec, netns,
     servers::{self, BackendServer},
@@ -207,10 +208,12 @@ impl Drop for Agent {
     }
 }
 
-/// `ballast-agent --pin-root R <args>` in the test's own namespace (the
-/// pins and the inventory are host-wide).
-fn agent_cmd(pin_root: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
+/// `ballast-agent --pin-root R <args>` in network namespace `ns`: the pins
+/// and the inventory are keyed by the interface's namespace and ifindex,
+/// which `stats` and `cleanup` resolve in their own namespace.
+fn agent_cmd(ns: &str, pin_root: &Path, args: &[&str]) -> Output {
+    netns::command_in_netns(ns, BIN)
+        .unwrap()
         .arg("--pin-root")
         .arg(pin_root)
         .args(args)
@@ -228,8 +231,17 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn stats_json(pin_root: &Path, interface: &str) -> serde_json::Value {
+/// The pin directory of `interface` in `ns` under `pin_root`.
+fn pin_dir(ns: &str, pin_root: &Path, interface: &'static str) -> PathBuf {
+    testbed::in_netns(ns, move || Interface::resolve(interface))
+        .unwrap()
+        .unwrap()
+        .pin_dir(pin_root)
+}
+
+fn stats_json(ns: &str, pin_root: &Path, interface: &str) -> serde_json::Value {
     let out = ok(&agent_cmd(
+        ns,
         pin_root,
         &["stats", "--json", "--interface", interface],
     ));
@@ -656,7 +668,7 @@ fn realserver_configures_a_dr_backend_and_remove_undoes_it() {
         "{:?}",
         server.peers()
     );
-    let snap = stats_json(pins.path(), tb.director_if());
+    let snap = stats_json(tb.director_ns(), pins.path(), tb.director_if());
     let svc = &snap["services"][0];
     assert_eq!(svc["mode"], "DR");
     assert_eq!(svc["counters"]["new_flows"], n as u64, "{snap}");
@@ -792,9 +804,9 @@ fn metrics_endpoint_serves_the_traffic_counters() {
     // Let the last FIN/ACKs through before comparing snapshots.
     std::thread::sleep(Duration::from_millis(300));
 
-    let stats_before = stats_json(pins.path(), tb.director_if());
+    let stats_before = stats_json(tb.director_ns(), pins.path(), tb.director_if());
     let r = http_get(tb.director_ns(), metrics_addr, "/metrics").unwrap();
-    let stats_after = stats_json(pins.path(), tb.director_if());
+    let stats_after = stats_json(tb.director_ns(), pins.path(), tb.director_if());
 
     assert_eq!(r.status, 200, "{}", r.body);
     let ct = r.header("content-type").unwrap_or_default();
@@ -874,11 +886,14 @@ fn metrics_endpoint_serves_the_traffic_counters() {
     assert_eq!(nf.status, 404, "{}", nf.body);
 
     assert!(agent.stop().success(), "{}", agent.log());
+    let dir = pin_dir(tb.director_ns(), pins.path(), testbed::HOST_IF);
+    assert!(dir.exists());
     ok(&agent_cmd(
+        tb.director_ns(),
         pins.path(),
         &["cleanup", "--interface", tb.director_if()],
     ));
-    assert!(!pins.path().join(tb.director_if()).exists());
+    assert!(!dir.exists());
     assert!(!pins.run_dir().exists(), "inventory left");
 }
 
@@ -919,7 +934,7 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
         virtual_server("FullNAT", 8080, &[1]),
     )
     .unwrap();
-    let pin_dir = pins.path().join(ifname);
+    let pin_dir = pin_dir(&ns.0, pins.path(), ifname);
 
     // Native only: a clear error, no silent fallback, nothing attached.
     let mut native = Agent::start(
@@ -1001,7 +1016,11 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
     assert!(pin_dir.join("link").exists());
 
     // ...until cleanup, which detaches it and removes the pins.
-    let out = ok(&agent_cmd(pins.path(), &["cleanup", "--interface", ifname]));
+    let out = ok(&agent_cmd(
+        &ns.0,
+        pins.path(),
+        &["cleanup", "--interface", ifname],
+    ));
     assert!(out.contains("program detached"), "{out}");
     assert!(!pin_dir.exists());
     assert!(!pins.run_dir().exists(), "inventory left");
@@ -1015,6 +1034,10 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
         assert!(Instant::now() < deadline, "still attached: {link}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = ok(&agent_cmd(pins.path(), &["cleanup", "--interface", ifname]));
+    let out = ok(&agent_cmd(
+        &ns.0,
+        pins.path(),
+        &["cleanup", "--interface", ifname],
+    ));
     assert!(out.contains("nothing pinned"), "{out}");
 }

@@ -132,6 +132,11 @@ impl Drop for Scratch {
             .args(["cleanup", "--interface", &self.interface])
             .output();
         let _ = std::fs::remove_dir_all(&self.pin_root);
+        // The agent's /run state (inventory, lock) is named after the pin
+        // root; cleanup above only finds it from the agent's namespace.
+        if let Some(name) = self.pin_root.file_name() {
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/run").join(name));
+        }
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }

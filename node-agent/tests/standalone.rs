@@ -3,10 +3,11 @@
 //! SIGKILL + restart in the middle of a transfer that must complete.
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
+use ballast_agent::lifecycle::identity::Interface;
 use ballast_agent::testbed::{
     self, Testbed, TestbedSpec, netns,
     servers::{self, BackendServer},
@@ -197,8 +198,10 @@ fn standalone_serves_yaml_survives_sigkill_and_reloads() {
         "{results:?}"
     );
 
-    // stats sees the traffic.
-    let out = Command::new(BIN)
+    // stats, run in the agent's namespace (pins are keyed by the
+    // interface's namespace and ifindex), sees the traffic.
+    let out = netns::command_in_netns(tb.director_ns(), BIN)
+        .unwrap()
         .arg("--pin-root")
         .arg(&pin_root)
         .args(["stats", "--json", "--interface", tb.director_if()])
@@ -217,14 +220,22 @@ fn standalone_serves_yaml_survives_sigkill_and_reloads() {
     assert_eq!(snap["services"][0]["name"], "default/web:http");
 
     drop(agent);
-    let out = Command::new(BIN)
+    let pin_dir = testbed::in_netns(tb.director_ns(), || {
+        Interface::resolve(testbed::HOST_IF).map(|i| i.key)
+    })
+    .unwrap()
+    .unwrap();
+    let pin_dir = ballast_agent::dataplane::pin_dir_for(&pin_root, &pin_dir);
+    assert!(pin_dir.exists());
+    let out = netns::command_in_netns(tb.director_ns(), BIN)
+        .unwrap()
         .arg("--pin-root")
         .arg(&pin_root)
         .args(["cleanup", "--interface", tb.director_if()])
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(!pin_root.join(tb.director_if()).exists());
+    assert!(!pin_dir.exists());
     let _ = std::fs::remove_dir_all(&pin_root);
     let _ = std::fs::remove_dir_all(&work);
 }

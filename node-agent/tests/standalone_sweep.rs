@@ -9,13 +9,14 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, Map, MapData};
 use ballast_agent::abi::{self, CtValue, FlowKey};
 use ballast_agent::dataplane::clock::DataplaneClock;
 use ballast_agent::dataplane::maps::Maps;
+use ballast_agent::lifecycle::identity::Interface;
 use ballast_agent::testbed::{self, Testbed, TestbedSpec, netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
@@ -159,7 +160,10 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
 
     // Two flows written into the agent's pinned conntrack: one closed a
     // minute ago (the default closing timeout is 10 s), one active now.
-    let pin_dir = dirs.pins.join(tb.director_if());
+    let pin_dir = testbed::in_netns(tb.director_ns(), || Interface::resolve(testbed::HOST_IF))
+        .unwrap()
+        .unwrap()
+        .pin_dir(&dirs.pins);
     let mut map =
         Map::from_map_data(MapData::from_pin(pin_dir.join("conntrack")).unwrap()).unwrap();
     let mut ct: HashMap<&mut MapData, FlowKey, CtValue> = HashMap::try_from(&mut map).unwrap();
@@ -227,7 +231,8 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
     sample(&body, r#"ballast_flow_table_entries{table="persist"}"#);
 
     // `stats`: the occupancy, counted by itself.
-    let out = Command::new(BIN)
+    let out = netns::command_in_netns(tb.director_ns(), BIN)
+        .unwrap()
         .arg("--pin-root")
         .arg(&dirs.pins)
         .args(["stats", "--interface", tb.director_if()])
@@ -248,7 +253,8 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
 
     drop(map);
     drop(agent);
-    let out = Command::new(BIN)
+    let out = netns::command_in_netns(tb.director_ns(), BIN)
+        .unwrap()
         .arg("--pin-root")
         .arg(&dirs.pins)
         .args(["cleanup", "--interface", tb.director_if()])

@@ -88,15 +88,17 @@ const PROGRAM: &str = "ballast_xdp";
 const LINK_PIN: &str = "link";
 const LOAD_RETRIES: u32 = 5;
 
-/// Mounts bpffs on /sys/fs/bpf unless something is mounted there already.
-pub fn ensure_bpffs() -> Result<(), DataplaneError> {
+/// Mounts bpffs on /sys/fs/bpf unless one is there already. Returns whether
+/// it mounted it (in the caller's mount namespace: under `ip netns exec`, a
+/// private one; see `lifecycle::bpffs`).
+pub fn ensure_bpffs() -> Result<bool, DataplaneError> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let root = super::BPFFS_ROOT;
     let path = std::ffi::CString::new(root).expect("no NUL");
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out-pointer.
     if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
-        return Ok(());
+        return Ok(false);
     }
     let fstype = std::ffi::CString::new("bpf").expect("no NUL");
     // SAFETY: valid C strings; no data argument.
@@ -116,7 +118,7 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
         });
     }
     info!(path = root, "mounted bpffs");
-    Ok(())
+    Ok(true)
 }
 
 impl Dataplane {

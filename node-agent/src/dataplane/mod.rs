@@ -17,9 +17,14 @@ pub use loader::{Dataplane, DataplaneError, LoadOptions, XdpAttachMode};
 pub use plan::{DesiredBackend, DesiredService, PlanError, Programmed};
 
 /// Where an interface's maps and link are pinned, under a pin root
-/// (`DEFAULT_PIN_ROOT` unless several agents share a machine, as in tests).
-pub fn pin_dir_for(pin_root: &std::path::Path, interface: &str) -> std::path::PathBuf {
-    pin_root.join(interface)
+/// (`DEFAULT_PIN_ROOT` unless several agents share a machine, as in tests):
+/// keyed by the interface's identity (network namespace and ifindex), not
+/// its name; see `lifecycle::identity`.
+pub fn pin_dir_for(
+    pin_root: &std::path::Path,
+    key: &crate::lifecycle::identity::InterfaceKey,
+) -> std::path::PathBuf {
+    crate::lifecycle::identity::pin_dir(pin_root, key)
 }
 
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/ballast";

@@ -1,6 +1,7 @@
 //! `ballast-agent standalone`: the data plane driven by VirtualServer YAML
 //! files, reloaded on change and on SIGHUP (the keepalived+ipvsadm
-//! replacement). Stopping the agent leaves forwarding running.
+//! replacement). Stopping the agent leaves forwarding running (when its pins
+//! are on the host's bpffs: see `lifecycle::bpffs`).
 pub mod desired;
 pub mod ownership;
 pub mod snat_check;
@@ -11,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::config_files;
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
 use crate::dataplane::{self, Director, LoadOptions, NodeSettings, XdpAttachMode};
+use crate::lifecycle::Claim;
+use crate::lifecycle::signals::{self, Signals};
 use crate::{inventory, metrics, stats};
 
 #[derive(Clone, Debug)]
@@ -85,13 +87,49 @@ pub struct Standalone {
     director: Director,
     last_good: desired::LastGood,
     fingerprint: Option<u64>,
+    /// The interface's identity (what the pins are keyed by), its lock
+    /// (one agent per interface) and whether the pins outlive us.
+    claim: Claim,
 }
 
 impl Standalone {
+    /// Opens the data plane on a thread that blocks the agent's signals (the
+    /// verifier is not interrupted), while `signals`, registered before, are
+    /// watched: a stop signal during start-up stops the agent once the data
+    /// plane is open (None). SIGHUPs wait for `run`.
+    pub async fn start(
+        opts: StandaloneOptions,
+        signals: &mut Signals,
+    ) -> anyhow::Result<Option<Self>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("open-dataplane".into())
+            .spawn(move || {
+                let opened = signals::block_in_this_thread()
+                    .context("blocking signals")
+                    .and_then(|()| Standalone::open(opts));
+                let _ = tx.send(opened);
+            })
+            .context("spawning the start-up thread")?;
+        tokio::pin!(rx);
+        let stop = tokio::select! {
+            opened = &mut rx => return opened.context("start-up thread died")?.map(Some),
+            name = signals.stop.recv() => name,
+        };
+        info!("{stop} during start-up: stopping as soon as the data plane is open");
+        let agent = rx.await.context("start-up thread died")??;
+        info!("{}", agent.claim.persistence.stop_note());
+        Ok(None)
+    }
+
     pub fn open(opts: StandaloneOptions) -> anyhow::Result<Self> {
         for w in snat_check::at_start(&opts.snat_addrs, &opts.interface)? {
             warn!("{w}");
         }
+        // Before anything slow: a second agent on this interface exits at once.
+        let claim = Claim::take(&opts.pin_root, &opts.interface)?;
+        let pin_dir = claim.iface.pin_dir(&opts.pin_root);
+        info!(interface = %opts.interface, pins = %pin_dir.display(), "opening the data plane");
         enable_ip_forward()?;
         let settings = NodeSettings {
             mac: interface_mac(&opts.interface)?,
@@ -101,7 +139,7 @@ impl Standalone {
         };
         let load = LoadOptions {
             interface: Some(opts.interface.clone()),
-            pin_dir: dataplane::pin_dir_for(&opts.pin_root, &opts.interface),
+            pin_dir,
             ring_slots: opts.ring_slots,
             conntrack_entries: None,
             mode: opts.mode,
@@ -114,6 +152,7 @@ impl Standalone {
             director,
             last_good: Default::default(),
             fingerprint: None,
+            claim,
         })
     }
 
@@ -136,7 +175,7 @@ impl Standalone {
             error!("{e}");
         }
         let inv = inventory::build(&wanted, self.director.programmed());
-        inventory::write(&self.opts.pin_root, &self.opts.interface, &inv)
+        inventory::write(&self.opts.pin_root, &self.claim.iface.key, &inv)
             .context("writing the inventory")?;
         info!(
             services = inv.len(),
@@ -150,7 +189,8 @@ impl Standalone {
         config_files::fingerprint(&self.opts.config).ok() != self.fingerprint
     }
 
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    /// Serves until SIGTERM or SIGINT; `signals` were registered at start.
+    pub async fn run(mut self, mut signals: Signals) -> anyhow::Result<()> {
         if let Err(e) = self.reload() {
             // A missing config is not fatal: the agent waits for it.
             warn!("{e:#}");
@@ -170,15 +210,14 @@ impl Standalone {
             Some(s)
         };
         if let Some(addr) = self.opts.metrics {
-            let ifname = self.opts.interface.clone();
+            let key = self.claim.iface.key;
             let root = self.opts.pin_root.clone();
             let sweep_totals = sweeper.as_ref().map(|s| s.totals_handle());
             let source: Arc<dyn Fn() -> anyhow::Result<stats::Snapshot> + Send + Sync> =
                 Arc::new(move || {
-                    let maps = dataplane::maps::Maps::open_pinned(&dataplane::pin_dir_for(
-                        &root, &ifname,
-                    ))?;
-                    let inv = inventory::read(&root, &ifname).unwrap_or_default();
+                    let maps =
+                        dataplane::maps::Maps::open_pinned(&dataplane::pin_dir_for(&root, &key))?;
+                    let inv = inventory::read(&root, &key).unwrap_or_default();
                     let mut snap = stats::counters(&maps, &inv)?;
                     let totals = sweep_totals
                         .as_ref()
@@ -204,13 +243,10 @@ impl Standalone {
             });
             info!(%addr, "serving /metrics");
         }
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(self.opts.poll);
         loop {
             tokio::select! {
-                _ = hup.recv() => {
+                _ = signals.hup.recv() => {
                     info!("SIGHUP: reloading");
                     if let Err(e) = self.reload() { error!("{e:#}"); }
                 }
@@ -220,13 +256,10 @@ impl Standalone {
                         if let Err(e) = self.reload() { error!("{e:#}"); }
                     }
                 }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = signals.stop.recv() => break,
             }
         }
-        info!(
-            "stopping; the pinned data plane keeps forwarding (ballast-agent cleanup removes it)"
-        );
+        info!("{}", self.claim.persistence.stop_note());
         drop(sweeper);
         Ok(())
     }
