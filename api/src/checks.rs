@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
+use crate::health::HealthCheckSpec;
 use crate::validate::{Errors, Mode};
 use crate::virtual_server::{HealthCheck, VirtualServerSpec};
 
@@ -31,8 +32,10 @@ pub(crate) fn source_ranges(ranges: &[String], errs: &mut Errors) -> Vec<IpNet> 
     out
 }
 
-pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) {
-    let Some(hc) = hc else { return };
+/// Checks `spec.healthCheck` and returns it typed when it is valid.
+pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) -> Option<HealthCheckSpec> {
+    let hc = hc?;
+    let errors_before = errs.0.len();
     match (&hc.tcp, &hc.http) {
         (Some(_), Some(_)) => errs.push("spec.healthCheck", "set exactly one of tcp and http"),
         (None, None) => errs.push("spec.healthCheck", "one of tcp or http is required"),
@@ -75,6 +78,10 @@ pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) {
             ),
         );
     }
+    if errs.0.len() > errors_before {
+        return None;
+    }
+    HealthCheckSpec::from_valid(hc)
 }
 
 /// Kubernetes label syntax: an optional DNS-subdomain prefix and a name of at

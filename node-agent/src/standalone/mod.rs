@@ -14,7 +14,8 @@ use tracing::{error, info, warn};
 
 use crate::config_files;
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
-use crate::dataplane::{self, Director, LoadOptions, NodeSettings, XdpAttachMode};
+use crate::dataplane::{self, DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode};
+use crate::health::{self, HealthChecker, ServiceChecks};
 use crate::{inventory, metrics, stats};
 
 #[derive(Clone, Debug)]
@@ -83,6 +84,12 @@ pub struct Standalone {
     director: Director,
     last_good: desired::LastGood,
     fingerprint: Option<u64>,
+    /// Probes the backends of services with a health check.
+    health: HealthChecker,
+    /// The services last read and their checks: re-applied with fresh
+    /// verdicts when a backend's health changes, without re-reading files.
+    wanted: Vec<DesiredService>,
+    checks: ServiceChecks,
 }
 
 impl Standalone {
@@ -109,6 +116,9 @@ impl Standalone {
             director,
             last_good: Default::default(),
             fingerprint: None,
+            health: HealthChecker::new(),
+            wanted: Vec::new(),
+            checks: ServiceChecks::new(),
         })
     }
 
@@ -120,22 +130,43 @@ impl Standalone {
             .with_context(|| format!("reading {}", self.opts.config.display()))?;
         let resolved = desired::resolve(&docs, &mut self.last_good);
         let wanted = desired::to_desired(&resolved.services, self.opts.announce, self.opts.toa_mss);
+        self.checks = health::checks_of(&resolved.services);
+        self.health
+            .set_targets(health::targets(&wanted, &self.checks));
+        self.wanted = wanted;
         let mut errors = resolved.errors;
-        for e in self.director.apply(&wanted)? {
-            errors.push(e.to_string());
-        }
+        let (plan_errors, services) = self.program()?;
+        errors.extend(plan_errors);
         for e in &errors {
             error!("{e}");
         }
-        let inv = inventory::build(&wanted, self.director.programmed());
-        inventory::write(&self.opts.pin_root, &self.opts.interface, &inv)
-            .context("writing the inventory")?;
         info!(
-            services = inv.len(),
+            services,
             errors = errors.len(),
+            health_checked = self.health.len(),
             "configuration applied"
         );
         Ok(errors)
+    }
+
+    /// Programs the services last read, DOWN backends at weight 0, and
+    /// writes the inventory. Returns the services' errors and how many are
+    /// programmed.
+    fn program(&mut self) -> anyhow::Result<(Vec<String>, usize)> {
+        let verdicts = self.health.verdicts();
+        let effective = health::apply_health(&self.wanted, &self.checks, &verdicts);
+        for name in health::without_backends(&self.wanted, &effective) {
+            warn!(
+                service = name,
+                "every backend is DOWN: new connections to the service are refused until one passes its health check"
+            );
+        }
+        let errors = self.director.apply(&effective)?;
+        let mut inv = inventory::build(&self.wanted, self.director.programmed());
+        health::annotate(&mut inv, &self.checks, &verdicts);
+        inventory::write(&self.opts.pin_root, &self.opts.interface, &inv)
+            .context("writing the inventory")?;
+        Ok((errors.iter().map(|e| e.to_string()).collect(), inv.len()))
     }
 
     fn changed(&self) -> bool {
@@ -200,8 +231,15 @@ impl Standalone {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(self.opts.poll);
+        let mut health_changes = self.health.subscribe();
         loop {
             tokio::select! {
+                Ok(()) = health_changes.changed() => {
+                    match self.program() {
+                        Ok((errors, _)) => errors.iter().for_each(|e| error!("{e}")),
+                        Err(e) => error!("applying a health change: {e:#}"),
+                    }
+                }
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading");
                     if let Err(e) = self.reload() { error!("{e:#}"); }
