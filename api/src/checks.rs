@@ -69,11 +69,12 @@ pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) -> Optio
             );
         }
     }
-    if hc.timeout_seconds >= hc.interval_seconds {
+    // Equal is allowed so that a 1 s interval (the shortest) can be had.
+    if hc.timeout_seconds > hc.interval_seconds {
         errs.push(
             "spec.healthCheck.timeoutSeconds",
             format!(
-                "{}s must be shorter than intervalSeconds ({}s), or probes overlap",
+                "{}s must not exceed intervalSeconds ({}s)",
                 hc.timeout_seconds, hc.interval_seconds
             ),
         );

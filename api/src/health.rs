@@ -23,7 +23,7 @@ pub struct HealthCheckSpec {
     pub probe: Probe,
     /// Between the starts of two probes of one backend.
     pub interval: Duration,
-    /// A probe not finished by then is a failure; shorter than `interval`.
+    /// A probe not finished by then is a failure; at most `interval`.
     pub timeout: Duration,
     /// Consecutive successes that bring a DOWN backend back.
     pub healthy_threshold: u32,
@@ -139,7 +139,7 @@ mod tests {
         vs.spec.health_check = None;
         assert_eq!(validate(&vs).unwrap()[0].health_check, None);
         let err = validate(&with_check(
-            "{tcp: {}, intervalSeconds: 2, timeoutSeconds: 2}",
+            "{tcp: {}, intervalSeconds: 2, timeoutSeconds: 3}",
         ))
         .unwrap_err();
         assert_eq!(err.errors[0].field, "spec.healthCheck.timeoutSeconds");

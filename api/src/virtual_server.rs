@@ -322,8 +322,8 @@ pub struct NodeProgramStatus {
 #[x_kube(
     validation = Rule::new("has(self.tcp) != has(self.http)")
         .message("set exactly one of tcp and http"),
-    validation = Rule::new("self.timeoutSeconds < self.intervalSeconds")
-        .message("timeoutSeconds must be shorter than intervalSeconds"),
+    validation = Rule::new("self.timeoutSeconds <= self.intervalSeconds")
+        .message("timeoutSeconds must not exceed intervalSeconds"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
@@ -341,7 +341,8 @@ pub struct HealthCheck {
     #[schemars(range(min = 1, max = 3600))]
     pub interval_seconds: i64,
     /// Seconds a probe may take before it counts as a failure (default 2);
-    /// must be shorter than intervalSeconds.
+    /// at most intervalSeconds (a backend's probes never overlap: a slow
+    /// one delays the next).
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: i64,
