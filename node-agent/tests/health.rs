@@ -136,8 +136,12 @@ impl Lab {
     }
 
     fn wait_log(&self, needle: &str) {
+        self.wait_log_count(needle, 1);
+    }
+
+    fn wait_log_count(&self, needle: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log().contains(needle) {
+        while self.log().matches(needle).count() < count {
             assert!(
                 Instant::now() < deadline,
                 "agent never logged {needle:?}:\n{}",
@@ -384,6 +388,21 @@ fn a_backend_whose_listener_stops_leaves_new_flows_keeps_its_flows_and_returns()
         assert!(m.contains(&line), "{line} in\n{m}");
     }
     assert_eq!(m.matches("ballast_backend_up{").count(), 3, "{m}");
+
+    // A reload that keeps the backend keeps its verdict: X stays out (a
+    // reset to UP would send new flows to its closed port).
+    std::fs::write(
+        lab.work.join("conf/web.yaml"),
+        config("# edited: the agent reloads"),
+    )
+    .unwrap();
+    lab.wait_log_count("configuration applied", 2);
+    assert_eq!(lab.health(WEB, &x_addr)["up"], false);
+    let reloaded = lab.connect_many(VIP, 30);
+    assert!(
+        reloaded.iter().all(|r| r.as_ref().is_ok_and(|b| *b != x)),
+        "{x} still down after a reload: {reloaded:?}"
+    );
 
     // Back: the listener reopens, X passes healthyThreshold probes and gets
     // new flows again.
