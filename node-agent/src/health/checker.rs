@@ -228,6 +228,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn probes_in_flight_are_bounded() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        // A server that accepts and never answers: every HTTP probe holds
+        // its connection until its timeout. Counted server-side.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (open, max, total) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let counters = (open.clone(), max.clone(), total.clone());
+        tokio::spawn(async move {
+            let (open, max, total) = counters;
+            while let Ok((mut s, _)) = l.accept().await {
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(now, Ordering::SeqCst);
+                total.fetch_add(1, Ordering::SeqCst);
+                let open = open.clone();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 256];
+                    while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        // 8 targets (one listener, 8 paths), each holding a connection 75%
+        // of its interval: unbounded, about 6 would be open at once.
+        let targets: BTreeSet<Target> = (0..8)
+            .map(|i| Target {
+                addr,
+                check: HealthCheckSpec {
+                    probe: Probe::Http {
+                        path: format!("/{i}"),
+                        expect_status: 200,
+                    },
+                    interval: Duration::from_millis(200),
+                    timeout: Duration::from_millis(150),
+                    healthy_threshold: 1,
+                    unhealthy_threshold: 1,
+                },
+            })
+            .collect();
+        let mut checker = HealthChecker::with_concurrency(2);
+        checker.set_targets(targets.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while total.load(Ordering::SeqCst) < 24 {
+            assert!(Instant::now() < deadline, "probes stalled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // One more than the bound: the server may accept the next probe
+        // before it reads the FIN of the one that just timed out.
+        let seen = max.load(Ordering::SeqCst);
+        assert!(seen <= 3, "{seen} probes open at once with 2 permits");
+        let verdicts = checker.verdicts();
+        for t in &targets {
+            assert_eq!(
+                verdicts[t].last_failure.as_deref(),
+                Some("timed out after 150ms"),
+                "every target probed in turn"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn detects_a_closed_listener_and_recovers() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
