@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::health::HealthCheckSpec;
 use crate::validate::{Errors, Mode, unicast_problem};
 use crate::virtual_server::{HealthCheck, VirtualServerSpec};
 
@@ -32,8 +33,10 @@ pub(crate) fn source_ranges(ranges: &[String], errs: &mut Errors) -> Vec<IpNet> 
     out
 }
 
-pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) {
-    let Some(hc) = hc else { return };
+/// Checks `spec.healthCheck` and returns it typed when it is valid.
+pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) -> Option<HealthCheckSpec> {
+    let hc = hc?;
+    let errors_before = errs.0.len();
     match (&hc.tcp, &hc.http) {
         (Some(_), Some(_)) => errs.push("spec.healthCheck", "set exactly one of tcp and http"),
         (None, None) => errs.push("spec.healthCheck", "one of tcp or http is required"),
@@ -67,15 +70,20 @@ pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) {
             );
         }
     }
-    if hc.timeout_seconds >= hc.interval_seconds {
+    // Equal is allowed so that a 1 s interval (the shortest) can be had.
+    if hc.timeout_seconds > hc.interval_seconds {
         errs.push(
             "spec.healthCheck.timeoutSeconds",
             format!(
-                "{}s must be shorter than intervalSeconds ({}s), or probes overlap",
+                "{}s must not exceed intervalSeconds ({}s)",
                 hc.timeout_seconds, hc.interval_seconds
             ),
         );
     }
+    if errs.0.len() > errors_before {
+        return None;
+    }
+    HealthCheckSpec::from_valid(hc)
 }
 
 /// Kubernetes label syntax: an optional DNS-subdomain prefix and a name of at

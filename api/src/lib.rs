@@ -3,11 +3,13 @@
 
 pub mod address_pool;
 mod checks;
+pub mod health;
 mod schema;
 pub mod validate;
 pub mod virtual_server;
 
 pub use address_pool::{AddressPool, AddressPoolSpec, AddressPoolStatus};
+pub use health::{HealthCheckSpec, Probe};
 pub use validate::{
     API_VERSION, BackendSpec, CheckedBackend, CheckedPort, CheckedSpec, FieldError, Forwarding,
     KIND, Mode, Protocol, ServiceSpec, ValidationError, check, check_conflicts, parse_yaml,

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::IpNet;
 use std::sync::OnceLock;
 
+pub use crate::health::{HealthCheckSpec, Probe};
 use crate::virtual_server::{
     ClientAddressMode, ForwardingMode, PortProtocol, SCHEDULER_MAGLEV, VirtualServer,
     VirtualServerSpec,
@@ -99,6 +100,8 @@ pub struct ServiceSpec {
     /// Empty for `serviceRef` objects validated in [`Mode::Controller`]; the
     /// controller fills them from the Service's endpoints.
     pub backends: Vec<BackendSpec>,
+    /// `spec.healthCheck`, defaulted; none = every backend is used.
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 /// A single problem at one field of an object.
@@ -183,6 +186,7 @@ pub struct CheckedSpec {
     pub source_ranges: Vec<IpNet>,
     /// `spec.backends.static`; empty for `serviceRef`.
     pub static_backends: Vec<CheckedBackend>,
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -239,7 +243,7 @@ fn check_families(
     check_general(spec, &mut errs);
     let static_backends = check_backends(spec, mode, families, &addresses, &mut errs);
     let source_ranges = crate::checks::source_ranges(&spec.source_ranges, &mut errs);
-    crate::checks::health_check(spec.health_check.as_ref(), &mut errs);
+    let health_check = crate::checks::health_check(spec.health_check.as_ref(), &mut errs);
     crate::checks::node_selector(&spec.node_selector, &mut errs);
     crate::checks::address_pool(spec, mode, &mut errs);
     crate::checks::announce(spec, mode, &mut errs);
@@ -262,6 +266,7 @@ fn check_families(
             .map_or(0, |p| p.timeout_seconds as u32),
         source_ranges,
         static_backends,
+        health_check,
     })
 }
 
@@ -297,6 +302,7 @@ pub fn validate_with(vs: &VirtualServer, mode: Mode) -> Result<Vec<ServiceSpec>,
                 persistence_timeout_s: checked.persistence_timeout_s,
                 source_ranges: checked.source_ranges.clone(),
                 backends: backends.clone(),
+                health_check: checked.health_check.clone(),
             });
         }
     }
@@ -860,6 +866,7 @@ spec:
                     address: Ipv4Addr::new(198, 51, 100, 11),
                     weight: 1,
                 }],
+                health_check: None,
             }]
         );
     }
@@ -1373,6 +1380,7 @@ spec:
             persistence_timeout_s: 0,
             source_ranges: vec![],
             backends: vec![],
+            health_check: None,
         }
     }
 

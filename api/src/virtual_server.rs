@@ -108,8 +108,13 @@ pub struct VirtualServerSpec {
     /// Where traffic goes: exactly one of `static` and `serviceRef`.
     pub backends: Backends,
 
-    /// Active health checking of the backends; none means every listed
-    /// (or ready) backend is used.
+    /// Active health checking of the backends from each director node; none
+    /// means every listed (or ready) backend is used. A backend that fails
+    /// `unhealthyThreshold` probes in a row gets no new flows (its
+    /// established flows keep going) until it passes `healthyThreshold` in a
+    /// row; a newly listed backend starts healthy. When every backend of a
+    /// service is unhealthy, new connections are refused (TCP RST / ICMP
+    /// port unreachable), not sent to a backend known to be down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
 
@@ -317,41 +322,55 @@ pub struct NodeProgramStatus {
 #[x_kube(
     validation = Rule::new("has(self.tcp) != has(self.http)")
         .message("set exactly one of tcp and http"),
-    validation = Rule::new("self.timeoutSeconds < self.intervalSeconds")
-        .message("timeoutSeconds must be shorter than intervalSeconds"),
+    validation = Rule::new("self.timeoutSeconds <= self.intervalSeconds")
+        .message("timeoutSeconds must not exceed intervalSeconds"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
-    /// Healthy when a TCP connection to the backend's target port opens.
+    /// Healthy when a TCP connection to the backend's target port opens
+    /// (also for UDP ports: the probe is always TCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpHealthCheck>,
-    /// Healthy when an HTTP GET returns the expected status.
+    /// Healthy when an HTTP/1.1 GET to the backend's target port returns the
+    /// expected status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpHealthCheck>,
+    /// Seconds between two probes of a backend (default 5). Each backend's
+    /// probes are offset within the interval so they do not all fire at once.
     #[serde(default = "default_interval")]
     #[schemars(range(min = 1, max = 3600))]
     pub interval_seconds: i64,
+    /// Seconds a probe may take before it counts as a failure (default 2);
+    /// at most intervalSeconds (a backend's probes never overlap: a slow
+    /// one delays the next).
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: i64,
-    /// Consecutive successes before an unhealthy backend gets new flows again.
+    /// Consecutive successes before an unhealthy backend gets new flows
+    /// again (default 2).
     #[serde(default = "default_threshold")]
     #[schemars(range(min = 1, max = 100))]
     pub healthy_threshold: i64,
-    /// Consecutive failures before a backend stops getting new flows.
+    /// Consecutive failures before a backend stops getting new flows
+    /// (default 2).
     #[serde(default = "default_threshold")]
     #[schemars(range(min = 1, max = 100))]
     pub unhealthy_threshold: i64,
 }
 
+/// Defaults of [`HealthCheck`], also quoted in its field docs and the README.
+pub const DEFAULT_HEALTH_INTERVAL_SECONDS: i64 = 5;
+pub const DEFAULT_HEALTH_TIMEOUT_SECONDS: i64 = 2;
+pub const DEFAULT_HEALTH_THRESHOLD: i64 = 2;
+
 fn default_interval() -> i64 {
-    5
+    DEFAULT_HEALTH_INTERVAL_SECONDS
 }
 fn default_timeout() -> i64 {
-    2
+    DEFAULT_HEALTH_TIMEOUT_SECONDS
 }
 fn default_threshold() -> i64 {
-    2
+    DEFAULT_HEALTH_THRESHOLD
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -360,9 +379,12 @@ pub struct TcpHealthCheck {}
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpHealthCheck {
+    /// Path requested (default `/`).
     #[serde(default = "default_http_path")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
     pub path: String,
+    /// Status code that means healthy (default 200); any other status, or
+    /// no valid response within timeoutSeconds, is a failure.
     #[serde(default = "default_expect_status")]
     #[schemars(range(min = 100, max = 599))]
     pub expect_status: i64,

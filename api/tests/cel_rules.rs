@@ -106,17 +106,20 @@ const REJECTED: &[(&str, Mutation, &str, &str)] = &[
         "spec.healthCheck",
     ),
     (
-        "health check timeout not below interval",
+        "health check timeout above interval",
         |v| {
-            v["spec"]["healthCheck"] = json!({"tcp": {}, "intervalSeconds": 2, "timeoutSeconds": 2})
+            v["spec"]["healthCheck"] = json!({"tcp": {}, "intervalSeconds": 2, "timeoutSeconds": 3})
         },
-        "timeoutSeconds must be shorter than intervalSeconds",
+        "timeoutSeconds must not exceed intervalSeconds",
         "spec.healthCheck.timeoutSeconds",
     ),
 ];
 
 const ACCEPTED: &[(&str, Mutation)] = &[
     ("the example", |_| {}),
+    ("health check timeout equal to a 1 s interval", |v| {
+        v["spec"]["healthCheck"] = json!({"tcp": {}, "intervalSeconds": 1, "timeoutSeconds": 1})
+    }),
     ("same port on TCP and UDP", |v| {
         v["spec"]["clientAddress"] = json!("None");
         v["spec"]["ports"]

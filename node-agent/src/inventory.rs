@@ -27,7 +27,28 @@ pub struct InventoryBackend {
     pub id: u32,
     pub address: Ipv4Addr,
     pub port: u16,
+    /// As configured (a DOWN backend is programmed with 0, see `health`).
     pub weight: u32,
+    /// Set when the service has a health check. Defaulted so that an
+    /// inventory written by an older agent still parses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<BackendHealth>,
+}
+
+/// A backend's health as `stats` and `/metrics` show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendHealth {
+    /// The check, e.g. `tcp` or `http GET /healthz -> 200`.
+    #[serde(default)]
+    pub check: String,
+    pub up: bool,
+    /// Why the latest failed probe failed, as of the last write (the agent
+    /// writes the inventory on every UP/DOWN change).
+    #[serde(default)]
+    pub last_failure: Option<String>,
+    /// UP/DOWN changes since the agent started probing the backend.
+    #[serde(default)]
+    pub transitions: u64,
 }
 
 /// /run/<name of the pin root>/<interface key>/inventory.json: one per agent.
@@ -77,6 +98,7 @@ pub fn build(desired: &[DesiredService], programmed: &Programmed) -> Vec<Invento
                         address: b.addr,
                         port: b.port,
                         weight: b.weight,
+                        health: None,
                     })
             })
             .collect();
@@ -109,4 +131,23 @@ pub fn write(pin_root: &Path, key: &InterfaceKey, inv: &[InventoryService]) -> s
 pub fn read(pin_root: &Path, key: &InterfaceKey) -> std::io::Result<Vec<InventoryService>> {
     let data = std::fs::read(path_for(pin_root, key))?;
     serde_json::from_slice(&data).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inventory_without_health_still_parses() {
+        let old = r#"[{"name":"default/web:80","vip":"203.0.113.10","port":80,
+            "protocol":"TCP","mode":"FullNAT","id":0,
+            "backends":[{"id":3,"address":"198.51.100.11","port":8080,"weight":1}]}]"#;
+        let inv: Vec<InventoryService> = serde_json::from_str(old).unwrap();
+        assert_eq!(inv[0].backends[0].health, None);
+        let partial = r#"{"id":3,"address":"198.51.100.11","port":8080,"weight":1,
+            "health":{"up":false}}"#;
+        let b: InventoryBackend = serde_json::from_str(partial).unwrap();
+        let h = b.health.unwrap();
+        assert!(!h.up && h.transitions == 0 && h.last_failure.is_none());
+    }
 }

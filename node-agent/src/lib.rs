@@ -2,6 +2,7 @@ pub mod abi;
 pub mod config_files;
 pub mod dataplane;
 pub mod demo;
+pub mod health;
 pub mod inventory;
 pub mod lab;
 pub mod lifecycle;

@@ -8,6 +8,7 @@ use prometheus::{
     Encoder, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::inventory::BackendHealth;
 use crate::stats::Snapshot;
 
 pub const DEFAULT_MAX_BACKEND_SERIES: usize = 20_000;
@@ -94,6 +95,50 @@ fn render_tables(reg: &Registry, s: &Snapshot) -> prometheus::Result<()> {
     Ok(())
 }
 
+/// Per-backend health, for backends of services with a health check; under
+/// the same cap as the other per-backend series.
+struct BackendHealthSeries {
+    up: IntGaugeVec,
+    transitions: IntCounterVec,
+    last_failure: IntGaugeVec,
+}
+
+impl BackendHealthSeries {
+    fn register(reg: &Registry) -> prometheus::Result<Self> {
+        let bl = ["service", "backend"];
+        Ok(Self {
+            up: gauge(
+                reg,
+                "ballast_backend_up",
+                "1 while the backend passes its health check (receives new flows), 0 while it is down",
+                &bl,
+            )?,
+            transitions: counter(
+                reg,
+                "ballast_backend_health_transitions_total",
+                "Up/down changes of the backend's health since the agent started probing it",
+                &bl,
+            )?,
+            last_failure: gauge(
+                reg,
+                "ballast_backend_health_last_failure_info",
+                "Always 1; the reason label says why the backend's latest failed probe failed",
+                &["service", "backend", "reason"],
+            )?,
+        })
+    }
+
+    fn set(&self, l: &[&str; 2], h: &BackendHealth) {
+        self.up.with_label_values(l).set(i64::from(h.up));
+        self.transitions.with_label_values(l).inc_by(h.transitions);
+        if let Some(reason) = &h.last_failure {
+            self.last_failure
+                .with_label_values(&[l[0], l[1], reason.as_str()])
+                .set(1);
+        }
+    }
+}
+
 /// Renders a snapshot in the Prometheus text format.
 pub fn render(s: &Snapshot, max_backend_series: usize) -> prometheus::Result<String> {
     let reg = Registry::new();
@@ -141,6 +186,7 @@ pub fn render(s: &Snapshot, max_backend_series: usize) -> prometheus::Result<Str
         "New flows sent to the backend",
         &bl,
     )?;
+    let health = BackendHealthSeries::register(&reg)?;
     let verdicts = counter(
         &reg,
         "ballast_packets_verdict_total",
@@ -165,6 +211,9 @@ pub fn render(s: &Snapshot, max_backend_series: usize) -> prometheus::Result<Str
                 let l = [svc.name.as_str(), b.address.as_str()];
                 bpackets.with_label_values(&l).inc_by(b.counters.packets);
                 bflows.with_label_values(&l).inc_by(b.counters.new_flows);
+                if let Some(h) = &b.health {
+                    health.set(&l, h);
+                }
             }
         }
     }
@@ -246,6 +295,7 @@ mod tests {
                             address: format!("198.51.100.{b}:8080"),
                             weight: 1,
                             counters: c,
+                            health: None,
                         })
                         .collect(),
                 })
@@ -267,6 +317,41 @@ mod tests {
         assert!(text.contains(r#"ballast_backend_new_flows_total{backend="198.51.100.1:8080",service="ns/svc1:http"} 2"#));
         assert!(
             text.contains(r#"ballast_packets_verdict_total{drop="true",reason="no_backend"} 3"#)
+        );
+    }
+
+    #[test]
+    fn backend_health_series() {
+        let mut s = snapshot(1, 3);
+        s.services[0].backends[0].health = Some(BackendHealth {
+            check: "tcp".into(),
+            up: false,
+            last_failure: Some("connect: connection refused".into()),
+            transitions: 3,
+        });
+        s.services[0].backends[1].health = Some(BackendHealth {
+            check: "tcp".into(),
+            up: true,
+            last_failure: None,
+            transitions: 0,
+        });
+        let text = render(&s, 100).unwrap();
+        for line in [
+            r#"ballast_backend_up{backend="198.51.100.0:8080",service="ns/svc0:http"} 0"#,
+            r#"ballast_backend_up{backend="198.51.100.1:8080",service="ns/svc0:http"} 1"#,
+            r#"ballast_backend_health_transitions_total{backend="198.51.100.0:8080",service="ns/svc0:http"} 3"#,
+            r#"ballast_backend_health_last_failure_info{backend="198.51.100.0:8080",reason="connect: connection refused",service="ns/svc0:http"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(
+            !text.contains(r#"ballast_backend_up{backend="198.51.100.2:8080""#),
+            "no check, no health series"
+        );
+        assert_eq!(
+            text.matches("ballast_backend_health_last_failure_info{")
+                .count(),
+            1
         );
     }
 

@@ -6,7 +6,7 @@ use crate::abi::{self, TrafficCounters};
 use crate::dataplane::DataplaneError;
 use crate::dataplane::maps::{FlowTable, Maps};
 use crate::dataplane::sweeper::SweepTotals;
-use crate::inventory::InventoryService;
+use crate::inventory::{BackendHealth, InventoryService};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -41,6 +41,9 @@ pub struct BackendStats {
     pub address: String,
     pub weight: u32,
     pub counters: Counters,
+    /// Present when the service has a health check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<BackendHealth>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -95,6 +98,7 @@ pub fn counters(maps: &Maps, inventory: &[InventoryService]) -> Result<Snapshot,
                     address: format!("{}:{}", b.address, b.port),
                     weight: b.weight,
                     counters: be.get(&b.id).copied().unwrap_or_default().into(),
+                    health: b.health.clone(),
                 })
                 .collect(),
         })
@@ -117,13 +121,29 @@ pub fn counters(maps: &Maps, inventory: &[InventoryService]) -> Result<Snapshot,
     })
 }
 
+/// `up (tcp)`, `DOWN (tcp; 1 transition; last failure: connect: connection
+/// refused)`, or `-` for a backend without a health check.
+fn health_cell(h: Option<&BackendHealth>) -> String {
+    let Some(h) = h else { return "-".into() };
+    let mut s = format!("{} ({}", if h.up { "up" } else { "DOWN" }, h.check);
+    if h.transitions > 0 {
+        let plural = if h.transitions == 1 { "" } else { "s" };
+        s.push_str(&format!("; {} transition{plural}", h.transitions));
+    }
+    if let Some(r) = &h.last_failure {
+        s.push_str(&format!("; last failure: {r}"));
+    }
+    s.push(')');
+    s
+}
+
 /// The human table printed by `ballast-agent stats` and the demo.
 pub fn render_table(s: &Snapshot) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<28} {:<26} {:>7} {:>10} {:>12} {:>10} {:>7}",
+        "{:<28} {:<26} {:>7} {:>10} {:>12} {:>10} {:>7}  HEALTH",
         "SERVICE / BACKEND", "ADDRESS", "WEIGHT", "FLOWS", "PACKETS", "REPLIES", "SHARE"
     );
     for svc in &s.services {
@@ -147,14 +167,15 @@ pub fn render_table(s: &Snapshot) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<26} {:<26} {:>7} {:>10} {:>12} {:>10} {:>7}",
+                "  {:<26} {:<26} {:>7} {:>10} {:>12} {:>10} {:>7}  {}",
                 "",
                 b.address,
                 b.weight,
                 b.counters.new_flows,
                 b.counters.packets,
                 b.counters.reply_packets,
-                share
+                share,
+                health_cell(b.health.as_ref())
             );
         }
     }

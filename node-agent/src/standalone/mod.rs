@@ -16,7 +16,8 @@ use tracing::{error, info, warn};
 
 use crate::config_files;
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
-use crate::dataplane::{self, Director, LoadOptions, NodeSettings, XdpAttachMode};
+use crate::dataplane::{self, DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode};
+use crate::health::{self, HealthChecker, ServiceChecks};
 use crate::lifecycle::Claim;
 use crate::lifecycle::signals::{self, Signals};
 use crate::{inventory, metrics, stats};
@@ -90,6 +91,12 @@ pub struct Standalone {
     /// The interface's identity (what the pins are keyed by), its lock
     /// (one agent per interface) and whether the pins outlive us.
     claim: Claim,
+    /// Probes the backends of services with a health check.
+    health: HealthChecker,
+    /// The services last read and their checks: re-applied with fresh
+    /// verdicts when a backend's health changes, without re-reading files.
+    wanted: Vec<DesiredService>,
+    checks: ServiceChecks,
 }
 
 impl Standalone {
@@ -153,6 +160,9 @@ impl Standalone {
             last_good: Default::default(),
             fingerprint: None,
             claim,
+            health: HealthChecker::new(),
+            wanted: Vec::new(),
+            checks: ServiceChecks::new(),
         })
     }
 
@@ -167,22 +177,43 @@ impl Standalone {
             warn!("{w}");
         }
         let wanted = desired::to_desired(&resolved.services, self.opts.announce, self.opts.toa_mss);
+        self.checks = health::checks_of(&resolved.services);
+        self.health
+            .set_targets(health::targets(&wanted, &self.checks));
+        self.wanted = wanted;
         let mut errors = resolved.errors;
-        for e in self.director.apply(&wanted)? {
-            errors.push(e.to_string());
-        }
+        let (plan_errors, services) = self.program()?;
+        errors.extend(plan_errors);
         for e in &errors {
             error!("{e}");
         }
-        let inv = inventory::build(&wanted, self.director.programmed());
-        inventory::write(&self.opts.pin_root, &self.claim.iface.key, &inv)
-            .context("writing the inventory")?;
         info!(
-            services = inv.len(),
+            services,
             errors = errors.len(),
+            health_checked = self.health.len(),
             "configuration applied"
         );
         Ok(errors)
+    }
+
+    /// Programs the services last read, DOWN backends at weight 0, and
+    /// writes the inventory. Returns the services' errors and how many are
+    /// programmed.
+    fn program(&mut self) -> anyhow::Result<(Vec<String>, usize)> {
+        let verdicts = self.health.verdicts();
+        let effective = health::apply_health(&self.wanted, &self.checks, &verdicts);
+        for name in health::without_backends(&self.wanted, &effective) {
+            warn!(
+                service = name,
+                "every backend is DOWN: new connections to the service are refused until one passes its health check"
+            );
+        }
+        let errors = self.director.apply(&effective)?;
+        let mut inv = inventory::build(&self.wanted, self.director.programmed());
+        health::annotate(&mut inv, &self.checks, &verdicts);
+        inventory::write(&self.opts.pin_root, &self.claim.iface.key, &inv)
+            .context("writing the inventory")?;
+        Ok((errors.iter().map(|e| e.to_string()).collect(), inv.len()))
     }
 
     fn changed(&self) -> bool {
@@ -244,8 +275,15 @@ impl Standalone {
             info!(%addr, "serving /metrics");
         }
         let mut tick = tokio::time::interval(self.opts.poll);
+        let mut health_changes = self.health.subscribe();
         loop {
             tokio::select! {
+                Ok(()) = health_changes.changed() => {
+                    match self.program() {
+                        Ok((errors, _)) => errors.iter().for_each(|e| error!("{e}")),
+                        Err(e) => error!("applying a health change: {e:#}"),
+                    }
+                }
                 _ = signals.hup.recv() => {
                     info!("SIGHUP: reloading");
                     if let Err(e) = self.reload() { error!("{e:#}"); }

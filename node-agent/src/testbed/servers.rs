@@ -37,6 +37,9 @@ pub struct BackendServer {
     addr: SocketAddrV4,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The TCP accept loop and its own stop flag, so the listener can close
+    /// (a dead service) while open connections and UDP go on.
+    acceptor: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 impl BackendServer {
@@ -57,15 +60,7 @@ impl BackendServer {
         udp.set_read_timeout(Some(POLL_INTERVAL))?;
         let shared = Arc::new(Shared::default());
         let mut threads = Vec::new();
-        {
-            let shared = shared.clone();
-            let name = name.to_string();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("srv-tcp-{name}"))
-                    .spawn(move || accept_loop(listener, &name, &shared))?,
-            );
-        }
+        let acceptor = Some(spawn_acceptor(listener, name, &shared)?);
         {
             let shared = shared.clone();
             let name = name.to_string();
@@ -81,7 +76,32 @@ impl BackendServer {
             addr,
             shared,
             threads,
+            acceptor,
         })
+    }
+
+    /// Closes the TCP listener: new connections are refused, connections
+    /// already accepted keep being served, UDP keeps answering.
+    pub fn close_listener(&mut self) {
+        if let Some((stop, thread)) = self.acceptor.take() {
+            stop.store(true, Ordering::SeqCst);
+            // The listener is dropped when its thread returns.
+            let _ = thread.join();
+        }
+    }
+
+    /// Listens again on the same address after [`Self::close_listener`].
+    pub fn reopen_listener(&mut self) -> Result<()> {
+        if self.acceptor.is_some() {
+            return Ok(());
+        }
+        let bind = self.addr;
+        // std sets SO_REUSEADDR, so the bind succeeds beside connections
+        // still open on the port.
+        let listener = in_netns(&self.ns, move || TcpListener::bind(bind))?
+            .with_context(|| format!("tcp bind {bind} again"))?;
+        self.acceptor = Some(spawn_acceptor(listener, &self.name, &self.shared)?);
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -109,6 +129,7 @@ impl BackendServer {
 impl Drop for BackendServer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.close_listener();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -144,9 +165,22 @@ fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
     n > 0
 }
 
-fn accept_loop(listener: TcpListener, name: &str, shared: &Arc<Shared>) {
+fn spawn_acceptor(
+    listener: TcpListener,
+    name: &str,
+    shared: &Arc<Shared>,
+) -> Result<(Arc<AtomicBool>, JoinHandle<()>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (shared, name, own_stop) = (shared.clone(), name.to_string(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("srv-tcp-{name}"))
+        .spawn(move || accept_loop(listener, &name, &shared, &own_stop))?;
+    Ok((stop, thread))
+}
+
+fn accept_loop(listener: TcpListener, name: &str, shared: &Arc<Shared>, stop: &AtomicBool) {
     let fd = listener.as_raw_fd();
-    while !shared.stop.load(Ordering::SeqCst) {
+    while !shared.stop.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
         if !wait_readable(fd, POLL_INTERVAL) {
             continue;
         }
