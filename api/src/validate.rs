@@ -219,19 +219,31 @@ enum Families {
     Ipv4Only,
 }
 
+/// The namespace an object is in: `default` when unset, as the apiserver
+/// defaults it.
+fn namespace_of(vs: &VirtualServer) -> &str {
+    vs.metadata
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default")
+}
+
+/// `namespace/name`, the name every error and status uses for an object;
+/// `None` without a name (validation then reports `metadata.name`).
+pub fn object_key(vs: &VirtualServer) -> Option<String> {
+    let name = vs.metadata.name.as_deref().filter(|n| !n.is_empty())?;
+    Some(format!("{}/{name}", namespace_of(vs)))
+}
+
 fn check_families(
     vs: &VirtualServer,
     mode: Mode,
     families: Families,
 ) -> Result<CheckedSpec, ValidationError> {
     let name = vs.metadata.name.as_deref().filter(|n| !n.is_empty());
-    let namespace = vs
-        .metadata
-        .namespace
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .unwrap_or("default");
-    let object = format!("{namespace}/{}", name.unwrap_or("<unnamed>"));
+    let object =
+        object_key(vs).unwrap_or_else(|| format!("{}/<unnamed>", namespace_of(vs)));
     let mut errs = Errors::default();
 
     if name.is_none() {

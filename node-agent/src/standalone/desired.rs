@@ -54,14 +54,7 @@ fn file_of(source: &str) -> &str {
 /// validation reports `metadata.name`, and the document is nobody's
 /// duplicate).
 fn object_of(vs: &VirtualServer) -> Option<String> {
-    let name = vs.metadata.name.as_deref().filter(|n| !n.is_empty())?;
-    let namespace = vs
-        .metadata
-        .namespace
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .unwrap_or("default");
-    Some(format!("{namespace}/{name}"))
+    validate::object_key(vs)
 }
 
 /// Rules that need this agent's settings: a VIP or a backend that is one of
