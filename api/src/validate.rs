@@ -242,8 +242,7 @@ fn check_families(
     families: Families,
 ) -> Result<CheckedSpec, ValidationError> {
     let name = vs.metadata.name.as_deref().filter(|n| !n.is_empty());
-    let object =
-        object_key(vs).unwrap_or_else(|| format!("{}/<unnamed>", namespace_of(vs)));
+    let object = object_key(vs).unwrap_or_else(|| format!("{}/<unnamed>", namespace_of(vs)));
     let mut errs = Errors::default();
 
     if name.is_none() {
