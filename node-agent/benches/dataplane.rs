@@ -10,8 +10,8 @@
 //! some ns per run of its own (`xdp_pass` measures it) and is part of
 //! every figure, as in any BPF_PROG_TEST_RUN measurement. The floor runs
 //! as it is: rerunning a MAC swap on its own output is the same work. The
-//! director rewrites the packet, so it runs behind a wrapper (ballast.c,
-//! built with -DBALLAST_BENCH) that first restores the frame from a copy
+//! director rewrites the packet, so it runs behind a wrapper
+//! (dataplane-ebpf/test/bench.c) that first restores the frame from a copy
 //! appended to it; the wrappers share the director's pinned maps, so they
 //! see what the agent programmed. The restore's own cost (`bench_pass`,
 //! restore + XDP_PASS, minus `xdp_pass`) is subtracted from the director's
@@ -20,20 +20,17 @@
 //! bounds the director: one conntrack lookup, one conntrack insert. The
 //! cold figures (one packet per syscall, maps out of cache) come last.
 //! Packets/s against nftables: the `forwarding` bench.
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::*;
+use ballast_testbed::frames::*;
+use ballast_testbed::packet::*;
+use ballast_testbed::world::*;
 use std::net::Ipv4Addr;
 
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use ballast_agent::abi::{self, CtValue, FlowKey};
+use ballast_testbed::objects;
 
-static BENCH_DIRECTOR: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ballast-bench.bpf.o"));
-
-/// Bytes the wrappers restore (ballast.c's BENCH_HDR).
+/// Bytes the wrappers restore (dataplane-ebpf/test/bench.c's BENCH_HDR).
 const BENCH_HDR: usize = 64;
 const REPEAT: u32 = 2_000_000;
 /// New flows per figure: enough to overflow the lab's 64k-entry conntrack,
@@ -41,8 +38,12 @@ const REPEAT: u32 = 2_000_000;
 const NEW_FLOWS: u32 = 200_000;
 const SINGLE_SHOTS: u16 = 20_000;
 
-/// The benchmark wrappers, sharing the lab's pinned, programmed maps.
-struct Wrappers(Ebpf);
+/// The benchmark wrappers, sharing the lab's pinned, programmed maps, and
+/// the plain test programs (`xdp_pass`, `xdp_floor`).
+struct Wrappers {
+    wrappers: Ebpf,
+    plain: Ebpf,
+}
 
 impl Wrappers {
     fn load(lab: &PacketLab, ring_slots: u32, conntrack: u32) -> Self {
@@ -51,7 +52,9 @@ impl Wrappers {
             .default_map_pin_directory(&lab.pin_dir)
             .map_max_entries("ring", ring_slots)
             .map_max_entries("conntrack", conntrack);
-        let mut ebpf = loader.load(BENCH_DIRECTOR).expect("load the bench object");
+        let mut ebpf = loader
+            .load(objects::BENCH_WRAPPERS)
+            .expect("load the bench object");
         for name in [
             "bench_pass",
             "bench_director",
@@ -62,11 +65,26 @@ impl Wrappers {
             let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("{name}: {e}"));
         }
-        Wrappers(ebpf)
+        let mut plain = EbpfLoader::new()
+            .load(objects::TEST_PROGRAMS)
+            .expect("load the test programs");
+        for name in ["xdp_pass", "xdp_floor"] {
+            let p: &mut Xdp = plain.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        Wrappers {
+            wrappers: ebpf,
+            plain,
+        }
     }
 
     fn prog(&self, name: &str) -> &Xdp {
-        self.0.program(name).unwrap().try_into().unwrap()
+        self.wrappers.program(name).unwrap().try_into().unwrap()
+    }
+
+    /// `xdp_pass` or `xdp_floor`.
+    fn plain(&self, name: &str) -> &Xdp {
+        self.plain.program(name).unwrap().try_into().unwrap()
     }
 
     /// Mean ns per run of `name` on `frame` (with the saved header the
@@ -117,21 +135,15 @@ fn syns(base: u16, n: u16, src: Ipv4Addr) -> Vec<Vec<u8>> {
 }
 
 fn new_flows(lab: &PacketLab) -> u64 {
-    lab.director
-        .dp
-        .maps
-        .service_counters([0u32].into_iter())
+    lab.director.maps().service_counters([0u32].into_iter())
         .unwrap()[&0]
         .new_flows
 }
 
 fn main() {
-    if !is_root() {
-        eprintln!("the data plane benchmark needs root (BPF_PROG_TEST_RUN)");
-        return;
-    }
+    ballast_testbed::require_root("the data plane benchmark runs BPF_PROG_TEST_RUN");
     in_private_netns(|ifindex| {
-        let established = tcp_frame((CLIENT, 40000), (VIP, 80), TCP_ACK, &[], &[0u8; 64]);
+        let established = tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_ACK, &[], &[0u8; 64]);
         // SYNs long enough to carry the saved header (a SYN may carry
         // data). Each round of new flows starts from its own source block
         // (the wrapper counts up from the saved address; 200k flows span
@@ -155,7 +167,7 @@ fn main() {
         let (ring_slots, conntrack) = (4 * 65537, 65_536);
         let mut l = PacketLab::with_conntrack(ifindex, settings(), 65537, ring_slots, conntrack);
         l.apply(&[svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)])]);
-        let (v, _) = l.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, _) = l.run(&tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[], b""));
         assert_eq!(v, XDP_TX);
         let w = Wrappers::load(&l, ring_slots, conntrack);
 
@@ -163,7 +175,7 @@ fn main() {
         let best = |f: &mut dyn FnMut() -> f64| (0..3).map(|_| f()).fold(f64::MAX, f64::min);
         let pass = best(&mut || {
             Wrappers::plain_ns(
-                l.director.dp.aux_program("xdp_pass").unwrap(),
+                w.plain("xdp_pass"),
                 &established,
                 ifindex,
                 REPEAT,
@@ -172,7 +184,7 @@ fn main() {
         });
         let floor = best(&mut || {
             Wrappers::plain_ns(
-                l.director.dp.aux_program("xdp_floor").unwrap(),
+                w.plain("xdp_floor"),
                 &established,
                 ifindex,
                 REPEAT,
@@ -226,7 +238,7 @@ fn main() {
             s
         };
         let plain = svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)]);
-        let (v, _) = l.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, _) = l.run(&tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[], b""));
         assert_eq!(v, XDP_TX);
         let flows_before = new_flows(&l);
         let est_base =
@@ -254,16 +266,16 @@ fn main() {
 
         // Cold: one packet per syscall.
         let cold_pass = single_shot_ns(
-            l.director.dp.aux_program("xdp_pass").unwrap(),
+            w.plain("xdp_pass"),
             &vec![established.clone(); n],
             ifindex,
         );
         let cold_floor = single_shot_ns(
-            l.director.dp.aux_program("xdp_floor").unwrap(),
+            w.plain("xdp_floor"),
             &vec![established.clone(); n],
             ifindex,
         );
-        let prog = l.director.dp.program().unwrap();
+        let prog = l.director.program().unwrap();
         let cold_est = single_shot_ns(prog, &vec![established.clone(); n], ifindex);
         let cold_new = single_shot_ns(
             prog,
@@ -299,7 +311,7 @@ fn main() {
         let replanned = t.elapsed();
         let t = std::time::Instant::now();
         {
-            let mut ct = big.director.dp.maps.conntrack().unwrap();
+            let mut ct = big.director.maps_mut().conntrack().unwrap();
             for i in 0..2_000_000u32 {
                 let k = FlowKey {
                     saddr: abi::be_addr(Ipv4Addr::from(0x0a00_0000 + i)),
@@ -323,12 +335,12 @@ fn main() {
         }
         let filled = t.elapsed();
         // Opened after the fill so that the LRU keeps it.
-        big.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        big.run(&tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[], b""));
         let big_w = Wrappers::load(&big, big_ring, big_ct);
         let loaded =
             best(&mut || big_w.ns("bench_director", &established, ifindex, REPEAT)) - restore;
         let cold_loaded = single_shot_ns(
-            big.director.dp.program().unwrap(),
+            big.director.program().unwrap(),
             &vec![established.clone(); n],
             ifindex,
         );
@@ -374,7 +386,7 @@ fn main() {
             lookup - floor
         );
         println!(
-            "  (b) needs one lookup: (b) >= {:.2} x (a).  (c) needs a lookup miss, the service lookup and two inserts (flow and reply/SNAT reservation): (c) >= {:.2} x (a)",
+            "  (b) needs one lookup: (b) >= {:.2} x (a).  (c) needs a lookup miss, the service lookup and two inserts (flow and reply/SNAT_ADDR reservation): (c) >= {:.2} x (a)",
             lookup / floor,
             (floor + 2.0 * (insert - floor) + 2.0 * (lookup - floor)) / floor
         );

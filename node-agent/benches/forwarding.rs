@@ -29,10 +29,6 @@
 //!
 //! Target: Ballast (xdp path) / nftables (skb path) >= 3, on capacity.
 //! Run as root: `cargo bench -p ballast-agent --bench forwarding`.
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::{mac_str, sh};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
@@ -44,16 +40,14 @@ use ballast_agent::abi;
 use ballast_agent::dataplane::{
     DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode,
 };
-use ballast_agent::testbed::in_netns;
-
-static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench.bpf.o"));
+use ballast_testbed::world::{CLIENT_ADDR, DIRECTOR_BACKEND_ADDR, DIRECTOR_CLIENT_ADDR, SNAT_ADDR, VIP};
+use ballast_testbed::{format_mac, in_netns, netns, objects, require_root};
 
 const GEN_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x01];
 const DIR_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x02];
 const SINK_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x03];
-const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The test world's backend 1 (`ballast_testbed::backend_addr(1)`).
 const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
-const SNAT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 
 const GEN_CPU: usize = 0;
 const DIR_CPU: usize = 1;
@@ -82,10 +76,13 @@ const ROUNDS: usize = 2;
 /// blast delivered half as much).
 const LIVE_BATCH: u32 = 64;
 
+/// Runs a command; panics with its stderr when it fails.
+fn sh(args: &[&str]) {
+    netns::run(args[0], &args[1..]).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
 fn ipn(ns: &str, args: &[&str]) {
-    let mut v = vec!["ip", "-n", ns];
-    v.extend_from_slice(args);
-    sh(&v);
+    netns::ip_in(ns, args).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Namespaces that go away on drop.
@@ -129,10 +126,10 @@ fn veth(
         ],
     );
     if let Some(m) = a_mac {
-        ipn(a_ns, &["link", "set", a, "address", &mac_str(m)]);
+        ipn(a_ns, &["link", "set", a, "address", &format_mac(m)]);
     }
     if let Some(m) = b_mac {
-        ipn(b_ns, &["link", "set", b, "address", &mac_str(m)]);
+        ipn(b_ns, &["link", "set", b, "address", &format_mac(m)]);
     }
     ipn(a_ns, &["link", "set", a, "up"]);
     ipn(b_ns, &["link", "set", b, "up"]);
@@ -151,8 +148,9 @@ fn sysctl(ns: &str, key: &str, value: &str) {
 }
 
 fn director_addresses(ns: &str, ifname: &str, backend_mac: &[u8; 6]) {
-    ipn(ns, &["addr", "add", "192.0.2.2/24", "dev", ifname]);
-    ipn(ns, &["addr", "add", "198.51.100.2/24", "dev", ifname]);
+    for addr in [DIRECTOR_CLIENT_ADDR, DIRECTOR_BACKEND_ADDR] {
+        ipn(ns, &["addr", "add", &format!("{addr}/24"), "dev", ifname]);
+    }
     ipn(
         ns,
         &[
@@ -160,7 +158,7 @@ fn director_addresses(ns: &str, ifname: &str, backend_mac: &[u8; 6]) {
             "replace",
             &BACKEND.to_string(),
             "lladdr",
-            &mac_str(backend_mac),
+            &format_mac(backend_mac),
             "dev",
             ifname,
             "nud",
@@ -174,7 +172,7 @@ fn director_addresses(ns: &str, ifname: &str, backend_mac: &[u8; 6]) {
             "replace",
             "192.0.2.1",
             "lladdr",
-            &mac_str(&GEN_MAC),
+            &format_mac(&GEN_MAC),
             "dev",
             ifname,
             "nud",
@@ -264,11 +262,16 @@ fn dedicate(tid: i32, cpu: usize) {
     );
 }
 
-/// Loads the bench object and attaches one of its programs natively.
+/// Loads the traffic object and attaches one of its programs natively.
 fn attach_bench(ns: &str, ifname: &str, program: &'static str) -> Ebpf {
+    attach(ns, ifname, objects::TRAFFIC, program)
+}
+
+/// Loads `object` and attaches its `program` natively to `ifname` in `ns`.
+fn attach(ns: &str, ifname: &str, object: &'static [u8], program: &'static str) -> Ebpf {
     let ifname = ifname.to_string();
     in_netns(ns, move || {
-        let mut ebpf = EbpfLoader::new().load(BENCH_OBJECT).expect("bench object");
+        let mut ebpf = EbpfLoader::new().load(object).expect("bench object");
         let p: &mut Xdp = ebpf.program_mut(program).unwrap().try_into().unwrap();
         p.load().unwrap();
         p.attach(&ifname, XdpMode::Driver).unwrap();
@@ -282,55 +285,56 @@ fn attach_bench(ns: &str, ifname: &str, program: &'static str) -> Ebpf {
 struct RunningDirector {
     director: Box<Director>,
     pin: std::path::PathBuf,
+    /// The floor program (test object), attached while this lives.
+    _floor: Option<Ebpf>,
 }
 
 fn start_director(ns: &str, ifname: &str, floor: bool) -> RunningDirector {
     let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/ballast-bench/{ns}"));
     let _ = std::fs::remove_dir_all(&pin);
-    let (ns_s, if_s, pin_c) = (ns.to_string(), ifname.to_string(), pin.clone());
+    let (if_s, pin_c) = (ifname.to_string(), pin.clone());
+    // Opened and programmed in the director's namespace, as an agent there
+    // would be (it keeps the backend's next hop resolved with `ip`).
     let d = in_netns(ns, move || {
         let opts = LoadOptions {
-            interface: if floor { None } else { Some(if_s.clone()) },
+            interface: if floor { None } else { Some(if_s) },
             pin_dir: pin_c,
             ring_slots: 4 * 65537,
             conntrack_entries: None,
             mode: XdpAttachMode::Native,
-            netns: Some(ns_s),
         };
         let settings = NodeSettings {
             mac: DIR_MAC,
-            snat_addrs: vec![SNAT],
+            snat_addrs: vec![SNAT_ADDR],
             ..Default::default()
         };
         let mut d = Director::open(&opts, &settings, 65537).expect("director");
-        if floor {
-            d.dp.aux_program("xdp_floor")
-                .unwrap()
-                .attach(&if_s, XdpMode::Driver)
-                .unwrap();
+        if !floor {
+            let svc = DesiredService::new(
+                "bench/udp:53",
+                (VIP, 53, 17),
+                abi::MODE_FULLNAT,
+                5353,
+                [(BACKEND, 1)],
+            );
+            let errors = d.apply(&[svc]).unwrap();
+            assert!(errors.is_empty(), "{errors:?}");
         }
-        d
+        Box::new(d)
     })
     .unwrap();
-    let mut d = Box::new(d);
-    if !floor {
-        let svc = DesiredService::new(
-            "bench/udp:53",
-            (VIP, 53, 17),
-            abi::MODE_FULLNAT,
-            5353,
-            [(BACKEND, 1)],
-        );
-        let errors = d.apply(&[svc]).unwrap();
-        assert!(errors.is_empty(), "{errors:?}");
+    let floor = floor.then(|| attach(ns, ifname, objects::TEST_PROGRAMS, "xdp_floor"));
+    RunningDirector {
+        director: d,
+        pin,
+        _floor: floor,
     }
-    RunningDirector { director: d, pin }
 }
 
 impl Drop for RunningDirector {
     fn drop(&mut self) {
         // Where the frames went, for the record.
-        if let Ok(r) = self.director.dp.maps.reason_counters() {
+        if let Ok(r) = self.director.maps().reason_counters() {
             let nonzero: Vec<_> = abi::REASONS
                 .iter()
                 .zip(r)
@@ -348,14 +352,14 @@ impl Drop for RunningDirector {
 
 fn frame() -> Vec<u8> {
     let b = etherparse::PacketBuilder::ethernet2(GEN_MAC, DIR_MAC)
-        .ipv4(Ipv4Addr::new(192, 0, 2, 1).octets(), VIP.octets(), 64)
+        .ipv4(CLIENT_ADDR.octets(), VIP.octets(), 64)
         .udp(10000, 53);
     let mut v = Vec::new();
     b.write(&mut v, &[0u8; 18]).unwrap();
     v
 }
 
-/// bench.c's `struct gen_pace`.
+/// traffic.c's `struct gen_pace`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct GenPace {
@@ -418,7 +422,7 @@ struct Generator {
 
 impl Generator {
     fn load(gen_if: &str, sink: Ebpf) -> Self {
-        let mut ebpf = EbpfLoader::new().load(BENCH_OBJECT).expect("bench object");
+        let mut ebpf = EbpfLoader::new().load(objects::TRAFFIC).expect("traffic object");
         let p: &mut Xdp = ebpf.program_mut("xdp_gen").unwrap().try_into().unwrap();
         p.load().unwrap();
         let frame = frame();
@@ -443,7 +447,7 @@ impl Generator {
     }
 
     /// Sends `frames` frames, evenly spaced at `rate` frames/s or (None)
-    /// as fast as it can, in one syscall: see bench.c's `gen_pace`.
+    /// as fast as it can, in one syscall: see traffic.c's `gen_pace`.
     fn run(&mut self, frames: u32, rate: Option<f64>) -> Probe {
         self.set_pace(GenPace {
             interval_ns: rate.map_or(0, |r| (1e9 / r).round() as u64),
@@ -675,7 +679,7 @@ fn skb_path(p: &str, ballast: bool) -> Measurement {
 
 fn nftables_director(p: &str, ns: &str) {
     let rules = format!(
-        "table ip lb {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n  ip daddr {VIP} udp dport 53 dnat to {BACKEND}:5353\n }}\n chain post {{\n  type nat hook postrouting priority srcnat;\n  ip daddr {BACKEND} snat to {SNAT}\n }}\n}}\n"
+        "table ip lb {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n  ip daddr {VIP} udp dport 53 dnat to {BACKEND}:5353\n }}\n chain post {{\n  type nat hook postrouting priority srcnat;\n  ip daddr {BACKEND} snat to {SNAT_ADDR}\n }}\n}}\n"
     );
     let path = std::env::temp_dir().join(format!("{p}.nft"));
     std::fs::write(&path, rules).unwrap();
@@ -752,10 +756,7 @@ fn ratio_row(name: &str, a: &Rounds, b: &Rounds, note: &str) {
 }
 
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the forwarding benchmark needs root");
-        return;
-    }
+    require_root("the forwarding benchmark builds namespaces and attaches XDP");
     let p = format!("bfw{}", std::process::id() % 1000);
     let directors: [(&str, Setup); 4] = [
         ("xdp path, floor (MAC swap)", |p| xdp_path(p, true)),

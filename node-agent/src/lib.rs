@@ -1,14 +1,11 @@
 pub mod abi;
 pub mod config_files;
 pub mod dataplane;
-pub mod demo;
 pub mod health;
 pub mod inventory;
-pub mod lab;
 pub mod lifecycle;
 pub mod maglev;
 pub mod metrics;
 pub mod realserver;
 pub mod standalone;
 pub mod stats;
-pub mod testbed;

@@ -8,7 +8,7 @@ use ballast_agent::dataplane::{self, XdpAttachMode};
 use ballast_agent::lifecycle::identity::Interface;
 use ballast_agent::lifecycle::{cleanup, signals::Signals};
 use ballast_agent::standalone::{Standalone, StandaloneOptions};
-use ballast_agent::{demo, inventory, maglev, realserver, stats};
+use ballast_agent::{inventory, maglev, realserver, stats};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -94,12 +94,6 @@ enum Cmd {
         interface: String,
         #[arg(long)]
         json: bool,
-    },
-    /// Build a throwaway namespace topology and show FullNAT and DR at work.
-    Demo {
-        /// Connections per mode.
-        #[arg(long, default_value_t = 300)]
-        connections: usize,
     },
 }
 
@@ -208,6 +202,5 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Demo { connections } => demo::run(connections),
     }
 }

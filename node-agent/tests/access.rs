@@ -9,8 +9,8 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
-use ballast_agent::lab::{self, Lab};
-use ballast_agent::testbed::{self, HOST_IF};
+use ballast_testbed::lab::{self, Lab};
+use ballast_testbed::{self as testbed, HOST_IF, require_root};
 use socket2::{Domain, Protocol, Socket, Type};
 
 const T: Duration = Duration::from_secs(5);
@@ -18,13 +18,6 @@ const T: Duration = Duration::from_secs(5);
 const DENIED_WAIT: Duration = Duration::from_millis(1500);
 /// A second client address, inside the ranges the tests admit.
 const ADMITTED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
-
-fn require_root() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "needs root: XDP, network namespaces"
-    );
-}
 
 fn prefix(tag: &str) -> String {
     format!("bhd{tag}{}", std::process::id() % 1000)
@@ -63,12 +56,12 @@ fn greeting(s: &mut TcpStream) -> String {
 }
 
 fn reason(lab: &Lab, idx: u32) -> u64 {
-    lab.director.dp.maps.reason_counters().expect("reasons")[idx as usize]
+    lab.director.maps().reason_counters().expect("reasons")[idx as usize]
 }
 
 #[test]
 fn source_ranges_admit_and_deny_real_clients() {
-    require_root();
+    require_root("XDP, network namespaces");
     let mut lab = Lab::start(&prefix("s"), 2).unwrap();
     lab.serve(8080).unwrap();
     lab.tb
@@ -120,7 +113,7 @@ fn source_ranges_admit_and_deny_real_clients() {
 
 #[test]
 fn no_usable_backend_refuses_at_once_and_the_vip_answers_ping() {
-    require_root();
+    require_root("XDP, network namespaces");
     let mut lab = Lab::start(&prefix("r"), 1).unwrap();
     lab.serve(8080).unwrap();
     let drained = lab::service("t/web:80", abi::MODE_FULLNAT, 6, 80, 8080, &[(1, 0)]);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
 use ballast_agent::lifecycle::identity::Interface;
-use ballast_agent::testbed::{
+use ballast_testbed::{
     self, BackendRouting, Testbed, TestbedSpec, netns,
     servers::{self, BackendServer},
 };
@@ -25,14 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 const T: Duration = Duration::from_secs(5);
 /// Cold start of an agent: the verifier alone takes seconds.
 const AGENT_START: Duration = Duration::from_secs(25);
-
-fn skip() -> bool {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return true;
-    }
-    false
-}
 
 /// `blcli<tag><pid>`: the namespace prefix of one test.
 fn prefix(tag: char) -> String {
@@ -589,9 +581,7 @@ fn sample(s: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// source. `--remove` takes the VIP off (twice is fine) and DR stops.
 #[test]
 fn realserver_configures_a_dr_backend_and_remove_undoes_it() {
-    if skip() {
-        return;
-    }
+    require_root(NEEDS_ROOT);
     let p = prefix('r');
     let tb = Testbed::build(&TestbedSpec::new(&p).backends(1)).unwrap();
     let pins = PinRoot::new('r');
@@ -742,9 +732,7 @@ fn realserver_configures_a_dr_backend_and_remove_undoes_it() {
 /// and with what the backends saw; /healthz; 404 elsewhere.
 #[test]
 fn metrics_endpoint_serves_the_traffic_counters() {
-    if skip() {
-        return;
-    }
+    require_root(NEEDS_ROOT);
     let p = prefix('m');
     let tb = Testbed::build(&TestbedSpec::new(&p).backends(2)).unwrap();
     let pins = PinRoot::new('m');
@@ -920,9 +908,7 @@ fn add_interface_without_native_xdp(ns: &str, ifname: &str) -> &'static str {
 /// `cleanup` detaches the program and removes the pins.
 #[test]
 fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
-    if skip() {
-        return;
-    }
+    require_root(NEEDS_ROOT);
     let p = prefix('g');
     let ns = Netns::new(format!("{p}-n"));
     let ifname = "blx0";

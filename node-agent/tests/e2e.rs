@@ -6,18 +6,11 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use ballast_agent::abi;
-use ballast_agent::lab::{self, Lab};
-use ballast_agent::testbed::{self, BackendRouting, Sniffer, servers};
+use ballast_testbed::lab::{self, Lab};
+use ballast_testbed::{self as testbed, BackendRouting, Sniffer, require_root, servers};
 
 const T: Duration = Duration::from_secs(5);
-
-fn skip() -> bool {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: end-to-end tests need root");
-        return true;
-    }
-    false
-}
+const NEEDS_ROOT: &str = "XDP and network namespaces";
 
 fn prefix(tag: &str) -> String {
     format!("be{tag}{}", std::process::id() % 1000)
@@ -38,9 +31,7 @@ fn tally(results: &[anyhow::Result<String>]) -> BTreeMap<String, (usize, Vec<Str
 
 #[test]
 fn fullnat_tcp_udp_with_toa() {
-    if skip() {
-        return;
-    }
+    require_root(NEEDS_ROOT);
     let mut lab = Lab::start(&prefix("f"), 3).unwrap();
     lab.serve(8080).unwrap();
     let mut tcp = lab::service(
@@ -105,9 +96,7 @@ fn fullnat_tcp_udp_with_toa() {
 
 #[test]
 fn dr_backend_sees_the_client() {
-    if skip() {
-        return;
-    }
+    require_root(NEEDS_ROOT);
     let mut lab = Lab::start(&prefix("d"), 2).unwrap();
     lab.tb
         .set_backend_mode(BackendRouting::DirectToClient)
@@ -149,9 +138,7 @@ fn dr_backend_sees_the_client() {
 
 #[test]
 fn nat_backend_sees_the_client_and_replies_through_the_director() {
-    if skip() {
-        return;
-    }
+    require_root(NEEDS_ROOT);
     let mut lab = Lab::start(&prefix("n"), 2).unwrap();
     lab.serve(8080).unwrap();
     lab.apply(vec![lab::service(
@@ -186,9 +173,7 @@ fn nat_backend_sees_the_client_and_replies_through_the_director() {
 
 #[test]
 fn weights_are_honoured() {
-    if skip() {
-        return;
-    }
+    require_root(NEEDS_ROOT);
     let mut lab = Lab::start(&prefix("w"), 3).unwrap();
     lab.serve(8080).unwrap();
     lab.apply(vec![lab::service(
@@ -223,9 +208,7 @@ fn weights_are_honoured() {
 
 #[test]
 fn drained_backend_finishes_its_flows_and_gets_no_new_ones() {
-    if skip() {
-        return;
-    }
+    require_root(NEEDS_ROOT);
     let mut lab = Lab::start(&prefix("r"), 2).unwrap();
     lab.serve(8080).unwrap();
     lab.apply(vec![lab::service(

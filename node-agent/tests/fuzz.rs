@@ -1,9 +1,10 @@
 //! 100k random and mutated frames through the director program. Properties:
 //! nothing addressed to a VIP leaves with a wrong translation, every drop is
 //! counted under a reason, and frames not for us leave untouched.
-mod common;
-
-use common::*;
+use ballast_testbed::frames::*;
+use ballast_testbed::packet::*;
+use ballast_testbed::require_root;
+use ballast_testbed::world::*;
 use std::net::Ipv4Addr;
 
 use ballast_agent::abi;
@@ -12,23 +13,23 @@ const ROUNDS: usize = 100_000;
 
 fn templates(snat_port: u16) -> Vec<Vec<u8>> {
     let mut t = vec![
-        tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[2, 4, 5, 0xb4], b""),
-        tcp_frame((CLIENT, 40001), (VIP, 80), TCP_ACK, &[], b"payload"),
-        tcp_frame((CLIENT, 40002), (VIP, 80), TCP_FIN | TCP_ACK, &[], b""),
+        tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[2, 4, 5, 0xb4], b""),
+        tcp_frame((CLIENT_ADDR, 40001), (VIP, 80), TCP_ACK, &[], b"payload"),
+        tcp_frame((CLIENT_ADDR, 40002), (VIP, 80), TCP_FIN | TCP_ACK, &[], b""),
         tcp_frame(
-            (backend(1), 8080),
-            (SNAT, snat_port),
+            (backend_addr(1), 8080),
+            (SNAT_ADDR, snat_port),
             TCP_SYN | TCP_ACK,
             &[],
             b"",
         ),
-        udp_frame((CLIENT, 5000), (VIP, 53), b"q"),
-        tcp_frame((CLIENT, 40003), (DIRECTOR, 22), TCP_SYN, &[], b""),
+        udp_frame((CLIENT_ADDR, 5000), (VIP, 53), b"q"),
+        tcp_frame((CLIENT_ADDR, 40003), (DIRECTOR_CLIENT_ADDR, 22), TCP_SYN, &[], b""),
     ];
     // ICMP frag-needed quoting a translated packet.
-    let inner = tcp_frame((SNAT, snat_port), (backend(1), 8080), TCP_ACK, &[], b"");
-    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, IF_MAC)
-        .ipv4(backend(1).octets(), SNAT.octets(), 64)
+    let inner = tcp_frame((SNAT_ADDR, snat_port), (backend_addr(1), 8080), TCP_ACK, &[], b"");
+    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(backend_addr(1).octets(), SNAT_ADDR.octets(), 64)
         .icmpv4_raw(3, 4, [0, 0, 5, 0xdc]);
     let mut icmp = Vec::new();
     b.write(&mut icmp, &inner[14..]).unwrap();
@@ -56,18 +57,15 @@ fn to_vip_service(frame: &[u8]) -> Option<(u8, u16)> {
 
 #[test]
 fn fuzz_frames() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = PacketLab::new(ifindex, settings(), 251, 64 * 251);
         let mut tcp = svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)]);
         tcp.flags = abi::SVC_TOA;
         tcp.mss_max = 1452;
         l.apply(&[tcp, svc(MODE_FULLNAT, 17, 53, 5353, &[(1, 1), (2, 1)])]);
-        // Learn a live SNAT port so that replies hit the reverse path.
-        let (_, out) = l.run(&tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        // Learn a live SNAT_ADDR port so that replies hit the reverse path.
+        let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[], b""));
         let snat_port = parse(&out).src.1;
         let templates = templates(snat_port);
 
@@ -118,9 +116,9 @@ fn fuzz_frames() {
                         } else {
                             (5353, 2)
                         };
-                        assert_eq!(o.src.0, SNAT, "round {round}: source not SNATed");
+                        assert_eq!(o.src.0, SNAT_ADDR, "round {round}: source not SNATed");
                         assert!(
-                            (1..=backends).any(|i| backend(i) == o.dst.0),
+                            (1..=backends).any(|i| backend_addr(i) == o.dst.0),
                             "round {round}: {o:?}"
                         );
                         assert_eq!(

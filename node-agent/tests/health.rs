@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
-use ballast_agent::testbed::{self, Testbed, TestbedSpec, netns, servers, servers::BackendServer};
+use ballast_testbed::{self as testbed, Testbed, TestbedSpec, netns, servers, servers::BackendServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 const T: Duration = Duration::from_secs(5);

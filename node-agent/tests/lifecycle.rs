@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ballast_agent::abi;
 use ballast_agent::lifecycle::identity::Interface;
 use ballast_agent::lifecycle::veth::{self, Advice};
-use ballast_agent::testbed::{
+use ballast_testbed::{
     self, Testbed, TestbedSpec, netns,
     servers::{self, BackendServer},
 };

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
-use ballast_agent::testbed::{
+use ballast_testbed::{
     self, Testbed, TestbedSpec, netns,
     servers::{self, BackendServer},
 };

@@ -1,9 +1,10 @@
 //! Packets in, packets out: the director program under BPF_PROG_TEST_RUN,
 //! in a private network namespace so that its FIB lookups are deterministic.
 //! Every output frame has its checksums verified from scratch.
-mod common;
-
-use common::*;
+use ballast_testbed::frames::*;
+use ballast_testbed::packet::*;
+use ballast_testbed::require_root;
+use ballast_testbed::world::*;
 use std::net::Ipv4Addr;
 
 use ballast_agent::abi;
@@ -15,23 +16,13 @@ fn lab(ifindex: u32) -> PacketLab {
     PacketLab::new(ifindex, settings(), 251, 64 * 251)
 }
 
-fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: packet tests need root (BPF, network namespaces)");
-        return true;
-    }
-    false
-}
-
 fn reason_delta(before: &[u64], after: &[u64], idx: u32) -> u64 {
     after[idx as usize] - before[idx as usize]
 }
 
 #[test]
 fn fullnat_syn_reply_and_toa() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         let mut s = svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1), (2, 1), (3, 1)]);
@@ -41,37 +32,37 @@ fn fullnat_syn_reply_and_toa() {
 
         // SYN with MSS 1460: TOA inserted, MSS clamped, source SNATed.
         let mss = [2, 4, 0x05, 0xb4];
-        let syn = tcp_frame((CLIENT, 40000), (VIP, 80), TCP_SYN, &mss, b"");
+        let syn = tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &mss, b"");
         let (v, out) = l.run(&syn);
         assert_eq!(v, XDP_TX, "SYN to the VIP is forwarded back out");
         let o = parse(&out);
         assert_eq!(out.len(), syn.len() + 8, "TOA adds 8 bytes");
-        assert_eq!(o.src.0, SNAT);
+        assert_eq!(o.src.0, SNAT_ADDR);
         assert!(
             (10_000..=65_000).contains(&o.src.1),
-            "SNAT port {} in range",
+            "SNAT_ADDR port {} in range",
             o.src.1
         );
         assert_eq!(o.dst.1, 8080);
         let b = (1..=3)
-            .find(|&i| backend(i) == o.dst.0)
+            .find(|&i| backend_addr(i) == o.dst.0)
             .expect("a configured backend");
         assert_eq!(
             o.dst_mac,
             backend_mac(b),
             "next hop MAC from the neighbour table"
         );
-        assert_eq!(o.src_mac, IF_MAC);
+        assert_eq!(o.src_mac, DIRECTOR_MAC);
         assert_eq!(o.ttl, 63);
         assert_eq!(
             o.toa(),
-            Some((CLIENT, 40000)),
+            Some((CLIENT_ADDR, 40000)),
             "TOA carries the client address and port"
         );
         assert_eq!(o.mss(), Some(1452), "MSS clamped");
 
-        // Next packet of the flow: same backend and SNAT port, no TOA.
-        let ack = tcp_frame((CLIENT, 40000), (VIP, 80), TCP_ACK, &[], b"hello");
+        // Next packet of the flow: same backend and SNAT_ADDR port, no TOA.
+        let ack = tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_ACK, &[], b"hello");
         let (v, out2) = l.run(&ack);
         assert_eq!(v, XDP_TX);
         let o2 = parse(&out2);
@@ -79,22 +70,19 @@ fn fullnat_syn_reply_and_toa() {
         assert_eq!(o2.toa(), None);
         assert_eq!(o2.payload, b"hello");
 
-        // The backend's SYN-ACK to the SNAT address goes back to the client
+        // The backend's SYN-ACK to the SNAT_ADDR address goes back to the client
         // from the VIP, MSS clamped too.
         let synack = tcp_frame(o.dst, o.src, TCP_SYN | TCP_ACK, &[2, 4, 0x05, 0xb4], b"");
         let (v, back) = l.run(&synack);
         assert_eq!(v, XDP_TX);
         let r = parse(&back);
         assert_eq!(r.src, (VIP, 80));
-        assert_eq!(r.dst, (CLIENT, 40000));
+        assert_eq!(r.dst, (CLIENT_ADDR, 40000));
         assert_eq!(r.dst_mac, CLIENT_MAC);
         assert_eq!(r.mss(), Some(1452));
 
         let snap = l
-            .director
-            .dp
-            .maps
-            .service_counters([0u32].into_iter())
+            .director.maps().service_counters([0u32].into_iter())
             .unwrap();
         assert_eq!(snap[&0].new_flows, 1);
         assert_eq!(snap[&0].packets, 2);
@@ -104,20 +92,18 @@ fn fullnat_syn_reply_and_toa() {
 
 #[test]
 fn fullnat_udp_and_zero_checksum() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, UDP, 53, 5353, &[(1, 1)])]);
-        let f = udp_frame((CLIENT, 5000), (VIP, 53), b"query");
+        let f = udp_frame((CLIENT_ADDR, 5000), (VIP, 53), b"query");
         let (v, out) = l.run(&f);
         assert_eq!(v, XDP_TX);
         let o = parse(&out);
-        assert_eq!((o.src.0, o.dst), (SNAT, (backend(1), 5353)));
+        assert_eq!((o.src.0, o.dst), (SNAT_ADDR, (backend_addr(1), 5353)));
 
         // A UDP checksum of zero means none and stays zero.
-        let mut z = udp_frame((CLIENT, 5001), (VIP, 53), b"query");
+        let mut z = udp_frame((CLIENT_ADDR, 5001), (VIP, 53), b"query");
         let csum_at = 14 + 20 + 6;
         z[csum_at] = 0;
         z[csum_at + 1] = 0;
@@ -127,30 +113,28 @@ fn fullnat_udp_and_zero_checksum() {
         parse(&out);
 
         // Reply reversed.
-        let reply = udp_frame((backend(1), 5353), o.src, b"answer");
+        let reply = udp_frame((backend_addr(1), 5353), o.src, b"answer");
         let (v, back) = l.run(&reply);
         assert_eq!(v, XDP_TX);
         let r = parse(&back);
-        assert_eq!((r.src, r.dst), ((VIP, 53), (CLIENT, 5000)));
+        assert_eq!((r.src, r.dst), ((VIP, 53), (CLIENT_ADDR, 5000)));
         assert_eq!(r.payload, b"answer");
     });
 }
 
 #[test]
 fn dr_rewrites_only_macs() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(2, 1)])]);
-        let f = tcp_frame((CLIENT, 40001), (VIP, 80), TCP_SYN, &[], b"");
+        let f = tcp_frame((CLIENT_ADDR, 40001), (VIP, 80), TCP_SYN, &[], b"");
         let (v, out) = l.run(&f);
         assert_eq!(v, XDP_TX);
         let o = parse(&out);
         assert_eq!(
             (o.src, o.dst),
-            ((CLIENT, 40001), (VIP, 80)),
+            ((CLIENT_ADDR, 40001), (VIP, 80)),
             "IP header untouched"
         );
         assert_eq!(o.ttl, 64, "DR does not route: TTL unchanged");
@@ -161,41 +145,37 @@ fn dr_rewrites_only_macs() {
 
 #[test]
 fn nat_rewrites_destination_and_reverses_replies() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_NAT, TCP, 80, 8080, &[(3, 1)])]);
-        let (v, out) = l.run(&tcp_frame((CLIENT, 40002), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, out) = l.run(&tcp_frame((CLIENT_ADDR, 40002), (VIP, 80), TCP_SYN, &[], b""));
         assert_eq!(v, XDP_TX);
         let o = parse(&out);
-        assert_eq!((o.src, o.dst), ((CLIENT, 40002), (backend(3), 8080)));
+        assert_eq!((o.src, o.dst), ((CLIENT_ADDR, 40002), (backend_addr(3), 8080)));
         let (v, back) = l.run(&tcp_frame(
-            (backend(3), 8080),
-            (CLIENT, 40002),
+            (backend_addr(3), 8080),
+            (CLIENT_ADDR, 40002),
             TCP_SYN | TCP_ACK,
             &[],
             b"",
         ));
         assert_eq!(v, XDP_TX);
         let r = parse(&back);
-        assert_eq!((r.src, r.dst), ((VIP, 80), (CLIENT, 40002)));
+        assert_eq!((r.src, r.dst), ((VIP, 80), (CLIENT_ADDR, 40002)));
     });
 }
 
 #[test]
 fn not_for_us_is_passed_untouched() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
         for f in [
-            tcp_frame((CLIENT, 40003), (VIP, 81), TCP_SYN, &[], b""),
-            tcp_frame((CLIENT, 40003), (DIRECTOR, 22), TCP_SYN, &[], b""),
-            udp_frame((CLIENT, 40003), (VIP, 80), b"x"),
+            tcp_frame((CLIENT_ADDR, 40003), (VIP, 81), TCP_SYN, &[], b""),
+            tcp_frame((CLIENT_ADDR, 40003), (DIRECTOR_CLIENT_ADDR, 22), TCP_SYN, &[], b""),
+            udp_frame((CLIENT_ADDR, 40003), (VIP, 80), b"x"),
         ] {
             let (v, out) = l.run(&f);
             assert_eq!(v, XDP_PASS);
@@ -206,9 +186,7 @@ fn not_for_us_is_passed_untouched() {
 
 #[test]
 fn arp_for_announced_vip_and_snat_is_answered() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
@@ -217,20 +195,20 @@ fn arp_for_announced_vip_and_snat_is_answered() {
             f.extend_from_slice(&CLIENT_MAC);
             f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
             f.extend_from_slice(&CLIENT_MAC);
-            f.extend_from_slice(&CLIENT.octets());
+            f.extend_from_slice(&CLIENT_ADDR.octets());
             f.extend_from_slice(&[0; 6]);
             f.extend_from_slice(&target.octets());
             f
         };
-        for target in [VIP, SNAT] {
+        for target in [VIP, SNAT_ADDR] {
             let (v, out) = l.run(&arp(target));
             assert_eq!(v, XDP_TX, "ARP for {target}");
             assert_eq!(&out[0..6], &CLIENT_MAC);
-            assert_eq!(&out[6..12], &IF_MAC);
+            assert_eq!(&out[6..12], &DIRECTOR_MAC);
             assert_eq!(&out[20..22], &[0, 2], "reply");
-            assert_eq!(&out[22..28], &IF_MAC, "sender MAC");
+            assert_eq!(&out[22..28], &DIRECTOR_MAC, "sender MAC");
             assert_eq!(&out[28..32], &target.octets(), "sender IP");
-            assert_eq!(&out[38..42], &CLIENT.octets(), "target IP");
+            assert_eq!(&out[38..42], &CLIENT_ADDR.octets(), "target IP");
         }
         let (v, _) = l.run(&arp(Ipv4Addr::new(203, 0, 113, 99)));
         assert_eq!(v, XDP_PASS);
@@ -239,13 +217,11 @@ fn arp_for_announced_vip_and_snat_is_answered() {
 
 #[test]
 fn malformed_and_fragments_are_counted() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
-        let good = tcp_frame((CLIENT, 40004), (VIP, 80), TCP_SYN, &[], b"");
+        let good = tcp_frame((CLIENT_ADDR, 40004), (VIP, 80), TCP_SYN, &[], b"");
         let before = l.reasons();
 
         // Truncated TCP header to a VIP: dropped as malformed.
@@ -263,7 +239,7 @@ fn malformed_and_fragments_are_counted() {
         // (Frames shorter than Ethernet never reach XDP: the kernel
         // refuses them in BPF_PROG_TEST_RUN too.)
         // A fragment not to a VIP: the kernel's business.
-        let mut other = tcp_frame((CLIENT, 40004), (DIRECTOR, 22), TCP_SYN, &[], b"");
+        let mut other = tcp_frame((CLIENT_ADDR, 40004), (DIRECTOR_CLIENT_ADDR, 22), TCP_SYN, &[], b"");
         other[14 + 6] = 0x20;
         assert_eq!(l.run(&other).0, XDP_PASS);
 
@@ -276,16 +252,14 @@ fn malformed_and_fragments_are_counted() {
 
 #[test]
 fn ip_options_are_translated_without_toa() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         let mut s = svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)]);
         s.flags = abi::SVC_TOA;
         l.apply(&[s]);
         // Insert a 4-byte NOP/EOL option block into the IP header.
-        let f = tcp_frame((CLIENT, 40005), (VIP, 80), TCP_SYN, &[], b"");
+        let f = tcp_frame((CLIENT_ADDR, 40005), (VIP, 80), TCP_SYN, &[], b"");
         let mut g = f[..34].to_vec();
         g.extend_from_slice(&[1, 1, 1, 0]);
         g.extend_from_slice(&f[34..]);
@@ -303,7 +277,7 @@ fn ip_options_are_translated_without_toa() {
         let (v, out) = l.run(&g);
         assert_eq!(v, XDP_TX);
         let o = parse(&out);
-        assert_eq!((o.src.0, o.dst), (SNAT, (backend(1), 8080)));
+        assert_eq!((o.src.0, o.dst), (SNAT_ADDR, (backend_addr(1), 8080)));
         assert_eq!(o.toa(), None);
         assert_eq!(
             reason_delta(&before, &l.reasons(), 10),
@@ -315,63 +289,59 @@ fn ip_options_are_translated_without_toa() {
 
 #[test]
 fn no_backend_and_drain() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1), (2, 1)])]);
         // Open flows until each backend has one.
         let mut flows = std::collections::BTreeMap::new();
         for port in 41000..41100u16 {
-            let (_, out) = l.run(&tcp_frame((CLIENT, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
             flows.entry(parse(&out).dst.0).or_insert(port);
         }
         assert_eq!(flows.len(), 2, "both backends used");
-        let on2 = flows[&backend(2)];
+        let on2 = flows[&backend_addr(2)];
 
         // Drain backend 2: its flow continues, new flows avoid it.
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1), (2, 0)])]);
-        let (_, out) = l.run(&tcp_frame((CLIENT, on2), (VIP, 80), TCP_ACK, &[], b"x"));
+        let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, on2), (VIP, 80), TCP_ACK, &[], b"x"));
         assert_eq!(
             parse(&out).dst.0,
-            backend(2),
+            backend_addr(2),
             "drained backend keeps its flow"
         );
         for port in 42000..42050u16 {
-            let (_, out) = l.run(&tcp_frame((CLIENT, port), (VIP, 80), TCP_SYN, &[], b""));
-            assert_eq!(parse(&out).dst.0, backend(1));
+            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
+            assert_eq!(parse(&out).dst.0, backend_addr(1));
         }
 
         // All drained: new flows have nowhere to go and are refused (RST),
         // counted; the drained backend's flow still goes on.
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 0), (2, 0)])]);
         let before = l.reasons();
-        let (v, out) = l.run(&tcp_frame((CLIENT, 43000), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, out) = l.run(&tcp_frame((CLIENT_ADDR, 43000), (VIP, 80), TCP_SYN, &[], b""));
         assert_eq!(v, XDP_TX);
-        assert_eq!(parse(&out).dst, (CLIENT, 43000), "answered to the client");
+        assert_eq!(parse(&out).dst, (CLIENT_ADDR, 43000), "answered to the client");
         assert_eq!(reason_delta(&before, &l.reasons(), abi::REASON_REJECTED), 1);
-        let (_, out) = l.run(&tcp_frame((CLIENT, on2), (VIP, 80), TCP_ACK, &[], b"x"));
-        assert_eq!(parse(&out).dst.0, backend(2));
+        let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, on2), (VIP, 80), TCP_ACK, &[], b"x"));
+        assert_eq!(parse(&out).dst.0, backend_addr(2));
     });
 }
 
 #[test]
 fn removing_a_backend_moves_only_its_flows() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1), (2, 1), (3, 1)])]);
         let mut before = Vec::new();
         for port in 44000..44300u16 {
-            let (_, out) = l.run(&tcp_frame((CLIENT, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
             before.push((port, parse(&out).dst_mac));
         }
         l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1), (2, 1)])]);
         for (port, mac) in before {
-            let (_, out) = l.run(&tcp_frame((CLIENT, port), (VIP, 80), TCP_ACK, &[], b""));
+            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_ACK, &[], b""));
             let now = parse(&out).dst_mac;
             if mac == backend_mac(3) {
                 assert_ne!(now, backend_mac(3), "flow of the removed backend moves");
@@ -384,23 +354,21 @@ fn removing_a_backend_moves_only_its_flows() {
 
 #[test]
 fn a_reused_backend_slot_does_not_reuse_the_old_next_hop() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         let first_mac = |l: &mut PacketLab, port: u16| {
-            let (_, out) = l.run(&tcp_frame((CLIENT, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
             parse(&out).dst_mac
         };
         // Reading the slots takes longer than a cached next hop lives, so
         // it is done before the first packet and after the last.
-        let slot_of = |l: &PacketLab, i: u8| {
-            let programmed = l.director.dp.maps.read_programmed().unwrap();
+        let slot_of = |l: &PacketLab, i: usize| {
+            let programmed = l.director.maps().read_programmed().unwrap();
             programmed
                 .backends
                 .iter()
-                .find(|(_, b)| b.addr == abi::be_addr(backend(i)) && b.flags != 0)
+                .find(|(_, b)| b.addr == abi::be_addr(backend_addr(i)) && b.flags != 0)
                 .map(|(id, _)| *id)
         };
         l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1)])]);
@@ -436,9 +404,7 @@ fn a_reused_backend_slot_does_not_reuse_the_old_next_hop() {
 
 #[test]
 fn non_syn_without_state_is_rehashed_consistently() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     // Two directors with the same configuration choose the same backend for
     // a mid-flow packet (Katran-style), so a flow survives a director change.
     let pick = |port: u16| {
@@ -446,7 +412,7 @@ fn non_syn_without_state_is_rehashed_consistently() {
             let mut l = lab(ifindex);
             l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1), (2, 1), (3, 1)])]);
             let (v, out) = l.run(&tcp_frame(
-                (CLIENT, port),
+                (CLIENT_ADDR, port),
                 (VIP, 80),
                 TCP_ACK,
                 &[],
@@ -463,9 +429,7 @@ fn non_syn_without_state_is_rehashed_consistently() {
 
 #[test]
 fn persistence_keeps_a_client_on_one_backend() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         let mut s = svc(MODE_DR, TCP, 80, 80, &[(1, 1), (2, 1), (3, 1)]);
@@ -474,7 +438,7 @@ fn persistence_keeps_a_client_on_one_backend() {
         let macs: std::collections::BTreeSet<_> = (46000..46050u16)
             .map(|port| {
                 parse(
-                    &l.run(&tcp_frame((CLIENT, port), (VIP, 80), TCP_SYN, &[], b""))
+                    &l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""))
                         .1,
                 )
                 .dst_mac
@@ -490,9 +454,7 @@ fn persistence_keeps_a_client_on_one_backend() {
 
 #[test]
 fn snat_ports_are_exhausted_not_shared() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut settings = settings();
         settings.snat_ports = (20000, 20001);
@@ -501,11 +463,11 @@ fn snat_ports_are_exhausted_not_shared() {
         let mut used = std::collections::BTreeSet::new();
         let mut dropped = 0;
         for port in 47000..47010u16 {
-            let (v, out) = l.run(&tcp_frame((CLIENT, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (v, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
             if v == XDP_TX {
                 assert!(
                     used.insert(parse(&out).src.1),
-                    "a SNAT port given to two live flows"
+                    "a SNAT_ADDR port given to two live flows"
                 );
             } else {
                 assert_eq!(v, XDP_DROP);
@@ -520,18 +482,16 @@ fn snat_ports_are_exhausted_not_shared() {
 
 #[test]
 fn unresolved_neighbour_is_passed_to_the_kernel() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(4, 1)])]);
-        let (v, out) = l.run(&tcp_frame((CLIENT, 48000), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, out) = l.run(&tcp_frame((CLIENT_ADDR, 48000), (VIP, 80), TCP_SYN, &[], b""));
         assert_eq!(v, XDP_PASS);
         let o = parse(&out);
         assert_eq!(
             o.dst,
-            (backend(4), 8080),
+            (backend_addr(4), 8080),
             "translated before the kernel forwards it"
         );
         assert_eq!(l.reasons()[abi::REASON_PASS_NO_NEIGH as usize], 1);
@@ -540,13 +500,11 @@ fn unresolved_neighbour_is_passed_to_the_kernel() {
 
 #[test]
 fn vlan_tagged_frames_are_served() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
-        let f = tcp_frame((CLIENT, 49000), (VIP, 80), TCP_SYN, &[], b"");
+        let f = tcp_frame((CLIENT_ADDR, 49000), (VIP, 80), TCP_SYN, &[], b"");
         let mut t = f[..12].to_vec();
         t.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
         t.extend_from_slice(&f[12..]);
@@ -556,13 +514,13 @@ fn vlan_tagged_frames_are_served() {
         let mut untagged = out[..12].to_vec();
         untagged.extend_from_slice(&out[16..]);
         let o = parse(&untagged);
-        assert_eq!((o.src.0, o.dst), (SNAT, (backend(1), 8080)));
+        assert_eq!((o.src.0, o.dst), (SNAT_ADDR, (backend_addr(1), 8080)));
     });
 }
 
 /// An ICMP error quoting `inner` (an IPv4 packet), from `src` to `dst`.
 fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, typ: u8, code: u8, inner: &[u8]) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, IF_MAC)
+    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .ipv4(src.octets(), dst.octets(), 64)
         // Next-hop MTU for "fragmentation needed", unused otherwise.
         .icmpv4_raw(
@@ -581,13 +539,11 @@ fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, typ: u8, code: u8, inner: &[u8]) -> 
 
 #[test]
 fn icmp_errors_follow_the_flow() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
-        let (_, out) = l.run(&tcp_frame((CLIENT, 50000), (VIP, 80), TCP_SYN, &[], b""));
+        let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, 50000), (VIP, 80), TCP_SYN, &[], b""));
         let fwd = parse(&out);
 
         // Fragmentation needed from the backend side, quoting the
@@ -595,7 +551,7 @@ fn icmp_errors_follow_the_flow() {
         // client's own packet.
         let before = l.reasons();
         let quoted = &out[14..];
-        let (v, e) = l.run(&icmp_error(backend(1), SNAT, 3, 4, quoted));
+        let (v, e) = l.run(&icmp_error(backend_addr(1), SNAT_ADDR, 3, 4, quoted));
         assert_eq!(v, XDP_TX);
         let p = etherparse::SlicedPacket::from_ethernet(&e).unwrap();
         let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
@@ -604,7 +560,7 @@ fn icmp_errors_follow_the_flow() {
         let outer = ip.header().to_header();
         assert_eq!(outer.header_checksum, outer.calc_header_checksum());
         assert_eq!(Ipv4Addr::from(outer.source), VIP);
-        assert_eq!(Ipv4Addr::from(outer.destination), CLIENT);
+        assert_eq!(Ipv4Addr::from(outer.destination), CLIENT_ADDR);
         let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &p.transport else {
             panic!("ICMP")
         };
@@ -626,7 +582,7 @@ fn icmp_errors_follow_the_flow() {
                 Ipv4Addr::from(inner.source),
                 Ipv4Addr::from(inner.destination)
             ),
-            (CLIENT, VIP)
+            (CLIENT_ADDR, VIP)
         );
         let ports = &icmp.payload()[20..24];
         assert_eq!(ports, &[0xc3, 0x50, 0, 80], "quoted ports are the client's");
@@ -636,9 +592,9 @@ fn icmp_errors_follow_the_flow() {
         );
 
         // Port unreachable from the client side about a reply: to the backend.
-        let reply = tcp_frame((backend(1), 8080), fwd.src, TCP_SYN | TCP_ACK, &[], b"");
+        let reply = tcp_frame((backend_addr(1), 8080), fwd.src, TCP_SYN | TCP_ACK, &[], b"");
         let (_, rout) = l.run(&reply);
-        let (v, e) = l.run(&icmp_error(CLIENT, VIP, 3, 3, &rout[14..]));
+        let (v, e) = l.run(&icmp_error(CLIENT_ADDR, VIP, 3, 3, &rout[14..]));
         assert_eq!(v, XDP_TX);
         let p = etherparse::SlicedPacket::from_ethernet(&e).unwrap();
         let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
@@ -650,7 +606,7 @@ fn icmp_errors_follow_the_flow() {
                 Ipv4Addr::from(outer.source),
                 Ipv4Addr::from(outer.destination)
             ),
-            (SNAT, backend(1))
+            (SNAT_ADDR, backend_addr(1))
         );
         let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &p.transport else {
             panic!("ICMP")
@@ -667,17 +623,15 @@ fn icmp_errors_follow_the_flow() {
                 Ipv4Addr::from(inner.source),
                 Ipv4Addr::from(inner.destination)
             ),
-            (backend(1), SNAT)
+            (backend_addr(1), SNAT_ADDR)
         );
     });
 }
 
 #[test]
 fn snat_ports_fill_without_clustering() {
-    if skip() {
-        return;
-    }
-    // 25k flows to one backend use 45% of the SNAT range; independent
+    require_root("BPF programs and network namespaces");
+    // 25k flows to one backend use 45% of the SNAT_ADDR range; independent
     // probes keep the chance that all 16 collide negligible (a fixed stride
     // failed here from 21k flows on).
     in_private_netns(|ifindex| {
@@ -696,7 +650,7 @@ fn snat_ports_fill_without_clustering() {
             assert_eq!(v, XDP_TX, "flow {i} dropped: {:?}", l.reasons());
             assert!(
                 ports.insert(parse(&out).src.1),
-                "SNAT port reused by a live flow"
+                "SNAT_ADDR port reused by a live flow"
             );
         }
     });
@@ -704,7 +658,7 @@ fn snat_ports_fill_without_clustering() {
 
 /// Entries in the conntrack table (both directions of every flow).
 fn conntrack_entries(l: &PacketLab) -> u64 {
-    let tables = l.director.dp.maps.flow_tables().expect("flow tables");
+    let tables = l.director.maps().flow_tables().expect("flow tables");
     tables
         .iter()
         .find(|t| t.table == "conntrack")
@@ -736,8 +690,8 @@ fn tcp_control(frame: &[u8]) -> (u8, u32, u32) {
 }
 
 fn icmp_echo_frame(dst: Ipv4Addr, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, IF_MAC)
-        .ipv4(CLIENT.octets(), dst.octets(), 64)
+    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT_ADDR.octets(), dst.octets(), 64)
         .icmpv4_echo_request(id, seq);
     let mut v = Vec::new();
     b.write(&mut v, payload).unwrap();
@@ -752,7 +706,7 @@ fn ranged(ranges: &[&str]) -> ballast_agent::dataplane::DesiredService {
 
 #[test]
 fn source_ranges_deny_before_any_state_is_spent() {
-    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[ranged(&["192.0.2.128/25", "198.51.100.0/24"])]);
@@ -767,11 +721,11 @@ fn source_ranges_deny_before_any_state_is_spent() {
         assert_eq!(v, XDP_DROP);
         let after = l.reasons();
         assert_eq!(reason_delta(&before, &after, abi::REASON_SOURCE_DENIED), 2);
-        assert_eq!(conntrack_entries(&l), 0, "no flow state, no SNAT port");
+        assert_eq!(conntrack_entries(&l), 0, "no flow state, no SNAT_ADDR port");
 
         let (v, out) = l.run(&tcp_frame((inside, 40000), (VIP, 80), TCP_SYN, &[], b""));
         assert_eq!(v, XDP_TX, "a client inside a range is forwarded");
-        assert_eq!(parse(&out).src.0, SNAT);
+        assert_eq!(parse(&out).src.0, SNAT_ADDR);
         assert_eq!(conntrack_entries(&l), 2, "forward and reply entries");
 
         // The same VIP on another port without ranges admits everyone.
@@ -790,7 +744,7 @@ fn source_ranges_deny_before_any_state_is_spent() {
 
 #[test]
 fn a_range_edit_keeps_established_flows_and_refuses_new_ones() {
-    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         let client = Ipv4Addr::new(192, 0, 2, 200);
@@ -817,7 +771,7 @@ fn a_range_edit_keeps_established_flows_and_refuses_new_ones() {
 
 #[test]
 fn a_service_without_usable_backends_answers_tcp_with_rst() {
-    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         // All drained on :80, none listed on :81: both refuse.
@@ -828,12 +782,12 @@ fn a_service_without_usable_backends_answers_tcp_with_rst() {
 
         for port in [80, 81] {
             let before = l.reasons();
-            let syn = tcp_frame((CLIENT, 40000), (VIP, port), TCP_SYN, &[2, 4, 5, 0xb4], b"");
+            let syn = tcp_frame((CLIENT_ADDR, 40000), (VIP, port), TCP_SYN, &[2, 4, 5, 0xb4], b"");
             let (v, out) = l.run(&syn);
             assert_eq!(v, XDP_TX, ":{port}: the SYN is answered");
             let o = parse(&out); // checksums verified
-            assert_eq!((o.src, o.dst), ((VIP, port), (CLIENT, 40000)));
-            assert_eq!((o.src_mac, o.dst_mac), (IF_MAC, CLIENT_MAC));
+            assert_eq!((o.src, o.dst), ((VIP, port), (CLIENT_ADDR, 40000)));
+            assert_eq!((o.src_mac, o.dst_mac), (DIRECTOR_MAC, CLIENT_MAC));
             assert_eq!(out.len(), 14 + 20 + 20, "bare RST, options stripped");
             assert_eq!(
                 tcp_control(&out),
@@ -845,7 +799,7 @@ fn a_service_without_usable_backends_answers_tcp_with_rst() {
 
         // A segment with data and ACK: <SEQ=SEG.ACK><CTL=RST>.
         let (v, out) = l.run(&tcp_frame(
-            (CLIENT, 40001),
+            (CLIENT_ADDR, 40001),
             (VIP, 80),
             TCP_ACK,
             &[],
@@ -857,7 +811,7 @@ fn a_service_without_usable_backends_answers_tcp_with_rst() {
 
         // A RST is never answered.
         let before = l.reasons();
-        let (v, _) = l.run(&tcp_frame((CLIENT, 40002), (VIP, 80), TCP_RST, &[], b""));
+        let (v, _) = l.run(&tcp_frame((CLIENT_ADDR, 40002), (VIP, 80), TCP_RST, &[], b""));
         assert_eq!(v, XDP_DROP);
         assert_eq!(
             reason_delta(&before, &l.reasons(), abi::REASON_NO_BACKEND),
@@ -869,12 +823,12 @@ fn a_service_without_usable_backends_answers_tcp_with_rst() {
 
 #[test]
 fn a_service_without_usable_backends_answers_udp_with_port_unreachable() {
-    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, UDP, 53, 5353, &[(1, 0)])]);
         let query = udp_frame(
-            (CLIENT, 5000),
+            (CLIENT_ADDR, 5000),
             (VIP, 53),
             b"a query longer than eight bytes",
         );
@@ -888,14 +842,14 @@ fn a_service_without_usable_backends_answers_udp_with_port_unreachable() {
             "headers and the 28-byte quote"
         );
         assert_eq!(&out[0..6], &CLIENT_MAC);
-        assert_eq!(&out[6..12], &IF_MAC);
+        assert_eq!(&out[6..12], &DIRECTOR_MAC);
         assert_eq!(&out[12..14], &[0x08, 0x00]);
         let ip = &out[14..34];
         assert_eq!(ip[0], 0x45);
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 56, "total length");
         assert_eq!(ip[9], 1, "ICMP");
         assert_eq!(&ip[12..16], &VIP.octets(), "from the VIP");
-        assert_eq!(&ip[16..20], &CLIENT.octets(), "to the client");
+        assert_eq!(&ip[16..20], &CLIENT_ADDR.octets(), "to the client");
         assert_eq!(ones_sum(ip), 0xffff, "IPv4 header checksum");
         let icmp = &out[34..];
         assert_eq!((icmp[0], icmp[1]), (3, 3), "destination unreachable, port");
@@ -928,7 +882,7 @@ fn a_service_without_usable_backends_answers_udp_with_port_unreachable() {
 
 #[test]
 fn pings_to_a_vip_are_answered_and_others_pass() {
-    assert!(is_root(), "needs root: BPF programs and network namespaces");
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1)])]);
@@ -941,10 +895,10 @@ fn pings_to_a_vip_are_answered_and_others_pass() {
             1
         );
         assert_eq!(out.len(), req.len());
-        assert_eq!((&out[0..6], &out[6..12]), (&CLIENT_MAC[..], &IF_MAC[..]));
+        assert_eq!((&out[0..6], &out[6..12]), (&CLIENT_MAC[..], &DIRECTOR_MAC[..]));
         let ip = &out[14..34];
         assert_eq!(&ip[12..16], &VIP.octets());
-        assert_eq!(&ip[16..20], &CLIENT.octets());
+        assert_eq!(&ip[16..20], &CLIENT_ADDR.octets());
         assert_eq!(ones_sum(ip), 0xffff, "IPv4 header checksum");
         let icmp = &out[34..];
         assert_eq!((icmp[0], icmp[1]), (0, 0), "echo reply");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
 use ballast_agent::lifecycle::identity::Interface;
-use ballast_agent::testbed::{
+use ballast_testbed::{
     self, Testbed, TestbedSpec, netns,
     servers::{self, BackendServer},
 };

@@ -17,7 +17,7 @@ use ballast_agent::abi::{self, CtValue, FlowKey};
 use ballast_agent::dataplane::clock::DataplaneClock;
 use ballast_agent::dataplane::maps::Maps;
 use ballast_agent::lifecycle::identity::Interface;
-use ballast_agent::testbed::{self, Testbed, TestbedSpec, netns};
+use ballast_testbed::{self as testbed, Testbed, TestbedSpec, netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 const T: Duration = Duration::from_secs(5);

@@ -3,13 +3,15 @@
 //! space, plus entries written from user space; a sweep must delete exactly
 //! the expired entries of conntrack (both directions) and persist, and the
 //! live flows must keep forwarding as before.
-mod common;
 
 use std::net::Ipv4Addr;
 
 use ballast_agent::abi::{self, CtValue, FlowKey, PersistKey, PersistValue, SvcKey};
 use ballast_agent::dataplane::sweeper::{self, SweepOptions, SweepReport};
-use common::*;
+use ballast_testbed::frames::*;
+use ballast_testbed::packet::*;
+use ballast_testbed::require_root;
+use ballast_testbed::world::*;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -20,14 +22,6 @@ const ESTABLISHED_S: u32 = 30;
 const CLOSING_S: u32 = 5;
 const UDP_S: u32 = 10;
 const PERSIST_S: u32 = 30;
-
-fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: sweeper tests need root (BPF, network namespaces)");
-        return true;
-    }
-    false
-}
 
 fn lab_settings() -> ballast_agent::dataplane::NodeSettings {
     let mut s = settings();
@@ -57,7 +51,7 @@ fn pkey(svc_id: u32, client: Ipv4Addr) -> PersistKey {
 }
 
 fn ct(l: &mut PacketLab, k: &FlowKey) -> Option<CtValue> {
-    l.director.dp.maps.conntrack().unwrap().get(k, 0).ok()
+    l.director.maps_mut().conntrack().unwrap().get(k, 0).ok()
 }
 
 /// A reply entry (the conntrack entry at a reply-direction key).
@@ -70,25 +64,22 @@ fn rev(l: &mut PacketLab, k: &FlowKey) -> Option<CtValue> {
 /// The data plane's clock (jiffies) and one second of it. Jiffies start
 /// near 2^32 at boot, so "a minute ago" never goes below zero.
 fn now(l: &PacketLab) -> u64 {
-    l.director.dp.clock().unwrap().now().unwrap()
+    l.director.clock().unwrap().now().unwrap()
 }
 
 fn second(l: &PacketLab) -> u64 {
-    u64::from(l.director.dp.maps.read_config().unwrap().hz)
+    u64::from(l.director.maps().read_config().unwrap().hz)
 }
 
 fn persist(l: &mut PacketLab, k: &PersistKey) -> Option<PersistValue> {
-    l.director.dp.maps.persist().unwrap().get(k, 0).ok()
+    l.director.maps_mut().persist().unwrap().get(k, 0).ok()
 }
 
 /// Rewrites an entry's last_seen to `now - age_s`, as if idle that long.
 fn age_ct(l: &mut PacketLab, k: &FlowKey, age_s: u64) {
     let mut v = ct(l, k).expect("conntrack entry to age");
     v.last_seen = now(l) - age_s * second(l);
-    l.director
-        .dp
-        .maps
-        .conntrack()
+    l.director.maps_mut().conntrack()
         .unwrap()
         .insert(k, v, 0)
         .unwrap();
@@ -100,9 +91,9 @@ fn age_rev(l: &mut PacketLab, k: &FlowKey, age_s: u64) {
 }
 
 fn sweep(l: &mut PacketLab) -> SweepReport {
-    let clock = l.director.dp.clock().unwrap();
+    let clock = l.director.clock().unwrap();
     let r =
-        sweeper::sweep(&mut l.director.dp.maps, &clock, &SweepOptions::unpaced()).expect("sweep");
+        sweeper::sweep(l.director.maps_mut(), &clock, &SweepOptions::unpaced()).expect("sweep");
     assert!(r.complete);
     r
 }
@@ -125,16 +116,14 @@ fn forward(l: &mut PacketLab, frame: &[u8]) -> Seen {
 }
 
 /// The reply-direction key of a forwarded frame: the backend answering to
-/// the frame's source (SNAT address for FullNAT, the client for NAT).
+/// the frame's source (SNAT_ADDR address for FullNAT, the client for NAT).
 fn reply_key(fwd: &Seen, proto: u8) -> FlowKey {
     key(fwd.dst, fwd.src, proto)
 }
 
 #[test]
 fn sweep_deletes_exactly_the_expired_entries() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = PacketLab::new(ifindex, lab_settings(), 251, 64 * 251);
         let mut dr = svc(MODE_DR, TCP, 82, 82, &[(1, 1), (2, 1), (3, 1)]);
@@ -145,7 +134,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
             svc(MODE_NAT, TCP, 81, 8081, &[(3, 1)]),
             dr,
         ]);
-        let c = |port| (CLIENT, port);
+        let c = |port| (CLIENT_ADDR, port);
 
         // --- Real flows through the program.
         // a1: FullNAT TCP, established, live. Its stamp is the program's
@@ -203,7 +192,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
         // second, and not at all when its own touch is skipped).
         forward(&mut l, &tcp_frame(c(40010), (VIP, 81), TCP_SYN, &[], b""));
         let n1 = forward(&mut l, &tcp_frame(c(40010), (VIP, 81), TCP_ACK, &[], b""));
-        assert_eq!((n1.src, n1.dst), (c(40010), (backend(3), 8081)));
+        assert_eq!((n1.src, n1.dst), (c(40010), (backend_addr(3), 8081)));
         let n1_ct = key(c(40010), (VIP, 81), TCP);
         age_rev(&mut l, &reply_key(&n1, TCP), 40);
         // n2: NAT TCP, both directions idle past every timeout: expired.
@@ -215,14 +204,14 @@ fn sweep_deletes_exactly_the_expired_entries() {
         let dr_id = svc_id(&l, 82, TCP);
         let p1 = forward(&mut l, &tcp_frame(c(40020), (VIP, 82), TCP_SYN, &[], b""));
         let p1_ct = key(c(40020), (VIP, 82), TCP);
-        assert!(persist(&mut l, &pkey(dr_id, CLIENT)).is_some());
+        assert!(persist(&mut l, &pkey(dr_id, CLIENT_ADDR)).is_some());
 
         // --- Entries written from user space.
         let (now, s) = (now(&l), second(&l));
         let x_future = key((Ipv4Addr::new(192, 0, 2, 60), 1000), (VIP, 80), TCP);
         let x_old = key((Ipv4Addr::new(192, 0, 2, 61), 1000), (VIP, 80), TCP);
         {
-            let mut m = l.director.dp.maps.conntrack().unwrap();
+            let mut m = l.director.maps_mut().conntrack().unwrap();
             // Stamped after the sweep's clock reading: never expired.
             let v = CtValue {
                 last_seen: now + 60 * s,
@@ -244,7 +233,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
             pkey(dr_id, Ipv4Addr::new(192, 0, 2, 52)),
         );
         {
-            let mut m = l.director.dp.maps.persist().unwrap();
+            let mut m = l.director.maps_mut().persist().unwrap();
             let pv = |age: u64| PersistValue {
                 last_seen: now - age * s,
                 backend_id: 0,
@@ -288,7 +277,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
         assert_eq!(persist(&mut l, &p_old), None, "expired persist entry");
         assert_eq!(persist(&mut l, &p_orphan), None, "orphaned persist entry");
         assert!(persist(&mut l, &p_recent).is_some());
-        assert!(persist(&mut l, &pkey(dr_id, CLIENT)).is_some());
+        assert!(persist(&mut l, &pkey(dr_id, CLIENT_ADDR)).is_some());
 
         // The report says the same (both directions share the table).
         let all = ct_gone.len() + ct_kept.len() + rev_gone.len() + rev_kept.len();
@@ -302,7 +291,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
         assert_eq!(changed, 0);
         assert!(r.elapsed >= r.busy);
 
-        // --- Live flows forward as before: same backend, same SNAT port.
+        // --- Live flows forward as before: same backend, same SNAT_ADDR port.
         let again = forward(&mut l, &tcp_frame(c(40000), (VIP, 80), TCP_ACK, &[], b"y"));
         assert_eq!((again.src, again.dst), (a1.src, a1.dst));
         let back = forward(&mut l, &tcp_frame(a1.dst, a1.src, TCP_ACK, &[], b"z"));
@@ -314,7 +303,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
         // n1's held reply entry still reverses the backend's answer.
         let back = forward(
             &mut l,
-            &tcp_frame((backend(3), 8081), c(40010), TCP_ACK, &[], b"late"),
+            &tcp_frame((backend_addr(3), 8081), c(40010), TCP_ACK, &[], b"late"),
         );
         assert_eq!((back.src, back.dst), ((VIP, 81), c(40010)));
         // Persistence: another connection of the client, same backend.
@@ -332,7 +321,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
         assert_eq!(r2.conntrack.held, 0);
 
         // The occupancy the agent reports is what is left.
-        let tables = l.director.dp.maps.flow_tables().unwrap();
+        let tables = l.director.maps().flow_tables().unwrap();
         let entries: Vec<_> = tables.iter().map(|t| (t.table, t.entries)).collect();
         // +1 conntrack: p2's connection (DR: no reply entry).
         assert_eq!(
@@ -348,33 +337,31 @@ fn sweep_deletes_exactly_the_expired_entries() {
 
 #[test]
 fn a_swept_snat_port_goes_to_the_next_flow() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
-        // One SNAT port: the first flow holds it, the second finds none.
+        // One SNAT_ADDR port: the first flow holds it, the second finds none.
         let mut s = lab_settings();
         s.snat_ports = (20000, 20000);
         let mut l = PacketLab::new(ifindex, s, 251, 64 * 251);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
         let x = forward(
             &mut l,
-            &tcp_frame((CLIENT, 47000), (VIP, 80), TCP_SYN, &[], b""),
+            &tcp_frame((CLIENT_ADDR, 47000), (VIP, 80), TCP_SYN, &[], b""),
         );
-        assert_eq!(x.src, (SNAT, 20000));
-        let y_syn = tcp_frame((CLIENT, 47001), (VIP, 80), TCP_SYN, &[], b"");
+        assert_eq!(x.src, (SNAT_ADDR, 20000));
+        let y_syn = tcp_frame((CLIENT_ADDR, 47001), (VIP, 80), TCP_SYN, &[], b"");
         assert_eq!(l.run(&y_syn).0, XDP_DROP);
         assert_eq!(l.reasons()[abi::REASON_SNAT_EXHAUSTED as usize], 1);
 
         // While x is live the sweep leaves its port alone.
         let r = sweep(&mut l);
         assert_eq!(r.conntrack.deleted, 0);
-        let port_key = key((backend(1), 8080), (SNAT, 20000), TCP);
+        let port_key = key((backend_addr(1), 8080), (SNAT_ADDR, 20000), TCP);
         assert!(rev(&mut l, &port_key).is_some());
 
         // x goes quiet past the SYN timeout: both its entries are swept and
         // the port's reservation (its reply key) is free.
-        let x_ct = key((CLIENT, 47000), (VIP, 80), TCP);
+        let x_ct = key((CLIENT_ADDR, 47000), (VIP, 80), TCP);
         age_ct(&mut l, &x_ct, u64::from(SYN_S) + 5);
         age_rev(&mut l, &port_key, u64::from(SYN_S) + 5);
         let r = sweep(&mut l);
@@ -384,22 +371,22 @@ fn a_swept_snat_port_goes_to_the_next_flow() {
 
         // y now gets the port, and replies to it reach y's client.
         let y = forward(&mut l, &y_syn);
-        assert_eq!(y.src, (SNAT, 20000));
+        assert_eq!(y.src, (SNAT_ADDR, 20000));
         let owner = rev(&mut l, &port_key).expect("y's reservation");
         assert_eq!(owner.to_dport, abi::be_port(47001));
         let back = forward(
             &mut l,
             &tcp_frame(
-                (backend(1), 8080),
-                (SNAT, 20000),
+                (backend_addr(1), 8080),
+                (SNAT_ADDR, 20000),
                 TCP_SYN | TCP_ACK,
                 &[],
                 b"",
             ),
         );
-        assert_eq!(back.dst, (CLIENT, 47001));
+        assert_eq!(back.dst, (CLIENT_ADDR, 47001));
         // x coming back finds the port taken by a live flow.
-        let x_again = tcp_frame((CLIENT, 47000), (VIP, 80), TCP_ACK, &[], b"");
+        let x_again = tcp_frame((CLIENT_ADDR, 47000), (VIP, 80), TCP_ACK, &[], b"");
         assert_eq!(l.run(&x_again).0, XDP_DROP);
         assert_eq!(l.reasons()[abi::REASON_SNAT_EXHAUSTED as usize], 2);
     });
@@ -413,9 +400,7 @@ fn a_swept_snat_port_goes_to_the_next_flow() {
 #[test]
 #[ignore]
 fn sweeps_a_million_entries() {
-    if skip() {
-        return;
-    }
+    require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         // 1M entries in maps of 2^20: the LRU starts evicting before a map
         // is completely full (per-CPU free lists), which would blur the count.
@@ -428,7 +413,7 @@ fn sweeps_a_million_entries() {
         let fill = |l: &mut PacketLab| {
             let (now, s) = (now(l), second(l));
             let t = std::time::Instant::now();
-            let mut ct = l.director.dp.maps.conntrack().unwrap();
+            let mut ct = l.director.maps_mut().conntrack().unwrap();
             for i in 0..N {
                 let k = FlowKey {
                     saddr: abi::be_addr(Ipv4Addr::from(0x0a00_0000 + i)),
@@ -456,7 +441,7 @@ fn sweeps_a_million_entries() {
         fill(&mut l);
         let count = |l: &PacketLab| {
             let t = std::time::Instant::now();
-            let n = l.director.dp.maps.flow_tables().unwrap()[0].entries;
+            let n = l.director.maps().flow_tables().unwrap()[0].entries;
             (n, t.elapsed())
         };
         let (n, took) = count(&l);
@@ -474,8 +459,8 @@ fn sweeps_a_million_entries() {
 
         // Again with the agent's default pacing, from a full table.
         fill(&mut l);
-        let clock = l.director.dp.clock().unwrap();
-        let r = sweeper::sweep(&mut l.director.dp.maps, &clock, &SweepOptions::default()).unwrap();
+        let clock = l.director.clock().unwrap();
+        let r = sweeper::sweep(l.director.maps_mut(), &clock, &SweepOptions::default()).unwrap();
         eprintln!(
             "paced (max_cpu {}): scanned {} deleted {} in {:?}, busy {:?}",
             SweepOptions::default().max_cpu,

@@ -1,9 +1,14 @@
 //! The data plane as the rest of the agent uses it: open (or adopt) it,
 //! set the node's settings, and converge it on a set of desired services.
 use std::net::Ipv4Addr;
+use std::path::Path;
+
+use aya::programs::Xdp;
 
 use crate::abi::{self, DpConfig};
+use crate::dataplane::clock::DataplaneClock;
 use crate::dataplane::loader::{Dataplane, DataplaneError, LoadOptions};
+use crate::dataplane::maps::Maps;
 use crate::dataplane::neighbours::NeighbourKeeper;
 use crate::dataplane::plan::{self, DesiredService, PlanError, PlanLimits, Programmed};
 use crate::dataplane::ring_alloc::RingAllocator;
@@ -71,7 +76,7 @@ impl NodeSettings {
 }
 
 pub struct Director {
-    pub dp: Dataplane,
+    dp: Dataplane,
     programmed: Programmed,
     ring: RingAllocator,
     maglev_size: u32,
@@ -119,7 +124,7 @@ impl Director {
         let neighbours = opts
             .interface
             .clone()
-            .map(|i| NeighbourKeeper::new(i, opts.netns.clone()));
+            .map(NeighbourKeeper::new);
         Ok(Self {
             dp,
             programmed,
@@ -132,6 +137,31 @@ impl Director {
 
     pub fn programmed(&self) -> &Programmed {
         &self.programmed
+    }
+
+    /// The data plane's maps (counters, flow tables, configuration).
+    pub fn maps(&self) -> &Maps {
+        &self.dp.maps
+    }
+
+    /// The maps for writing outside a plan (the sweeper deletes entries).
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.dp.maps
+    }
+
+    /// The loaded director program (tests run packets through it).
+    pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        self.dp.program()
+    }
+
+    /// The data plane's clock (its pinned `ballast_clock` program).
+    pub fn clock(&self) -> Result<DataplaneClock, DataplaneError> {
+        self.dp.clock()
+    }
+
+    /// Where the maps, programs and XDP link are pinned.
+    pub fn pin_dir(&self) -> &Path {
+        &self.dp.pin_dir
     }
 
     /// Converges the maps on `desired`. Services that cannot be programmed

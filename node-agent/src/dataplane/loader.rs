@@ -71,9 +71,6 @@ pub struct LoadOptions {
     pub ring_slots: u32,
     pub conntrack_entries: Option<u32>,
     pub mode: XdpAttachMode,
-    /// Named network namespace the interface lives in, when it is not the
-    /// agent's own (tests and the demo); used for neighbour management.
-    pub netns: Option<String>,
 }
 
 pub struct Dataplane {
@@ -219,11 +216,6 @@ impl Dataplane {
     /// The loaded director program (tests run packets through it).
     pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
         self.load_program(PROGRAM)
-    }
-
-    /// Another program of the object, loaded on demand (`xdp_pass`, `xdp_floor`).
-    pub fn aux_program(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
-        self.load_program(name)
     }
 
     fn attach(&mut self, ifname: &str, mode: XdpAttachMode) -> Result<(), DataplaneError> {

@@ -10,9 +10,8 @@ use std::process::Command;
 use tracing::{debug, warn};
 
 pub struct NeighbourKeeper {
+    /// In the caller's network namespace, where `ip` runs.
     interface: String,
-    /// Named network namespace to run in (tests); None: the agent's own.
-    netns: Option<String>,
     /// Backends already looked at: a reload re-checks only new ones.
     checked: BTreeSet<Ipv4Addr>,
     managed: BTreeSet<Ipv4Addr>,
@@ -33,21 +32,16 @@ pub fn next_hop(route_get: &str, addr: Ipv4Addr, interface: &str) -> Option<Ipv4
 }
 
 impl NeighbourKeeper {
-    pub fn new(interface: String, netns: Option<String>) -> Self {
+    pub fn new(interface: String) -> Self {
         Self {
             interface,
-            netns,
             checked: BTreeSet::new(),
             managed: BTreeSet::new(),
         }
     }
 
     fn ip(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
-        let mut c = Command::new("ip");
-        if let Some(ns) = &self.netns {
-            c.args(["-n", ns]);
-        }
-        c.args(args).output()
+        Command::new("ip").args(args).output()
     }
 
     /// Makes sure the next hop of each backend is a managed neighbour.

@@ -968,11 +968,10 @@ mod tests {
             ring_slots: 251,
             conntrack_entries: Some(1024),
             mode: Default::default(),
-            netns: None,
         };
         let mut d = Director::open(&opts, &NodeSettings::default(), 251).expect("open");
-        let clock = d.dp.clock().expect("clock");
-        let cfg = d.dp.maps.read_config().expect("config");
+        let clock = d.clock().expect("clock");
+        let cfg = d.maps().read_config().expect("config");
         let s = u64::from(cfg.hz);
         let now = clock.now().expect("now");
         // Closed 100 s ago: expired (closing timeout 10 s).
@@ -992,7 +991,7 @@ mod tests {
         };
         let (unchanged, refreshed, gone, replaced) = (k(1), k(2), k(3), k(4));
         {
-            let mut m = d.dp.maps.conntrack().unwrap();
+            let mut m = d.maps_mut().conntrack().unwrap();
             for key in [unchanged, refreshed, gone, replaced] {
                 m.insert(key, stale, 0).unwrap();
             }
@@ -1005,7 +1004,7 @@ mod tests {
             HashMap::try_from(&mut dp_map).unwrap();
         let mut out = TableSweep::default();
         let complete = sweep_table::<FlowKey, CtValue>(
-            &mut d.dp.maps,
+            d.maps_mut(),
             &clock,
             "conntrack",
             &SweepOptions::unpaced(),
@@ -1041,7 +1040,7 @@ mod tests {
             (4, 4, 1, 3),
             "{out:?}"
         );
-        let m = d.dp.maps.conntrack().unwrap();
+        let m = d.maps_mut().conntrack().unwrap();
         assert!(
             m.get(&unchanged, 0).is_err(),
             "unchanged expired entry deleted"

@@ -150,7 +150,6 @@ impl Standalone {
             ring_slots: opts.ring_slots,
             conntrack_entries: None,
             mode: opts.mode,
-            netns: None,
         };
         let director =
             Director::open(&load, &settings, opts.maglev_size).context("opening the data plane")?;
@@ -232,7 +231,7 @@ impl Standalone {
             None
         } else {
             let s = PeriodicSweeper::start(
-                self.director.dp.pin_dir.clone(),
+                self.director.pin_dir().to_path_buf(),
                 self.opts.sweep_interval,
                 SweepOptions::default(),
             )

@@ -1,4 +1,4 @@
-//! A throw-away topology of network namespaces for the `demo` command and
+//! A throw-away topology of network namespaces for the demo and the
 //! end-to-end tests.
 //!
 //! ```text
@@ -14,10 +14,6 @@
 //! directly. The client routes the VIP and backend subnets via the
 //! director. All namespaces are deleted on drop, including on panic unwind.
 
-pub mod netns;
-pub mod servers;
-pub mod sniff;
-
 #[cfg(test)]
 mod tests;
 
@@ -27,58 +23,8 @@ use std::process::Output;
 
 use anyhow::{Context, Result, bail, ensure};
 
-pub use netns::{NetnsThread, in_netns, list_netns, spawn_in_netns, sysctl_get};
-pub use servers::{
-    BackendServer, TRANSFER_CHUNK, TransferReport, tcp_probe, tcp_probes, tcp_transfer, udp_probe,
-};
-pub use sniff::{Sniffer, SynInfo, TcpOption, TcpPacket};
-
-/// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
-pub const MAX_IFNAME_LEN: usize = 15;
-
-/// Name of the host-side interface in every host namespace.
-pub const HOST_IF: &str = "eth0";
-/// Name of the bridge in the switch namespace.
-pub const BRIDGE_IF: &str = "br0";
-
-pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-/// Director address on the client subnet; the client's gateway to the VIPs.
-pub const DIRECTOR_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-/// Director address on the backend subnet; the backends' default gateway.
-pub const DIRECTOR_BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-/// Source address for FullNAT. Deliberately not configured on the director:
-/// the data plane answers ARP for it. See [`Testbed::add_snat_addr_to_director`].
-pub const SNAT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
-/// Default virtual IP; any address in [`VIP_NET`] is routed to the director.
-pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-pub const VIP_NET: &str = "203.0.113.0/24";
-pub const CLIENT_NET: &str = "192.0.2.0/24";
-pub const BACKEND_NET: &str = "198.51.100.0/24";
-
-/// Backend `i` (1-based) has 198.51.100.(10+i).
-pub fn backend_addr(i: usize) -> Ipv4Addr {
-    assert!(
-        (1..=200).contains(&i),
-        "backend index {i} out of range 1..=200"
-    );
-    Ipv4Addr::new(198, 51, 100, 10 + i as u8)
-}
-
-/// MACs are fixed (locally administered) so data-plane configuration and
-/// packet assertions don't need a neighbour lookup.
-pub const CLIENT_MAC: [u8; 6] = [0x02, 0xb1, 0, 0, 0, 0x01];
-pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0xb1, 0, 0, 0, 0x02];
-pub fn backend_mac(i: usize) -> [u8; 6] {
-    let a = backend_addr(i).octets();
-    [0x02, 0xb1, 0, 0, 0, a[3]]
-}
-
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+use crate::netns;
+use crate::world::*;
 
 /// How backends route replies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -395,6 +341,19 @@ impl Testbed {
     /// program would not enable the peer's XDP receive path.
     pub fn attach_xdp_pass(&self, object: &Path, program: &str) -> Result<()> {
         self.attach_peer_xdp(object, "program", program)
+    }
+
+    /// [`Self::attach_xdp_pass`] with the test object's `xdp_pass`
+    /// ([`crate::objects::TEST_PROGRAMS`]).
+    pub fn attach_test_xdp_pass(&self) -> Result<()> {
+        let object = crate::objects::write_test_programs(
+            &std::env::temp_dir(),
+            &format!("ballast-test-{}.bpf.o", self.prefix),
+        )?;
+        // iproute2 has loaded the program once attached: the file can go.
+        let attached = self.attach_xdp_pass(&object, "xdp_pass");
+        let _ = std::fs::remove_file(&object);
+        attached
     }
 
     /// Like [`Self::attach_xdp_pass`] but selects the first program in

@@ -116,9 +116,24 @@ pub fn spawn_in_netns<T: Send + 'static>(
 }
 
 /// Runs `f` on a fresh OS thread inside network namespace `ns` and waits for
-/// it. Sockets created by `f` live in that namespace.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    spawn_in_netns(ns, f)?.join()
+/// it; `f` may borrow from the caller (a scoped thread). Sockets created by
+/// `f` live in that namespace, and so do the commands it runs (the Lab
+/// applies services there, so that the agent's `ip` calls for neighbours
+/// see the director's routes).
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = netns_path(ns);
+    let file = File::open(&path).with_context(|| format!("opening netns {}", path.display()))?;
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(move || -> Result<T> {
+            setns(&file, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| anyhow!("setns into {}: {e}", path.display()))?;
+            drop(file);
+            Ok(f())
+        });
+        thread
+            .join()
+            .map_err(|panic| anyhow!("netns thread panicked: {}", panic_message(&*panic)))?
+    })
 }
 
 /// Runs a command and fails (with its stderr) on a non-zero exit status.

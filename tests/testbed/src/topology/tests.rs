@@ -1,8 +1,9 @@
-//! Tests that build real namespaces need root; they print a message and
-//! pass otherwise.
+//! Tests that build real namespaces need root: without it they fail with
+//! the reason.
 
-use super::sniff::{build::syn_frame, parse_frame};
 use super::*;
+use crate::sniff::{build::syn_frame, parse_frame};
+use crate::{BackendServer, Sniffer, TcpOption, list_netns, require_root, servers};
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -13,19 +14,16 @@ use std::time::{Duration, Instant};
 const PORT: u16 = 8080;
 const T: Duration = Duration::from_secs(3);
 
-fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {test}: needs root (network namespaces)");
-        return false;
-    }
-    if std::process::Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipping {test}: iproute2 `ip` not found");
-        return false;
-    }
+/// Fails unless the test can build namespaces (root, iproute2), and once
+/// per process removes what killed runs left.
+fn require_namespaces() {
+    require_root("network namespaces");
+    assert!(
+        std::process::Command::new("ip").arg("-V").output().is_ok(),
+        "needs iproute2's `ip`"
+    );
     static STALE: Once = Once::new();
     STALE.call_once(remove_namespaces_of_dead_test_runs);
-    true
 }
 
 /// `bt` + zero-padded pid + counter: fixed-width pid keeps prefixes of
@@ -110,12 +108,11 @@ SEC("xdp") int xdp_to_b1(struct xdp_md *ctx) {
 char _license[] SEC("license") = "GPL";
 "#;
 
-/// Compiles a BPF C program; None (with a message) if clang or the BPF
-/// headers are missing.
-fn compile_bpf(dir: &std::path::Path, name: &str, source: &str) -> Option<PathBuf> {
+/// Compiles a BPF C program; fails the test with clang's complaint.
+fn compile_bpf(dir: &std::path::Path, name: &str, source: &str) -> PathBuf {
     let src = dir.join(format!("{name}.c"));
     let obj = dir.join(format!("{name}.o"));
-    std::fs::write(&src, source).ok()?;
+    std::fs::write(&src, source).unwrap();
     // Debian keeps asm/ under the multiarch directory, which clang doesn't
     // search for the bpf target.
     let multiarch = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
@@ -126,15 +123,9 @@ fn compile_bpf(dir: &std::path::Path, name: &str, source: &str) -> Option<PathBu
         .arg(&obj)
         .output();
     match out {
-        Ok(o) if o.status.success() => Some(obj),
-        Ok(o) => {
-            eprintln!("clang failed: {}", String::from_utf8_lossy(&o.stderr));
-            None
-        }
-        Err(e) => {
-            eprintln!("clang not runnable: {e}");
-            None
-        }
+        Ok(o) if o.status.success() => obj,
+        Ok(o) => panic!("clang failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!("clang not runnable: {e}"),
     }
 }
 
@@ -185,9 +176,7 @@ fn rejects_bad_prefixes() {
 
 #[test]
 fn builds_routes_sniffs_and_cleans_up() {
-    if !can_run("builds_routes_sniffs_and_cleans_up") {
-        return;
-    }
+    require_namespaces();
     let prefix = unique_prefix();
     let started = Instant::now();
     let tb = Testbed::build(&TestbedSpec::new(&prefix).backends(2)).unwrap();
@@ -277,9 +266,7 @@ fn builds_routes_sniffs_and_cleans_up() {
 
 #[test]
 fn many_probes_and_long_transfer() {
-    if !can_run("many_probes_and_long_transfer") {
-        return;
-    }
+    require_namespaces();
     let prefix = unique_prefix();
     let tb = Testbed::build(&TestbedSpec::new(&prefix).backends(1)).unwrap();
     let server = BackendServer::start(tb.backend_ns(1), "b1", any_port()).unwrap();
@@ -332,20 +319,11 @@ fn many_probes_and_long_transfer() {
 
 #[test]
 fn xdp_tx_from_director_reaches_backend() {
-    if !can_run("xdp_tx_from_director_reaches_backend") {
-        return;
-    }
+    require_namespaces();
     let dir = std::env::temp_dir().join(format!("ballast-testbed-{}", unique_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
-    let objs = (
-        compile_bpf(&dir, "pass", XDP_PASS_SRC),
-        compile_bpf(&dir, "to_b1", XDP_TX_SRC),
-    );
-    let (Some(pass_obj), Some(tx_obj)) = objs else {
-        eprintln!("skipping xdp_tx_from_director_reaches_backend: cannot compile BPF");
-        let _ = std::fs::remove_dir_all(&dir);
-        return;
-    };
+    let pass_obj = compile_bpf(&dir, "pass", XDP_PASS_SRC);
+    let tx_obj = compile_bpf(&dir, "to_b1", XDP_TX_SRC);
     let tb = Testbed::build(&TestbedSpec::new(unique_prefix()).backends(1)).unwrap();
     let attached = tb.attach_xdp_pass(&pass_obj, "xdp_pass").and_then(|()| {
         let obj = tx_obj.to_str().unwrap();
@@ -394,9 +372,7 @@ fn xdp_tx_from_director_reaches_backend() {
 
 #[test]
 fn direct_return_routing_and_vip() {
-    if !can_run("direct_return_routing_and_vip") {
-        return;
-    }
+    require_namespaces();
     let tb = Testbed::build(&TestbedSpec::new(unique_prefix()).backends(2)).unwrap();
     let _s = BackendServer::start(tb.backend_ns(1), "b1", any_port()).unwrap();
     let sniffer = Sniffer::start(tb.client_ns(), HOST_IF, None).unwrap();
@@ -480,9 +456,7 @@ fn direct_return_routing_and_vip() {
 
 #[test]
 fn panic_still_removes_namespaces() {
-    if !can_run("panic_still_removes_namespaces") {
-        return;
-    }
+    require_namespaces();
     let prefix = unique_prefix();
     let p = prefix.clone();
     let result = std::panic::catch_unwind(move || {
@@ -496,9 +470,7 @@ fn panic_still_removes_namespaces() {
 
 #[test]
 fn leftovers_are_removed() {
-    if !can_run("leftovers_are_removed") {
-        return;
-    }
+    require_namespaces();
     let prefix = unique_prefix();
     for suffix in ["sw", "stale"] {
         std::process::Command::new("ip")
@@ -531,9 +503,7 @@ fn leftovers_are_removed() {
 
 #[test]
 fn bad_xdp_object_is_an_error() {
-    if !can_run("bad_xdp_object_is_an_error") {
-        return;
-    }
+    require_namespaces();
     let prefix = unique_prefix();
     let tb = Testbed::build(&TestbedSpec::new(&prefix).backends(1)).unwrap();
     // Attaching a missing object fails cleanly and leaves the testbed usable.

@@ -1,31 +1,34 @@
 //! A running director in a throwaway testbed: the demo and the end-to-end
-//! tests share it. Everything it creates (namespaces, pinned maps, the
+//! tests share it. The director is opened and programmed from inside the
+//! testbed's director namespace, as an agent started there would be. Everything it creates (namespaces, pinned maps, the
 //! attached program) goes away on Drop.
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::abi;
-use crate::dataplane::{DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode};
-use crate::inventory;
-use crate::stats;
-use crate::testbed::servers::BackendServer;
-use crate::testbed::{self, Testbed, TestbedSpec};
+use ballast_agent::dataplane::{
+    BPFFS_ROOT, DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode,
+};
+use ballast_agent::{inventory, stats};
+
+use crate::netns::in_netns;
+use crate::servers::BackendServer;
+use crate::topology::{Testbed, TestbedSpec};
+use crate::world;
 
 pub struct Lab {
     pub director: Director,
     pub servers: Vec<BackendServer>,
     pub desired: Vec<DesiredService>,
     pin_dir: PathBuf,
-    object: PathBuf,
     // Last: namespaces go after the program and servers are gone.
     pub tb: Testbed,
 }
 
 /// Where a lab pins its maps, apart from real agents' /sys/fs/bpf/ballast.
 pub fn lab_pin_dir(prefix: &str) -> PathBuf {
-    PathBuf::from(crate::dataplane::BPFFS_ROOT)
+    PathBuf::from(BPFFS_ROOT)
         .join("ballast-lab")
         .join(prefix)
 }
@@ -36,17 +39,15 @@ impl Lab {
         let _ = std::fs::remove_dir_all(lab_pin_dir(prefix));
         let tb = Testbed::build(&TestbedSpec::new(prefix).backends(backends))
             .context("building the testbed")?;
-        let object = std::env::temp_dir().join(format!("ballast-{prefix}.bpf.o"));
-        std::fs::write(&object, abi::BPF_OBJECT).context("writing the XDP object")?;
-        tb.attach_xdp_pass(&object, "xdp_pass")
+        tb.attach_test_xdp_pass()
             .context("XDP_PASS on the director's bridge port")?;
 
         let pin_dir = lab_pin_dir(prefix);
         let ifname = tb.director_if().to_string();
         let settings = NodeSettings {
             // The testbed gives the director's interface a fixed MAC.
-            mac: testbed::DIRECTOR_MAC,
-            snat_addrs: vec![testbed::SNAT_ADDR],
+            mac: world::DIRECTOR_MAC,
+            snat_addrs: vec![world::SNAT_ADDR],
             ..Default::default()
         };
         let load = LoadOptions {
@@ -55,11 +56,10 @@ impl Lab {
             ring_slots: 16 * 65537,
             conntrack_entries: Some(65536),
             mode: XdpAttachMode::Native,
-            netns: Some(tb.director_ns().to_string()),
         };
         // Attaching resolves the interface name, so it happens in the
         // director's namespace.
-        let director = testbed::in_netns(tb.director_ns(), move || {
+        let director = in_netns(tb.director_ns(), move || {
             Director::open(&load, &settings, 65537)
         })??;
         Ok(Self {
@@ -67,7 +67,6 @@ impl Lab {
             servers: Vec::new(),
             desired: Vec::new(),
             pin_dir,
-            object,
             tb,
         })
     }
@@ -85,8 +84,12 @@ impl Lab {
         Ok(())
     }
 
+    /// Programs `desired`, from the director's namespace (the director
+    /// keeps backends' next hops resolved with `ip`, which must see the
+    /// director's routes).
     pub fn apply(&mut self, desired: Vec<DesiredService>) -> Result<()> {
-        let errors = self.director.apply(&desired)?;
+        let director = &mut self.director;
+        let errors = in_netns(self.tb.director_ns(), || director.apply(&desired))??;
         anyhow::ensure!(errors.is_empty(), "services not programmed: {errors:?}");
         self.desired = desired;
         Ok(())
@@ -94,7 +97,7 @@ impl Lab {
 
     pub fn snapshot(&self) -> Result<stats::Snapshot> {
         let inv = inventory::build(&self.desired, self.director.programmed());
-        Ok(stats::snapshot(&self.director.dp.maps, &inv)?)
+        Ok(stats::snapshot(self.director.maps(), &inv)?)
     }
 }
 
@@ -106,7 +109,6 @@ impl Drop for Lab {
         if let Some(parent) = self.pin_dir.parent() {
             let _ = std::fs::remove_dir(parent);
         }
-        let _ = std::fs::remove_file(&self.object);
     }
 }
 
@@ -121,9 +123,9 @@ pub fn service(
 ) -> DesiredService {
     DesiredService::new(
         name,
-        (testbed::VIP, port, proto),
+        (world::VIP, port, proto),
         mode,
         target_port,
-        backends.iter().map(|&(i, w)| (testbed::backend_addr(i), w)),
+        backends.iter().map(|&(i, w)| (world::backend_addr(i), w)),
     )
 }

@@ -1,0 +1,23 @@
+//! Compiles the programs that never ship (dataplane-ebpf/test/) into
+//! OUT_DIR: the XDP_PASS and floor programs, the benchmark wrappers around
+//! the director, and the forwarding benchmark's traffic generator.
+use std::path::PathBuf;
+
+#[path = "../../dataplane-ebpf/build_bpf.rs"]
+mod build_bpf;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let dp = manifest.join("../../dataplane-ebpf");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    for dir in ["include", "test", "build_bpf.rs"] {
+        println!("cargo:rerun-if-changed={}", dp.join(dir).display());
+    }
+    for (src, out) in [
+        ("test/programs.c", "ballast-test.bpf.o"),
+        ("test/bench.c", "ballast-bench.bpf.o"),
+        ("test/traffic.c", "traffic.bpf.o"),
+    ] {
+        build_bpf::compile_bpf(&dp, src, Some("test"), &out_dir.join(out));
+    }
+}

@@ -1,0 +1,28 @@
+//! The BPF objects that never ship, compiled from dataplane-ebpf/test/ by
+//! this crate's build script.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// `xdp_pass` (for the peer of a veth that receives XDP_TX frames) and
+/// `xdp_floor` (the benchmarks' MAC-swap floor): no maps, quick to verify.
+pub static TEST_PROGRAMS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ballast-test.bpf.o"));
+
+/// The benchmark wrappers around the director (`bench_*`), loaded beside a
+/// director's pinned maps.
+pub static BENCH_WRAPPERS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ballast-bench.bpf.o"));
+
+/// The forwarding benchmark's traffic generator and sink (`xdp_gen`,
+/// `xdp_sink`).
+pub static TRAFFIC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic.bpf.o"));
+
+/// Writes [`TEST_PROGRAMS`] to `dir/name`, for iproute2, which loads
+/// objects from files; returns the path.
+pub fn write_test_programs(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, TEST_PROGRAMS)
+        .with_context(|| format!("writing the test XDP object to {}", path.display()))?;
+    Ok(path)
+}
