@@ -12,6 +12,9 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed={}", dp.join("src").display());
     println!("cargo:rerun-if-changed={}", dp.join("include").display());
-    println!("cargo:rerun-if-changed={}", dp.join("build_bpf.rs").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        dp.join("build_bpf.rs").display()
+    );
     build_bpf::compile_bpf(&dp, "src/ballast.c", None, &out_dir.join("ballast.bpf.o"));
 }

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --locked -p ballast-agent
-exec ./target/release/ballast-agent demo "$@"
+cargo build --release --locked -p ballast-demo
+exec ./target/release/ballast-demo "$@"

@@ -135,7 +135,9 @@ fn syns(base: u16, n: u16, src: Ipv4Addr) -> Vec<Vec<u8>> {
 }
 
 fn new_flows(lab: &PacketLab) -> u64 {
-    lab.director.maps().service_counters([0u32].into_iter())
+    lab.director
+        .maps()
+        .service_counters([0u32].into_iter())
         .unwrap()[&0]
         .new_flows
 }
@@ -167,29 +169,23 @@ fn main() {
         let (ring_slots, conntrack) = (4 * 65537, 65_536);
         let mut l = PacketLab::with_conntrack(ifindex, settings(), 65537, ring_slots, conntrack);
         l.apply(&[svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)])]);
-        let (v, _) = l.run(&tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, _) = l.run(&tcp_frame(
+            (CLIENT_ADDR, 40000),
+            (VIP, 80),
+            TCP_SYN,
+            &[],
+            b"",
+        ));
         assert_eq!(v, XDP_TX);
         let w = Wrappers::load(&l, ring_slots, conntrack);
 
         // Best of three rounds: the VM's noise only ever adds time.
         let best = |f: &mut dyn FnMut() -> f64| (0..3).map(|_| f()).fold(f64::MAX, f64::min);
         let pass = best(&mut || {
-            Wrappers::plain_ns(
-                w.plain("xdp_pass"),
-                &established,
-                ifindex,
-                REPEAT,
-                XDP_PASS,
-            )
+            Wrappers::plain_ns(w.plain("xdp_pass"), &established, ifindex, REPEAT, XDP_PASS)
         });
         let floor = best(&mut || {
-            Wrappers::plain_ns(
-                w.plain("xdp_floor"),
-                &established,
-                ifindex,
-                REPEAT,
-                XDP_TX,
-            )
+            Wrappers::plain_ns(w.plain("xdp_floor"), &established, ifindex, REPEAT, XDP_TX)
         });
         let restore_pass = best(&mut || w.ns("bench_pass", &established, ifindex, REPEAT));
         let restore = (restore_pass - pass).max(0.0);
@@ -238,7 +234,13 @@ fn main() {
             s
         };
         let plain = svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)]);
-        let (v, _) = l.run(&tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, _) = l.run(&tcp_frame(
+            (CLIENT_ADDR, 40000),
+            (VIP, 80),
+            TCP_SYN,
+            &[],
+            b"",
+        ));
         assert_eq!(v, XDP_TX);
         let flows_before = new_flows(&l);
         let est_base =
@@ -265,16 +267,9 @@ fn main() {
                 - restore;
 
         // Cold: one packet per syscall.
-        let cold_pass = single_shot_ns(
-            w.plain("xdp_pass"),
-            &vec![established.clone(); n],
-            ifindex,
-        );
-        let cold_floor = single_shot_ns(
-            w.plain("xdp_floor"),
-            &vec![established.clone(); n],
-            ifindex,
-        );
+        let cold_pass = single_shot_ns(w.plain("xdp_pass"), &vec![established.clone(); n], ifindex);
+        let cold_floor =
+            single_shot_ns(w.plain("xdp_floor"), &vec![established.clone(); n], ifindex);
         let prog = l.director.program().unwrap();
         let cold_est = single_shot_ns(prog, &vec![established.clone(); n], ifindex);
         let cold_new = single_shot_ns(
@@ -335,7 +330,13 @@ fn main() {
         }
         let filled = t.elapsed();
         // Opened after the fill so that the LRU keeps it.
-        big.run(&tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        big.run(&tcp_frame(
+            (CLIENT_ADDR, 40000),
+            (VIP, 80),
+            TCP_SYN,
+            &[],
+            b"",
+        ));
         let big_w = Wrappers::load(&big, big_ring, big_ct);
         let loaded =
             best(&mut || big_w.ns("bench_director", &established, ifindex, REPEAT)) - restore;

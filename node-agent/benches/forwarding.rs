@@ -40,7 +40,9 @@ use ballast_agent::abi;
 use ballast_agent::dataplane::{
     DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode,
 };
-use ballast_testbed::world::{CLIENT_ADDR, DIRECTOR_BACKEND_ADDR, DIRECTOR_CLIENT_ADDR, SNAT_ADDR, VIP};
+use ballast_testbed::world::{
+    CLIENT_ADDR, DIRECTOR_BACKEND_ADDR, DIRECTOR_CLIENT_ADDR, SNAT_ADDR, VIP,
+};
 use ballast_testbed::{format_mac, in_netns, netns, objects, require_root};
 
 const GEN_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x01];
@@ -422,7 +424,9 @@ struct Generator {
 
 impl Generator {
     fn load(gen_if: &str, sink: Ebpf) -> Self {
-        let mut ebpf = EbpfLoader::new().load(objects::TRAFFIC).expect("traffic object");
+        let mut ebpf = EbpfLoader::new()
+            .load(objects::TRAFFIC)
+            .expect("traffic object");
         let p: &mut Xdp = ebpf.program_mut("xdp_gen").unwrap().try_into().unwrap();
         p.load().unwrap();
         let frame = frame();

@@ -6,221 +6,40 @@
 //! Every namespace is `blcli<x><pid>-*` and every pin root
 //! `/sys/fs/bpf/ballast-test-cli-<pid>-<x>`, so this binary runs beside the
 //! other test binaries; all of it is removed by Drop guards, on failure too.
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ballast_agent::abi;
 use ballast_agent::lifecycle::identity::Interface;
 use ballast_testbed::{
-    self, BackendRouting, Testbed, TestbedSpec, netns,
+    self as testbed, BackendRouting, Testbed, TestbedSpec,
+    agent::{self, AGENT_START, Agent, Netns, PinRoot, WorkDir, standalone_args, stdout_ok},
+    http, netns, prometheus, require_root,
     servers::{self, BackendServer},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 const T: Duration = Duration::from_secs(5);
-/// Cold start of an agent: the verifier alone takes seconds.
-const AGENT_START: Duration = Duration::from_secs(25);
+const NEEDS_ROOT: &str = "network namespaces, XDP and bpffs pins";
 
 /// `blcli<tag><pid>`: the namespace prefix of one test.
 fn prefix(tag: char) -> String {
     format!("blcli{tag}{}", std::process::id() % 1000)
 }
 
-// ---------------------------------------------------------------- guards
-
-/// A bpffs pin root (and the agent's inventory under /run/<its name>),
-/// removed on drop.
-struct PinRoot(PathBuf);
-
-impl PinRoot {
-    fn new(tag: char) -> PinRoot {
-        let p = PinRoot(PathBuf::from(format!(
-            "/sys/fs/bpf/ballast-test-cli-{}-{tag}",
-            std::process::id()
-        )));
-        p.remove();
-        p
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn run_dir(&self) -> PathBuf {
-        Path::new("/run").join(self.0.file_name().expect("has a name"))
-    }
-    fn remove(&self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_dir_all(self.run_dir());
-    }
-}
-
-impl Drop for PinRoot {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-/// A scratch directory, removed on drop.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new(name: &str) -> WorkDir {
-        let p = std::env::temp_dir().join(format!("ballast-cli-{name}"));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(p.join("conf")).unwrap();
-        WorkDir(p)
-    }
-    fn conf(&self) -> PathBuf {
-        self.0.join("conf")
-    }
-    /// The XDP object, for the XDP_PASS program on the director's bridge port.
-    fn object(&self) -> PathBuf {
-        let o = self.0.join("ballast.bpf.o");
-        std::fs::write(&o, abi::BPF_OBJECT).unwrap();
-        o
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A bare named network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        if netns::netns_exists(&name) {
-            let _ = netns::delete_netns(&name);
-        }
-        netns::add_netns(&name).unwrap();
-        let ns = Netns(name);
-        netns::ip_in(&ns.0, &["link", "set", "lo", "up"]).unwrap();
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if netns::netns_exists(&self.0)
-            && let Err(e) = netns::delete_netns(&self.0)
-        {
-            eprintln!("deleting netns {}: {e:#}", self.0);
-        }
-    }
-}
-
-// ---------------------------------------------------------------- the agent
-
-/// `ballast-agent --pin-root R <args>` running inside a network namespace;
-/// killed on drop.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(ns: &str, pin_root: &Path, args: &[&str], log: &Path) -> Agent {
-        let out = std::fs::File::create(log).unwrap();
-        let mut cmd = netns::command_in_netns(ns, BIN).unwrap();
-        let child = cmd
-            .env("RUST_LOG", "info")
-            // No backtraces in the log: only what a user sees.
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .arg("--pin-root")
-            .arg(pin_root)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Agent {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for `needle` in the log; fails early if the agent exits.
-    fn wait_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + AGENT_START;
-        while !self.log().contains(needle) {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!(
-                    "agent exited ({st}) before logging {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent never logged {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent still running after {timeout:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, as a service manager stops it.
-    fn stop(&mut self) -> ExitStatus {
-        // SAFETY: signalling our own child, which has not been reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        self.wait_exit(T)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A pin root of this binary, `ballast-test-cli-<pid>-<tag>`.
+fn pin_root(tag: char) -> PinRoot {
+    PinRoot::new(&format!("ballast-test-cli-{}-{tag}", std::process::id()))
 }
 
 /// `ballast-agent --pin-root R <args>` in network namespace `ns`: the pins
 /// and the inventory are keyed by the interface's namespace and ifindex,
 /// which `stats` and `cleanup` resolve in their own namespace.
 fn agent_cmd(ns: &str, pin_root: &Path, args: &[&str]) -> Output {
-    netns::command_in_netns(ns, BIN)
-        .unwrap()
-        .arg("--pin-root")
-        .arg(pin_root)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    agent::output(BIN, ns, pin_root, args)
 }
 
 /// The pin directory of `interface` in `ns` under `pin_root`.
@@ -232,28 +51,12 @@ fn pin_dir(ns: &str, pin_root: &Path, interface: &'static str) -> PathBuf {
 }
 
 fn stats_json(ns: &str, pin_root: &Path, interface: &str) -> serde_json::Value {
-    let out = ok(&agent_cmd(
+    let out = stdout_ok(&agent_cmd(
         ns,
         pin_root,
         &["stats", "--json", "--interface", interface],
     ));
     serde_json::from_str(&out).unwrap()
-}
-
-fn standalone_args<'a>(interface: &'a str, config: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "standalone",
-        "--interface",
-        interface,
-        "--snat-address",
-        "198.51.100.3",
-        "--poll",
-        "200ms",
-        "--config",
-        config.to_str().unwrap(),
-    ];
-    v.extend_from_slice(extra);
-    v
 }
 
 fn virtual_server(forwarding: &str, target_port: u16, backends: &[usize]) -> String {
@@ -470,109 +273,6 @@ fn macs(set: &BTreeSet<[u8; 6]>) -> Vec<String> {
     set.iter().map(testbed::format_mac).collect()
 }
 
-// ---------------------------------------------------------------- HTTP
-
-struct Http {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Http {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 GET from inside `ns`, `Connection: close`.
-fn http_get(ns: &str, addr: SocketAddrV4, path: &str) -> anyhow::Result<Http> {
-    let mut s = testbed::in_netns(ns, move || TcpStream::connect_timeout(&addr.into(), T))??;
-    s.set_read_timeout(Some(T))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8(raw)?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no end of headers in {text:?}"))?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("bad status line in {head:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let r = Http {
-        status,
-        headers,
-        body: body.to_string(),
-    };
-    anyhow::ensure!(
-        r.header("transfer-encoding").is_none(),
-        "chunked response not expected"
-    );
-    if let Some(len) = r.header("content-length") {
-        anyhow::ensure!(
-            len.parse::<usize>()? == r.body.len(),
-            "content-length {len}, body {} bytes",
-            r.body.len()
-        );
-    }
-    Ok(r)
-}
-
-/// Samples of the Prometheus text format: (name, labels) -> value.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-fn parse_prometheus(text: &str) -> Samples {
-    let mut out = Samples::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect(line);
-        let value: f64 = value.parse().expect(line);
-        let (name, labels) = match series.split_once('{') {
-            None => (series.to_string(), BTreeMap::new()),
-            Some((name, rest)) => {
-                let rest = rest.strip_suffix('}').expect(line);
-                let labels = rest
-                    .split("\",")
-                    .filter(|kv| !kv.is_empty())
-                    .map(|kv| {
-                        let (k, v) = kv.split_once("=\"").expect(line);
-                        (k.to_string(), v.trim_end_matches('"').to_string())
-                    })
-                    .collect();
-                (name.to_string(), labels)
-            }
-        };
-        out.insert((name, labels), value);
-    }
-    out
-}
-
-fn sample(s: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let key = (
-        name.to_string(),
-        labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    *s.get(&key)
-        .unwrap_or_else(|| panic!("no sample {key:?} in {:#?}", s.keys().collect::<Vec<_>>()))
-}
-
 // ---------------------------------------------------------------- tests
 
 /// `realserver --vip` on a DR backend: VIP on lo and the ARP sysctls in
@@ -584,9 +284,9 @@ fn realserver_configures_a_dr_backend_and_remove_undoes_it() {
     require_root(NEEDS_ROOT);
     let p = prefix('r');
     let tb = Testbed::build(&TestbedSpec::new(&p).backends(1)).unwrap();
-    let pins = PinRoot::new('r');
-    let work = WorkDir::new(&p);
-    tb.attach_xdp_pass(&work.object(), "xdp_pass").unwrap();
+    let pins = pin_root('r');
+    let work = WorkDir::new(&format!("cli-{p}"));
+    tb.attach_test_xdp_pass().unwrap();
     tb.set_backend_mode(BackendRouting::DirectToClient).unwrap();
     let b1 = tb.backend_ns(1).to_string();
     let vip = testbed::VIP;
@@ -603,15 +303,16 @@ fn realserver_configures_a_dr_backend_and_remove_undoes_it() {
     let server = BackendServer::start(&b1, "b1", "0.0.0.0:80".parse().unwrap()).unwrap();
     std::fs::write(work.conf().join("dr.yaml"), virtual_server("DR", 80, &[1])).unwrap();
     let mut agent = Agent::start(
+        BIN,
         tb.director_ns(),
         pins.path(),
         &standalone_args(tb.director_if(), &work.conf(), &[]),
-        &work.0.join("agent.log"),
+        &work.file("agent.log"),
     );
     agent.wait_log("configuration applied");
 
     let out = realserver(&b1, &["--vip", &vip.to_string()]);
-    let stdout = ok(&out);
+    let stdout = stdout_ok(&out);
     assert!(
         stdout.contains(&format!("configured {vip_cidr} on lo")),
         "{stdout}"
@@ -699,17 +400,17 @@ fn realserver_configures_a_dr_backend_and_remove_undoes_it() {
     let answers = arp.who_answers(vip);
     assert!(answers.contains(&backend_mac), "{:?}", macs(&answers));
     // ...and running realserver again (idempotent) silences it again.
-    ok(&realserver(&b1, &["--vip", &vip.to_string()]));
+    stdout_ok(&realserver(&b1, &["--vip", &vip.to_string()]));
     assert_eq!(ns_arp_sysctls(&b1), ["1", "2", "1", "2"]);
     let answers = arp.who_answers(vip);
     assert!(answers.contains(&director), "{:?}", macs(&answers));
     assert!(!answers.contains(&backend_mac), "{:?}", macs(&answers));
 
     // --remove takes the VIP off lo; twice is not an error.
-    let stdout = ok(&realserver(&b1, &["--vip", &vip.to_string(), "--remove"]));
+    let stdout = stdout_ok(&realserver(&b1, &["--vip", &vip.to_string(), "--remove"]));
     assert!(stdout.contains(&format!("removed {vip_cidr}")), "{stdout}");
     assert!(!ipv4_addrs(&b1, "lo").contains(&vip_cidr));
-    let stdout = ok(&realserver(&b1, &["--vip", &vip.to_string(), "--remove"]));
+    let stdout = stdout_ok(&realserver(&b1, &["--vip", &vip.to_string(), "--remove"]));
     assert!(
         stdout.contains(&format!("{vip_cidr} was not on lo")),
         "{stdout}"
@@ -724,7 +425,7 @@ fn realserver_configures_a_dr_backend_and_remove_undoes_it() {
     assert!(r.is_err(), "DR still served after --remove: {r:?}");
     assert_eq!(host_arp_sysctls(), host_before, "host sysctls untouched");
 
-    assert!(agent.stop().success(), "{}", agent.log());
+    assert!(agent.stop(T).success(), "{}", agent.log());
 }
 
 /// `standalone --metrics`: /metrics in the Prometheus text format with the
@@ -735,9 +436,9 @@ fn metrics_endpoint_serves_the_traffic_counters() {
     require_root(NEEDS_ROOT);
     let p = prefix('m');
     let tb = Testbed::build(&TestbedSpec::new(&p).backends(2)).unwrap();
-    let pins = PinRoot::new('m');
-    let work = WorkDir::new(&p);
-    tb.attach_xdp_pass(&work.object(), "xdp_pass").unwrap();
+    let pins = pin_root('m');
+    let work = WorkDir::new(&format!("cli-{p}"));
+    tb.attach_test_xdp_pass().unwrap();
     let servers: Vec<BackendServer> = (1..=2)
         .map(|i| {
             BackendServer::start(
@@ -756,10 +457,11 @@ fn metrics_endpoint_serves_the_traffic_counters() {
     let metrics_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9469);
     let ma = metrics_addr.to_string();
     let mut agent = Agent::start(
+        BIN,
         tb.director_ns(),
         pins.path(),
         &standalone_args(tb.director_if(), &work.conf(), &["--metrics", &ma]),
-        &work.0.join("agent.log"),
+        &work.file("agent.log"),
     );
     agent.wait_log("configuration applied");
     agent.wait_log("serving /metrics");
@@ -767,7 +469,7 @@ fn metrics_endpoint_serves_the_traffic_counters() {
     // The listener is bound asynchronously after the log line.
     let deadline = Instant::now() + T;
     let before = loop {
-        match http_get(tb.director_ns(), metrics_addr, "/metrics") {
+        match http::get(tb.director_ns(), metrics_addr, "/metrics") {
             Ok(r) => break r,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("metrics not up yet: {e:#}");
@@ -782,8 +484,11 @@ fn metrics_endpoint_serves_the_traffic_counters() {
         ("service", "default/web:http"),
         ("vip", "203.0.113.10:80/TCP"),
     ];
-    let s = parse_prometheus(&before.body);
-    assert_eq!(sample(&s, "ballast_service_new_flows_total", &svc), 0.0);
+    let s = prometheus::parse(&before.body);
+    assert_eq!(
+        prometheus::sample(&s, "ballast_service_new_flows_total", &svc),
+        0.0
+    );
 
     let n = 30;
     let results =
@@ -793,7 +498,7 @@ fn metrics_endpoint_serves_the_traffic_counters() {
     std::thread::sleep(Duration::from_millis(300));
 
     let stats_before = stats_json(tb.director_ns(), pins.path(), tb.director_if());
-    let r = http_get(tb.director_ns(), metrics_addr, "/metrics").unwrap();
+    let r = http::get(tb.director_ns(), metrics_addr, "/metrics").unwrap();
     let stats_after = stats_json(tb.director_ns(), pins.path(), tb.director_if());
 
     assert_eq!(r.status, 200, "{}", r.body);
@@ -814,15 +519,15 @@ fn metrics_endpoint_serves_the_traffic_counters() {
             r.body
         );
     }
-    let s = parse_prometheus(&r.body);
-    let flows = sample(&s, "ballast_service_new_flows_total", &svc);
-    let packets = sample(&s, "ballast_service_packets_total", &svc);
+    let s = prometheus::parse(&r.body);
+    let flows = prometheus::sample(&s, "ballast_service_new_flows_total", &svc);
+    let packets = prometheus::sample(&s, "ballast_service_packets_total", &svc);
     assert_eq!(flows, n as f64, "one new flow per connection");
     // At least SYN, ACK and FIN per connection.
     assert!(packets >= 3.0 * n as f64, "{packets} packets");
-    assert!(sample(&s, "ballast_service_bytes_total", &svc) > 0.0);
+    assert!(prometheus::sample(&s, "ballast_service_bytes_total", &svc) > 0.0);
     assert!(
-        sample(&s, "ballast_service_reply_packets_total", &svc) > 0.0,
+        prometheus::sample(&s, "ballast_service_reply_packets_total", &svc) > 0.0,
         "FullNAT replies come back through the director"
     );
     let mut sum = 0.0;
@@ -832,13 +537,13 @@ fn metrics_endpoint_serves_the_traffic_counters() {
             ("backend", backend.as_str()),
             ("service", "default/web:http"),
         ];
-        let bf = sample(&s, "ballast_backend_new_flows_total", &l);
+        let bf = prometheus::sample(&s, "ballast_backend_new_flows_total", &l);
         assert_eq!(
             bf,
             server.connections() as f64,
             "{backend}: flows vs connections accepted"
         );
-        assert!(sample(&s, "ballast_backend_packets_total", &l) >= bf);
+        assert!(prometheus::sample(&s, "ballast_backend_packets_total", &l) >= bf);
         sum += bf;
     }
     assert_eq!(sum, n as f64, "per-backend flows add up");
@@ -861,22 +566,22 @@ fn metrics_endpoint_serves_the_traffic_counters() {
         let hi = stats_after["services"][0]["counters"][field]
             .as_u64()
             .unwrap() as f64;
-        let m = sample(&s, metric, &svc);
+        let m = prometheus::sample(&s, metric, &svc);
         assert!(
             lo <= m && m <= hi,
             "{metric} = {m}, stats {field} {lo}..{hi}"
         );
     }
 
-    let h = http_get(tb.director_ns(), metrics_addr, "/healthz").unwrap();
+    let h = http::get(tb.director_ns(), metrics_addr, "/healthz").unwrap();
     assert_eq!((h.status, h.body.as_str()), (200, "ok\n"));
-    let nf = http_get(tb.director_ns(), metrics_addr, "/no-such-page").unwrap();
+    let nf = http::get(tb.director_ns(), metrics_addr, "/no-such-page").unwrap();
     assert_eq!(nf.status, 404, "{}", nf.body);
 
-    assert!(agent.stop().success(), "{}", agent.log());
+    assert!(agent.stop(T).success(), "{}", agent.log());
     let dir = pin_dir(tb.director_ns(), pins.path(), testbed::HOST_IF);
     assert!(dir.exists());
-    ok(&agent_cmd(
+    stdout_ok(&agent_cmd(
         tb.director_ns(),
         pins.path(),
         &["cleanup", "--interface", tb.director_if()],
@@ -911,10 +616,11 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
     require_root(NEEDS_ROOT);
     let p = prefix('g');
     let ns = Netns::new(format!("{p}-n"));
+    netns::ip_in(&ns.0, &["link", "set", "lo", "up"]).unwrap();
     let ifname = "blx0";
     let kind = add_interface_without_native_xdp(&ns.0, ifname);
-    let pins = PinRoot::new('g');
-    let work = WorkDir::new(&p);
+    let pins = pin_root('g');
+    let work = WorkDir::new(&format!("cli-{p}"));
     std::fs::write(
         work.conf().join("web.yaml"),
         virtual_server("FullNAT", 8080, &[1]),
@@ -924,10 +630,11 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
 
     // Native only: a clear error, no silent fallback, nothing attached.
     let mut native = Agent::start(
+        BIN,
         &ns.0,
         pins.path(),
         &standalone_args(ifname, &work.conf(), &["--xdp-mode", "native"]),
-        &work.0.join("native.log"),
+        &work.file("native.log"),
     );
     let st = native.wait_exit(AGENT_START);
     let log = native.log();
@@ -949,10 +656,11 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
 
     // Auto (the default): generic, with a warning.
     let mut agent = Agent::start(
+        BIN,
         &ns.0,
         pins.path(),
         &standalone_args(ifname, &work.conf(), &[]),
-        &work.0.join("auto.log"),
+        &work.file("auto.log"),
     );
     agent.wait_log("configuration applied");
     let log = agent.log();
@@ -978,17 +686,18 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
     assert!(pin_dir.join("link").exists());
 
     // The pinned link outlives the agent...
-    assert!(agent.stop().success(), "{}", agent.log());
+    assert!(agent.stop(T).success(), "{}", agent.log());
     assert!(link_details(&ns.0, ifname).contains("xdpgeneric"));
 
     // ...and an agent asking for native mode does not silently adopt the
     // generic attachment: it tries native, fails, and leaves the working
     // generic one in place.
     let mut native = Agent::start(
+        BIN,
         &ns.0,
         pins.path(),
         &standalone_args(ifname, &work.conf(), &["--xdp-mode", "native"]),
-        &work.0.join("native-over-generic.log"),
+        &work.file("native-over-generic.log"),
     );
     let st = native.wait_exit(AGENT_START);
     let log = native.log();
@@ -1002,7 +711,7 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
     assert!(pin_dir.join("link").exists());
 
     // ...until cleanup, which detaches it and removes the pins.
-    let out = ok(&agent_cmd(
+    let out = stdout_ok(&agent_cmd(
         &ns.0,
         pins.path(),
         &["cleanup", "--interface", ifname],
@@ -1020,7 +729,7 @@ fn auto_mode_falls_back_to_generic_xdp_and_cleanup_detaches() {
         assert!(Instant::now() < deadline, "still attached: {link}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = ok(&agent_cmd(
+    let out = stdout_ok(&agent_cmd(
         &ns.0,
         pins.path(),
         &["cleanup", "--interface", ifname],

@@ -13,7 +13,13 @@ const ROUNDS: usize = 100_000;
 
 fn templates(snat_port: u16) -> Vec<Vec<u8>> {
     let mut t = vec![
-        tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[2, 4, 5, 0xb4], b""),
+        tcp_frame(
+            (CLIENT_ADDR, 40000),
+            (VIP, 80),
+            TCP_SYN,
+            &[2, 4, 5, 0xb4],
+            b"",
+        ),
         tcp_frame((CLIENT_ADDR, 40001), (VIP, 80), TCP_ACK, &[], b"payload"),
         tcp_frame((CLIENT_ADDR, 40002), (VIP, 80), TCP_FIN | TCP_ACK, &[], b""),
         tcp_frame(
@@ -24,10 +30,22 @@ fn templates(snat_port: u16) -> Vec<Vec<u8>> {
             b"",
         ),
         udp_frame((CLIENT_ADDR, 5000), (VIP, 53), b"q"),
-        tcp_frame((CLIENT_ADDR, 40003), (DIRECTOR_CLIENT_ADDR, 22), TCP_SYN, &[], b""),
+        tcp_frame(
+            (CLIENT_ADDR, 40003),
+            (DIRECTOR_CLIENT_ADDR, 22),
+            TCP_SYN,
+            &[],
+            b"",
+        ),
     ];
     // ICMP frag-needed quoting a translated packet.
-    let inner = tcp_frame((SNAT_ADDR, snat_port), (backend_addr(1), 8080), TCP_ACK, &[], b"");
+    let inner = tcp_frame(
+        (SNAT_ADDR, snat_port),
+        (backend_addr(1), 8080),
+        TCP_ACK,
+        &[],
+        b"",
+    );
     let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .ipv4(backend_addr(1).octets(), SNAT_ADDR.octets(), 64)
         .icmpv4_raw(3, 4, [0, 0, 5, 0xdc]);
@@ -65,7 +83,13 @@ fn fuzz_frames() {
         tcp.mss_max = 1452;
         l.apply(&[tcp, svc(MODE_FULLNAT, 17, 53, 5353, &[(1, 1), (2, 1)])]);
         // Learn a live SNAT_ADDR port so that replies hit the reverse path.
-        let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_SYN, &[], b""));
+        let (_, out) = l.run(&tcp_frame(
+            (CLIENT_ADDR, 40000),
+            (VIP, 80),
+            TCP_SYN,
+            &[],
+            b"",
+        ));
         let snat_port = parse(&out).src.1;
         let templates = templates(snat_port);
 

@@ -5,15 +5,15 @@
 //! after recovery, and refuses new connections when every backend is down.
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ballast_agent::abi;
-use ballast_testbed::{self as testbed, Testbed, TestbedSpec, netns, servers, servers::BackendServer};
+use ballast_testbed::agent::{self, Agent, Log, PinRoot, WorkDir, standalone_args, stdout_ok};
+use ballast_testbed::{
+    self as testbed, Testbed, TestbedSpec, http, require_root, servers, servers::BackendServer,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 const T: Duration = Duration::from_secs(5);
@@ -64,91 +64,60 @@ spec:
   healthCheck: {http: {path: /healthz, expectStatus: 200}, intervalSeconds: 1, timeoutSeconds: 1}
 "#;
 
-/// Everything one test creates, removed on drop (also on panic): the agent,
-/// its pins and inventory, the work directory, then the namespaces.
+/// Everything one test creates, removed on drop (also on panic), in field
+/// order: the agent, its pins and inventory, the work directory, then the
+/// namespaces.
 struct Lab {
-    agent: Option<Child>,
-    log: PathBuf,
-    pin_root: PathBuf,
-    run_dir: PathBuf,
-    work: PathBuf,
+    agent: Option<Agent>,
+    pins: PinRoot,
+    work: WorkDir,
     tb: Testbed,
 }
 
 impl Lab {
     /// The testbed, without an agent yet.
     fn new(prefix: &str) -> Lab {
-        assert!(
-            unsafe { libc::geteuid() } == 0,
-            "needs root: network namespaces, XDP and bpffs pins"
-        );
+        require_root("network namespaces, XDP and bpffs pins");
         let tb = Testbed::build(&TestbedSpec::new(prefix).backends(3)).unwrap();
-        let work = std::env::temp_dir().join(format!("ballast-{prefix}"));
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/{prefix}"));
-        let run_dir = PathBuf::from(format!("/run/{prefix}"));
-        for d in [&work, &pin_root, &run_dir] {
-            let _ = std::fs::remove_dir_all(d);
-        }
         let lab = Lab {
             agent: None,
-            log: work.join("agent.log"),
-            pin_root,
-            run_dir,
-            work,
+            pins: PinRoot::new(prefix),
+            work: WorkDir::new(prefix),
             tb,
         };
-        std::fs::create_dir_all(lab.work.join("conf")).unwrap();
-        let object = lab.work.join("ballast.bpf.o");
-        std::fs::write(&object, abi::BPF_OBJECT).unwrap();
-        lab.tb.attach_xdp_pass(&object, "xdp_pass").unwrap();
+        lab.tb.attach_test_xdp_pass().unwrap();
         lab
     }
 
     /// Starts the agent on `yaml` (backends should listen already, or
     /// they are rightly found down).
     fn start_agent(&mut self, yaml: &str) {
-        std::fs::write(self.work.join("conf/web.yaml"), yaml).unwrap();
-        let out = std::fs::File::create(&self.log).unwrap();
-        let mut cmd = netns::command_in_netns(self.tb.director_ns(), BIN).unwrap();
-        cmd.arg("--pin-root")
-            .arg(&self.pin_root)
-            .args([
-                "standalone",
-                "--interface",
-                self.tb.director_if(),
-                "--snat-address",
-                "198.51.100.3",
-                "--poll",
-                "200ms",
-                "--metrics",
-                &format!("127.0.0.1:{METRICS_PORT}"),
-                "--config",
-            ])
-            .arg(self.work.join("conf"))
-            .stdout(Stdio::null())
-            .stderr(out);
-        self.agent = Some(cmd.spawn().unwrap());
+        std::fs::write(self.work.conf().join("web.yaml"), yaml).unwrap();
+        let metrics = format!("127.0.0.1:{METRICS_PORT}");
+        let mut cmd = agent::command(BIN, self.tb.director_ns(), self.pins.path());
+        cmd.args(standalone_args(
+            self.tb.director_if(),
+            &self.work.conf(),
+            &["--metrics", &metrics],
+        ));
+        self.agent = Some(Agent::spawn(cmd, &self.work.file("agent.log"), Log::Fresh));
         self.wait_log("configuration applied");
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.agent.as_ref().map(Agent::log).unwrap_or_default()
     }
 
-    fn wait_log(&self, needle: &str) {
-        self.wait_log_count(needle, 1);
+    fn agent(&mut self) -> &mut Agent {
+        self.agent.as_mut().expect("the agent was started")
     }
 
-    fn wait_log_count(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "agent never logged {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn wait_log(&mut self, needle: &str) {
+        self.agent().wait_log(needle);
+    }
+
+    fn wait_log_count(&mut self, needle: &str, count: usize) {
+        self.agent().wait_log_count(needle, count);
     }
 
     fn servers(&self, port: u16) -> Vec<BackendServer> {
@@ -167,31 +136,23 @@ impl Lab {
     /// `ballast-agent stats --json`, run as a user does, in the agent's
     /// network namespace (pins are keyed by the interface's identity).
     fn stats(&self) -> serde_json::Value {
-        let out = netns::command_in_netns(self.tb.director_ns(), BIN)
-            .unwrap()
-            .arg("--pin-root")
-            .arg(&self.pin_root)
-            .args(["stats", "--json", "--interface", self.tb.director_if()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "stats: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = agent::output(
+            BIN,
+            self.tb.director_ns(),
+            self.pins.path(),
+            &["stats", "--json", "--interface", self.tb.director_if()],
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_str(&stdout_ok(&out)).unwrap()
     }
 
     fn stats_table(&self) -> String {
-        let out = netns::command_in_netns(self.tb.director_ns(), BIN)
-            .unwrap()
-            .arg("--pin-root")
-            .arg(&self.pin_root)
-            .args(["stats", "--interface", self.tb.director_if()])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
+        let out = agent::output(
+            BIN,
+            self.tb.director_ns(),
+            self.pins.path(),
+            &["stats", "--interface", self.tb.director_if()],
+        );
+        stdout_ok(&out)
     }
 
     /// The `health` object of `backend` in service `service`, from stats.
@@ -232,20 +193,12 @@ impl Lab {
         }
     }
 
-    /// GET /metrics from inside the director's namespace.
+    /// GET /metrics from inside the director's namespace: the body.
     fn metrics(&self) -> String {
         let addr = SocketAddrV4::new([127, 0, 0, 1].into(), METRICS_PORT);
-        let mut s = testbed::in_netns(self.tb.director_ns(), move || {
-            TcpStream::connect_timeout(&addr.into(), T)
-        })
-        .unwrap()
-        .unwrap();
-        s.set_read_timeout(Some(T)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
+        http::get(self.tb.director_ns(), addr, "/metrics")
+            .unwrap()
+            .body
     }
 
     /// `n` new connections to `vip`: the backend name that greeted each,
@@ -259,19 +212,6 @@ impl Lab {
                     .map_err(|e| format!("{e:#}"))
             })
             .collect()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        // Unlinking the pinned link detaches the program.
-        let _ = std::fs::remove_dir_all(&self.pin_root);
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-        let _ = std::fs::remove_dir_all(&self.work);
     }
 }
 
@@ -395,7 +335,7 @@ fn a_backend_whose_listener_stops_leaves_new_flows_keeps_its_flows_and_returns()
     // A reload that keeps the backend keeps its verdict: X stays out (a
     // reset to UP would send new flows to its closed port).
     std::fs::write(
-        lab.work.join("conf/web.yaml"),
+        lab.work.conf().join("web.yaml"),
         config("# edited: the agent reloads"),
     )
     .unwrap();

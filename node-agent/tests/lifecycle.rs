@@ -9,127 +9,34 @@
 //! Every namespace is `bllf<x><pid>-*` and every pin root
 //! `/sys/fs/bpf/bllf-<pid>-<x>`; Drop guards remove them, on failure too.
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ballast_agent::abi;
 use ballast_agent::lifecycle::identity::Interface;
 use ballast_agent::lifecycle::veth::{self, Advice};
 use ballast_testbed::{
-    self, Testbed, TestbedSpec, netns,
+    self as testbed, Testbed, TestbedSpec,
+    agent::{self, AGENT_START, Agent, Log, Netns, PinRoot, WorkDir, standalone_args, stdout_ok},
+    netns, require_root,
     servers::{self, BackendServer},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 const T: Duration = Duration::from_secs(5);
-/// Cold start of an agent: the verifier alone takes seconds.
-const AGENT_START: Duration = Duration::from_secs(30);
-
-fn assert_root() {
-    let is_root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        is_root,
-        "needs root: network namespaces, XDP and bpffs pins"
-    );
-}
+const NEEDS_ROOT: &str = "network namespaces, XDP and bpffs pins";
 
 /// `bllf<tag><pid>`: the namespace prefix of one test (fits testbed names).
 fn prefix(tag: char) -> String {
     format!("bllf{tag}{}", std::process::id() % 1000)
 }
 
-// ---------------------------------------------------------------- guards
-
-/// A bpffs pin root and the agents' /run directory, removed on drop.
-struct PinRoot(PathBuf);
-
-impl PinRoot {
-    fn new(tag: char) -> PinRoot {
-        let p = PinRoot(PathBuf::from(format!(
-            "/sys/fs/bpf/bllf-{}-{tag}",
-            std::process::id()
-        )));
-        p.remove();
-        p
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn run_dir(&self) -> PathBuf {
-        Path::new("/run").join(self.0.file_name().expect("has a name"))
-    }
-    fn remove(&self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_dir_all(self.run_dir());
-    }
-}
-
-impl Drop for PinRoot {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-/// A scratch directory with a `conf` directory, removed on drop.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new(name: &str) -> WorkDir {
-        let p = std::env::temp_dir().join(format!("ballast-{name}"));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(p.join("conf")).unwrap();
-        WorkDir(p)
-    }
-    fn conf(&self) -> PathBuf {
-        self.0.join("conf")
-    }
-    fn log(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn object(&self) -> PathBuf {
-        let o = self.0.join("ballast.bpf.o");
-        std::fs::write(&o, abi::BPF_OBJECT).unwrap();
-        o
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A bare named network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        if netns::netns_exists(&name) {
-            let _ = netns::delete_netns(&name);
-        }
-        netns::add_netns(&name).unwrap();
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if netns::netns_exists(&self.0)
-            && let Err(e) = netns::delete_netns(&self.0)
-        {
-            eprintln!("deleting netns {}: {e:#}", self.0);
-        }
-    }
+/// A pin root of this binary, `bllf-<pid>-<tag>`.
+fn pin_root(tag: char) -> PinRoot {
+    PinRoot::new(&format!("bllf-{}-{tag}", std::process::id()))
 }
 
 // ---------------------------------------------------------------- the agent
-
-/// A running `ballast-agent` with its log; killed on drop.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
 
 /// How the agent enters the director's namespace.
 #[derive(Clone, Copy)]
@@ -140,168 +47,41 @@ enum Entry {
     IpNetnsExec,
 }
 
-impl Agent {
-    fn start(entry: Entry, ns: &str, pin_root: &Path, args: &[&str], log: &Path) -> Agent {
-        let out = std::fs::File::create(log).unwrap();
-        let mut cmd = match entry {
-            Entry::Setns => netns::command_in_netns(ns, BIN).unwrap(),
-            Entry::IpNetnsExec => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, BIN]);
-                c
+/// Waits until the process runs the agent binary (exec done) and has a
+/// handler (or disposition other than the default) for `sig`, read from
+/// /proc/<pid>/status. Returns the log at that moment.
+fn wait_handler(agent: &mut Agent, sig: libc::c_int) -> String {
+    let bit = 1u64 << (sig - 1);
+    let deadline = Instant::now() + AGENT_START;
+    loop {
+        assert!(agent.running(), "agent exited:\n{}", agent.log());
+        let exe = std::fs::read_link(format!("/proc/{}/exe", agent.pid())).ok();
+        let execd = exe.is_some_and(|e| e == Path::new(BIN));
+        if execd {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+            let mask = |field: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                    .unwrap_or(0)
+            };
+            if (mask("SigCgt:") | mask("SigIgn:")) & bit != 0 {
+                return agent.log();
             }
-        };
-        let child = cmd
-            .env("RUST_LOG", "info")
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .arg("--pin-root")
-            .arg(pin_root)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Agent {
-            child,
-            log: log.to_path_buf(),
         }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits for `needle` in the log; fails early if the agent exits.
-    fn wait_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + AGENT_START;
-        while !self.log().contains(needle) {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!(
-                    "agent exited ({st}) before logging {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent never logged {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent still running after {timeout:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: signalling our own child, which has not been reaped.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-
-    /// SIGTERM, as a service manager stops it.
-    fn stop(&mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        self.wait_exit(AGENT_START)
-    }
-
-    /// Waits until the process runs the agent binary (exec done) and has a
-    /// handler (or disposition other than the default) for `sig`, read from
-    /// /proc/<pid>/status. Returns the log at that moment.
-    fn wait_handler(&mut self, sig: libc::c_int) -> String {
-        let bit = 1u64 << (sig - 1);
-        let deadline = Instant::now() + AGENT_START;
-        loop {
-            assert!(self.running(), "agent exited:\n{}", self.log());
-            let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid())).ok();
-            let execd = exe.is_some_and(|e| e == Path::new(BIN));
-            if execd {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-                let mask = |field: &str| {
-                    status
-                        .lines()
-                        .find_map(|l| l.strip_prefix(field))
-                        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-                        .unwrap_or(0)
-                };
-                if (mask("SigCgt:") | mask("SigIgn:")) & bit != 0 {
-                    return self.log();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent never handled signal {sig}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert!(
+            Instant::now() < deadline,
+            "agent never handled signal {sig}:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
 /// `ballast-agent --pin-root R <args>` inside network namespace `ns`.
 fn agent_cmd_in(ns: &str, pin_root: &Path, args: &[&str]) -> Output {
-    netns::command_in_netns(ns, BIN)
-        .unwrap()
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .arg("--pin-root")
-        .arg(pin_root)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn standalone_args(config: &Path) -> Vec<&str> {
-    vec![
-        "standalone",
-        "--interface",
-        testbed::HOST_IF,
-        "--snat-address",
-        "198.51.100.3",
-        "--poll",
-        "200ms",
-        "--config",
-        config.to_str().unwrap(),
-    ]
+    agent::output(BIN, ns, pin_root, args)
 }
 
 fn virtual_server(name: &str, vip: Ipv4Addr) -> String {
@@ -328,7 +108,7 @@ impl Lab {
         let p = prefix(tag);
         let tb = Testbed::build(&TestbedSpec::new(&p).backends(1)).unwrap();
         let work = WorkDir::new(&p);
-        tb.attach_xdp_pass(&work.object(), "xdp_pass").unwrap();
+        tb.attach_test_xdp_pass().unwrap();
         let server = BackendServer::start(
             tb.backend_ns(1),
             backend_name,
@@ -359,14 +139,20 @@ impl Lab {
     }
 
     fn start(&self, entry: Entry, pins: &PinRoot, log: &str) -> Agent {
-        let conf = self.work.conf();
-        Agent::start(
-            entry,
-            self.director(),
-            pins.path(),
-            &standalone_args(&conf),
-            &self.work.log(log),
-        )
+        let mut cmd = match entry {
+            Entry::Setns => agent::command(BIN, self.director(), pins.path()),
+            Entry::IpNetnsExec => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", self.director(), BIN])
+                    .env_remove("RUST_BACKTRACE")
+                    .env_remove("RUST_LIB_BACKTRACE")
+                    .arg("--pin-root")
+                    .arg(pins.path());
+                c
+            }
+        };
+        cmd.args(standalone_args(testbed::HOST_IF, &self.work.conf(), &[]));
+        Agent::spawn(cmd, &self.work.file(log), Log::Fresh)
     }
 
     /// Connections to `vip`:80 from the client all answered by `backend`.
@@ -403,9 +189,9 @@ const VIP_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 /// pins (and an older agent's `<pin root>/<interface>` directory, saying so).
 #[test]
 fn a_second_agent_on_the_same_interface_is_refused_and_cleanup_waits_for_the_first() {
-    assert_root();
+    require_root(NEEDS_ROOT);
     let lab = Lab::new('s', "a1", VIP_A);
-    let pins = PinRoot::new('s');
+    let pins = pin_root('s');
     let iface = lab.interface();
     let pin_dir = iface.pin_dir(pins.path());
 
@@ -462,7 +248,7 @@ fn a_second_agent_on_the_same_interface_is_refused_and_cleanup_waits_for_the_fir
     assert!(pin_dir.join("link").exists());
     lab.assert_serves(VIP_A, "a1");
 
-    assert!(first.stop().success(), "{}", first.log());
+    assert!(first.stop(AGENT_START).success(), "{}", first.log());
     assert!(
         first
             .log()
@@ -499,10 +285,10 @@ fn a_second_agent_on_the_same_interface_is_refused_and_cleanup_waits_for_the_fir
 /// second never adopts the first's link.
 #[test]
 fn agents_in_two_namespaces_with_the_same_interface_name_keep_their_own_data_planes() {
-    assert_root();
+    require_root(NEEDS_ROOT);
     let a = Lab::new('a', "a1", VIP_A);
     let b = Lab::new('b', "b1", VIP_B);
-    let pins = PinRoot::new('n');
+    let pins = pin_root('n');
     let (ia, ib) = (a.interface(), b.interface());
     assert_eq!(ia.name, ib.name);
     assert_ne!(ia.pin_dir(pins.path()), ib.pin_dir(pins.path()));
@@ -540,8 +326,8 @@ fn agents_in_two_namespaces_with_the_same_interface_name_keep_their_own_data_pla
         );
     }
 
-    assert!(agent_a.stop().success(), "{}", agent_a.log());
-    assert!(agent_b.stop().success(), "{}", agent_b.log());
+    assert!(agent_a.stop(AGENT_START).success(), "{}", agent_a.log());
+    assert!(agent_b.stop(AGENT_START).success(), "{}", agent_b.log());
     for lab in [&a, &b] {
         stdout_ok(&agent_cmd_in(
             lab.director(),
@@ -557,11 +343,11 @@ fn agents_in_two_namespaces_with_the_same_interface_name_keep_their_own_data_pla
 /// applies its configuration, serves, and stops cleanly on SIGTERM.
 #[test]
 fn sighup_during_start_up_does_not_kill_the_agent() {
-    assert_root();
+    require_root(NEEDS_ROOT);
     let lab = Lab::new('h', "h1", VIP_A);
-    let pins = PinRoot::new('h');
+    let pins = pin_root('h');
     let mut agent = lab.start(Entry::Setns, &pins, "agent.log");
-    let log_at_handler = agent.wait_handler(libc::SIGHUP);
+    let log_at_handler = wait_handler(&mut agent, libc::SIGHUP);
     assert!(
         !log_at_handler.contains("attached XDP")
             && !log_at_handler.contains("configuration applied"),
@@ -584,7 +370,7 @@ fn sighup_during_start_up_does_not_kill_the_agent() {
     lab.assert_serves(VIP_A, "h1");
     // The SIGHUPs are handled as reloads.
     agent.wait_log("SIGHUP: reloading");
-    let st = agent.stop();
+    let st = agent.stop(AGENT_START);
     let log = agent.log();
     assert!(st.success(), "{st}:\n{log}");
     assert!(
@@ -602,11 +388,11 @@ fn sighup_during_start_up_does_not_kill_the_agent() {
 /// the data plane is open, without applying a configuration.
 #[test]
 fn sigterm_during_start_up_stops_cleanly() {
-    assert_root();
+    require_root(NEEDS_ROOT);
     let lab = Lab::new('t', "t1", VIP_A);
-    let pins = PinRoot::new('t');
+    let pins = pin_root('t');
     let mut agent = lab.start(Entry::Setns, &pins, "agent.log");
-    let log_at_handler = agent.wait_handler(libc::SIGTERM);
+    let log_at_handler = wait_handler(&mut agent, libc::SIGTERM);
     assert!(!log_at_handler.contains("attached XDP"), "{log_at_handler}");
     agent.signal(libc::SIGTERM);
     let st = agent.wait_exit(AGENT_START);
@@ -618,7 +404,7 @@ fn sigterm_during_start_up_stops_cleanly() {
     // The lock went with it: a new agent starts.
     let mut again = lab.start(Entry::Setns, &pins, "again.log");
     again.wait_log("configuration applied");
-    assert!(again.stop().success(), "{}", again.log());
+    assert!(again.stop(AGENT_START).success(), "{}", again.log());
     stdout_ok(&agent_cmd_in(
         lab.director(),
         pins.path(),
@@ -631,9 +417,9 @@ fn sigterm_during_start_up_stops_cleanly() {
 /// continues, which indeed stops (the XDP program goes with the pins).
 #[test]
 fn under_ip_netns_exec_the_agent_warns_that_forwarding_dies_with_it() {
-    assert_root();
+    require_root(NEEDS_ROOT);
     let lab = Lab::new('x', "x1", VIP_A);
-    let pins = PinRoot::new('x');
+    let pins = pin_root('x');
     let mut agent = lab.start(Entry::IpNetnsExec, &pins, "agent.log");
     agent.wait_log("configuration applied");
     let log = agent.log();
@@ -649,7 +435,7 @@ fn under_ip_netns_exec_the_agent_warns_that_forwarding_dies_with_it() {
     );
     lab.assert_serves(VIP_A, "x1");
 
-    let st = agent.stop();
+    let st = agent.stop(AGENT_START);
     let log = agent.log();
     assert!(st.success(), "{st}:\n{log}");
     assert!(!log.contains("keeps forwarding"), "{log}");
@@ -671,7 +457,7 @@ fn under_ip_netns_exec_the_agent_warns_that_forwarding_dies_with_it() {
 /// until the peer's TX checksum offload is off.
 #[test]
 fn veth_advice_names_a_peer_here_and_sees_its_offload() {
-    assert_root();
+    require_root(NEEDS_ROOT);
     let ns = Netns::new(format!("{}-v", prefix('v')));
     netns::ip_in(
         &ns.0,

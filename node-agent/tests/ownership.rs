@@ -4,13 +4,14 @@
 //! nothing; a restarted agent (no history) decides by name, and a holder
 //! that goes hands the address to the refused object.
 use std::net::SocketAddrV4;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
-use ballast_agent::abi;
 use ballast_testbed::{
-    self, Testbed, TestbedSpec, netns,
+    self as testbed, Testbed, TestbedSpec,
+    agent::{AGENT_START, Agent, start_standalone, write_config},
+    require_root,
     servers::{self, BackendServer},
 };
 
@@ -27,93 +28,6 @@ fn virtual_server(name: &str, backend: usize, extra: &str) -> String {
         vip = testbed::VIP,
         b = testbed::backend_addr(backend),
     )
-}
-
-/// Written under a hidden name and renamed, so a poll never reads half a
-/// file (hidden files are not read).
-fn write_config(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(tb: &Testbed, pin_root: &Path, config: &Path, log: &Path) -> Agent {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = netns::command_in_netns(tb.director_ns(), BIN)
-            .unwrap()
-            .arg("--pin-root")
-            .arg(pin_root)
-            .args([
-                "standalone",
-                "--interface",
-                tb.director_if(),
-                "--snat-address",
-                &testbed::SNAT_ADDR.to_string(),
-                "--poll",
-                "200ms",
-                "--config",
-            ])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Agent {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log holds `needle` `count` times (the log is shared
-    /// by every agent of the test, so counts are cumulative).
-    fn wait_log(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "agent never logged {needle:?} x{count}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The one log line containing `needle`, the last if several.
-    fn line_with(&self, needle: &str) -> String {
-        let log = self.log();
-        log.lines()
-            .rfind(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no log line with {needle:?}:\n{log}"))
-            .to_string()
-    }
-
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "agent exit: {status}\n{}", self.log());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Removes the pinned data plane and the scratch directory, even when the
@@ -141,6 +55,12 @@ impl Drop for Scratch {
     }
 }
 
+/// SIGTERM; the agent must exit cleanly.
+fn stop(agent: &mut Agent) {
+    let status = agent.stop(AGENT_START);
+    assert!(status.success(), "agent exit: {status}\n{}", agent.log());
+}
+
 /// Names of the backends that answered `n` new connections to the VIP.
 fn answered_by(tb: &Testbed, n: usize) -> Vec<String> {
     let vip = SocketAddrV4::new(testbed::VIP, 80);
@@ -159,10 +79,7 @@ fn answered_by(tb: &Testbed, n: usize) -> Vec<String> {
 
 #[test]
 fn the_serving_object_keeps_its_vip_against_newcomers_and_duplicates() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "needs root: builds network namespaces and attaches XDP"
-    );
+    require_root("builds network namespaces and attaches XDP");
     let prefix = format!("blcf{}", std::process::id() % 100_000);
     let tb = Testbed::build(&TestbedSpec::new(&prefix).backends(2)).unwrap();
     let work = std::env::temp_dir().join(format!("ballast-{prefix}"));
@@ -174,9 +91,7 @@ fn the_serving_object_keeps_its_vip_against_newcomers_and_duplicates() {
     let _ = std::fs::remove_dir_all(&work);
     let conf = work.join("conf");
     std::fs::create_dir_all(&conf).unwrap();
-    let object = work.join("ballast.bpf.o");
-    std::fs::write(&object, abi::BPF_OBJECT).unwrap();
-    tb.attach_xdp_pass(&object, "xdp_pass").unwrap();
+    tb.attach_test_xdp_pass().unwrap();
     let _servers: Vec<_> = (1..=2)
         .map(|i| {
             BackendServer::start(
@@ -198,13 +113,13 @@ fn the_serving_object_keeps_its_vip_against_newcomers_and_duplicates() {
         "web.yaml",
         &virtual_server("web", 1, "  nodeSelector: {zone: a}\n"),
     );
-    let agent = Agent::start(&tb, &scratch.pin_root, &conf, &log);
-    agent.wait_log(applied, 1);
+    let mut agent = start_standalone(BIN, &tb, &scratch.pin_root, &conf, &[], &log);
+    agent.wait_log_count(applied, 1);
     assert!(answered_by(&tb, 12).iter().all(|b| b == "b1"));
 
     // aaa (sorts first) claims VIP:80 -> b2: refused, web keeps serving.
     write_config(&conf, "aaa.yaml", &virtual_server("aaa", 2, ""));
-    agent.wait_log(applied, 2);
+    agent.wait_log_count(applied, 2);
     let who = answered_by(&tb, 12);
     assert!(who.iter().all(|b| b == "b1"), "taken over: {who:?}");
     let line = agent.line_with("is held by default/web");
@@ -220,7 +135,7 @@ fn the_serving_object_keeps_its_vip_against_newcomers_and_duplicates() {
     // A second document named web (another file, to b2): an error naming
     // both places; the serving version keeps serving.
     write_config(&conf, "web2.yaml", &virtual_server("web", 2, ""));
-    agent.wait_log(applied, 3);
+    agent.wait_log_count(applied, 3);
     let who = answered_by(&tb, 12);
     assert!(who.iter().all(|b| b == "b1"), "duplicate applied: {who:?}");
     let line = agent.line_with("defined more than once");
@@ -242,11 +157,11 @@ fn the_serving_object_keeps_its_vip_against_newcomers_and_duplicates() {
     // Restart with no history (the duplicate removed first): name order
     // decides, deterministically, so aaa serves and web is refused.
     std::fs::remove_file(conf.join("web2.yaml")).unwrap();
-    agent.wait_log(applied, 4);
+    agent.wait_log_count(applied, 4);
     assert!(answered_by(&tb, 6).iter().all(|b| b == "b1"));
-    agent.stop();
-    let agent = Agent::start(&tb, &scratch.pin_root, &conf, &log);
-    agent.wait_log(applied, 5);
+    stop(&mut agent);
+    let mut agent = start_standalone(BIN, &tb, &scratch.pin_root, &conf, &[], &log);
+    agent.wait_log_count(applied, 5);
     let who = answered_by(&tb, 12);
     assert!(who.iter().all(|b| b == "b2"), "cold start by name: {who:?}");
     let line = agent.line_with("is held by default/aaa");
@@ -261,10 +176,10 @@ fn the_serving_object_keeps_its_vip_against_newcomers_and_duplicates() {
 
     // The holder goes: the refused object gets the address on that reload.
     std::fs::remove_file(conf.join("aaa.yaml")).unwrap();
-    agent.wait_log(applied, 6);
+    agent.wait_log_count(applied, 6);
     let who = answered_by(&tb, 12);
     assert!(who.iter().all(|b| b == "b1"), "{who:?}");
-    agent.stop();
+    stop(&mut agent);
     drop(scratch);
 }
 

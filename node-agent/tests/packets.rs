@@ -82,7 +82,9 @@ fn fullnat_syn_reply_and_toa() {
         assert_eq!(r.mss(), Some(1452));
 
         let snap = l
-            .director.maps().service_counters([0u32].into_iter())
+            .director
+            .maps()
+            .service_counters([0u32].into_iter())
             .unwrap();
         assert_eq!(snap[&0].new_flows, 1);
         assert_eq!(snap[&0].packets, 2);
@@ -149,10 +151,19 @@ fn nat_rewrites_destination_and_reverses_replies() {
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_NAT, TCP, 80, 8080, &[(3, 1)])]);
-        let (v, out) = l.run(&tcp_frame((CLIENT_ADDR, 40002), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, out) = l.run(&tcp_frame(
+            (CLIENT_ADDR, 40002),
+            (VIP, 80),
+            TCP_SYN,
+            &[],
+            b"",
+        ));
         assert_eq!(v, XDP_TX);
         let o = parse(&out);
-        assert_eq!((o.src, o.dst), ((CLIENT_ADDR, 40002), (backend_addr(3), 8080)));
+        assert_eq!(
+            (o.src, o.dst),
+            ((CLIENT_ADDR, 40002), (backend_addr(3), 8080))
+        );
         let (v, back) = l.run(&tcp_frame(
             (backend_addr(3), 8080),
             (CLIENT_ADDR, 40002),
@@ -174,7 +185,13 @@ fn not_for_us_is_passed_untouched() {
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
         for f in [
             tcp_frame((CLIENT_ADDR, 40003), (VIP, 81), TCP_SYN, &[], b""),
-            tcp_frame((CLIENT_ADDR, 40003), (DIRECTOR_CLIENT_ADDR, 22), TCP_SYN, &[], b""),
+            tcp_frame(
+                (CLIENT_ADDR, 40003),
+                (DIRECTOR_CLIENT_ADDR, 22),
+                TCP_SYN,
+                &[],
+                b"",
+            ),
             udp_frame((CLIENT_ADDR, 40003), (VIP, 80), b"x"),
         ] {
             let (v, out) = l.run(&f);
@@ -239,7 +256,13 @@ fn malformed_and_fragments_are_counted() {
         // (Frames shorter than Ethernet never reach XDP: the kernel
         // refuses them in BPF_PROG_TEST_RUN too.)
         // A fragment not to a VIP: the kernel's business.
-        let mut other = tcp_frame((CLIENT_ADDR, 40004), (DIRECTOR_CLIENT_ADDR, 22), TCP_SYN, &[], b"");
+        let mut other = tcp_frame(
+            (CLIENT_ADDR, 40004),
+            (DIRECTOR_CLIENT_ADDR, 22),
+            TCP_SYN,
+            &[],
+            b"",
+        );
         other[14 + 6] = 0x20;
         assert_eq!(l.run(&other).0, XDP_PASS);
 
@@ -296,7 +319,13 @@ fn no_backend_and_drain() {
         // Open flows until each backend has one.
         let mut flows = std::collections::BTreeMap::new();
         for port in 41000..41100u16 {
-            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (_, out) = l.run(&tcp_frame(
+                (CLIENT_ADDR, port),
+                (VIP, 80),
+                TCP_SYN,
+                &[],
+                b"",
+            ));
             flows.entry(parse(&out).dst.0).or_insert(port);
         }
         assert_eq!(flows.len(), 2, "both backends used");
@@ -304,14 +333,26 @@ fn no_backend_and_drain() {
 
         // Drain backend 2: its flow continues, new flows avoid it.
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1), (2, 0)])]);
-        let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, on2), (VIP, 80), TCP_ACK, &[], b"x"));
+        let (_, out) = l.run(&tcp_frame(
+            (CLIENT_ADDR, on2),
+            (VIP, 80),
+            TCP_ACK,
+            &[],
+            b"x",
+        ));
         assert_eq!(
             parse(&out).dst.0,
             backend_addr(2),
             "drained backend keeps its flow"
         );
         for port in 42000..42050u16 {
-            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (_, out) = l.run(&tcp_frame(
+                (CLIENT_ADDR, port),
+                (VIP, 80),
+                TCP_SYN,
+                &[],
+                b"",
+            ));
             assert_eq!(parse(&out).dst.0, backend_addr(1));
         }
 
@@ -319,11 +360,27 @@ fn no_backend_and_drain() {
         // counted; the drained backend's flow still goes on.
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 0), (2, 0)])]);
         let before = l.reasons();
-        let (v, out) = l.run(&tcp_frame((CLIENT_ADDR, 43000), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, out) = l.run(&tcp_frame(
+            (CLIENT_ADDR, 43000),
+            (VIP, 80),
+            TCP_SYN,
+            &[],
+            b"",
+        ));
         assert_eq!(v, XDP_TX);
-        assert_eq!(parse(&out).dst, (CLIENT_ADDR, 43000), "answered to the client");
+        assert_eq!(
+            parse(&out).dst,
+            (CLIENT_ADDR, 43000),
+            "answered to the client"
+        );
         assert_eq!(reason_delta(&before, &l.reasons(), abi::REASON_REJECTED), 1);
-        let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, on2), (VIP, 80), TCP_ACK, &[], b"x"));
+        let (_, out) = l.run(&tcp_frame(
+            (CLIENT_ADDR, on2),
+            (VIP, 80),
+            TCP_ACK,
+            &[],
+            b"x",
+        ));
         assert_eq!(parse(&out).dst.0, backend_addr(2));
     });
 }
@@ -336,12 +393,24 @@ fn removing_a_backend_moves_only_its_flows() {
         l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1), (2, 1), (3, 1)])]);
         let mut before = Vec::new();
         for port in 44000..44300u16 {
-            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (_, out) = l.run(&tcp_frame(
+                (CLIENT_ADDR, port),
+                (VIP, 80),
+                TCP_SYN,
+                &[],
+                b"",
+            ));
             before.push((port, parse(&out).dst_mac));
         }
         l.apply(&[svc(MODE_DR, TCP, 80, 80, &[(1, 1), (2, 1)])]);
         for (port, mac) in before {
-            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_ACK, &[], b""));
+            let (_, out) = l.run(&tcp_frame(
+                (CLIENT_ADDR, port),
+                (VIP, 80),
+                TCP_ACK,
+                &[],
+                b"",
+            ));
             let now = parse(&out).dst_mac;
             if mac == backend_mac(3) {
                 assert_ne!(now, backend_mac(3), "flow of the removed backend moves");
@@ -358,7 +427,13 @@ fn a_reused_backend_slot_does_not_reuse_the_old_next_hop() {
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         let first_mac = |l: &mut PacketLab, port: u16| {
-            let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (_, out) = l.run(&tcp_frame(
+                (CLIENT_ADDR, port),
+                (VIP, 80),
+                TCP_SYN,
+                &[],
+                b"",
+            ));
             parse(&out).dst_mac
         };
         // Reading the slots takes longer than a cached next hop lives, so
@@ -438,8 +513,14 @@ fn persistence_keeps_a_client_on_one_backend() {
         let macs: std::collections::BTreeSet<_> = (46000..46050u16)
             .map(|port| {
                 parse(
-                    &l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""))
-                        .1,
+                    &l.run(&tcp_frame(
+                        (CLIENT_ADDR, port),
+                        (VIP, 80),
+                        TCP_SYN,
+                        &[],
+                        b"",
+                    ))
+                    .1,
                 )
                 .dst_mac
             })
@@ -463,7 +544,13 @@ fn snat_ports_are_exhausted_not_shared() {
         let mut used = std::collections::BTreeSet::new();
         let mut dropped = 0;
         for port in 47000..47010u16 {
-            let (v, out) = l.run(&tcp_frame((CLIENT_ADDR, port), (VIP, 80), TCP_SYN, &[], b""));
+            let (v, out) = l.run(&tcp_frame(
+                (CLIENT_ADDR, port),
+                (VIP, 80),
+                TCP_SYN,
+                &[],
+                b"",
+            ));
             if v == XDP_TX {
                 assert!(
                     used.insert(parse(&out).src.1),
@@ -486,7 +573,13 @@ fn unresolved_neighbour_is_passed_to_the_kernel() {
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(4, 1)])]);
-        let (v, out) = l.run(&tcp_frame((CLIENT_ADDR, 48000), (VIP, 80), TCP_SYN, &[], b""));
+        let (v, out) = l.run(&tcp_frame(
+            (CLIENT_ADDR, 48000),
+            (VIP, 80),
+            TCP_SYN,
+            &[],
+            b"",
+        ));
         assert_eq!(v, XDP_PASS);
         let o = parse(&out);
         assert_eq!(
@@ -543,7 +636,13 @@ fn icmp_errors_follow_the_flow() {
     in_private_netns(|ifindex| {
         let mut l = lab(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
-        let (_, out) = l.run(&tcp_frame((CLIENT_ADDR, 50000), (VIP, 80), TCP_SYN, &[], b""));
+        let (_, out) = l.run(&tcp_frame(
+            (CLIENT_ADDR, 50000),
+            (VIP, 80),
+            TCP_SYN,
+            &[],
+            b"",
+        ));
         let fwd = parse(&out);
 
         // Fragmentation needed from the backend side, quoting the
@@ -592,7 +691,13 @@ fn icmp_errors_follow_the_flow() {
         );
 
         // Port unreachable from the client side about a reply: to the backend.
-        let reply = tcp_frame((backend_addr(1), 8080), fwd.src, TCP_SYN | TCP_ACK, &[], b"");
+        let reply = tcp_frame(
+            (backend_addr(1), 8080),
+            fwd.src,
+            TCP_SYN | TCP_ACK,
+            &[],
+            b"",
+        );
         let (_, rout) = l.run(&reply);
         let (v, e) = l.run(&icmp_error(CLIENT_ADDR, VIP, 3, 3, &rout[14..]));
         assert_eq!(v, XDP_TX);
@@ -782,7 +887,13 @@ fn a_service_without_usable_backends_answers_tcp_with_rst() {
 
         for port in [80, 81] {
             let before = l.reasons();
-            let syn = tcp_frame((CLIENT_ADDR, 40000), (VIP, port), TCP_SYN, &[2, 4, 5, 0xb4], b"");
+            let syn = tcp_frame(
+                (CLIENT_ADDR, 40000),
+                (VIP, port),
+                TCP_SYN,
+                &[2, 4, 5, 0xb4],
+                b"",
+            );
             let (v, out) = l.run(&syn);
             assert_eq!(v, XDP_TX, ":{port}: the SYN is answered");
             let o = parse(&out); // checksums verified
@@ -811,7 +922,13 @@ fn a_service_without_usable_backends_answers_tcp_with_rst() {
 
         // A RST is never answered.
         let before = l.reasons();
-        let (v, _) = l.run(&tcp_frame((CLIENT_ADDR, 40002), (VIP, 80), TCP_RST, &[], b""));
+        let (v, _) = l.run(&tcp_frame(
+            (CLIENT_ADDR, 40002),
+            (VIP, 80),
+            TCP_RST,
+            &[],
+            b"",
+        ));
         assert_eq!(v, XDP_DROP);
         assert_eq!(
             reason_delta(&before, &l.reasons(), abi::REASON_NO_BACKEND),
@@ -895,7 +1012,10 @@ fn pings_to_a_vip_are_answered_and_others_pass() {
             1
         );
         assert_eq!(out.len(), req.len());
-        assert_eq!((&out[0..6], &out[6..12]), (&CLIENT_MAC[..], &DIRECTOR_MAC[..]));
+        assert_eq!(
+            (&out[0..6], &out[6..12]),
+            (&CLIENT_MAC[..], &DIRECTOR_MAC[..])
+        );
         let ip = &out[14..34];
         assert_eq!(&ip[12..16], &VIP.octets());
         assert_eq!(&ip[16..20], &CLIENT_ADDR.octets());

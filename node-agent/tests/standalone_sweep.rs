@@ -6,10 +6,7 @@
 //! Namespaces are `bsw<pid>-*`, the pin root
 //! `/sys/fs/bpf/ballast-test-sweep-<pid>`; Drop guards remove both (and the
 //! agent's /run inventory), on failure too.
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, Map, MapData};
@@ -17,7 +14,8 @@ use ballast_agent::abi::{self, CtValue, FlowKey};
 use ballast_agent::dataplane::clock::DataplaneClock;
 use ballast_agent::dataplane::maps::Maps;
 use ballast_agent::lifecycle::identity::Interface;
-use ballast_testbed::{self as testbed, Testbed, TestbedSpec, netns};
+use ballast_testbed::agent::{self, Agent, Log, PinRoot, WorkDir, stdout_ok};
+use ballast_testbed::{self as testbed, Testbed, TestbedSpec, http, prometheus, require_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 const T: Duration = Duration::from_secs(5);
@@ -36,108 +34,30 @@ spec:
       - {address: 198.51.100.11, weight: 1}
 "#;
 
-/// The pin root, the work directory and the agent's /run inventory.
-struct Dirs {
-    pins: PathBuf,
-    work: PathBuf,
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.pins);
-        let _ = std::fs::remove_dir_all(&self.work);
-        if let Some(name) = self.pins.file_name() {
-            let _ = std::fs::remove_dir_all(Path::new("/run").join(name));
-        }
-    }
-}
-
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(25);
-        while !self.log().contains(needle) {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("agent exited ({st}) before {needle:?}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent never logged {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// GET /metrics from inside the director's namespace; the body.
+/// GET /metrics from inside the director's namespace; the body of a 200.
 fn metrics(ns: &str, addr: SocketAddrV4) -> anyhow::Result<String> {
-    let mut s = testbed::in_netns(ns, move || TcpStream::connect_timeout(&addr.into(), T))??;
-    s.set_read_timeout(Some(T))?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no end of headers in {text:?}"))?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
-    Ok(body.to_string())
+    let r = http::get(ns, addr, "/metrics")?;
+    anyhow::ensure!(r.status == 200, "/metrics: status {}", r.status);
+    Ok(r.body)
 }
 
 /// The value of the one sample `series` (name and labels as rendered).
 fn sample(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
-        .parse()
-        .unwrap()
+    prometheus::series(&prometheus::parse(body), series)
 }
 
 #[test]
 fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("network namespaces, XDP and bpffs pins");
     let prefix = format!("bsw{}", std::process::id() % 1000);
     let tb = Testbed::build(&TestbedSpec::new(&prefix).backends(1)).unwrap();
-    let dirs = Dirs {
-        pins: PathBuf::from(format!(
-            "/sys/fs/bpf/ballast-test-sweep-{}",
-            std::process::id()
-        )),
-        work: std::env::temp_dir().join(format!("ballast-{prefix}")),
-    };
-    let _ = std::fs::remove_dir_all(&dirs.pins);
-    let _ = std::fs::remove_dir_all(&dirs.work);
-    std::fs::create_dir_all(dirs.work.join("conf")).unwrap();
-    std::fs::write(dirs.work.join("conf/web.yaml"), WEB).unwrap();
-    let log = dirs.work.join("agent.log");
+    let pins = PinRoot::new(&format!("ballast-test-sweep-{}", std::process::id()));
+    let work = WorkDir::new(&prefix);
+    std::fs::write(work.conf().join("web.yaml"), WEB).unwrap();
     let metrics_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9469);
 
-    let mut cmd = netns::command_in_netns(tb.director_ns(), BIN).unwrap();
-    let child = cmd
-        .env("RUST_LOG", "info,ballast_agent=debug")
-        .arg("--pin-root")
-        .arg(&dirs.pins)
+    let mut cmd = agent::command(BIN, tb.director_ns(), pins.path());
+    cmd.env("RUST_LOG", "info,ballast_agent=debug")
         .args([
             "standalone",
             "--interface",
@@ -146,14 +66,10 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
             "198.51.100.3",
             "--config",
         ])
-        .arg(dirs.work.join("conf"))
+        .arg(work.conf())
         .args(["--sweep-interval", "200ms", "--metrics"])
-        .arg(metrics_addr.to_string())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent { child, log };
+        .arg(metrics_addr.to_string());
+    let mut agent = Agent::spawn(cmd, &work.file("agent.log"), Log::Fresh);
     agent.wait_log("configuration applied");
     agent.wait_log("sweeping expired flows");
     agent.wait_log("swept flow tables");
@@ -163,7 +79,7 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
     let pin_dir = testbed::in_netns(tb.director_ns(), || Interface::resolve(testbed::HOST_IF))
         .unwrap()
         .unwrap()
-        .pin_dir(&dirs.pins);
+        .pin_dir(pins.path());
     let mut map =
         Map::from_map_data(MapData::from_pin(pin_dir.join("conntrack")).unwrap()).unwrap();
     let mut ct: HashMap<&mut MapData, FlowKey, CtValue> = HashMap::try_from(&mut map).unwrap();
@@ -231,19 +147,13 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
     sample(&body, r#"ballast_flow_table_entries{table="persist"}"#);
 
     // `stats`: the occupancy, counted by itself.
-    let out = netns::command_in_netns(tb.director_ns(), BIN)
-        .unwrap()
-        .arg("--pin-root")
-        .arg(&dirs.pins)
-        .args(["stats", "--interface", tb.director_if()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = agent::output(
+        BIN,
+        tb.director_ns(),
+        pins.path(),
+        &["stats", "--interface", tb.director_if()],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout_ok(&out);
     let line = text
         .lines()
         .find(|l| l.starts_with("conntrack "))
@@ -253,12 +163,11 @@ fn the_agent_sweeps_expired_flows_and_reports_the_tables() {
 
     drop(map);
     drop(agent);
-    let out = netns::command_in_netns(tb.director_ns(), BIN)
-        .unwrap()
-        .arg("--pin-root")
-        .arg(&dirs.pins)
-        .args(["cleanup", "--interface", tb.director_if()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = agent::output(
+        BIN,
+        tb.director_ns(),
+        pins.path(),
+        &["cleanup", "--interface", tb.director_if()],
+    );
+    stdout_ok(&out);
 }

@@ -79,7 +79,9 @@ fn persist(l: &mut PacketLab, k: &PersistKey) -> Option<PersistValue> {
 fn age_ct(l: &mut PacketLab, k: &FlowKey, age_s: u64) {
     let mut v = ct(l, k).expect("conntrack entry to age");
     v.last_seen = now(l) - age_s * second(l);
-    l.director.maps_mut().conntrack()
+    l.director
+        .maps_mut()
+        .conntrack()
         .unwrap()
         .insert(k, v, 0)
         .unwrap();
@@ -92,8 +94,7 @@ fn age_rev(l: &mut PacketLab, k: &FlowKey, age_s: u64) {
 
 fn sweep(l: &mut PacketLab) -> SweepReport {
     let clock = l.director.clock().unwrap();
-    let r =
-        sweeper::sweep(l.director.maps_mut(), &clock, &SweepOptions::unpaced()).expect("sweep");
+    let r = sweeper::sweep(l.director.maps_mut(), &clock, &SweepOptions::unpaced()).expect("sweep");
     assert!(r.complete);
     r
 }

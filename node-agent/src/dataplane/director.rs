@@ -121,10 +121,7 @@ impl Director {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u32)
             .unwrap_or(1);
-        let neighbours = opts
-            .interface
-            .clone()
-            .map(NeighbourKeeper::new);
+        let neighbours = opts.interface.clone().map(NeighbourKeeper::new);
         Ok(Self {
             dp,
             programmed,

@@ -1,24 +1,47 @@
-//! `ballast-agent demo`: a client, a director and three backends in network
-//! namespaces on one L2 segment; a few hundred real TCP connections through
-//! the XDP director in FullNAT, then in DR, with the distribution and the
-//! counters printed. Everything is removed at the end, on failure and on
-//! Ctrl-C.
+//! `ballast-demo` (what `scripts/demo.sh` runs): a client, a director and
+//! three backends in network namespaces on one L2 segment; a few hundred
+//! real TCP connections through the XDP director in FullNAT, then in DR,
+//! with the distribution and the counters printed. Everything is removed at
+//! the end, on failure and on Ctrl-C. Built on the test scaffolding
+//! (`ballast-testbed`), so it is not part of the agent users run.
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-
-use crate::abi;
-use crate::lab::{self, Lab};
-use crate::stats;
-use crate::testbed::{self, Testbed, servers};
+use ballast_agent::abi;
+use ballast_agent::standalone::desired::DEFAULT_TOA_MSS;
+use ballast_agent::stats;
+use ballast_testbed::lab::{self, Lab};
+use ballast_testbed::{self as testbed, Testbed, is_root, servers};
+use clap::Parser;
 
 const PREFIX_BASE: &str = "bdemo";
 
-pub fn run(connections: usize) -> Result<()> {
+/// Build a throwaway namespace topology and show FullNAT and DR at work
+/// (as root).
+#[derive(Parser)]
+#[command(name = "ballast-demo", version)]
+struct Cli {
+    /// Connections per mode.
+    #[arg(long, default_value_t = 300)]
+    connections: usize,
+}
+
+fn main() -> Result<()> {
+    // The director logs as the agent does (attach mode, warnings).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    run(Cli::parse().connections)
+}
+
+fn run(connections: usize) -> Result<()> {
     anyhow::ensure!(
-        unsafe { libc::geteuid() } == 0,
+        is_root(),
         "the demo builds network namespaces: run it as root"
     );
     let prefix = format!("{PREFIX_BASE}{}", std::process::id() % 10_000);
@@ -63,7 +86,7 @@ fn scenario(prefix: &str, connections: usize) -> Result<()> {
         &[(1, 1), (2, 1), (3, 1)],
     );
     svc.flags = abi::SVC_TOA;
-    svc.mss_max = crate::standalone::desired::DEFAULT_TOA_MSS;
+    svc.mss_max = DEFAULT_TOA_MSS;
     lab.apply(vec![svc])?;
     round(&lab, "FullNAT (with TOA)", 80, connections)?;
 

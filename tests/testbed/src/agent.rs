@@ -4,12 +4,15 @@
 //! directory, bare namespace) on drop, on failure too. The binary's path
 //! comes from the test (`env!("CARGO_BIN_EXE_ballast-agent")`), which only
 //! the agent's own tests know.
+use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::netns;
+use crate::topology::Testbed;
+use crate::world::SNAT_ADDR;
 
 /// How long an agent may take to log what a test waits for: a cold start
 /// verifies the program (seconds), on a loaded two-core machine.
@@ -49,6 +52,41 @@ pub fn stdout_ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `standalone` on `interface` with the test world's SNAT address, polling
+/// `config` every 200 ms, then `extra`.
+pub fn standalone_args(interface: &str, config: &Path, extra: &[&str]) -> Vec<String> {
+    let config = config.to_str().expect("UTF-8 config path");
+    let snat = SNAT_ADDR.to_string();
+    let base = [
+        "standalone",
+        "--interface",
+        interface,
+        "--snat-address",
+        &snat,
+        "--poll",
+        "200ms",
+        "--config",
+        config,
+    ];
+    base.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+/// A standalone agent on the testbed's director interface (see
+/// [`standalone_args`]), its log appended to `log`: agents a test restarts
+/// share one log, and the counts of a line in it are cumulative.
+pub fn start_standalone(
+    bin: &str,
+    tb: &Testbed,
+    pin_root: &Path,
+    config: &Path,
+    extra: &[&str],
+    log: &Path,
+) -> Agent {
+    let mut cmd = command(bin, tb.director_ns(), pin_root);
+    cmd.args(standalone_args(tb.director_if(), config, extra));
+    Agent::spawn(cmd, log, Log::Append)
+}
+
 /// Whether a new agent's log starts empty or continues a log that other
 /// agents of the test wrote (its counts of a line are then cumulative).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +103,13 @@ pub struct Agent {
 
 impl Agent {
     /// `<bin> --pin-root R <args>` in `ns` (see [`command`]).
-    pub fn start(bin: &str, ns: &str, pin_root: &Path, args: &[&str], log: &Path) -> Agent {
+    pub fn start<S: AsRef<OsStr>>(
+        bin: &str,
+        ns: &str,
+        pin_root: &Path,
+        args: &[S],
+        log: &Path,
+    ) -> Agent {
         let mut cmd = command(bin, ns, pin_root);
         cmd.args(args);
         Agent::spawn(cmd, log, Log::Fresh)
@@ -78,8 +122,11 @@ impl Agent {
             Log::Append => File::options().create(true).append(true).open(log),
         }
         .unwrap_or_else(|e| panic!("agent log {}: {e}", log.display()));
+        // The agent's own default level, unless the test asked for more.
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let child = cmd
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
@@ -99,7 +146,10 @@ impl Agent {
     }
 
     pub fn running(&mut self) -> bool {
-        self.child.try_wait().expect("waiting for the agent").is_none()
+        self.child
+            .try_wait()
+            .expect("waiting for the agent")
+            .is_none()
     }
 
     /// Waits for `needle` in the log; fails early if the agent exits

@@ -27,7 +27,9 @@ impl Http {
 
 /// One HTTP/1.1 GET from inside `ns`, `Connection: close`.
 pub fn get(ns: &str, addr: SocketAddrV4, path: &str) -> anyhow::Result<Http> {
-    let mut s = in_netns(ns, move || TcpStream::connect_timeout(&addr.into(), TIMEOUT))??;
+    let mut s = in_netns(ns, move || {
+        TcpStream::connect_timeout(&addr.into(), TIMEOUT)
+    })??;
     s.set_read_timeout(Some(TIMEOUT))?;
     write!(
         s,

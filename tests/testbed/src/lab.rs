@@ -28,9 +28,7 @@ pub struct Lab {
 
 /// Where a lab pins its maps, apart from real agents' /sys/fs/bpf/ballast.
 pub fn lab_pin_dir(prefix: &str) -> PathBuf {
-    PathBuf::from(BPFFS_ROOT)
-        .join("ballast-lab")
-        .join(prefix)
+    PathBuf::from(BPFFS_ROOT).join("ballast-lab").join(prefix)
 }
 
 impl Lab {

@@ -53,9 +53,8 @@ pub fn in_private_netns<T: Send + 'static>(f: impl FnOnce(u32) -> T + Send + 'st
         for addr in [DIRECTOR_CLIENT_ADDR, DIRECTOR_BACKEND_ADDR] {
             ip(&["addr", "add", &format!("{addr}/24"), "dev", "dp0"]);
         }
-        let neighbours = std::iter::once((CLIENT_ADDR, CLIENT_MAC)).chain(
-            (1..=NEIGHBOUR_BACKENDS).map(|i| (backend_addr(i), backend_mac(i))),
-        );
+        let neighbours = std::iter::once((CLIENT_ADDR, CLIENT_MAC))
+            .chain((1..=NEIGHBOUR_BACKENDS).map(|i| (backend_addr(i), backend_mac(i))));
         for (addr, mac) in neighbours {
             ip(&[
                 "neigh",

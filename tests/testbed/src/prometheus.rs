@@ -70,9 +70,8 @@ mod tests {
 
     #[test]
     fn parses_names_labels_and_values() {
-        let s = parse(
-            "# HELP x y\n# TYPE a counter\na 3\nb{k=\"v\",t=\"conntrack\"} 1.5\n\nc{} 0\n",
-        );
+        let s =
+            parse("# HELP x y\n# TYPE a counter\na 3\nb{k=\"v\",t=\"conntrack\"} 1.5\n\nc{} 0\n");
         assert_eq!(sample(&s, "a", &[]), 3.0);
         assert_eq!(sample(&s, "b", &[("k", "v"), ("t", "conntrack")]), 1.5);
         assert_eq!(series(&s, r#"b{t="conntrack",k="v"}"#), 1.5);

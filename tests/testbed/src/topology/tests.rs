@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::sniff::{build::syn_frame, parse_frame};
-use crate::{BackendServer, Sniffer, TcpOption, list_netns, require_root, servers};
+use crate::*;
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
