@@ -77,7 +77,7 @@ fn to_vip_service(frame: &[u8]) -> Option<(u8, u16)> {
 fn fuzz_frames() {
     require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
-        let mut l = PacketLab::new(ifindex, settings(), 251, 64 * 251);
+        let mut l = PacketLab::small(ifindex);
         let mut tcp = svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)]);
         tcp.flags = abi::SVC_TOA;
         tcp.mss_max = 1452;

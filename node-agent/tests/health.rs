@@ -121,16 +121,7 @@ impl Lab {
     }
 
     fn servers(&self, port: u16) -> Vec<BackendServer> {
-        (1..=3)
-            .map(|i| {
-                BackendServer::start(
-                    self.tb.backend_ns(i),
-                    &format!("b{i}"),
-                    SocketAddrV4::new([0, 0, 0, 0].into(), port),
-                )
-                .unwrap()
-            })
-            .collect()
+        self.tb.serve(port).unwrap()
     }
 
     /// `ballast-agent stats --json`, run as a user does, in the agent's

@@ -11,8 +11,7 @@ use std::time::Duration;
 use ballast_testbed::{
     self as testbed, Testbed, TestbedSpec,
     agent::{AGENT_START, Agent, start_standalone, write_config},
-    require_root,
-    servers::{self, BackendServer},
+    require_root, servers,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
@@ -92,16 +91,7 @@ fn the_serving_object_keeps_its_vip_against_newcomers_and_duplicates() {
     let conf = work.join("conf");
     std::fs::create_dir_all(&conf).unwrap();
     tb.attach_test_xdp_pass().unwrap();
-    let _servers: Vec<_> = (1..=2)
-        .map(|i| {
-            BackendServer::start(
-                tb.backend_ns(i),
-                &format!("b{i}"),
-                "0.0.0.0:8080".parse().unwrap(),
-            )
-            .unwrap()
-        })
-        .collect();
+    let _servers: Vec<_> = tb.serve(8080).unwrap();
     let log = work.join("agent.log");
     let applied = "configuration applied";
     let web_path = conf.join("web.yaml").display().to_string();

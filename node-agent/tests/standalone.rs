@@ -8,8 +8,7 @@ use ballast_agent::lifecycle::identity::Interface;
 use ballast_testbed::{
     self as testbed, Testbed, TestbedSpec,
     agent::{self, PinRoot, WorkDir, start_standalone, stdout_ok},
-    require_root,
-    servers::{self, BackendServer},
+    require_root, servers,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
@@ -54,16 +53,7 @@ fn standalone_serves_yaml_survives_sigkill_and_reloads() {
     let tb = Testbed::build(&TestbedSpec::new(&prefix).backends(2)).unwrap();
     let work = WorkDir::new(&prefix);
     tb.attach_test_xdp_pass().unwrap();
-    let _servers: Vec<_> = (1..=2)
-        .map(|i| {
-            BackendServer::start(
-                tb.backend_ns(i),
-                &format!("b{i}"),
-                "0.0.0.0:8080".parse().unwrap(),
-            )
-            .unwrap()
-        })
-        .collect();
+    let _servers: Vec<_> = tb.serve(8080).unwrap();
 
     let conf = work.conf();
     std::fs::write(conf.join("web.yaml"), WEB).unwrap();

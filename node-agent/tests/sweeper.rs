@@ -13,9 +13,6 @@ use ballast_testbed::packet::*;
 use ballast_testbed::require_root;
 use ballast_testbed::world::*;
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-
 // Short timeouts, so that "old" stays well within the machine's uptime.
 const SYN_S: u32 = 20;
 const ESTABLISHED_S: u32 = 30;

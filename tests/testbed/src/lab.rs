@@ -2,7 +2,6 @@
 //! tests share it. The director is opened and programmed from inside the
 //! testbed's director namespace, as an agent started there would be. Everything it creates (namespaces, pinned maps, the
 //! attached program) goes away on Drop.
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -71,14 +70,7 @@ impl Lab {
 
     /// Starts a TCP+UDP backend server on `port` in every backend namespace.
     pub fn serve(&mut self, port: u16) -> Result<()> {
-        for i in 1..=self.tb.backend_count() {
-            let s = BackendServer::start(
-                self.tb.backend_ns(i),
-                &format!("b{i}"),
-                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
-            )?;
-            self.servers.push(s);
-        }
+        self.servers.extend(self.tb.serve(port)?);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! never passes without having run.
 
 pub mod agent;
+pub mod arp;
 pub mod frames;
 pub mod http;
 pub mod lab;

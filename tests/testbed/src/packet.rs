@@ -24,6 +24,10 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
+/// IP protocol numbers, as services and frames spell them.
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+
 /// Backends 1..=3 are the director's neighbours; 4 and up have no
 /// neighbour entry (NO_NEIGH).
 pub const NEIGHBOUR_BACKENDS: usize = 3;
@@ -138,6 +142,12 @@ impl PacketLab {
         Self::with_conntrack(ifindex, settings, maglev_size, ring_slots, 65_536)
     }
 
+    /// The lab most packet tests use: a Maglev table of 251 and ring room
+    /// for 64 services.
+    pub fn small(ifindex: u32) -> Self {
+        Self::new(ifindex, settings(), 251, 64 * 251)
+    }
+
     pub fn with_conntrack(
         ifindex: u32,
         settings: NodeSettings,
@@ -183,6 +193,21 @@ impl PacketLab {
     pub fn reasons(&self) -> Vec<u64> {
         self.director.maps().reason_counters().expect("reasons")
     }
+
+    /// Entries in the conntrack table (both directions of every flow).
+    pub fn conntrack_entries(&self) -> u64 {
+        let tables = self.director.maps().flow_tables().expect("flow tables");
+        tables
+            .iter()
+            .find(|t| t.table == "conntrack")
+            .expect("conntrack table")
+            .entries
+    }
+}
+
+/// How much the counter of reason `idx` grew between two [`PacketLab::reasons`].
+pub fn reason_delta(before: &[u64], after: &[u64], idx: u32) -> u64 {
+    after[idx as usize] - before[idx as usize]
 }
 
 /// A service on VIP with backends (index, weight) on port `target`.

@@ -17,13 +17,14 @@
 #[cfg(test)]
 mod tests;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::process::Output;
 
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::netns;
+use crate::servers::BackendServer;
 use crate::world::*;
 
 /// How backends route replies.
@@ -314,6 +315,20 @@ impl Testbed {
     }
     pub fn vip() -> Ipv4Addr {
         VIP
+    }
+
+    /// A TCP+UDP server on `port` in every backend namespace, named
+    /// `b<i>` (what it greets a client with).
+    pub fn serve(&self, port: u16) -> Result<Vec<BackendServer>> {
+        (1..=self.backend_count())
+            .map(|i| {
+                BackendServer::start(
+                    self.backend_ns(i),
+                    &format!("b{i}"),
+                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
+                )
+            })
+            .collect()
     }
 
     /// `ip netns exec <ns> <args...>`; the error carries stderr.
