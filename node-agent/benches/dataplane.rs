@@ -387,7 +387,7 @@ fn main() {
             lookup - floor
         );
         println!(
-            "  (b) needs one lookup: (b) >= {:.2} x (a).  (c) needs a lookup miss, the service lookup and two inserts (flow and reply/SNAT_ADDR reservation): (c) >= {:.2} x (a)",
+            "  (b) needs one lookup: (b) >= {:.2} x (a).  (c) needs a lookup miss, the service lookup and two inserts (flow and reply/SNAT reservation): (c) >= {:.2} x (a)",
             lookup / floor,
             (floor + 2.0 * (insert - floor) + 2.0 * (lookup - floor)) / floor
         );

@@ -82,7 +82,7 @@ fn fuzz_frames() {
         tcp.flags = abi::SVC_TOA;
         tcp.mss_max = 1452;
         l.apply(&[tcp, svc(MODE_FULLNAT, 17, 53, 5353, &[(1, 1), (2, 1)])]);
-        // Learn a live SNAT_ADDR port so that replies hit the reverse path.
+        // Learn a live SNAT port so that replies hit the reverse path.
         let (_, out) = l.run(&tcp_frame(
             (CLIENT_ADDR, 40000),
             (VIP, 80),

@@ -33,7 +33,7 @@ fn fullnat_syn_reply_and_toa() {
         assert_eq!(o.src.0, SNAT_ADDR);
         assert!(
             (10_000..=65_000).contains(&o.src.1),
-            "SNAT_ADDR port {} in range",
+            "SNAT port {} in range",
             o.src.1
         );
         assert_eq!(o.dst.1, 8080);
@@ -54,7 +54,7 @@ fn fullnat_syn_reply_and_toa() {
         );
         assert_eq!(o.mss(), Some(1452), "MSS clamped");
 
-        // Next packet of the flow: same backend and SNAT_ADDR port, no TOA.
+        // Next packet of the flow: same backend and SNAT port, no TOA.
         let ack = tcp_frame((CLIENT_ADDR, 40000), (VIP, 80), TCP_ACK, &[], b"hello");
         let (v, out2) = l.run(&ack);
         assert_eq!(v, XDP_TX);
@@ -63,7 +63,7 @@ fn fullnat_syn_reply_and_toa() {
         assert_eq!(o2.toa(), None);
         assert_eq!(o2.payload, b"hello");
 
-        // The backend's SYN-ACK to the SNAT_ADDR address goes back to the client
+        // The backend's SYN-ACK to the SNAT address goes back to the client
         // from the VIP, MSS clamped too.
         let synack = tcp_frame(o.dst, o.src, TCP_SYN | TCP_ACK, &[2, 4, 0x05, 0xb4], b"");
         let (v, back) = l.run(&synack);

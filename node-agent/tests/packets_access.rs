@@ -188,7 +188,7 @@ fn source_ranges_deny_before_any_state_is_spent() {
         assert_eq!(v, XDP_DROP);
         let after = l.reasons();
         assert_eq!(reason_delta(&before, &after, abi::REASON_SOURCE_DENIED), 2);
-        assert_eq!(l.conntrack_entries(), 0, "no flow state, no SNAT_ADDR port");
+        assert_eq!(l.conntrack_entries(), 0, "no flow state, no SNAT port");
 
         let (v, out) = l.run(&tcp_frame((inside, 40000), (VIP, 80), TCP_SYN, &[], b""));
         assert_eq!(v, XDP_TX, "a client inside a range is forwarded");

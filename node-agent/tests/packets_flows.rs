@@ -254,7 +254,7 @@ fn snat_ports_are_exhausted_not_shared() {
             if v == XDP_TX {
                 assert!(
                     used.insert(parse(&out).src.1),
-                    "a SNAT_ADDR port given to two live flows"
+                    "a SNAT port given to two live flows"
                 );
             } else {
                 assert_eq!(v, XDP_DROP);
@@ -270,7 +270,7 @@ fn snat_ports_are_exhausted_not_shared() {
 #[test]
 fn snat_ports_fill_without_clustering() {
     require_root("BPF programs and network namespaces");
-    // 25k flows to one backend use 45% of the SNAT_ADDR range; independent
+    // 25k flows to one backend use 45% of the SNAT range; independent
     // probes keep the chance that all 16 collide negligible (a fixed stride
     // failed here from 21k flows on).
     in_private_netns(|ifindex| {
@@ -289,7 +289,7 @@ fn snat_ports_fill_without_clustering() {
             assert_eq!(v, XDP_TX, "flow {i} dropped: {:?}", l.reasons());
             assert!(
                 ports.insert(parse(&out).src.1),
-                "SNAT_ADDR port reused by a live flow"
+                "SNAT port reused by a live flow"
             );
         }
     });

@@ -114,7 +114,7 @@ fn forward(l: &mut PacketLab, frame: &[u8]) -> Seen {
 }
 
 /// The reply-direction key of a forwarded frame: the backend answering to
-/// the frame's source (SNAT_ADDR address for FullNAT, the client for NAT).
+/// the frame's source (SNAT address for FullNAT, the client for NAT).
 fn reply_key(fwd: &Seen, proto: u8) -> FlowKey {
     key(fwd.dst, fwd.src, proto)
 }
@@ -289,7 +289,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
         assert_eq!(changed, 0);
         assert!(r.elapsed >= r.busy);
 
-        // --- Live flows forward as before: same backend, same SNAT_ADDR port.
+        // --- Live flows forward as before: same backend, same SNAT port.
         let again = forward(&mut l, &tcp_frame(c(40000), (VIP, 80), TCP_ACK, &[], b"y"));
         assert_eq!((again.src, again.dst), (a1.src, a1.dst));
         let back = forward(&mut l, &tcp_frame(a1.dst, a1.src, TCP_ACK, &[], b"z"));
@@ -337,7 +337,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
 fn a_swept_snat_port_goes_to_the_next_flow() {
     require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
-        // One SNAT_ADDR port: the first flow holds it, the second finds none.
+        // One SNAT port: the first flow holds it, the second finds none.
         let mut s = lab_settings();
         s.snat_ports = (20000, 20000);
         let mut l = PacketLab::new(ifindex, s, 251, 64 * 251);
