@@ -3,7 +3,8 @@
 use std::net::Ipv4Addr;
 
 use crate::abi::{self, DpConfig};
-use crate::dataplane::loader::{Dataplane, DataplaneError, LoadOptions};
+use crate::dataplane::error::DataplaneError;
+use crate::dataplane::loader::{Dataplane, LoadOptions};
 use crate::dataplane::neighbours::NeighbourKeeper;
 use crate::dataplane::plan::{self, DesiredService, PlanError, PlanLimits, Programmed};
 use crate::dataplane::ring_alloc::RingAllocator;

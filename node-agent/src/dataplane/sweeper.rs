@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use crate::abi::{self, CtValue, DpConfig, FlowKey, PersistKey, PersistValue};
 use crate::dataplane::batch::BatchReader;
 use crate::dataplane::clock::DataplaneClock;
-use crate::dataplane::loader::DataplaneError;
+use crate::dataplane::error::DataplaneError;
 use crate::dataplane::maps::{FlowTable, Maps, hash_map_data, map_err};
 
 const IPPROTO_TCP: u8 = 6;
