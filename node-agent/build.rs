@@ -44,6 +44,21 @@ fn main() {
         &out_dir.join("bench.bpf.o"),
         &[],
     );
+
+    // The data plane's expiry predicates for tests/expiry_rules.rs, which
+    // checks the sweeper's Rust rules against them: not loaded by the agent.
+    println!(
+        "cargo:rerun-if-changed={}",
+        dp.join("test/rules.c").display()
+    );
+    compile(
+        &clang,
+        &multiarch,
+        &dp.join("include"),
+        &dp.join("test/rules.c"),
+        &out_dir.join("rules.bpf.o"),
+        &[],
+    );
 }
 
 fn compile(
