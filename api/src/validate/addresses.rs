@@ -49,6 +49,23 @@ pub(crate) fn backend_address(ip: IpAddr) -> Option<String> {
     }
 }
 
+/// Addresses that are never a VIP: besides what is never a unicast endpoint,
+/// loopback, which traffic from the network never reaches (the kernel drops
+/// it as martian). IPv4-mapped IPv6 addresses are judged as the IPv4 address
+/// they carry.
+pub(crate) fn vip_address(ip: IpAddr) -> Option<String> {
+    let canonical = ip.to_canonical();
+    if let Some(p) = unicast_problem(ip).or_else(|| unicast_problem(canonical)) {
+        return Some(p);
+    }
+    if canonical.is_loopback() {
+        return Some(format!(
+            "{ip} is a loopback address: traffic from the network never reaches it"
+        ));
+    }
+    None
+}
+
 /// `spec.addresses`: parsed, without duplicates, each a unicast address of a
 /// family the caller serves. Only the controller can do without (it
 /// allocates from a pool).
@@ -81,7 +98,7 @@ pub(crate) fn check_addresses(
         seen.insert(ip, i);
         if let Some(reason) = families.refuses(ip) {
             errs.push(field, reason);
-        } else if let Some(p) = unicast_problem(ip) {
+        } else if let Some(p) = vip_address(ip) {
             errs.push(field, p);
         } else {
             vips.push(ip);

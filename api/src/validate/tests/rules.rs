@@ -61,6 +61,18 @@ const INVALID: &[(&str, Mutation, &str, &str)] = &[
         "multicast",
     ),
     (
+        "broadcast address",
+        |vs| vs.spec.addresses = vec!["255.255.255.255".into()],
+        "spec.addresses[0]",
+        "broadcast",
+    ),
+    (
+        "loopback address",
+        |vs| vs.spec.addresses = vec!["127.0.0.10".into()],
+        "spec.addresses[0]",
+        "loopback",
+    ),
+    (
         "no ports",
         |vs| vs.spec.ports.clear(),
         "spec.ports",
