@@ -73,10 +73,14 @@ impl HealthCheckSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::validate;
+    use crate::validate::{CheckedSpec, Families, ValidationContext, ValidationError, check};
+
+    fn validate(vs: &crate::VirtualServer) -> Result<CheckedSpec, ValidationError> {
+        check(vs, ValidationContext::Standalone, Families::Both)
+    }
 
     fn with_check(check: &str) -> crate::VirtualServer {
-        crate::parse_yaml(&format!(
+        serde_yaml::from_str(&format!(
             "apiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\nmetadata: {{name: web}}\n\
              spec:\n  addresses: [203.0.113.10, 203.0.113.11]\n  ports: [{{port: 80}}]\n  \
              backends: {{static: [{{address: 198.51.100.11}}]}}\n  healthCheck: {check}\n"
@@ -86,11 +90,9 @@ mod tests {
 
     #[test]
     fn defaults_fill_an_empty_tcp_check() {
-        let specs = validate(&with_check("{tcp: {}}")).unwrap();
-        assert_eq!(specs.len(), 2);
-        for s in &specs {
-            assert_eq!(s.health_check, Some(HealthCheckSpec::tcp_defaults()));
-        }
+        let checked = validate(&with_check("{tcp: {}}")).unwrap();
+        assert_eq!(checked.addresses.len(), 2);
+        assert_eq!(checked.health_check, Some(HealthCheckSpec::tcp_defaults()));
         let d = HealthCheckSpec::tcp_defaults();
         assert_eq!(
             (
@@ -105,13 +107,13 @@ mod tests {
 
     #[test]
     fn http_check_is_typed() {
-        let specs = validate(&with_check(
+        let checked = validate(&with_check(
             "{http: {path: /healthz, expectStatus: 204}, intervalSeconds: 3, timeoutSeconds: 1, \
              healthyThreshold: 4, unhealthyThreshold: 1}",
         ))
         .unwrap();
         assert_eq!(
-            specs[0].health_check,
+            checked.health_check,
             Some(HealthCheckSpec {
                 probe: Probe::Http {
                     path: "/healthz".into(),
@@ -123,9 +125,9 @@ mod tests {
                 unhealthy_threshold: 1,
             })
         );
-        let specs = validate(&with_check("{http: {}}")).unwrap();
+        let checked = validate(&with_check("{http: {}}")).unwrap();
         assert_eq!(
-            specs[0].health_check.as_ref().unwrap().probe,
+            checked.health_check.as_ref().unwrap().probe,
             Probe::Http {
                 path: "/".into(),
                 expect_status: 200
@@ -137,7 +139,7 @@ mod tests {
     fn no_check_no_spec_and_invalid_check_refused() {
         let mut vs = with_check("{tcp: {}}");
         vs.spec.health_check = None;
-        assert_eq!(validate(&vs).unwrap()[0].health_check, None);
+        assert_eq!(validate(&vs).unwrap().health_check, None);
         let err = validate(&with_check(
             "{tcp: {}, intervalSeconds: 2, timeoutSeconds: 3}",
         ))

@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema::{conditions_schema, int_or_string_schema};
 
+/// `apiVersion` and `kind` of a [`VirtualServer`], for readers of objects
+/// from outside a cluster (the agent's files).
+pub const API_VERSION: &str = "ballast.dev/v1alpha1";
+pub const KIND: &str = "VirtualServer";
+
 /// Desired state of a virtual server: which VIPs and ports to answer on, and
 /// where to send the traffic.
 // clippy mistakes repeated `printcolumn(type_ = "string")` for duplicated attributes.
@@ -462,5 +467,12 @@ mod tests {
             empty,
             serde_json::json!({"addresses": [], "conditions": []})
         );
+    }
+
+    #[test]
+    fn constants_match_the_resource() {
+        use kube::Resource;
+        assert_eq!(VirtualServer::api_version(&()), API_VERSION);
+        assert_eq!(VirtualServer::kind(&()), KIND);
     }
 }

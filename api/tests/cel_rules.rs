@@ -3,7 +3,7 @@
 //! Each case is also run through `validate::check`, so the two layers agree:
 //! what the apiserver admits, the controller accepts, and vice versa.
 
-use ballast_api::{Mode, VirtualServer, check};
+use ballast_api::{Families, ValidationContext, VirtualServer, check};
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};
@@ -171,7 +171,8 @@ fn cel_rules_reject_what_validation_rejects() {
             "{case}: CEL errors {errors:?} lack {message:?}"
         );
         let vs: VirtualServer = serde_json::from_value(v).unwrap();
-        let err = check(&vs, Mode::Controller).expect_err(&format!("{case}: check accepted it"));
+        let err = check(&vs, ValidationContext::Controller, Families::Both)
+            .expect_err(&format!("{case}: check accepted it"));
         assert!(
             err.errors.iter().any(|e| e.field == *field),
             "{case}: check errors {err} lack field {field}"
@@ -190,7 +191,7 @@ fn cel_rules_accept_what_validation_accepts() {
             panic!("{case}: CEL rejected it: {e:?}");
         }
         let vs: VirtualServer = serde_json::from_value(v).unwrap();
-        if let Err(e) = check(&vs, Mode::Controller) {
+        if let Err(e) = check(&vs, ValidationContext::Controller, Families::Both) {
             panic!("{case}: check rejected it: {e}");
         }
     }

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ballast_api::{CheckedBackend, CheckedPort, Forwarding, Mode, Protocol, VirtualServer, check};
+use ballast_api::{
+    CheckedBackend, CheckedPort, Families, Forwarding, Protocol, ValidationContext, VirtualServer,
+    check,
+};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -161,7 +164,7 @@ fn parse_previous(addresses: impl Iterator<Item = impl AsRef<str>>) -> Vec<IpAdd
 pub fn from_virtual_server(vs: &VirtualServer) -> Source {
     let key = meta_key(Kind::VirtualServer, &vs.metadata);
     let generation = vs.metadata.generation;
-    let checked = match check(vs, Mode::Controller) {
+    let checked = match check(vs, ValidationContext::Controller, Families::Both) {
         Ok(c) => c,
         Err(e) => {
             return Source::Invalid {

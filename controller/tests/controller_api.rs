@@ -2,43 +2,25 @@
 //! reflectors and leader election against an in-process API endpoint with
 //! list/watch/apply semantics (`ballast-fake-apiserver`).
 
-use std::future::Future;
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_api::{AddressPool, VirtualServer};
 use ballast_controller::k8s::crd_check::CrdCheckError;
-use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{Handle, Options, start};
 use ballast_controller::metrics::Metrics;
-use ballast_controller::plan::PlanOptions;
 use ballast_fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
+use support::{eventually, options_with_lease, server};
 
 fn options(identity: &str) -> Options {
-    Options {
-        plan: PlanOptions::default(),
-        lease: LeaseConfig {
-            namespace: "default".into(),
-            name: "ballast-controller".into(),
-            identity: identity.into(),
-            duration: Duration::from_secs(2),
-        },
-        retry_period: Duration::from_millis(200),
-        debounce: Duration::from_millis(20),
-        resync: Duration::from_secs(1),
-    }
-}
-
-async fn server() -> FakeApiServer {
-    let s = FakeApiServer::start().await;
-    s.install_crd(&VirtualServer::crd());
-    s.install_crd(&AddressPool::crd());
-    s
+    options_with_lease(identity, Duration::from_secs(2), Duration::from_millis(200))
 }
 
 /// An API server with our CRDs, one Ready node and a four-address pool.
@@ -60,21 +42,6 @@ async fn controller(s: &FakeApiServer, identity: &str) -> (Handle, Arc<Metrics>)
         .await
         .expect("controller starts");
     (h, metrics)
-}
-
-/// Polls `check` until it returns `Some`, or fails after 15 s with `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    for _ in 0..300 {
-        if let Some(v) = check().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 /// Server-side applies `body` (any kind used here) as manager "test".

@@ -3,10 +3,13 @@
  * Connection tracking: timeouts by protocol and TCP state, and the clock.
  * Entries live in one LRU map (maps.h, `conntrack`), one per direction.
  * Expiry is judged here on lookup, and the agent's sweeper
- * (node-agent/src/dataplane/sweeper.rs, every --sweep-interval) deletes
+ * (node-agent/src/dataplane/sweeper/, every --sweep-interval) deletes
  * expired conntrack and persist entries by the same rules; until then an
- * expired entry is simply one that may be replaced. Keep ct_timeout/
- * ct_expired in step with sweeper.rs.
+ * expired entry is simply one that may be replaced. The sweeper writes the
+ * rules again in Rust (sweeper/rules.rs); node-agent/tests/expiry_rules.rs
+ * holds the two together by running these predicates (ct_timeout,
+ * ct_expired, flow.h's ct_usable, ct_serves and ct_reply_held, select.h's
+ * persist_fresh) under BPF_PROG_TEST_RUN over the sweeper's own test table.
  *
  * Time is jiffies (bpf_jiffies64, which the verifier inlines into a load):
  * its resolution, one tick, is that of the coarse clock, and a helper call

@@ -58,7 +58,7 @@ static __always_inline int director(struct xdp_md *ctx)
 	struct flow_key fk;
 	flow_key_of(&p, &fk);
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &fk);
-	if (ct && (ct->dir == BALLAST_CT_REPLY || ct_usable(cfg, &p, ct, now)))
+	if (ct && ct_serves(cfg, &p, ct, now))
 		return ct_forward(ctx, &p, cfg, ct, now, 0);
 
 	struct svc_key sk = { .vip = p.daddr, .port = p.dport, .proto = p.proto };

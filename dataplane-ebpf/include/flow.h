@@ -34,6 +34,49 @@ static __always_inline int ct_usable(const struct dp_config *cfg, const struct p
 	return b && (b->flags & BALLAST_BACKEND_LIVE) && b->gen == ct->backend_gen;
 }
 
+/* Whether the director sends a packet along the entry its tuple found: a
+ * reply entry always, whatever its own stamp (its flow's forward direction
+ * keeps it fresh, reply_touch; ct_reply_held says how long it lives), a
+ * forward entry while usable. */
+static __always_inline int ct_serves(const struct dp_config *cfg, const struct packet *p,
+				     const struct ct_value *ct, __u64 now)
+{
+	return ct->dir == BALLAST_CT_REPLY || ct_usable(cfg, p, ct, now);
+}
+
+/* Whether `fwd`, the entry found at a reply entry's other key
+ * (ct_other_key), is the forward entry of that reply entry's own flow, the
+ * reply entry `reply` being at `rk`: same service, backend and mode, and
+ * its packets leave with the tuple the reply arrives on, mirrored (as
+ * ct_create makes them). Another flow may hold that key since. */
+static __always_inline int ct_reply_belongs_to(const struct flow_key *rk, const struct ct_value *reply,
+					       const struct ct_value *fwd)
+{
+	struct flow_key k;
+	ct_other_key(fwd, rk->proto, &k);
+	return fwd->dir == BALLAST_CT_FORWARD && fwd->mode == reply->mode &&
+	       fwd->svc_id == reply->svc_id && fwd->backend_id == reply->backend_id &&
+	       k.saddr == rk->saddr && k.daddr == rk->daddr && k.sport == rk->sport &&
+	       k.dport == rk->dport;
+}
+
+/* Whether a reply entry must be kept whatever its own stamp says: the
+ * director reverses replies on any reply entry (ct_serves), and the reply
+ * entry is refreshed from the forward direction at most once per
+ * ct_touch_interval and keeps a TCP state of its own, whose timeout may be
+ * shorter than the forward entry's; so while its flow's forward entry is
+ * alive, deleting the reply entry would break the flow. This is
+ * the rule the agent's sweeper deletes reply entries by (packets never ask
+ * it: snat_claim may take over any reply entry expired by its own stamp);
+ * tests/expiry_rules.rs checks sweeper/rules.rs against it. */
+static __always_inline int ct_reply_held(const struct dp_config *cfg, const struct flow_key *rk,
+					 const struct ct_value *reply, const struct ct_value *fwd,
+					 __u64 now)
+{
+	return ct_reply_belongs_to(rk, reply, fwd) &&
+	       !ct_expired(cfg, rk->proto, fwd->state, fwd->last_seen, now);
+}
+
 /* Records a new flow (or a re-hashed one) towards backend `b`: the forward
  * entry, and for FullNAT/NAT the reply entry first (for FullNAT its insert
  * claims the SNAT port). Fills `ct` with the forward entry. Returns 0 or a

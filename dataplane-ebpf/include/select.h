@@ -32,6 +32,24 @@ static __always_inline int ring_pick(const struct svc_value *svc, __u32 hash, __
 	return 0;
 }
 
+/* Whether the service remembers clients (and so reads `persist`). */
+static __always_inline int svc_persistent(const struct svc_value *svc)
+{
+	return svc->persist_timeout_s != 0;
+}
+
+/* Whether a remembered client may go to its backend again: seen within the
+ * service's persistence timeout. Another CPU may have stamped the entry a
+ * tick ahead of our clock: that is fresh, not a wrapped-around age. The
+ * agent's sweeper deletes persist entries by this rule
+ * (tests/expiry_rules.rs checks it against sweeper/rules.rs). */
+static __always_inline int persist_fresh(const struct dp_config *cfg, const struct svc_value *svc,
+					 const struct persist_value *pv, __u64 now)
+{
+	return now <= pv->last_seen ||
+	       now - pv->last_seen <= (__u64)svc->persist_timeout_s * cfg->hz;
+}
+
 /* Picks the backend for a new flow; 0 on success. */
 static __always_inline int select_backend(const struct dp_config *cfg, const struct svc_value *svc,
 					  const struct packet *p, __u64 now, __u32 *backend_id,
@@ -39,7 +57,7 @@ static __always_inline int select_backend(const struct dp_config *cfg, const str
 {
 	struct backend_value *b;
 
-	if (svc->persist_timeout_s == 0) {
+	if (!svc_persistent(svc)) {
 		if (ring_pick(svc, flow_hash(p), backend_id))
 			return -1;
 		b = backend_accepting(*backend_id);
@@ -51,10 +69,7 @@ static __always_inline int select_backend(const struct dp_config *cfg, const str
 
 	struct persist_key pk = { .svc_id = svc->id, .client_addr = p->saddr };
 	struct persist_value *pv = bpf_map_lookup_elem(&persist, &pk);
-	/* Another CPU may have stamped the entry a tick ahead of our clock:
-	 * that is fresh, not a wrapped-around age. */
-	if (pv && (now <= pv->last_seen ||
-		   now - pv->last_seen <= (__u64)svc->persist_timeout_s * cfg->hz)) {
+	if (pv && persist_fresh(cfg, svc, pv, now)) {
 		b = backend_accepting(pv->backend_id);
 		if (b && b->gen == pv->backend_gen) {
 			*backend_id = pv->backend_id;

@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 
 use ballast_api::VirtualServer;
 
+mod strict_yaml;
+pub use strict_yaml::parse_virtual_server;
+#[cfg(test)]
+pub(crate) use strict_yaml::tests::EXAMPLE;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Document {
     /// `path/to/file.yaml#N`, N counting the non-empty documents of the file
@@ -26,7 +31,7 @@ pub struct Document {
     /// Top-level and `metadata` keys that the object's type has no field
     /// for (`metadata.lables`, `specs`): serde drops them silently, so they
     /// are collected here to be reported. Unknown `spec` fields are parse
-    /// errors instead (see `ballast_api::parse_yaml`).
+    /// errors instead (see [`parse_virtual_server`]).
     pub ignored_keys: Vec<String>,
 }
 
@@ -110,7 +115,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, ConfigError> {
         for chunk in split_documents(&text) {
             let (parsed, ignored_keys) = match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
                 Ok(serde_yaml::Value::Null) => continue, // empty or comments only
-                Ok(raw) => (ballast_api::parse_yaml(&chunk), ignored_keys(&raw)),
+                Ok(raw) => (parse_virtual_server(&chunk), ignored_keys(&raw)),
                 Err(e) => (Err(e.to_string()), Vec::new()),
             };
             index += 1;

@@ -2,12 +2,16 @@
 //! program under BPF_PROG_TEST_RUN (PacketLab), some of them aged from user
 //! space, plus entries written from user space; a sweep must delete exactly
 //! the expired entries of conntrack (both directions) and persist, and the
-//! live flows must keep forwarding as before.
+//! live flows must keep forwarding as before; and the race-checked delete,
+//! with the data plane changing entries between the sweep's read and its
+//! delete.
 
 use std::net::Ipv4Addr;
 
 use ballast_agent::abi::{self, CtValue, FlowKey, PersistKey, PersistValue, SvcKey};
-use ballast_agent::dataplane::sweeper::{self, SweepOptions, SweepReport};
+use ballast_agent::dataplane::sweeper::{
+    self, Pacer, SweepOptions, SweepReport, TableSweep, Verdict,
+};
 use ballast_testbed::frames::*;
 use ballast_testbed::packet::*;
 use ballast_testbed::require_root;
@@ -19,6 +23,8 @@ const ESTABLISHED_S: u32 = 30;
 const CLOSING_S: u32 = 5;
 const UDP_S: u32 = 10;
 const PERSIST_S: u32 = 30;
+
+const NEEDS_ROOT: &str = "the sweeper tests load BPF programs and make network namespaces";
 
 fn lab_settings() -> ballast_agent::dataplane::NodeSettings {
     let mut s = settings();
@@ -121,7 +127,7 @@ fn reply_key(fwd: &Seen, proto: u8) -> FlowKey {
 
 #[test]
 fn sweep_deletes_exactly_the_expired_entries() {
-    require_root("BPF programs and network namespaces");
+    require_root(NEEDS_ROOT);
     in_private_netns(|ifindex| {
         let mut l = PacketLab::new(ifindex, lab_settings(), 251, 64 * 251);
         let mut dr = svc(MODE_DR, TCP, 82, 82, &[(1, 1), (2, 1), (3, 1)]);
@@ -335,7 +341,7 @@ fn sweep_deletes_exactly_the_expired_entries() {
 
 #[test]
 fn a_swept_snat_port_goes_to_the_next_flow() {
-    require_root("BPF programs and network namespaces");
+    require_root(NEEDS_ROOT);
     in_private_netns(|ifindex| {
         // One SNAT port: the first flow holds it, the second finds none.
         let mut s = lab_settings();
@@ -398,7 +404,7 @@ fn a_swept_snat_port_goes_to_the_next_flow() {
 #[test]
 #[ignore]
 fn sweeps_a_million_entries() {
-    require_root("BPF programs and network namespaces");
+    require_root(NEEDS_ROOT);
     in_private_netns(|ifindex| {
         // 1M entries in maps of 2^20: the LRU starts evicting before a map
         // is completely full (per-CPU free lists), which would blur the count.
@@ -486,5 +492,97 @@ fn sweeps_a_million_entries() {
                 <= r.elapsed.as_secs_f64() * (SweepOptions::default().max_cpu + 0.05),
             "{r:?}"
         );
+    });
+}
+
+/// The re-read before the delete: entries the data plane refreshed,
+/// replaced or deleted after the sweep read them are left alone.
+#[test]
+fn entries_changed_after_the_read_are_not_deleted() {
+    require_root(NEEDS_ROOT);
+    in_private_netns(|ifindex| {
+        use aya::maps::{HashMap, Map, MapData};
+        let mut l = PacketLab::with_conntrack(ifindex, lab_settings(), 251, 251, 1024);
+        let clock = l.director.clock().expect("clock");
+        let cfg = l.director.maps().read_config().expect("config");
+        let s = u64::from(cfg.hz);
+        let now = clock.now().expect("now");
+        // Closed 100 s ago: expired (closing timeout CLOSING_S).
+        let stale = CtValue {
+            last_seen: now - 100 * s,
+            state: abi::CT_CLOSING,
+            backend_id: 1,
+            ..Default::default()
+        };
+        let k = |port: u16| FlowKey {
+            saddr: 1,
+            daddr: 2,
+            sport: port.to_be(),
+            dport: 80u16.to_be(),
+            proto: TCP,
+            pad: [0; 3],
+        };
+        let (unchanged, refreshed, gone, replaced) = (k(1), k(2), k(3), k(4));
+        {
+            let mut m = l.director.maps_mut().conntrack().unwrap();
+            for key in [unchanged, refreshed, gone, replaced] {
+                m.insert(key, stale, 0).unwrap();
+            }
+        }
+        // Another handle on the map plays the data plane, acting between the
+        // sweep's read and its delete.
+        let mut dp_map =
+            Map::from_map_data(MapData::from_pin(l.pin_dir.join("conntrack")).unwrap()).unwrap();
+        let mut dp: HashMap<&mut MapData, FlowKey, CtValue> =
+            HashMap::try_from(&mut dp_map).unwrap();
+        let mut out = TableSweep::default();
+        let complete = sweeper::sweep_table::<FlowKey, CtValue>(
+            l.director.maps_mut(),
+            &clock,
+            "conntrack",
+            &SweepOptions::unpaced(),
+            &mut Pacer::new(1.0),
+            &mut out,
+            |_, key, v, now| {
+                assert!(sweeper::ct_expired(&cfg, TCP, v.state, v.last_seen, now));
+                if *key == refreshed {
+                    let fresh = CtValue {
+                        last_seen: now,
+                        ..stale
+                    };
+                    dp.insert(key, fresh, 0).unwrap();
+                } else if *key == gone {
+                    dp.remove(key).unwrap();
+                } else if *key == replaced {
+                    // A new flow on the same tuple (its stamp from a CPU
+                    // whose clock read came a tick earlier).
+                    let new = CtValue {
+                        backend_id: 2,
+                        state: abi::CT_OPEN,
+                        ..stale
+                    };
+                    dp.insert(key, new, 0).unwrap();
+                }
+                Verdict::Expired
+            },
+        )
+        .unwrap();
+        assert!(complete);
+        assert_eq!(
+            (out.scanned, out.expired, out.deleted, out.changed),
+            (4, 4, 1, 3),
+            "{out:?}"
+        );
+        let m = l.director.maps_mut().conntrack().unwrap();
+        assert!(
+            m.get(&unchanged, 0).is_err(),
+            "unchanged expired entry deleted"
+        );
+        assert!(
+            m.get(&refreshed, 0).unwrap().last_seen >= now,
+            "refreshed entry kept"
+        );
+        assert!(m.get(&gone, 0).is_err());
+        assert_eq!(m.get(&replaced, 0).unwrap().backend_id, 2);
     });
 }

@@ -1,6 +1,7 @@
 //! Compiles the programs that never ship (dataplane-ebpf/test/) into
 //! OUT_DIR: the XDP_PASS and floor programs, the benchmark wrappers around
-//! the director, and the forwarding benchmark's traffic generator.
+//! the director, the forwarding benchmark's traffic generator, and the
+//! data plane's expiry predicates for node-agent/tests/expiry_rules.rs.
 use std::path::PathBuf;
 
 #[path = "../../dataplane-ebpf/build_bpf.rs"]
@@ -17,6 +18,7 @@ fn main() {
         ("test/programs.c", "ballast-test.bpf.o"),
         ("test/bench.c", "ballast-bench.bpf.o"),
         ("test/traffic.c", "traffic.bpf.o"),
+        ("test/rules.c", "rules.bpf.o"),
     ] {
         build_bpf::compile_bpf(&dp, src, Some("test"), &out_dir.join(out));
     }

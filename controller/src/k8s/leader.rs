@@ -6,10 +6,16 @@
 //! lease); write with the read resourceVersion, so of two candidates racing
 //! for an expired lease exactly one wins and the other gets 409.
 //!
-//! Written here rather than taken from kube-lease-manager: that crate's lock
-//! relies on server-side-apply field-ownership conflicts, whereas optimistic
-//! concurrency on resourceVersion is the documented Lease protocol and what
-//! every other Kubernetes component speaks.
+//! Written here rather than taken from kube-lease-manager (0.13.1 was tried:
+//! it passes `controller_api.rs` but fails two promises that
+//! `tests/leader_election.rs` checks). Its standby re-reads a lease someone
+//! else holds only when that lease expires, so a release on shutdown hands
+//! over after up to a lease duration instead of a retry period. And a holder
+//! whose renewals fail keeps reporting leadership: `changed()` returns only
+//! when the holder changes, never on a renewal, so no renew deadline can be
+//! added on top. It also takes an expired lease with an unconditional patch
+//! (no resourceVersion) followed by a server-side apply, where this module
+//! writes with the resourceVersion it read, as client-go does.
 
 use std::time::{Duration, Instant};
 

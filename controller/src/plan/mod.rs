@@ -34,7 +34,7 @@ use crate::frontend::{self, BackendSource, Frontend, Source};
 use crate::ipam::{Pool, allocate};
 use crate::object_key::ObjectKey;
 use crate::selector::Labels;
-use resolve::{Context, Resolved, ServiceIndex, resolve};
+use resolve::{Context, FrontendPlan, ServiceIndex, resolve};
 
 /// Everything the planner looks at (reflector store contents).
 #[derive(Clone, Debug, Default)]
@@ -61,7 +61,7 @@ pub fn plan(observed: &Observed, options: PlanOptions) -> Plan {
 /// Planning state kept between runs for incremental endpoint updates.
 pub struct Planner {
     frontends: BTreeMap<ObjectKey, Frontend>,
-    resolved: BTreeMap<ObjectKey, Resolved>,
+    resolved: BTreeMap<ObjectKey, FrontendPlan>,
     /// Stage B's result per frontend, reused when only endpoints change.
     allocations: BTreeMap<ObjectKey, crate::ipam::Allocation>,
     invalid: BTreeMap<ObjectKey, ObjectStatus>,
@@ -273,7 +273,7 @@ impl Planner {
 
     /// Stage D over everything.
     fn assemble(&mut self) {
-        // Resolved is iterated in key order, so each node's list comes out
+        // `resolved` is iterated in key order, so each node's list comes out
         // sorted and the maps are bulk-built rather than inserted into.
         let mut per_node: BTreeMap<&str, Vec<(ObjectKey, Arc<ServicePlan>)>> = BTreeMap::new();
         for (key, r) in &self.resolved {
@@ -323,7 +323,7 @@ impl Planner {
     /// the objects holding them, whose statuses carry the announcing flag.
     fn announce(&mut self, vips: Option<&BTreeSet<IpAddr>>) -> Vec<ObjectKey> {
         // VIP → (key, frontend, resolved) of the objects holding it.
-        type Holder<'a> = (&'a ObjectKey, &'a Frontend, &'a Resolved);
+        type Holder<'a> = (&'a ObjectKey, &'a Frontend, &'a FrontendPlan);
         let mut holders: BTreeMap<IpAddr, Vec<Holder<'_>>> = BTreeMap::new();
         // Same keys in the same order: one walk, no lookups.
         for ((key, f), r) in self.frontends.iter().zip(self.resolved.values()) {
@@ -443,7 +443,7 @@ fn stranded_on<'a>(
 
 fn status_of(
     f: &Frontend,
-    r: &Resolved,
+    r: &FrontendPlan,
     nodes: &BTreeMap<String, NodePlan>,
     stranded: Option<&String>,
 ) -> ObjectStatus {

@@ -14,9 +14,10 @@ use crate::endpoints::{Endpoint, EndpointIndex, service_port_name};
 use crate::frontend::{BackendPort, BackendSource, Frontend};
 use crate::ipam::{AddressProblem, Allocation};
 
-/// What one frontend contributes.
+/// What one frontend contributes: its addresses, the service plan each of
+/// its director nodes runs, and its status.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Resolved {
+pub struct FrontendPlan {
     pub addresses: Vec<IpAddr>,
     /// Director node → its service plan (one shared `Arc` unless
     /// externalTrafficPolicy Local makes them differ).
@@ -58,7 +59,7 @@ struct Weighted<'a> {
     weight: u32,
 }
 
-pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved {
+pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> FrontendPlan {
     let spec_problems: Vec<&AddressProblem> = alloc
         .problems
         .iter()
@@ -70,7 +71,7 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> Resolved 
         .filter(|p| !is_spec_problem(p))
         .collect();
 
-    let mut out = Resolved {
+    let mut out = FrontendPlan {
         addresses: alloc.addresses.clone(),
         per_node: BTreeMap::new(),
         accepted: Cond::new(CondStatus::True, "Accepted", "spec is valid"),

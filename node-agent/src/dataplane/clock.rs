@@ -13,7 +13,7 @@ use std::time::Duration;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
 
-use crate::dataplane::loader::DataplaneError;
+use crate::dataplane::error::DataplaneError;
 
 /// Where the clock program is pinned, under the pin directory.
 pub const CLOCK_PIN: &str = "clock";

@@ -7,7 +7,8 @@ use aya::programs::Xdp;
 
 use crate::abi::{self, DpConfig};
 use crate::dataplane::clock::DataplaneClock;
-use crate::dataplane::loader::{Dataplane, DataplaneError, LoadOptions};
+use crate::dataplane::error::DataplaneError;
+use crate::dataplane::loader::{Dataplane, LoadOptions};
 use crate::dataplane::maps::Maps;
 use crate::dataplane::neighbours::NeighbourKeeper;
 use crate::dataplane::plan::{self, DesiredService, PlanError, PlanLimits, Programmed};

@@ -12,47 +12,8 @@ use tracing::{info, warn};
 
 use crate::abi;
 use crate::dataplane::clock::{CLOCK_PIN, CLOCK_PROGRAM, DataplaneClock};
+use crate::dataplane::error::DataplaneError;
 use crate::dataplane::maps::Maps;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DataplaneError {
-    #[error("cannot mount bpffs on {path}: {source}")]
-    MountBpffs {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot create pin directory {path}: {source}")]
-    PinDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot load the XDP object (pinned maps in {pin_dir} may come from an incompatible version: run `ballast-agent cleanup --interface IF`): {source}"
-    )]
-    Load {
-        pin_dir: PathBuf,
-        source: Box<aya::EbpfError>,
-    },
-    #[error("the XDP object has no program {0}")]
-    NoProgram(&'static str),
-    #[error("XDP program {name}: {source}")]
-    Program {
-        name: &'static str,
-        source: Box<aya::programs::ProgramError>,
-    },
-    #[error("interface {interface}: cannot attach XDP in {mode} mode: {source}")]
-    Attach {
-        interface: String,
-        mode: &'static str,
-        source: Box<aya::programs::ProgramError>,
-    },
-    #[error("pinned link {path}: {reason}")]
-    Link { path: PathBuf, reason: String },
-    #[error("map {map}: {reason}")]
-    Map { map: &'static str, reason: String },
-    #[error("data-plane clock: {0}")]
-    Clock(String),
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum XdpAttachMode {

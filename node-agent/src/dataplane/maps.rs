@@ -11,7 +11,7 @@ use tracing::debug;
 
 use crate::abi::{self, BackendValue, DpConfig, SrcRangeData, SvcKey, SvcValue, TrafficCounters};
 use crate::dataplane::batch;
-use crate::dataplane::loader::DataplaneError;
+use crate::dataplane::error::DataplaneError;
 use crate::dataplane::plan::{MapWrites, Programmed, SrcRange};
 
 const MAP_NAMES: [&str; 12] = [

@@ -1,10 +1,12 @@
 //! The XDP data plane seen from user space: loading and attaching the
 //! program with its maps pinned (`loader`), planning map writes (`plan`,
 //! pure) and applying them (`maps`), reading the data plane's clock
-//! (`clock`), and sweeping expired flows (`sweeper`).
+//! (`clock`), and sweeping expired flows (`sweeper`); `error` is what these
+//! can fail with.
 pub mod batch;
 pub mod clock;
 pub mod director;
+pub mod error;
 pub mod loader;
 pub mod maps;
 pub mod neighbours;
@@ -13,7 +15,8 @@ pub mod ring_alloc;
 pub mod sweeper;
 
 pub use director::{Director, DirectorError, NodeSettings};
-pub use loader::{Dataplane, DataplaneError, LoadOptions, XdpAttachMode};
+pub use error::DataplaneError;
+pub use loader::{Dataplane, LoadOptions, XdpAttachMode};
 pub use plan::{DesiredBackend, DesiredService, PlanError, Programmed};
 
 /// Where an interface's maps and link are pinned, under a pin root

@@ -16,12 +16,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use ballast_api::{HealthCheckSpec, Probe, Protocol, ServiceSpec};
+use ballast_api::{HealthCheckSpec, Probe, Protocol};
 
 use super::checker::{Target, Verdicts};
 use super::state::Health;
 use crate::dataplane::DesiredService;
 use crate::inventory::{self, BackendHealth, InventoryService};
+use crate::standalone::entries::ServiceEntry;
 
 /// The data plane's service key: (VIP, port, IP protocol number).
 pub type ServiceKey = (Ipv4Addr, u16, u8);
@@ -35,7 +36,7 @@ pub fn service_key(d: &DesiredService) -> ServiceKey {
 }
 
 /// The checks of validated services (standalone files).
-pub fn checks_of(specs: &[ServiceSpec]) -> ServiceChecks {
+pub fn checks_of(specs: &[ServiceEntry]) -> ServiceChecks {
     specs
         .iter()
         .filter_map(|s| {

@@ -3,6 +3,7 @@
 //! replacement). Stopping the agent leaves forwarding running (when its pins
 //! are on the host's bpffs: see `lifecycle::bpffs`).
 pub mod desired;
+pub mod entries;
 pub mod ownership;
 pub mod snat_check;
 

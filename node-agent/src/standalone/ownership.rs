@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use ballast_api::validate::{FieldError, Protocol, ServiceSpec, ValidationError};
+use ballast_api::{FieldError, Protocol, ValidationError};
+
+use super::entries::ServiceEntry;
 
 /// One object asking for addresses this round.
 #[derive(Clone, Debug)]
@@ -22,18 +24,18 @@ pub struct Candidate {
     pub source: String,
     /// What the object asks for now: its new version, or its last valid one
     /// when the new one is invalid.
-    pub version: Vec<ServiceSpec>,
+    pub version: Vec<ServiceEntry>,
     /// What the previous round gave it, if anything. Such an object is an
     /// incumbent: what `served` holds is reserved for it, and it falls back
     /// to `served` when `version` wants what another object holds.
-    pub served: Option<Vec<ServiceSpec>>,
+    pub served: Option<Vec<ServiceEntry>>,
 }
 
 #[derive(Debug, Default)]
 pub struct Assignment {
     /// object -> the version it is given (its `version`, or for an incumbent
     /// refused an extension, its `served`).
-    pub accepted: BTreeMap<String, Vec<ServiceSpec>>,
+    pub accepted: BTreeMap<String, Vec<ServiceEntry>>,
     pub errors: Vec<String>,
 }
 
@@ -47,13 +49,13 @@ struct Table {
     backends: HashMap<Ipv4Addr, BTreeSet<String>>,
 }
 
-fn key(s: &ServiceSpec) -> Key {
+fn key(s: &ServiceEntry) -> Key {
     (s.vip, s.port, s.protocol)
 }
 
 /// The VIPs of a version in `spec.addresses` order (specs are address ×
 /// port in that order), so that position `i` is `spec.addresses[i]`.
-fn vips(version: &[ServiceSpec]) -> Vec<Ipv4Addr> {
+fn vips(version: &[ServiceEntry]) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = Vec::new();
     for s in version {
         if !out.contains(&s.vip) {
@@ -65,7 +67,7 @@ fn vips(version: &[ServiceSpec]) -> Vec<Ipv4Addr> {
 
 /// Every spec of a version carries the same `spec.backends.static` list,
 /// all of whose entries passed validation, so position `i` is `static[i]`.
-fn backends(version: &[ServiceSpec]) -> impl Iterator<Item = Ipv4Addr> + '_ {
+fn backends(version: &[ServiceEntry]) -> impl Iterator<Item = Ipv4Addr> + '_ {
     version
         .first()
         .into_iter()
@@ -80,7 +82,7 @@ fn other_than<'a>(owners: Option<&'a BTreeSet<String>>, me: &str) -> Option<&'a 
 }
 
 impl Table {
-    fn add(&mut self, object: &str, version: &[ServiceSpec]) {
+    fn add(&mut self, object: &str, version: &[ServiceEntry]) {
         for s in version {
             self.keys.insert(key(s), object.to_string());
         }
@@ -95,7 +97,7 @@ impl Table {
         }
     }
 
-    fn remove(&mut self, object: &str, version: &[ServiceSpec]) {
+    fn remove(&mut self, object: &str, version: &[ServiceEntry]) {
         for s in version {
             if self.keys.get(&key(s)).is_some_and(|o| o == object) {
                 self.keys.remove(&key(s));
@@ -119,7 +121,7 @@ impl Table {
 
     /// What `version` of `object` wants that other objects hold, with the
     /// holder; entries `object` holds itself do not count.
-    fn conflicts(&self, object: &str, version: &[ServiceSpec]) -> Vec<(FieldError, String)> {
+    fn conflicts(&self, object: &str, version: &[ServiceEntry]) -> Vec<(FieldError, String)> {
         let mut out = Vec::new();
         let vip_list = vips(version);
         let field_of = |vip: Ipv4Addr| {
@@ -257,16 +259,17 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config_files::parse_virtual_server;
 
     /// One version: every VIP × every TCP port, to the given backends.
     /// Built through validation (not as a literal) so that it stays valid
-    /// whatever fields `ServiceSpec` grows.
+    /// whatever fields `ServiceEntry` grows.
     fn version(
         object: &str,
         vips: &[[u8; 4]],
         ports: &[u16],
         backends: &[[u8; 4]],
-    ) -> Vec<ServiceSpec> {
+    ) -> Vec<ServiceEntry> {
         let list = |items: Vec<String>| items.join(", ");
         let (namespace, name) = object.split_once('/').unwrap();
         let yaml = format!(
@@ -286,10 +289,10 @@ mod tests {
                     .collect()
             ),
         );
-        ballast_api::validate_standalone(&ballast_api::parse_yaml(&yaml).unwrap()).unwrap()
+        crate::standalone::entries::validate(&parse_virtual_server(&yaml).unwrap()).unwrap()
     }
 
-    fn new(object: &str, v: Vec<ServiceSpec>) -> Candidate {
+    fn new(object: &str, v: Vec<ServiceEntry>) -> Candidate {
         Candidate {
             object: object.into(),
             source: format!("{}.yaml#1", object.rsplit('/').next().unwrap()),
@@ -298,7 +301,7 @@ mod tests {
         }
     }
 
-    fn held(object: &str, v: Vec<ServiceSpec>, served: Vec<ServiceSpec>) -> Candidate {
+    fn held(object: &str, v: Vec<ServiceEntry>, served: Vec<ServiceEntry>) -> Candidate {
         Candidate {
             served: Some(served),
             ..new(object, v)

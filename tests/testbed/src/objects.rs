@@ -26,3 +26,8 @@ pub fn write_test_programs(dir: &Path, name: &str) -> Result<PathBuf> {
         .with_context(|| format!("writing the test XDP object to {}", path.display()))?;
     Ok(path)
 }
+
+/// The data plane's flow-expiry predicates, one call per BPF_PROG_TEST_RUN
+/// (`expiry_rules`), for node-agent/tests/expiry_rules.rs.
+pub static EXPIRY_RULES: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rules.bpf.o"));

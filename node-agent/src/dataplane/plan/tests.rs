@@ -1,0 +1,296 @@
+use super::*;
+
+fn svc(port: u16, backends: &[(u8, u32)]) -> DesiredService {
+    DesiredService::new(
+        format!("t/s:{port}"),
+        (Ipv4Addr::new(203, 0, 113, 10), port, 6),
+        abi::MODE_FULLNAT,
+        8080,
+        backends
+            .iter()
+            .map(|&(i, w)| (Ipv4Addr::new(198, 51, 100, 10 + i), w)),
+    )
+}
+
+const LIMITS: PlanLimits = PlanLimits {
+    maglev_size: 13,
+    max_services: 8,
+    max_backends: 16,
+    max_src_ranges: 4,
+};
+
+struct World {
+    cur: Programmed,
+    ring: RingAllocator,
+    gen_: u32,
+}
+
+impl World {
+    fn new(ring_slots: u32) -> Self {
+        Self {
+            cur: Programmed::default(),
+            ring: RingAllocator::new(ring_slots),
+            gen_: 0,
+        }
+    }
+    fn step(&mut self, desired: &[DesiredService]) -> (MapWrites, Vec<PlanError>) {
+        let mut g = self.gen_;
+        let p = plan(&self.cur, desired, &mut self.ring, &LIMITS, &mut || {
+            g += 1;
+            g
+        });
+        self.gen_ = g;
+        self.cur = p.next;
+        (p.writes, p.errors)
+    }
+}
+
+#[test]
+fn new_service_writes_backends_ring_service_and_vip() {
+    let mut w = World::new(100);
+    let (writes, errors) = w.step(&[svc(80, &[(1, 1), (2, 1)])]);
+    assert!(errors.is_empty());
+    assert_eq!(writes.backends.len(), 2);
+    assert!(
+        writes
+            .backends
+            .iter()
+            .all(|(_, b)| b.flags == abi::BACKEND_LIVE | abi::BACKEND_ACCEPTS)
+    );
+    assert_eq!(writes.rings.len(), 1);
+    assert_eq!(writes.rings[0].1.len(), 13);
+    let ids: BTreeSet<u32> = writes.backends.iter().map(|(id, _)| *id).collect();
+    assert!(
+        writes.rings[0].1.iter().all(|id| ids.contains(id)),
+        "ring only names the service's backends"
+    );
+    assert_eq!(writes.services.len(), 1);
+    assert_eq!(writes.services[0].1.ring_size, 13);
+    assert_eq!(
+        writes.vips_set,
+        vec![(
+            abi::be_addr(Ipv4Addr::new(203, 0, 113, 10)),
+            abi::VIP_ANNOUNCE
+        )]
+    );
+}
+
+#[test]
+fn unchanged_configuration_writes_nothing() {
+    let mut w = World::new(100);
+    let d = [svc(80, &[(1, 1), (2, 1)])];
+    w.step(&d);
+    let (writes, errors) = w.step(&d);
+    assert!(errors.is_empty());
+    assert_eq!(writes, MapWrites::default());
+}
+
+#[test]
+fn drain_keeps_the_slot_and_moves_the_ring() {
+    let mut w = World::new(100);
+    let (first, _) = w.step(&[svc(80, &[(1, 1), (2, 1)])]);
+    let old_svc = first.services[0].1;
+    let b2 = first.backends[1];
+    let (writes, _) = w.step(&[svc(80, &[(1, 1), (2, 0)])]);
+    assert_eq!(
+        writes.backends,
+        vec![(
+            b2.0,
+            BackendValue {
+                flags: abi::BACKEND_LIVE,
+                ..b2.1
+            }
+        )],
+        "same slot and generation"
+    );
+    assert_eq!(writes.rings.len(), 1);
+    assert_ne!(
+        writes.rings[0].0, old_svc.ring_offset,
+        "new table in a new region"
+    );
+    assert!(
+        !writes.rings[0].1.contains(&b2.0),
+        "drained backend takes no new flows"
+    );
+    assert!(writes.backend_retires.is_empty());
+    // The old region is free again: capacity 100 = 3 x 13 used at most.
+    assert_eq!(w.ring.free_slots(), 100 - 13);
+}
+
+#[test]
+fn removed_backend_and_service_are_retired_after_the_flip() {
+    let mut w = World::new(100);
+    let (first, _) = w.step(&[svc(80, &[(1, 1), (2, 1)]), svc(81, &[(3, 1)])]);
+    let (writes, _) = w.step(&[svc(80, &[(1, 1)])]);
+    let b2 = first
+        .backends
+        .iter()
+        .find(|(_, b)| b.addr == abi::be_addr(Ipv4Addr::new(198, 51, 100, 12)))
+        .unwrap();
+    assert!(
+        writes
+            .backend_retires
+            .iter()
+            .any(|(id, b)| *id == b2.0 && b.flags == 0)
+    );
+    assert_eq!(writes.service_deletes.len(), 1);
+    assert_eq!(
+        writes.backend_retires.len(),
+        2,
+        "backend 2 of :80 and backend 3 of :81"
+    );
+    assert!(writes.vips_delete.is_empty(), "the VIP still serves :80");
+    assert_eq!(w.cur.backends.len(), 1);
+    let (writes, _) = w.step(&[]);
+    assert_eq!(writes.vips_delete.len(), 1);
+    assert_eq!(w.ring.free_slots(), 100);
+}
+
+#[test]
+fn a_service_that_does_not_fit_fails_alone() {
+    let mut w = World::new(13 * 3);
+    let (_, errors) = w.step(&[svc(80, &[(1, 1)]), svc(81, &[(1, 1)])]);
+    assert!(errors.is_empty());
+    // Rebuilding :80 takes the last free region (its old one is freed
+    // only after the flip), so the new :82 does not fit this time...
+    let d = [
+        svc(80, &[(1, 1), (2, 1)]),
+        svc(81, &[(1, 1)]),
+        svc(82, &[(1, 1)]),
+    ];
+    let (writes, errors) = w.step(&d);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(matches!(&errors[0], PlanError::RingFull { service, .. } if service == "t/s:82"));
+    assert_eq!(writes.services.len(), 1, ":80 is still updated");
+    assert_eq!(w.cur.services.len(), 2);
+    // ...and fits on the next pass, once :80's old region is free.
+    let (writes, errors) = w.step(&d);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(writes.services.len(), 1);
+    assert_eq!(w.cur.services.len(), 3);
+}
+
+#[test]
+fn all_drained_service_has_an_empty_ring() {
+    let mut w = World::new(100);
+    let (writes, _) = w.step(&[svc(80, &[(1, 0)])]);
+    assert!(writes.rings.is_empty());
+    assert_eq!(writes.services[0].1.ring_size, 0);
+}
+
+fn ranged(port: u16, ranges: &[&str]) -> DesiredService {
+    let mut d = svc(port, &[(1, 1)]);
+    d.source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
+    d
+}
+
+fn mapped(a: [u8; 4], bits: u32) -> SrcRange {
+    SrcRange {
+        addr_bits: 96 + bits,
+        addr: Ipv4Addr::from(a).to_ipv6_mapped().octets(),
+    }
+}
+
+#[test]
+fn source_range_entries_are_ipv4_mapped_with_host_bits_cleared() {
+    let r = SrcRange::of(&"192.0.2.130/25".parse().unwrap());
+    assert_eq!(r, mapped([192, 0, 2, 128], 25));
+    assert_eq!(
+        r.key(7),
+        (
+            32 + 96 + 25,
+            SrcRangeData {
+                svc_id: 7,
+                addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 128],
+            }
+        )
+    );
+    let v6 = SrcRange::of(&"2001:db8::/32".parse().unwrap());
+    assert_eq!(v6.addr_bits, 32);
+    assert_eq!(&v6.addr[..4], &[0x20, 0x01, 0x0d, 0xb8]);
+}
+
+#[test]
+fn source_ranges_widen_before_the_flip_and_narrow_after() {
+    let mut w = World::new(100);
+    let (writes, errors) = w.step(&[ranged(80, &["192.0.2.128/25", "198.51.100.0/24"])]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let id = writes.services[0].1.id;
+    assert_eq!(
+        writes.src_ranges_add,
+        vec![
+            (id, mapped([192, 0, 2, 128], 25)),
+            (id, mapped([198, 51, 100, 0], 24)),
+        ]
+    );
+    assert!(writes.src_ranges_delete.is_empty());
+    assert_eq!(
+        writes.services[0].1.flags,
+        abi::SVC_SOURCE_RANGES,
+        "the service checks ranges"
+    );
+
+    // Narrowed: the new prefix goes in before, the old ones out after;
+    // the service entry itself does not change.
+    let (writes, _) = w.step(&[ranged(80, &["192.0.2.192/26"])]);
+    assert_eq!(
+        writes.src_ranges_add,
+        vec![(id, mapped([192, 0, 2, 192], 26))]
+    );
+    assert_eq!(
+        writes.src_ranges_delete,
+        vec![
+            (id, mapped([192, 0, 2, 128], 25)),
+            (id, mapped([198, 51, 100, 0], 24)),
+        ]
+    );
+    assert!(writes.services.is_empty());
+    assert_eq!(
+        writes,
+        MapWrites {
+            src_ranges_add: writes.src_ranges_add.clone(),
+            src_ranges_delete: writes.src_ranges_delete.clone(),
+            ..Default::default()
+        },
+        "nothing else is written"
+    );
+
+    // Ranges dropped: the flag goes off at the flip, the entry after.
+    let (writes, _) = w.step(&[ranged(80, &[])]);
+    assert_eq!(writes.services[0].1.flags, 0);
+    assert_eq!(
+        writes.src_ranges_delete,
+        vec![(id, mapped([192, 0, 2, 192], 26))]
+    );
+    assert!(w.cur.src_ranges.is_empty());
+
+    // A deleted service takes its entries with it.
+    w.step(&[ranged(80, &["192.0.2.0/24"])]);
+    let (writes, _) = w.step(&[]);
+    assert_eq!(
+        writes.src_ranges_delete,
+        vec![(id, mapped([192, 0, 2, 0], 24))]
+    );
+    assert!(w.cur.src_ranges.is_empty());
+}
+
+#[test]
+fn a_full_source_range_table_refuses_the_service_that_overflows_it() {
+    let mut w = World::new(100);
+    let three = ["192.0.2.0/26", "192.0.2.64/26", "192.0.2.128/26"];
+    let (_, errors) = w.step(&[ranged(80, &three)]);
+    assert!(errors.is_empty());
+    let (writes, errors) = w.step(&[
+        ranged(80, &three),
+        ranged(81, &["198.51.100.0/24", "203.0.113.0/24"]),
+    ]);
+    assert_eq!(
+        errors,
+        vec![PlanError::TooManySourceRanges {
+            service: "t/s:81".into(),
+            max: 4
+        }]
+    );
+    assert!(writes.services.is_empty(), ":81 is not programmed");
+    assert_eq!(w.cur.services.len(), 1);
+}
