@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 
 use prost::Message;
 
-use crate::v1::{Announcements, Delta, NodeState, ObjectRef, Service};
+use crate::v1::{Announcements, Delta, NodeSettings, NodeState, ObjectRef, Service};
 
 /// SHA-256 of a node state's content.
 pub type ContentHash = [u8; 32];
@@ -37,33 +37,59 @@ fn service_order(a: &Service, b: &Service) -> Ordering {
     }
 }
 
-/// Puts a received snapshot's lists in canonical order (services by
-/// object, announcements by address), so that its hash and later deltas
-/// match the sender's. Duplicates are kept for the receiver's validation to
-/// refuse.
+/// Puts a received snapshot in canonical form (services by object,
+/// announcements by address, empty settings and announcements absent), so
+/// that its hash and later deltas match the sender's. Duplicates are kept
+/// for the receiver's validation to refuse.
 pub fn canonicalize(state: &mut NodeState) {
     state.services.sort_by(service_order);
     if let Some(a) = &mut state.announcements {
         a.l2.sort_by(|x, y| address_order(x, y));
         a.bgp.sort_by(|x, y| address_order(x, y));
     }
+    drop_empty(state);
+}
+
+/// An empty sub-message means the same as an absent one; canonical form
+/// has it absent, so that both hash alike.
+fn drop_empty(state: &mut NodeState) {
+    if state
+        .settings
+        .as_ref()
+        .is_some_and(|s| *s == NodeSettings::default())
+    {
+        state.settings = None;
+    }
+    if state
+        .announcements
+        .as_ref()
+        .is_some_and(|a| a.l2.is_empty() && a.bgp.is_empty())
+    {
+        state.announcements = None;
+    }
 }
 
 /// SHA-256 over the state's canonical encoding with `version` taken as 0:
 /// the hash names the content, so the same services and announcements hash
 /// the same at any version, in any process, on any build that encodes this
-/// schema (protobuf field order is fixed by tag; lists are in canonical
-/// order). Computed without copying the state: a `version` of 0 is not
+/// schema (protobuf field order is fixed by tag; lists must be in canonical
+/// order, see [`canonicalize`]; empty settings and announcements count as
+/// absent). Computed without copying the state: a `version` of 0 is not
 /// encoded, so the other fields' encodings, in tag order, are the message's.
 pub fn content_hash(state: &NodeState) -> ContentHash {
     let mut buf = Vec::with_capacity(state.encoded_len());
-    if let Some(settings) = &state.settings {
+    if let Some(settings) = state
+        .settings
+        .as_ref()
+        .filter(|s| **s != NodeSettings::default())
+    {
         prost::encoding::message::encode(2, settings, &mut buf);
     }
     for service in &state.services {
         prost::encoding::message::encode(3, service, &mut buf);
     }
-    if let Some(announcements) = &state.announcements {
+    let announced = |a: &&Announcements| !(a.l2.is_empty() && a.bgp.is_empty());
+    if let Some(announcements) = state.announcements.as_ref().filter(announced) {
         prost::encoding::message::encode(4, announcements, &mut buf);
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, &buf);
@@ -181,6 +207,7 @@ pub fn apply_delta(state: &mut NodeState, delta: &Delta) -> Result<(), DeltaErro
     if let Some(settings) = &delta.settings {
         state.settings = Some(settings.clone());
     }
+    drop_empty(state);
     state.version = delta.version;
     Ok(())
 }

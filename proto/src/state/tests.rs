@@ -92,6 +92,7 @@ fn canonicalize_sorts_services_and_announcements() {
     let mut s = state();
     s.services.reverse();
     s.services.insert(1, Service::default());
+    s.settings = Some(Default::default());
     s.announcements = Some(Announcements {
         l2: vec![v6(0), vec![10, 0, 0, 1]],
         bgp: vec![v6(2), v6(1)],
@@ -99,6 +100,7 @@ fn canonicalize_sorts_services_and_announcements() {
     canonicalize(&mut s);
     let objects: Vec<Option<ObjectRef>> = s.services.iter().map(|s| s.object.clone()).collect();
     assert_eq!(objects, [None, Some(vs("a")), Some(vs("c"))]);
+    assert_eq!(s.settings, None, "empty settings are absent");
     assert_eq!(
         s.announcements,
         Some(Announcements {
@@ -123,6 +125,23 @@ fn content_hash_is_sha256_of_the_encoding_at_version_zero() {
         ..s.clone()
     };
     assert_eq!(content_hash(&later), content_hash(&s));
+    // Empty sub-messages count as absent.
+    let padded = NodeState {
+        settings: Some(Default::default()),
+        ..s.clone()
+    };
+    assert_eq!(content_hash(&padded), content_hash(&s));
+    let quiet = NodeState {
+        announcements: Some(Announcements::default()),
+        ..s.clone()
+    };
+    assert_eq!(
+        content_hash(&quiet),
+        content_hash(&NodeState {
+            announcements: None,
+            ..s.clone()
+        })
+    );
     let mut drained = s.clone();
     drained.services[0].ports[0].backends[0].weight = 0;
     assert_ne!(content_hash(&drained), content_hash(&s));
@@ -167,6 +186,17 @@ fn delta_upserts_removes_and_announces_in_canonical_order() {
             }),
         }
     );
+}
+
+#[test]
+fn withdrawing_the_last_vip_leaves_announcements_absent() {
+    let mut s = state();
+    let d = Delta {
+        l2_removed: vec![vec![203, 0, 113, 1]],
+        ..delta(3, 4)
+    };
+    apply_delta(&mut s, &d).unwrap();
+    assert_eq!(s.announcements, None);
 }
 
 #[test]
