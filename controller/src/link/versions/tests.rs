@@ -115,11 +115,13 @@ fn snapshot(version: u64, plan: &NodePlan) -> Option<ControllerMessage> {
     })
 }
 
+/// (description, agent's applied version and hash, expected message,
+/// version after).
+type ResyncCase = (&'static str, u64, Vec<u8>, Option<ControllerMessage>, u64);
+
 #[test]
 fn resync_sends_only_what_differs() {
-    // (description, agent's applied version and hash, expected message,
-    // version after).
-    let cases: Vec<(&str, u64, Vec<u8>, Option<ControllerMessage>, u64)> = vec![
+    let cases: Vec<ResyncCase> = vec![
         (
             "agent holds the current version: nothing",
             3,
