@@ -8,7 +8,9 @@ use std::cmp::Ordering;
 
 use prost::Message;
 
-use crate::v1::{Announcements, Delta, NodeSettings, NodeState, ObjectRef, Service};
+use std::collections::BTreeSet;
+
+use crate::v1::{Announcements, Delta, NodeSettings, NodeState, ObjectKind, ObjectRef, Service};
 
 /// SHA-256 of a node state's content.
 pub type ContentHash = [u8; 32];
@@ -136,8 +138,14 @@ pub enum DeltaError {
     },
 }
 
+/// `VirtualServer ns/name`, as the controller names objects.
 fn object_name(o: &ObjectRef) -> String {
-    format!("{}/{} (kind {})", o.namespace, o.name, o.kind)
+    let kind = match ObjectKind::try_from(o.kind) {
+        Ok(ObjectKind::VirtualServer) => "VirtualServer".to_string(),
+        Ok(ObjectKind::Service) => "Service".to_string(),
+        _ => format!("object of kind {}", o.kind),
+    };
+    format!("{kind} {}/{}", o.namespace, o.name)
 }
 
 fn address_name(a: &[u8]) -> String {
@@ -164,25 +172,26 @@ pub fn apply_delta(state: &mut NodeState, delta: &Delta) -> Result<(), DeltaErro
             base: delta.base_version,
         });
     }
+    let mut upserted = BTreeSet::new();
+    for service in &delta.upserted {
+        let o = service_object(service).ok_or(DeltaError::MissingObject { field: "upserted" })?;
+        upserted.insert((o.kind, o.namespace.as_str(), o.name.as_str()));
+    }
     for removed in &delta.removed {
         if find_index(&state.services, removed).is_err() {
             return Err(DeltaError::RemovesAbsent {
                 object: object_name(removed),
             });
         }
-        let upserted = delta
-            .upserted
-            .iter()
-            .filter_map(service_object)
-            .any(|u| object_order(u, removed) == Ordering::Equal);
-        if upserted {
+        if upserted.contains(&(
+            removed.kind,
+            removed.namespace.as_str(),
+            removed.name.as_str(),
+        )) {
             return Err(DeltaError::UpsertedAndRemoved {
                 object: object_name(removed),
             });
         }
-    }
-    if delta.upserted.iter().any(|s| s.object.is_none()) {
-        return Err(DeltaError::MissingObject { field: "upserted" });
     }
     let empty = Announcements::default();
     let held = state.announcements.as_ref().unwrap_or(&empty);

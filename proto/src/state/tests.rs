@@ -238,7 +238,7 @@ fn a_delta_that_does_not_fit_changes_nothing() {
                 ..delta(3, 4)
             },
             DeltaError::RemovesAbsent {
-                object: "default/z (kind 1)".into(),
+                object: "VirtualServer default/z".into(),
             },
         ),
         (
@@ -249,7 +249,7 @@ fn a_delta_that_does_not_fit_changes_nothing() {
                 ..delta(3, 4)
             },
             DeltaError::UpsertedAndRemoved {
-                object: "default/a (kind 1)".into(),
+                object: "VirtualServer default/a".into(),
             },
         ),
         (
