@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use ballast_controller::fixtures::*;
 use ballast_controller::plan::{Observed, PlanOptions, Planner, plan};
-use serde_json::json;
 
 struct Counting;
 
@@ -42,49 +41,7 @@ const ENDPOINTS: u32 = 10;
 const NODES: u32 = 10;
 
 fn world() -> Observed {
-    let mut w = Observed {
-        pools: vec![pool("bench", json!({"addresses": ["198.18.0.0/18"]}))],
-        ..Observed::default()
-    };
-    for n in 0..NODES {
-        w.nodes.push(node(&format!("node-{n}"), true, json!({})));
-    }
-    for i in 0..OBJECTS {
-        let name = format!("app-{i}");
-        w.services.push(service(
-            "bench",
-            &name,
-            i,
-            json!({}),
-            json!({"type": "ClusterIP", "loadBalancerClass": null, "ports": [{"name": "http", "port": 80}]}),
-        ));
-        let eps: Vec<(String, String)> = (0..ENDPOINTS)
-            .map(|e| {
-                (
-                    format!("10.{}.{}.{}", i / 256, i % 256, e + 1),
-                    format!("node-{}", e % NODES),
-                )
-            })
-            .collect();
-        let eps: Vec<(&str, &str, bool, bool)> = eps
-            .iter()
-            .map(|(a, n)| (a.as_str(), n.as_str(), true, false))
-            .collect();
-        w.endpoint_slices.push(endpoint_slice(
-            "bench",
-            &format!("{name}-1"),
-            &name,
-            ("http", 8080),
-            &eps,
-        ));
-        w.virtual_servers.push(virtual_server(
-            "bench",
-            &name,
-            i,
-            json!({"ports": [{"port": 443}], "backends": {"serviceRef": {"name": name, "port": "http"}}}),
-        ));
-    }
-    w
+    scale_world(OBJECTS, ENDPOINTS, NODES)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -125,19 +82,7 @@ fn main() {
     let mut times = Vec::new();
     for k in 0..200u32 {
         let i = (k * 7919) % OBJECTS;
-        let name = format!("app-{i}");
-        let ready = k % 2 == 0;
-        let addr = format!("10.{}.{}.1", i / 256, i % 256);
-        let slice = endpoint_slice(
-            "bench",
-            &format!("{name}-1"),
-            &name,
-            ("http", 8080),
-            &[
-                (&addr, "node-0", !ready, false),
-                ("10.255.255.1", "node-1", true, false),
-            ],
-        );
+        let slice = scale_endpoint_change(i, k % 2 != 0);
         let t = Instant::now();
         planner.apply_endpoint_slice(slice);
         times.push(t.elapsed());

@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
+use crate::plan::Observed;
+
 /// A VirtualServer from a `spec` JSON value, created at `created` (seconds
 /// after an epoch; older objects win clashes).
 pub fn virtual_server(
@@ -127,6 +129,73 @@ pub fn namespace(name: &str, labels: Value) -> Arc<Namespace> {
             "metadata": {"name": name, "labels": labels},
         }))
         .expect("valid Namespace JSON"),
+    )
+}
+
+/// The scale world of the benchmarks: `objects` VirtualServers in namespace
+/// `bench`, each with a serviceRef to its own Service `app-<i>` whose
+/// EndpointSlice `app-<i>-1` has `endpoints` ready endpoints spread over
+/// `nodes` Ready nodes; addresses from one pool.
+pub fn scale_world(objects: u32, endpoints: u32, nodes: u32) -> Observed {
+    let mut w = Observed {
+        pools: vec![pool("bench", json!({"addresses": ["198.18.0.0/18"]}))],
+        ..Observed::default()
+    };
+    for n in 0..nodes {
+        w.nodes.push(node(&format!("node-{n}"), true, json!({})));
+    }
+    for i in 0..objects {
+        let name = format!("app-{i}");
+        w.services.push(service(
+            "bench",
+            &name,
+            i,
+            json!({}),
+            json!({"type": "ClusterIP", "loadBalancerClass": null, "ports": [{"name": "http", "port": 80}]}),
+        ));
+        let eps: Vec<(String, String)> = (0..endpoints)
+            .map(|e| (scale_endpoint(i, e), format!("node-{}", e % nodes)))
+            .collect();
+        let eps: Vec<(&str, &str, bool, bool)> = eps
+            .iter()
+            .map(|(a, n)| (a.as_str(), n.as_str(), true, false))
+            .collect();
+        w.endpoint_slices.push(endpoint_slice(
+            "bench",
+            &format!("{name}-1"),
+            &name,
+            ("http", 8080),
+            &eps,
+        ));
+        w.virtual_servers.push(virtual_server(
+            "bench",
+            &name,
+            i,
+            json!({"ports": [{"port": 443}], "backends": {"serviceRef": {"name": name, "port": "http"}}}),
+        ));
+    }
+    w
+}
+
+/// Address of endpoint `e` of object `i` in [`scale_world`].
+pub fn scale_endpoint(i: u32, e: u32) -> String {
+    format!("10.{}.{}.{}", i / 256, i % 256, e + 1)
+}
+
+/// Object `i`'s EndpointSlice in [`scale_world`] after one change: its
+/// first endpoint `ready` or not, and a single other ready endpoint.
+pub fn scale_endpoint_change(i: u32, ready: bool) -> Arc<EndpointSlice> {
+    let name = format!("app-{i}");
+    let first = scale_endpoint(i, 0);
+    endpoint_slice(
+        "bench",
+        &format!("{name}-1"),
+        &name,
+        ("http", 8080),
+        &[
+            (&first, "node-0", ready, false),
+            ("10.255.255.1", "node-1", true, false),
+        ],
     )
 }
 

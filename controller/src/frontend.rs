@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ballast_api::{
-    CheckedBackend, CheckedPort, Families, Forwarding, Protocol, ValidationContext, VirtualServer,
-    check,
+    CheckedBackend, CheckedPort, Families, Forwarding, HealthCheckSpec, Protocol,
+    ValidationContext, VirtualServer, check,
 };
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
@@ -103,6 +103,9 @@ pub struct Frontend {
     pub toa: bool,
     pub persistence_timeout_s: u32,
     pub source_ranges: Vec<IpNet>,
+    /// `spec.healthCheck` typed; `None` for Services (Kubernetes readiness
+    /// already decides their endpoints) and VirtualServers without one.
+    pub health_check: Option<HealthCheckSpec>,
     pub backends: BackendSource,
     pub node_selector: BTreeMap<String, String>,
     pub announce: AnnounceModes,
@@ -244,6 +247,7 @@ pub fn from_virtual_server(vs: &VirtualServer) -> Source {
         toa: checked.toa,
         persistence_timeout_s: checked.persistence_timeout_s,
         source_ranges: checked.source_ranges,
+        health_check: checked.health_check,
         backends,
         node_selector: vs.spec.node_selector.clone(),
         announce,
@@ -389,6 +393,7 @@ pub fn from_service(svc: &Service, default_class: bool) -> Source {
         toa: false,
         persistence_timeout_s,
         source_ranges,
+        health_check: None,
         backends: BackendSource::Service {
             name: key.name.to_string(),
             port: None,

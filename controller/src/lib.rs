@@ -1,7 +1,8 @@
 //! Ballast controller: watches VirtualServers, AddressPools, Services,
 //! EndpointSlices, Nodes and Namespaces, and computes per-node plans and
-//! object statuses. The planning core ([`plan`]) is pure; the Kubernetes side
-//! lives in [`k8s`].
+//! object statuses. The planning core ([`plan`]) and the wire form of its
+//! per-node plans ([`link`]: encoding, deltas, versions) are pure; the
+//! Kubernetes side lives in [`k8s`].
 
 pub mod crdgen;
 pub mod endpoints;
@@ -11,6 +12,7 @@ pub mod frontend;
 pub mod http;
 pub mod ipam;
 pub mod k8s;
+pub mod link;
 pub mod metrics;
 pub mod object_key;
 pub mod plan;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ballast_api::{Forwarding, Protocol};
+use ballast_api::{Forwarding, HealthCheckSpec, Protocol};
 use ipnet::IpNet;
 
 use crate::object_key::ObjectKey;
@@ -40,6 +40,8 @@ pub struct ServicePlan {
     pub persistence_timeout_s: u32,
     /// Empty: every client may connect.
     pub source_ranges: Vec<IpNet>,
+    /// Run by the agent against every backend; `None`: weights alone decide.
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -204,6 +204,7 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> FrontendP
             toa: f.toa,
             persistence_timeout_s: f.persistence_timeout_s,
             source_ranges: f.source_ranges.clone(),
+            health_check: f.health_check.clone(),
         }
     };
 

@@ -457,6 +457,47 @@ const CASES: &[Case] = &[
         },
     ),
     (
+        "a VirtualServer's healthCheck reaches the plan typed; a Service has none",
+        |w| {
+            w.virtual_servers.push(virtual_server(
+                "default",
+                "checked",
+                1,
+                json!({
+                    "addresses": ["203.0.113.1"],
+                    "ports": [{"port": 80}],
+                    "backends": {"static": [{"address": "198.51.100.11"}]},
+                    "healthCheck": {"http": {"path": "/healthz", "expectStatus": 204},
+                                    "intervalSeconds": 3, "timeoutSeconds": 1},
+                }),
+            ));
+            w.services.push(service(
+                "default",
+                "plain",
+                2,
+                json!({}),
+                json!({"ports": [{"port": 81}]}),
+            ));
+        },
+        |p| {
+            let node = &p.nodes["node-a"];
+            assert_eq!(
+                node.services[&vs_key("checked")].health_check,
+                Some(ballast_api::HealthCheckSpec {
+                    probe: ballast_api::Probe::Http {
+                        path: "/healthz".into(),
+                        expect_status: 204
+                    },
+                    interval: std::time::Duration::from_secs(3),
+                    timeout: std::time::Duration::from_secs(1),
+                    healthy_threshold: 2,
+                    unhealthy_threshold: 2,
+                })
+            );
+            assert_eq!(node.services[&svc_key("plain")].health_check, None);
+        },
+    ),
+    (
         "no ready endpoint: Ready False naming the port",
         |w| {
             w.services.push(service(
