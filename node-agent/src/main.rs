@@ -228,3 +228,34 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo { connections } => demo::run(connections),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maglev_size_flag_is_optional_and_must_be_prime() {
+        let base = [
+            "ballast-agent",
+            "standalone",
+            "--interface",
+            "eth0",
+            "--snat-address",
+            "198.51.100.3",
+            "--config",
+            "/etc/ballast",
+        ];
+        let size = |extra: &[&str]| match Cli::try_parse_from(base.iter().chain(extra)) {
+            Ok(Cli {
+                command: Cmd::Standalone { maglev_size, .. },
+                ..
+            }) => Ok(maglev_size),
+            Ok(_) => unreachable!("standalone parsed"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(size(&[]), Ok(None), "automatic without the flag");
+        assert_eq!(size(&["--maglev-size", "65537"]), Ok(Some(65537)));
+        let err = size(&["--maglev-size", "65536"]).unwrap_err();
+        assert!(err.contains("65536 is not prime"), "{err}");
+    }
+}
