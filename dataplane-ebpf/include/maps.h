@@ -49,7 +49,7 @@ struct {
 
 /* All services' Maglev tables back to back; a service owns
  * [ring_offset, ring_offset + ring_size). Mmapable so that the agent writes a
- * 65537-slot table with one memcpy instead of 65537 syscalls. */
+ * table (up to 1048583 slots) with one memcpy instead of a syscall a slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BALLAST_RING_SLOTS_DEFAULT);

@@ -21,8 +21,12 @@
 /* Source-range prefixes over all services (64 per service for 4096 of
  * them); the trie allocates per entry, so the bound costs nothing unused. */
 #define BALLAST_MAX_SRC_RANGES 262144
-/* Default ring storage: 64 services at the default Maglev size 65537.
- * The agent resizes the map at load time (--ring-slots). */
+/* Default ring storage (--ring-slots resizes the map at load time): a
+ * per-node budget of 32 MiB (8-byte elements), allocated whole at load,
+ * as before tables were sized per service. Tables are sized from their
+ * backend count (node-agent/src/maglev/size.rs): it holds 16,319 services
+ * of 2-4 backends (257 slots) or 3 of 97 and more (1048583), keeping one
+ * largest table free for a rebuild. */
 #define BALLAST_RING_SLOTS_DEFAULT 4194368
 
 /* Forwarding modes (svc_value.mode). */

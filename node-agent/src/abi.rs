@@ -14,6 +14,7 @@ pub static BPF_OBJECT: &[u8] =
 pub const MAX_SERVICES: u32 = 131_072;
 pub const MAX_BACKENDS: u32 = 262_144;
 pub const MAX_SNAT_ADDRS: usize = 16;
+/// `--ring-slots` default: 32 MiB of ring (see shared.h for what it holds).
 pub const RING_SLOTS_DEFAULT: u32 = 4_194_368;
 
 pub const MODE_FULLNAT: u8 = 0;

@@ -11,10 +11,15 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-/// 65537 is prime and, being ≥ 100 × the backends a service realistically
-/// has, keeps both load imbalance and disruption on backend changes low
-/// (the paper's recommendation of M ≫ N).
-pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+mod size;
+pub use size::{
+    MAX_TABLE_SIZE, SINGLE_BACKEND_TABLE_SIZE, SIZE_LADDER, slots_wanted, table_size_for,
+};
+
+/// The size the Maglev paper evaluates, and the one this agent gave every
+/// service before sizes were chosen per service ([`table_size_for`]): the
+/// benchmark's baseline, and a large table for the tests below.
+pub const CLASSIC_TABLE_SIZE: u32 = 65537;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MaglevBackend {
@@ -264,11 +269,11 @@ mod tests {
     #[test]
     fn every_slot_filled_with_equal_shares() {
         let b = backends(7);
-        let t = build_table(&b, DEFAULT_TABLE_SIZE).unwrap();
-        assert_eq!(t.len(), DEFAULT_TABLE_SIZE as usize);
+        let t = build_table(&b, CLASSIC_TABLE_SIZE).unwrap();
+        assert_eq!(t.len(), CLASSIC_TABLE_SIZE as usize);
         assert!(t.iter().all(|&e| (e as usize) < b.len()));
         let c = counts(&t, b.len());
-        let ideal = DEFAULT_TABLE_SIZE as f64 / 7.0;
+        let ideal = CLASSIC_TABLE_SIZE as f64 / 7.0;
         for (i, n) in c.iter().enumerate() {
             assert!(
                 (*n as f64 - ideal).abs() / ideal < 0.01,
@@ -294,12 +299,12 @@ mod tests {
                     weight: w,
                 })
                 .collect();
-            let t = build_table(&b, DEFAULT_TABLE_SIZE).unwrap();
+            let t = build_table(&b, CLASSIC_TABLE_SIZE).unwrap();
             let c = counts(&t, b.len());
             let total: u32 = weights.iter().sum();
             for (i, &w) in weights.iter().enumerate() {
                 let want = f64::from(w) / f64::from(total);
-                let got = c[i] as f64 / f64::from(DEFAULT_TABLE_SIZE);
+                let got = c[i] as f64 / f64::from(CLASSIC_TABLE_SIZE);
                 assert!(
                     (got - want).abs() <= want * 0.01,
                     "weights {weights:?}: backend {i} got {got:.5}, want {want:.5}"
@@ -358,7 +363,7 @@ mod tests {
     fn removal_is_minimally_disruptive() {
         for n in [3usize, 10, 50, 100] {
             let all = backends(n);
-            let before = build_table(&all, DEFAULT_TABLE_SIZE).unwrap();
+            let before = build_table(&all, CLASSIC_TABLE_SIZE).unwrap();
             let removed = n / 2;
             let rest: Vec<MaglevBackend> = all
                 .iter()
@@ -366,7 +371,7 @@ mod tests {
                 .filter(|(i, _)| *i != removed)
                 .map(|(_, b)| *b)
                 .collect();
-            let after = build_table(&rest, DEFAULT_TABLE_SIZE).unwrap();
+            let after = build_table(&rest, CLASSIC_TABLE_SIZE).unwrap();
             let mut moved_total = 0usize;
             let (mut kept_slots, mut kept_moved) = (0usize, 0usize);
             for (&old, &new) in before.iter().zip(&after) {
@@ -394,9 +399,9 @@ mod tests {
     #[test]
     fn weight_change_is_minimally_disruptive() {
         let mut b = backends(10);
-        let before = build_table(&b, DEFAULT_TABLE_SIZE).unwrap();
+        let before = build_table(&b, CLASSIC_TABLE_SIZE).unwrap();
         b[3].weight = 0; // drain one backend
-        let after = build_table(&b, DEFAULT_TABLE_SIZE).unwrap();
+        let after = build_table(&b, CLASSIC_TABLE_SIZE).unwrap();
         let untouched = (0..before.len()).filter(|&s| before[s] != 3).count();
         let moved = (0..before.len())
             .filter(|&s| before[s] != 3 && before[s] != after[s])
@@ -434,7 +439,7 @@ mod tests {
         let t = build_table(&b, 13).unwrap();
         assert_eq!(t, build_table(&b, 13).unwrap());
         assert_eq!(t, GOLDEN_13);
-        let big = build_table(&backends(5), DEFAULT_TABLE_SIZE).unwrap();
+        let big = build_table(&backends(5), CLASSIC_TABLE_SIZE).unwrap();
         let digest = big.iter().fold(0u64, |h, &e| mix64(h ^ u64::from(e)));
         assert_eq!(digest, GOLDEN_DIGEST);
     }
@@ -475,9 +480,9 @@ mod tests {
     fn builds_large_tables_fast() {
         let b = backends(100);
         let start = Instant::now();
-        let t = build_table(&b, DEFAULT_TABLE_SIZE).unwrap();
+        let t = build_table(&b, CLASSIC_TABLE_SIZE).unwrap();
         let elapsed = start.elapsed();
-        assert_eq!(t.len(), DEFAULT_TABLE_SIZE as usize);
+        assert_eq!(t.len(), CLASSIC_TABLE_SIZE as usize);
         // Generous for debug builds on a loaded CI machine; release is ~1 ms.
         assert!(elapsed.as_millis() < 500, "took {elapsed:?}");
     }

@@ -48,10 +48,17 @@ enum Cmd {
         /// SNAT port range, e.g. 10000-65000.
         #[arg(long, default_value = "10000-65000", value_parser = parse_range)]
         snat_ports: (u16, u16),
-        /// Maglev table size per service (a prime).
-        #[arg(long, default_value_t = maglev::DEFAULT_TABLE_SIZE)]
-        maglev_size: u32,
-        /// Slots of the shared Maglev ring storage (services x table size).
+        /// Give every service this Maglev table size (a prime). Without it
+        /// each service's size follows its backend count: 2 slots for one
+        /// backend, else the smallest prime >= 2^k that is
+        /// >= 8*N^2*ceil(log2 N), from 257 up to 65537.
+        #[arg(long, value_parser = parse_maglev_size)]
+        maglev_size: Option<u32>,
+        /// Slots of the shared Maglev ring storage, 8 bytes each, allocated
+        /// at start: the sum of every service's table size, plus the
+        /// largest (a changed table is written before the old one is freed).
+        /// The default (32 MiB) holds 16,320 services of 2-4 backends, or 3
+        /// of 100 or more.
         #[arg(long, default_value_t = ballast_agent::abi::RING_SLOTS_DEFAULT)]
         ring_slots: u32,
         #[arg(long, value_enum, default_value = "auto")]
@@ -105,6 +112,16 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
         return Err(format!("{s}: empty range or port 0"));
     }
     Ok((a, b))
+}
+
+fn parse_maglev_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if !maglev::is_prime(n) {
+        return Err(format!(
+            "{n} is not prime (Maglev tables need a prime size)"
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -202,5 +219,36 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maglev_size_flag_is_optional_and_must_be_prime() {
+        let base = [
+            "ballast-agent",
+            "standalone",
+            "--interface",
+            "eth0",
+            "--snat-address",
+            "198.51.100.3",
+            "--config",
+            "/etc/ballast",
+        ];
+        let size = |extra: &[&str]| match Cli::try_parse_from(base.iter().chain(extra)) {
+            Ok(Cli {
+                command: Cmd::Standalone { maglev_size, .. },
+                ..
+            }) => Ok(maglev_size),
+            Ok(_) => unreachable!("standalone parsed"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(size(&[]), Ok(None), "automatic without the flag");
+        assert_eq!(size(&["--maglev-size", "65537"]), Ok(Some(65537)));
+        let err = size(&["--maglev-size", "65536"]).unwrap_err();
+        assert!(err.contains("65536 is not prime"), "{err}");
     }
 }

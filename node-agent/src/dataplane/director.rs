@@ -80,7 +80,8 @@ pub struct Director {
     dp: Dataplane,
     programmed: Programmed,
     ring: RingAllocator,
-    maglev_size: u32,
+    /// `--maglev-size`: one table size for every service; None: automatic.
+    forced_maglev_size: Option<u32>,
     next_gen: u32,
     neighbours: Option<NeighbourKeeper>,
 }
@@ -88,14 +89,19 @@ pub struct Director {
 impl Director {
     /// Loads (or adopts) the data plane and rebuilds its bookkeeping from
     /// what the pinned maps hold, so that a restart does not disturb flows.
+    /// `forced_maglev_size` gives every service that table size (a prime, at
+    /// least 2); None (or nothing) sizes each from its backend count.
     pub fn open(
         opts: &LoadOptions,
         settings: &NodeSettings,
-        maglev_size: u32,
+        forced_maglev_size: impl Into<Option<u32>>,
     ) -> Result<Self, DirectorError> {
-        if !maglev::is_prime(maglev_size) {
+        let forced_maglev_size = forced_maglev_size.into();
+        if let Some(size) = forced_maglev_size
+            && !maglev::is_prime(size)
+        {
             return Err(DirectorError::Settings(format!(
-                "Maglev table size {maglev_size} is not prime"
+                "Maglev table size {size} is not prime"
             )));
         }
         let mut dp = Dataplane::open(opts)?;
@@ -127,7 +133,7 @@ impl Director {
             dp,
             programmed,
             ring,
-            maglev_size,
+            forced_maglev_size,
             next_gen,
             neighbours,
         })
@@ -165,21 +171,29 @@ impl Director {
     /// Converges the maps on `desired`. Services that cannot be programmed
     /// are returned as errors and keep what they had; the others go on.
     pub fn apply(&mut self, desired: &[DesiredService]) -> Result<Vec<PlanError>, DirectorError> {
-        let errors = self.apply_once(desired)?;
         // Old ring regions are freed only after their service flipped, so a
-        // service refused for lack of ring space may fit on a second pass.
-        if errors
-            .iter()
-            .any(|e| matches!(e, PlanError::RingFull { .. }))
-        {
-            return self.apply_once(desired);
+        // service refused for lack of ring space may fit on a next pass; a
+        // nearly full storage (e.g. tables of 65537 slots from an older
+        // agent, each shrinking to its automatic size) frees room pass by
+        // pass. Passes stop when one programs no new table.
+        loop {
+            let (errors, rings_written) = self.apply_once(desired)?;
+            let ring_full = errors
+                .iter()
+                .any(|e| matches!(e, PlanError::RingFull { .. }));
+            if !ring_full || rings_written == 0 {
+                return Ok(errors);
+            }
         }
-        Ok(errors)
     }
 
-    fn apply_once(&mut self, desired: &[DesiredService]) -> Result<Vec<PlanError>, DirectorError> {
+    /// One planning pass: its errors and how many tables it wrote.
+    fn apply_once(
+        &mut self,
+        desired: &[DesiredService],
+    ) -> Result<(Vec<PlanError>, usize), DirectorError> {
         let limits = PlanLimits {
-            maglev_size: self.maglev_size,
+            forced_maglev_size: self.forced_maglev_size,
             max_services: abi::MAX_SERVICES,
             max_backends: abi::MAX_BACKENDS,
             max_src_ranges: abi::MAX_SRC_RANGES,
@@ -220,7 +234,7 @@ impl Director {
         self.programmed = planned.next;
         self.ring = ring;
         self.next_gen = gen_counter;
-        Ok(planned.errors)
+        Ok((planned.errors, planned.writes.rings.len()))
     }
 }
 

@@ -27,6 +27,11 @@ pub struct DesiredService {
     /// Clients allowed to start a flow; empty admits everyone.
     pub source_ranges: Vec<IpNet>,
     pub backends: Vec<DesiredBackend>,
+    /// This service's Maglev table size, over the agent-wide one and the
+    /// automatic one (`maglev::table_size_for`). Standalone files cannot set
+    /// it (VirtualServer has no such field); a bad size (not prime, fewer
+    /// slots than weighted backends) is this service's error.
+    pub maglev_size: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +62,7 @@ impl DesiredService {
             persist_timeout_s: 0,
             announce: true,
             source_ranges: Vec::new(),
+            maglev_size: None,
             backends: backends
                 .into_iter()
                 .map(|(addr, weight)| DesiredBackend {
@@ -172,7 +178,9 @@ pub enum PlanError {
 
 /// Sizes and id sources the planner needs.
 pub struct PlanLimits {
-    pub maglev_size: u32,
+    /// One Maglev table size for every service (`--maglev-size`); None: each
+    /// service's own, from its backend count.
+    pub forced_maglev_size: Option<u32>,
     pub max_services: u32,
     pub max_backends: u32,
     pub max_src_ranges: u32,
@@ -185,6 +193,16 @@ pub struct Planned {
     pub writes: MapWrites,
     pub next: Programmed,
     pub errors: Vec<PlanError>,
+}
+
+/// The table size `d` gets: its own, else the agent-wide one, else the
+/// automatic one. The automatic size counts every listed backend, weight 0
+/// included, so that drains and health verdicts (which reach the planner as
+/// weight 0, and differ between directors) never change it.
+pub fn table_size(d: &DesiredService, limits: &PlanLimits) -> u32 {
+    d.maglev_size
+        .or(limits.forced_maglev_size)
+        .unwrap_or_else(|| maglev::table_size_for(d.backends.len()))
 }
 
 fn backend_identity(addr: Ipv4Addr, port: u16) -> u64 {
@@ -311,7 +329,12 @@ pub fn plan(
             mss_max: d.mss_max,
         };
         let mut new_ring = None;
-        if cur.ring_inputs.get(key) != Some(&ring_input) || old.is_none() {
+        let size = table_size(d, limits);
+        let active = ring_input.iter().any(|&(_, weight)| weight > 0);
+        if cur.ring_inputs.get(key) != Some(&ring_input)
+            || old.is_none()
+            || (active && old.is_some_and(|o| o.ring_size != size))
+        {
             let mbs: Vec<maglev::MaglevBackend> = slots
                 .iter()
                 .map(|(_, _, b)| maglev::MaglevBackend {
@@ -319,22 +342,22 @@ pub fn plan(
                     weight: b.weight,
                 })
                 .collect();
-            if mbs.iter().all(|m| m.weight == 0) {
+            if !active {
                 value.ring_offset = 0;
                 value.ring_size = 0;
             } else {
-                let table = match maglev::build_table(&mbs, limits.maglev_size) {
+                let table = match maglev::build_table(&mbs, size) {
                     Ok(t) => t,
                     Err(e) => {
                         errors.push(PlanError::Maglev {
                             service: d.name.clone(),
-                            size: limits.maglev_size,
+                            size,
                             reason: e.to_string(),
                         });
                         continue;
                     }
                 };
-                let off = match ring.alloc(limits.maglev_size) {
+                let off = match ring.alloc(size) {
                     Ok(o) => o,
                     Err(source) => {
                         errors.push(PlanError::RingFull {
@@ -347,7 +370,7 @@ pub fn plan(
                 let ids: Vec<u32> = table.iter().map(|&i| slots[i as usize].0).collect();
                 new_ring = Some((off, ids));
                 value.ring_offset = off;
-                value.ring_size = limits.maglev_size;
+                value.ring_size = size;
             }
             if let Some(o) = old {
                 freed_regions.push((o.ring_offset, o.ring_size));

@@ -314,6 +314,7 @@ pub fn to_desired(specs: &[ServiceEntry], announce: bool, toa_mss: u16) -> Vec<D
             persist_timeout_s: s.persistence_timeout_s,
             announce,
             source_ranges: s.source_ranges.clone(),
+            maglev_size: None,
             backends: s
                 .backends
                 .iter()

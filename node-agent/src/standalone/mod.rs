@@ -30,7 +30,9 @@ pub struct StandaloneOptions {
     pub snat_addrs: Vec<Ipv4Addr>,
     pub snat_ports: (u16, u16),
     pub config: PathBuf,
-    pub maglev_size: u32,
+    /// One Maglev table size for every service; None: each service's own,
+    /// from its backend count (`maglev::table_size_for`).
+    pub maglev_size: Option<u32>,
     pub ring_slots: u32,
     pub mode: XdpAttachMode,
     pub metrics: Option<SocketAddr>,

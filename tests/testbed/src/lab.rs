@@ -57,7 +57,8 @@ impl Lab {
         // Attaching resolves the interface name, so it happens in the
         // director's namespace.
         let director = in_netns(tb.director_ns(), move || {
-            Director::open(&load, &settings, 65537)
+            // Table sizes as an agent without --maglev-size chooses them.
+            Director::open(&load, &settings, None)
         })??;
         Ok(Self {
             director,

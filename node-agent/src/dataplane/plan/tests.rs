@@ -12,8 +12,9 @@ fn svc(port: u16, backends: &[(u8, u32)]) -> DesiredService {
     )
 }
 
+/// Automatic table sizes: 2 slots for one backend, 257 for 2-4.
 const LIMITS: PlanLimits = PlanLimits {
-    maglev_size: 13,
+    forced_maglev_size: None,
     max_services: 8,
     max_backends: 16,
     max_src_ranges: 4,
@@ -22,6 +23,7 @@ const LIMITS: PlanLimits = PlanLimits {
 struct World {
     cur: Programmed,
     ring: RingAllocator,
+    limits: PlanLimits,
     gen_: u32,
 }
 
@@ -30,15 +32,41 @@ impl World {
         Self {
             cur: Programmed::default(),
             ring: RingAllocator::new(ring_slots),
+            limits: LIMITS,
             gen_: 0,
         }
     }
+
+    /// Plans a step and checks, for every step of every test, the no-gap
+    /// invariant: no ring write touches a region that a service entry
+    /// programmed before this step reads (each service keeps forwarding
+    /// through its old table until its entry flips to the new one).
     fn step(&mut self, desired: &[DesiredService]) -> (MapWrites, Vec<PlanError>) {
         let mut g = self.gen_;
-        let p = plan(&self.cur, desired, &mut self.ring, &LIMITS, &mut || {
-            g += 1;
-            g
-        });
+        let p = plan(
+            &self.cur,
+            desired,
+            &mut self.ring,
+            &self.limits,
+            &mut || {
+                g += 1;
+                g
+            },
+        );
+        for (off, ids) in &p.writes.rings {
+            let (start, end) = (u64::from(*off), *off as u64 + ids.len() as u64);
+            for v in self.cur.services.values().filter(|v| v.ring_size > 0) {
+                let (vs, ve) = (
+                    u64::from(v.ring_offset),
+                    v.ring_offset as u64 + v.ring_size as u64,
+                );
+                assert!(
+                    end <= vs || ve <= start,
+                    "ring write {start}..{end} overwrites live region {vs}..{ve} of service {}",
+                    v.id
+                );
+            }
+        }
         self.gen_ = g;
         self.cur = p.next;
         (p.writes, p.errors)
@@ -47,7 +75,7 @@ impl World {
 
 #[test]
 fn new_service_writes_backends_ring_service_and_vip() {
-    let mut w = World::new(100);
+    let mut w = World::new(1000);
     let (writes, errors) = w.step(&[svc(80, &[(1, 1), (2, 1)])]);
     assert!(errors.is_empty());
     assert_eq!(writes.backends.len(), 2);
@@ -58,14 +86,14 @@ fn new_service_writes_backends_ring_service_and_vip() {
             .all(|(_, b)| b.flags == abi::BACKEND_LIVE | abi::BACKEND_ACCEPTS)
     );
     assert_eq!(writes.rings.len(), 1);
-    assert_eq!(writes.rings[0].1.len(), 13);
+    assert_eq!(writes.rings[0].1.len(), 257);
     let ids: BTreeSet<u32> = writes.backends.iter().map(|(id, _)| *id).collect();
     assert!(
         writes.rings[0].1.iter().all(|id| ids.contains(id)),
         "ring only names the service's backends"
     );
     assert_eq!(writes.services.len(), 1);
-    assert_eq!(writes.services[0].1.ring_size, 13);
+    assert_eq!(writes.services[0].1.ring_size, 257);
     assert_eq!(
         writes.vips_set,
         vec![(
@@ -77,7 +105,7 @@ fn new_service_writes_backends_ring_service_and_vip() {
 
 #[test]
 fn unchanged_configuration_writes_nothing() {
-    let mut w = World::new(100);
+    let mut w = World::new(1000);
     let d = [svc(80, &[(1, 1), (2, 1)])];
     w.step(&d);
     let (writes, errors) = w.step(&d);
@@ -87,7 +115,7 @@ fn unchanged_configuration_writes_nothing() {
 
 #[test]
 fn drain_keeps_the_slot_and_moves_the_ring() {
-    let mut w = World::new(100);
+    let mut w = World::new(1000);
     let (first, _) = w.step(&[svc(80, &[(1, 1), (2, 1)])]);
     let old_svc = first.services[0].1;
     let b2 = first.backends[1];
@@ -113,13 +141,17 @@ fn drain_keeps_the_slot_and_moves_the_ring() {
         "drained backend takes no new flows"
     );
     assert!(writes.backend_retires.is_empty());
-    // The old region is free again: capacity 100 = 3 x 13 used at most.
-    assert_eq!(w.ring.free_slots(), 100 - 13);
+    assert_eq!(
+        writes.services[0].1.ring_size, 257,
+        "a drain does not change the table size"
+    );
+    // The old region is free again.
+    assert_eq!(w.ring.free_slots(), 1000 - 257);
 }
 
 #[test]
 fn removed_backend_and_service_are_retired_after_the_flip() {
-    let mut w = World::new(100);
+    let mut w = World::new(1000);
     let (first, _) = w.step(&[svc(80, &[(1, 1), (2, 1)]), svc(81, &[(3, 1)])]);
     let (writes, _) = w.step(&[svc(80, &[(1, 1)])]);
     let b2 = first
@@ -143,12 +175,13 @@ fn removed_backend_and_service_are_retired_after_the_flip() {
     assert_eq!(w.cur.backends.len(), 1);
     let (writes, _) = w.step(&[]);
     assert_eq!(writes.vips_delete.len(), 1);
-    assert_eq!(w.ring.free_slots(), 100);
+    assert_eq!(w.ring.free_slots(), 1000);
 }
 
 #[test]
 fn a_service_that_does_not_fit_fails_alone() {
-    let mut w = World::new(13 * 3);
+    // Two one-backend services (2 slots each) and one 257-slot table.
+    let mut w = World::new(2 + 2 + 257);
     let (_, errors) = w.step(&[svc(80, &[(1, 1)]), svc(81, &[(1, 1)])]);
     assert!(errors.is_empty());
     // Rebuilding :80 takes the last free region (its old one is freed
@@ -293,4 +326,170 @@ fn a_full_source_range_table_refuses_the_service_that_overflows_it() {
     );
     assert!(writes.services.is_empty(), ":81 is not programmed");
     assert_eq!(w.cur.services.len(), 1);
+}
+
+/// `n` backends 198.51.100.11.. of weight 1.
+fn svc_n(port: u16, n: u8) -> DesiredService {
+    let b: Vec<(u8, u32)> = (1..=n).map(|i| (i, 1)).collect();
+    svc(port, &b)
+}
+
+#[test]
+fn table_sizes_follow_the_backend_count() {
+    let mut w = World::new(10_000);
+    let (writes, errors) = w.step(&[svc_n(80, 1), svc_n(81, 4), svc_n(82, 5)]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let id = |port: u8| {
+        writes
+            .backends
+            .iter()
+            .find(|(_, b)| b.addr == abi::be_addr(Ipv4Addr::new(198, 51, 100, 10 + port)))
+            .map(|(id, _)| *id)
+            .unwrap()
+    };
+    // Best fit from an empty storage: back to back, in key order.
+    let sizes: Vec<(u32, usize)> = writes.rings.iter().map(|(o, t)| (*o, t.len())).collect();
+    assert_eq!(sizes, [(0, 2), (2, 257), (259, 1031)]);
+    assert_eq!(writes.rings[0].1, [id(1), id(1)], "one backend, two slots");
+    let svcs: Vec<(u16, u32, u32)> = writes
+        .services
+        .iter()
+        .map(|(k, v)| (u16::from_be(k.port), v.ring_offset, v.ring_size))
+        .collect();
+    assert_eq!(svcs, [(80, 0, 2), (81, 2, 257), (82, 259, 1031)]);
+}
+
+#[test]
+fn crossing_a_size_boundary_moves_to_a_new_region_without_a_gap() {
+    // 0 -> 1 -> 5 -> 1 -> 0 backends; `World::step` checks that no table is
+    // written over a region a service still reads.
+    let mut w = World::new(2000);
+    let (writes, _) = w.step(&[svc(80, &[])]);
+    assert!(writes.rings.is_empty());
+    assert_eq!(
+        (
+            writes.services[0].1.ring_offset,
+            writes.services[0].1.ring_size
+        ),
+        (0, 0),
+        "no backend, no table: new flows are refused"
+    );
+
+    let (writes, _) = w.step(&[svc_n(80, 1)]);
+    assert_eq!(writes.rings.len(), 1);
+    assert_eq!((writes.rings[0].0, writes.rings[0].1.len()), (0, 2));
+    assert_eq!(writes.services[0].1.ring_size, 2);
+
+    let (writes, _) = w.step(&[svc_n(80, 5)]);
+    assert_eq!(
+        (writes.rings[0].0, writes.rings[0].1.len()),
+        (2, 1031),
+        "written beside the live 2-slot table"
+    );
+    let v = writes.services[0].1;
+    assert_eq!((v.ring_offset, v.ring_size), (2, 1031));
+    assert_eq!(w.ring.free_slots(), 2000 - 1031, "the old table is freed");
+
+    let (writes, _) = w.step(&[svc_n(80, 1)]);
+    assert_eq!(
+        (writes.rings[0].0, writes.rings[0].1.len()),
+        (0, 2),
+        "the freed 2-slot hole, outside the live table"
+    );
+    assert_eq!(writes.services[0].1.ring_size, 2);
+    assert_eq!(w.ring.free_slots(), 2000 - 2);
+
+    let (writes, _) = w.step(&[svc(80, &[])]);
+    assert!(writes.rings.is_empty());
+    assert_eq!(writes.services[0].1.ring_size, 0);
+    assert_eq!(w.ring.free_slots(), 2000);
+}
+
+#[test]
+fn drains_and_down_backends_keep_the_size() {
+    // Health verdicts reach the planner as weight 0 and differ between
+    // directors: the size counts listed backends, so all agree.
+    let mut w = World::new(5000);
+    w.step(&[svc_n(80, 5)]);
+    for weights in [[1, 0, 1, 1, 1], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]] {
+        let b: Vec<(u8, u32)> = (1..=5).zip(weights).collect();
+        let (writes, errors) = w.step(&[svc(80, &b)]);
+        assert!(errors.is_empty());
+        assert_eq!(writes.rings[0].1.len(), 1031, "{weights:?}");
+        assert_eq!(writes.services[0].1.ring_size, 1031, "{weights:?}");
+    }
+}
+
+#[test]
+fn a_forced_size_applies_to_every_service_and_a_service_size_wins() {
+    let mut w = World::new(1000);
+    w.limits.forced_maglev_size = Some(13);
+    let mut own = svc_n(81, 2);
+    own.maglev_size = Some(7);
+    let (writes, errors) = w.step(&[svc_n(80, 1), own.clone(), svc_n(82, 5)]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let sizes: Vec<u32> = writes.services.iter().map(|(_, v)| v.ring_size).collect();
+    assert_eq!(sizes, [13, 7, 13]);
+
+    // A new size alone (same backends) rebuilds the table.
+    own.maglev_size = Some(11);
+    let (writes, _) = w.step(&[svc_n(80, 1), own.clone(), svc_n(82, 5)]);
+    assert_eq!(writes.rings.len(), 1);
+    assert_eq!(writes.rings[0].1.len(), 11);
+    assert_eq!(writes.services.len(), 1);
+
+    // A size that cannot hold a table fails that service alone, which keeps
+    // its table.
+    own.maglev_size = Some(12);
+    let (writes, errors) = w.step(&[svc_n(80, 1), own.clone(), svc_n(82, 5)]);
+    assert_eq!(
+        errors,
+        [PlanError::Maglev {
+            service: "t/s:81".into(),
+            size: 12,
+            reason: "Maglev table size 12 is not prime".into(),
+        }]
+    );
+    assert_eq!(writes, MapWrites::default());
+    own.maglev_size = Some(3);
+    let mut bigger = own.clone();
+    bigger.backends = svc_n(81, 5).backends;
+    let (_, errors) = w.step(&[svc_n(80, 1), bigger, svc_n(82, 5)]);
+    assert!(
+        matches!(&errors[..], [PlanError::Maglev { size: 3, .. }]),
+        "{errors:?}"
+    );
+    assert_eq!(
+        w.cur.services.values().map(|v| v.ring_size).sum::<u32>(),
+        13 + 11 + 13
+    );
+}
+
+#[test]
+fn a_full_storage_of_larger_tables_shrinks_pass_by_pass() {
+    // An older agent gave every service 13 slots and left 2 free; each pass
+    // (Director::apply repeats them while one programs a table) moves the
+    // services that fit, freeing room for the next after their flip.
+    let mut w = World::new(3 * 13 + 2);
+    w.limits.forced_maglev_size = Some(13);
+    let d = [svc_n(80, 1), svc_n(81, 1), svc_n(82, 1)];
+    assert!(w.step(&d).1.is_empty());
+    w.limits.forced_maglev_size = None;
+
+    let (writes, errors) = w.step(&d);
+    assert_eq!(writes.rings.len(), 1, ":80 takes the 2 free slots");
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| matches!(e, PlanError::RingFull { .. }))
+            .count(),
+        2
+    );
+    let (writes, errors) = w.step(&d);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(writes.rings.len(), 2, "into :80's old region");
+    let (writes, _) = w.step(&d);
+    assert_eq!(writes, MapWrites::default(), "settled");
+    assert!(w.cur.services.values().all(|v| v.ring_size == 2));
+    assert_eq!(w.ring.free_slots(), 41 - 6);
 }
