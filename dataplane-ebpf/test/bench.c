@@ -78,7 +78,8 @@ int bench_director_new_flow(struct xdp_md *ctx)
 }
 
 /* What bounds the director: one conntrack lookup of the packet's flow
- * (parsed as the floor parses), and one conntrack insert of a new flow. */
+ * (parsed as the floor parses), one conntrack insert of a new flow, and the
+ * source-range check a new flow to a service with ranges pays. */
 static __always_inline int bench_flow_key(struct xdp_md *ctx, struct flow_key *k)
 {
 	struct packet p = {};
@@ -105,4 +106,15 @@ int bench_ct_insert(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	struct ct_value v = { .last_seen = dp_now() };
 	return bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY) ? XDP_DROP : XDP_PASS;
+}
+
+/* Parse + one `src_ranges` lookup for service 0 (the one the benchmark
+ * programs), as a new flow to a service with source ranges makes it. */
+SEC("xdp")
+int bench_src_lookup(struct xdp_md *ctx)
+{
+	struct packet p = {};
+	if (parse_l2(ctx, &p) != L3_IPV4 || parse_ipv4(ctx, &p) != L4_OK)
+		return XDP_ABORTED;
+	return source_admitted(0, p.saddr) ? XDP_PASS : XDP_DROP;
 }
