@@ -280,6 +280,92 @@ fn a_second_agent_on_the_same_interface_is_refused_and_cleanup_waits_for_the_fir
     }
 }
 
+/// An upgrade from the layout keyed by interface name: the next agent moves
+/// the pins under the interface's key and adopts the link, so a transfer
+/// running through the upgrade completes; a program it did not pin makes it
+/// refuse with what to do, not a bare EEXIST.
+#[test]
+fn an_older_agents_name_keyed_pins_are_adopted_and_a_foreign_program_is_named() {
+    require_root(NEEDS_ROOT);
+    let lab = Lab::new('u', "u1", VIP_A);
+    let pins = pin_root('u');
+    let pin_dir = lab.interface().pin_dir(pins.path());
+
+    let mut old = lab.start(Entry::Setns, &pins, "old.log");
+    old.wait_log("configuration applied");
+    assert!(old.stop(AGENT_START).success(), "{}", old.log());
+    // As an agent before the identity key left it.
+    let legacy = pins.path().join(testbed::HOST_IF);
+    std::fs::rename(&pin_dir, &legacy).unwrap();
+    lab.assert_serves(VIP_A, "u1");
+
+    let client = lab.tb.client_ns().to_string();
+    let transfer = std::thread::spawn(move || {
+        servers::tcp_transfer(
+            &client,
+            SocketAddrV4::new(VIP_A, 80),
+            200 * servers::TRANSFER_CHUNK,
+            Duration::from_millis(20),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut new = lab.start(Entry::Setns, &pins, "new.log");
+    new.wait_log("configuration applied");
+    let log = new.log();
+    assert!(
+        log.contains("moved the data plane an older agent pinned"),
+        "{log}"
+    );
+    assert!(log.contains("adopted pinned XDP link"), "{log}");
+    assert!(pin_dir.join("link").exists() && !legacy.exists());
+    let report = transfer
+        .join()
+        .unwrap()
+        .expect("the transfer survives the upgrade");
+    assert_eq!(report.bytes_received, report.bytes_sent);
+    lab.assert_serves(VIP_A, "u1");
+    assert!(new.stop(AGENT_START).success(), "{}", new.log());
+
+    // Someone else's program on the interface: refused, saying whose it may
+    // be and how to remove it.
+    stdout_ok(&agent_cmd_in(
+        lab.director(),
+        pins.path(),
+        &["cleanup", "--interface", "eth0"],
+    ));
+    let object = testbed::objects::write_test_programs(&lab.work.file(""), "other.bpf.o").unwrap();
+    netns::ip_in(
+        lab.director(),
+        &[
+            "link",
+            "set",
+            "dev",
+            "eth0",
+            "xdpgeneric",
+            "obj",
+            object.to_str().unwrap(),
+            "program",
+            "xdp_pass",
+        ],
+    )
+    .unwrap();
+    let mut refused = lab.start(Entry::Setns, &pins, "refused.log");
+    let st = refused.wait_exit(AGENT_START);
+    let log = refused.log();
+    assert!(!st.success(), "{log}");
+    assert!(
+        log.contains("already runs an XDP program this agent did not pin")
+            && log.contains("ballast-agent cleanup --interface eth0")
+            && log.contains("ip link set dev eth0 xdp off"),
+        "{log}"
+    );
+    netns::ip_in(
+        lab.director(),
+        &["link", "set", "dev", "eth0", "xdpgeneric", "off"],
+    )
+    .unwrap();
+}
+
 /// Two namespaces, one interface name (eth0, likely the same ifindex), one
 /// pin root: each agent gets its own data plane and serves its own VIP; the
 /// second never adopts the first's link.

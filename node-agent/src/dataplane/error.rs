@@ -36,6 +36,15 @@ pub enum DataplaneError {
         mode: &'static str,
         source: Box<aya::programs::ProgramError>,
     },
+    #[error(
+        "interface {interface} already runs an XDP program this agent did not pin (id {program_ids:?}): \
+         an older ballast-agent's pins (`ballast-agent cleanup --interface {interface}` removes them) \
+         or another tool's (`ip link set dev {interface} xdp off` detaches it)"
+    )]
+    Occupied {
+        interface: String,
+        program_ids: Vec<u32>,
+    },
     #[error("pinned link {path}: {reason}")]
     Link { path: PathBuf, reason: String },
     #[error("map {map}: {reason}")]

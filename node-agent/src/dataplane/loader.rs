@@ -217,6 +217,16 @@ impl Dataplane {
                 return Ok(());
             }
         }
+        // Nothing of ours is pinned, yet something drives the interface:
+        // attaching would fail with a bare EEXIST, so say whose it may be.
+        if replaced.is_none()
+            && let Some(other) = attached_xdp(ifname).filter(|a| !a.program_ids.is_empty())
+        {
+            return Err(DataplaneError::Occupied {
+                interface: ifname.into(),
+                program_ids: other.program_ids,
+            });
+        }
         let prog = self.load_program(PROGRAM)?;
         let attempts: &[(XdpMode, &'static str)] = match mode {
             XdpAttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
@@ -281,25 +291,47 @@ fn mode_conflicts(requested: XdpAttachMode, running: Option<&str>) -> bool {
     )
 }
 
-/// The mode of the XDP program attached to `ifname`, from `ip -d -j link`
-/// (the bpf_link's own info does not say).
-fn attached_mode(ifname: &str) -> Option<&'static str> {
+/// The XDP programs attached to an interface, as `ip -d -j link` shows them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct AttachedXdp {
+    /// IFLA_XDP_ATTACHED modes: 1 driver, 2 generic (skb), 3 offload.
+    pub modes: Vec<u64>,
+    pub program_ids: Vec<u32>,
+}
+
+/// What `ip -d -j link show dev <ifname>` says is attached (None: nothing,
+/// or `ip` could not tell).
+pub(crate) fn attached_xdp(ifname: &str) -> Option<AttachedXdp> {
     let out = std::process::Command::new("ip")
         .args(["-d", "-j", "link", "show", "dev", ifname])
         .output()
         .ok()?;
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    parse_attached_xdp(&serde_json::from_slice(&out.stdout).ok()?)
+}
+
+fn parse_attached_xdp(links: &serde_json::Value) -> Option<AttachedXdp> {
     let xdp = &links.get(0)?["xdp"];
-    // IFLA_XDP_ATTACHED: 1 driver, 2 generic (skb), 3 offload, 4 several.
-    // With several (a replacement in progress), the driver one counts.
-    let modes: Vec<u64> = match xdp["mode"].as_u64()? {
-        4 => xdp["attached"]
-            .as_array()?
-            .iter()
-            .filter_map(|a| a["mode"].as_u64())
-            .collect(),
-        m => vec![m],
+    // IFLA_XDP_ATTACHED: 1 driver, 2 generic (skb), 3 offload, 4 several
+    // (then each is listed under `attached`).
+    let entries: Vec<&serde_json::Value> = match xdp["mode"].as_u64()? {
+        4 => xdp["attached"].as_array()?.iter().collect(),
+        _ => vec![xdp],
     };
+    Some(AttachedXdp {
+        modes: entries.iter().filter_map(|a| a["mode"].as_u64()).collect(),
+        program_ids: entries
+            .iter()
+            .filter_map(|a| a["prog"]["id"].as_u64())
+            .map(|id| id as u32)
+            .collect(),
+    })
+}
+
+/// The mode of the XDP program attached to `ifname` (the bpf_link's own info
+/// does not say). With several (a replacement in progress), the driver one
+/// counts.
+fn attached_mode(ifname: &str) -> Option<&'static str> {
+    let modes = attached_xdp(ifname)?.modes;
     if modes.contains(&1) {
         Some("native")
     } else if modes.contains(&2) {

@@ -2,12 +2,13 @@
 //! is its own (`identity`: keyed by network namespace and ifindex, not by
 //! interface name), one agent per interface (`lock`), whether its pins
 //! outlive it (`bpffs`), signals handled from the first moment (`signals`),
-//! interface facts worth a warning at start (`veth`), and removing a data
-//! plane (`cleanup`). [`Claim::take`] does the start-up part of it in one
+//! interface facts worth a warning at start (`veth`), adopting an older
+//! agent's pins (`legacy`), and removing a data plane (`cleanup`). [`Claim::take`] does the start-up part of it in one
 //! call, before the data plane is opened.
 pub mod bpffs;
 pub mod cleanup;
 pub mod identity;
+pub mod legacy;
 pub mod lock;
 pub mod signals;
 pub mod veth;
@@ -46,6 +47,15 @@ impl Claim {
             )
         })?;
         let mounted_here = crate::dataplane::loader::ensure_bpffs()?;
+        // An upgrade from the layout keyed by name adopts that data plane.
+        if let Some(from) = legacy::adopt(pin_root, &iface)? {
+            info!(
+                interface,
+                from = %from.display(),
+                to = %iface.pin_dir(pin_root).display(),
+                "moved the data plane an older agent pinned by interface name under this interface's key"
+            );
+        }
         let persistence = match BpffsFacts::gather(pin_root, mounted_here) {
             Ok(facts) => bpffs::assess(&facts),
             Err(e) => {
