@@ -11,6 +11,7 @@ use ballast_proto::v1::{Ack, Nack, agent_message, controller_message::Kind};
 use ballast_proto::{apply_delta, content_hash};
 use link_support::*;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const NODE: &str = "node-a";
 
@@ -26,6 +27,16 @@ fn mtls(test: &str) -> Mtls {
     let files = server_files(&dir, &ca, &ca);
     let agent = ca.agent(NODE);
     Mtls { ca, agent, files }
+}
+
+/// Serving (as leader, or as a standby) one service on `NODE` over mTLS,
+/// and a channel that presents the agent's certificate.
+async fn serving(test: &str, leading: bool) -> (Mtls, Harness, Channel) {
+    let m = mtls(test);
+    let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
+    let h = Harness::start(Security::Mtls(m.files.clone()), Some(plan), leading).await;
+    let ch = channel(h.addr, Some((&m.ca, Some(&m.agent)))).await;
+    (m, h, ch)
 }
 
 fn snapshot_of(m: ballast_proto::v1::ControllerMessage) -> ballast_proto::v1::NodeState {
@@ -121,10 +132,7 @@ async fn wait_for(
 
 #[tokio::test]
 async fn a_reconnect_with_the_current_state_resends_nothing_and_replaces_the_old_stream() {
-    let m = mtls("reconnect");
-    let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
-    let h = Harness::start(Security::Mtls(m.files.clone()), Some(plan), true).await;
-    let ch = channel(h.addr, Some((&m.ca, Some(&m.agent)))).await;
+    let (_, h, ch) = serving("reconnect", true).await;
     let mut old = open(&ch, hello(NODE, 0, &[])).await.unwrap();
     let held = snapshot_of(next(&mut old).await.unwrap());
     let hash = content_hash(&held);
@@ -159,10 +167,7 @@ async fn a_reconnect_with_the_current_state_resends_nothing_and_replaces_the_old
 
 #[tokio::test]
 async fn a_refused_delta_is_followed_by_the_full_state_and_recorded() {
-    let m = mtls("nack");
-    let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
-    let h = Harness::start(Security::Mtls(m.files.clone()), Some(plan), true).await;
-    let ch = channel(h.addr, Some((&m.ca, Some(&m.agent)))).await;
+    let (_, h, ch) = serving("nack", true).await;
     let mut agent = open(&ch, hello(NODE, 0, &[])).await.unwrap();
     snapshot_of(next(&mut agent).await.unwrap());
     let changed = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.2"]))]);
@@ -189,12 +194,9 @@ async fn a_refused_delta_is_followed_by_the_full_state_and_recorded() {
 
 #[tokio::test]
 async fn a_standby_refuses_with_unavailable_naming_the_leader_and_losing_leadership_ends_streams() {
-    let m = mtls("leader");
-    let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
-    let h = Harness::start(Security::Mtls(m.files.clone()), Some(plan), false).await;
+    let (_, h, ch) = serving("leader", false).await;
     h.leader_name
         .send_replace(Some("ballast-controller-1".into()));
-    let ch = channel(h.addr, Some((&m.ca, Some(&m.agent)))).await;
     let refused = loop {
         // The name reaches the server through its watch: retry until the
         // refusal names it (as an agent would, with backoff).
@@ -233,9 +235,7 @@ async fn refused_on_first_rpc(ch: &tonic::transport::Channel, codes: &[Code]) ->
 
 #[tokio::test]
 async fn clients_without_an_agent_certificate_for_their_node_are_refused_on_their_first_rpc() {
-    let m = mtls("refusals");
-    let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
-    let h = Harness::start(Security::Mtls(m.files.clone()), Some(plan), true).await;
+    let (m, h, _) = serving("refusals", true).await;
     // The TLS handshake fails: the transport reports UNAVAILABLE (or
     // UNKNOWN, depending on when the alert arrives).
     let transport = [Code::Unavailable, Code::Unknown];
@@ -270,9 +270,7 @@ async fn clients_without_an_agent_certificate_for_their_node_are_refused_on_thei
 
 #[tokio::test]
 async fn a_rotated_client_ca_takes_effect_without_a_restart() {
-    let m = mtls("rotation");
-    let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
-    let h = Harness::start(Security::Mtls(m.files.clone()), Some(plan), true).await;
+    let (m, h, _) = serving("rotation", true).await;
     let next_ca = Ca::new("next CA");
     let rotated = next_ca.agent(NODE);
     let ch = channel(h.addr, Some((&m.ca, Some(&rotated)))).await;

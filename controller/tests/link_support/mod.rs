@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ballast_api::{Forwarding, Protocol};
+use ballast_controller::fixtures::tcp80_service_plan;
 use ballast_controller::link::server::ServeError;
 use ballast_controller::link::tls::TlsFiles;
 use ballast_controller::link::{AgentReports, LinkInputs, Security};
 use ballast_controller::object_key::{Kind, ObjectKey};
-use ballast_controller::plan::{BackendPlan, NodePlan, Plan, PortPlan, ServicePlan};
+use ballast_controller::plan::{NodePlan, Plan, ServicePlan};
 use ballast_proto::v1::node_sync_client::NodeSyncClient;
 use ballast_proto::v1::{AgentMessage, ControllerMessage, Hello, agent_message};
 use rcgen::{
@@ -247,26 +247,8 @@ pub fn key(name: &str) -> ObjectKey {
 
 /// A service at `vip`:80/TCP with the given backends (all :8080, weight 1).
 pub fn service(vip: &str, backends: &[&str]) -> Arc<ServicePlan> {
-    Arc::new(ServicePlan {
-        vips: vec![vip.parse().unwrap()],
-        ports: vec![PortPlan {
-            port: 80,
-            protocol: Protocol::Tcp,
-            backends: backends
-                .iter()
-                .map(|b| BackendPlan {
-                    address: b.parse::<IpAddr>().unwrap(),
-                    port: 8080,
-                    weight: 1,
-                })
-                .collect(),
-        }],
-        forwarding: Forwarding::FullNat,
-        toa: false,
-        persistence_timeout_s: 0,
-        source_ranges: Vec::new(),
-        health_check: None,
-    })
+    let backends = backends.iter().map(|b| b.parse::<IpAddr>().unwrap());
+    Arc::new(tcp80_service_plan(vip.parse().unwrap(), backends))
 }
 
 /// A plan where `node` directs the given services and announces their VIPs
