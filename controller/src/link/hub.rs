@@ -99,6 +99,7 @@ impl Hub {
             };
             if !send(stream, message) {
                 streams.remove(&node);
+                self.reports.disconnected(&node);
             }
         }
     }
@@ -279,3 +280,6 @@ pub(crate) fn not_leader(leader_name: &Option<String>) -> Status {
         None => "this controller is not the leader; no leader is known yet".to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests;
