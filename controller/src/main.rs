@@ -158,13 +158,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
     let http = tokio::spawn(ballast_controller::http::serve(
         listener,
-        metrics,
+        metrics.clone(),
         handle.ready.clone(),
     ));
     let link_listener = tokio::net::TcpListener::bind(args.link.link_addr)
         .await
         .with_context(|| format!("binding the agent link address {}", args.link.link_addr))?;
     let (link_stop_tx, link_stop) = tokio::sync::oneshot::channel::<()>();
+    let reports = AgentReports::new();
+    tokio::spawn(ballast_controller::metrics::export_agents(
+        metrics.clone(),
+        reports.clone(),
+    ));
     let mut link = tokio::spawn(ballast_controller::link::serve(
         link_listener,
         security,
@@ -173,8 +178,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             leader: handle.leader.clone(),
             leader_name: handle.leader_name.clone(),
         },
-        // Read by status and planning in the next slice.
-        AgentReports::new(),
+        // Exported as metrics; read by status and planning in the next slice.
+        reports.clone(),
         async {
             let _ = link_stop.await;
         },
