@@ -187,8 +187,15 @@ impl Hub {
         if !is_current(&st, sid) {
             return;
         }
+        let current = st.versions.version(&sid.node);
+        if ack.version > current {
+            // Never sent: versions only grow, and a reconnect adopts the
+            // agent's. Not recorded, so status never shows a fiction.
+            tracing::warn!(node = %sid.node, version = ack.version, current, "agent acked a version it was not sent; ignored");
+            return;
+        }
         self.reports.ack(&sid.node, ack);
-        if ack.version != st.versions.version(&sid.node) {
+        if ack.version != current {
             return;
         }
         let fix = st

@@ -239,3 +239,6 @@ impl ReloadingConfig {
         current.config.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;

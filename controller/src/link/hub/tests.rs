@@ -172,3 +172,17 @@ fn messages_from_a_replaced_stream_are_ignored() {
     assert_eq!(report.applied_version, 0);
     assert!(drain(&mut new_rx).is_empty());
 }
+
+#[test]
+fn an_ack_of_a_version_never_sent_is_not_recorded() {
+    let hub = leading_hub();
+    let (sid, mut rx, _) = hub.register(&fresh_hello()).unwrap();
+    drain(&mut rx);
+    let ack = Ack {
+        version: 9,
+        content_hash: vec![0; 32],
+    };
+    hub.ack(&sid, &ack);
+    assert_eq!(hub.reports.get(NODE).unwrap().applied_version, 0);
+    assert!(drain(&mut rx).is_empty());
+}
