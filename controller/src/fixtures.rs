@@ -216,3 +216,32 @@ fn merge(base: &mut Value, patch: Value) {
         (b, p) => *b = p,
     }
 }
+
+/// One object's service plan: `vip`:80/TCP, FullNAT, to every backend at
+/// :8080 with weight 1, no other options.
+pub fn tcp80_service_plan(
+    vip: std::net::IpAddr,
+    backends: impl IntoIterator<Item = std::net::IpAddr>,
+) -> crate::plan::ServicePlan {
+    use crate::plan::{BackendPlan, PortPlan, ServicePlan};
+    ServicePlan {
+        vips: vec![vip],
+        ports: vec![PortPlan {
+            port: 80,
+            protocol: ballast_api::Protocol::Tcp,
+            backends: backends
+                .into_iter()
+                .map(|address| BackendPlan {
+                    address,
+                    port: 8080,
+                    weight: 1,
+                })
+                .collect(),
+        }],
+        forwarding: ballast_api::Forwarding::FullNat,
+        toa: false,
+        persistence_timeout_s: 0,
+        source_ranges: vec![],
+        health_check: None,
+    }
+}

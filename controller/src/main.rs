@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{Options, start};
+use ballast_controller::link::tls::TlsFiles;
+use ballast_controller::link::{AgentReports, LinkInputs, Security};
 use ballast_controller::metrics::Metrics;
 use ballast_controller::plan::PlanOptions;
 
@@ -27,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the controller against the cluster in the kubeconfig or the
     /// in-cluster service account.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CRD manifests, or write them into a directory.
     Crdgen {
         /// Directory to write one file per CRD into (e.g. `crds`).
@@ -55,6 +57,50 @@ struct RunArgs {
     /// Seconds a silent leader keeps the Lease.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    #[command(flatten)]
+    link: LinkArgs,
+}
+
+/// The agent link (gRPC `ballast.v1.NodeSync`, mutual TLS).
+#[derive(Args)]
+struct LinkArgs {
+    /// Where agents connect (the controller Service's target port).
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    link_addr: SocketAddr,
+    /// PEM file: the controller's certificate chain for the link (leaf
+    /// first); agents check it against their CA and expected name.
+    #[arg(long, requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// PEM file: the private key of --tls-cert.
+    #[arg(long, requires_all = ["tls_cert", "tls_client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// PEM file: the CA that issues agents' client certificates. Only
+    /// certificates from it with the SAN URI spiffe://ballast/agent/<node>
+    /// are accepted, for that node only. All three files are re-read when
+    /// they change.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve the link over plain TCP, without TLS: any client can claim any
+    /// node. For tests only; logged loudly at every start.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca"])]
+    insecure: bool,
+}
+
+impl LinkArgs {
+    fn security(&self) -> anyhow::Result<Security> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Ok(Security::Mtls(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            })),
+            _ if self.insecure => Ok(Security::Insecure),
+            _ => anyhow::bail!(
+                "the agent link needs --tls-cert, --tls-key and --tls-client-ca \
+                 (or --insecure, for tests only)"
+            ),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,12 +116,14 @@ fn main() -> anyhow::Result<()> {
                 .init();
             tokio::runtime::Runtime::new()
                 .context("starting the async runtime")?
-                .block_on(run(args))
+                .block_on(run(*args))
         }
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Refuse a missing TLS configuration before touching the cluster.
+    let security = args.link.security()?;
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes API: set KUBECONFIG or run in a cluster")?;
@@ -110,8 +158,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
     let http = tokio::spawn(ballast_controller::http::serve(
         listener,
-        metrics,
+        metrics.clone(),
         handle.ready.clone(),
+    ));
+    let link_listener = tokio::net::TcpListener::bind(args.link.link_addr)
+        .await
+        .with_context(|| format!("binding the agent link address {}", args.link.link_addr))?;
+    let (link_stop_tx, link_stop) = tokio::sync::oneshot::channel::<()>();
+    let reports = AgentReports::new();
+    tokio::spawn(ballast_controller::metrics::export_agents(
+        metrics.clone(),
+        reports.clone(),
+    ));
+    let mut link = tokio::spawn(ballast_controller::link::serve(
+        link_listener,
+        security,
+        LinkInputs {
+            plans: handle.plans.clone(),
+            leader: handle.leader.clone(),
+            leader_name: handle.leader_name.clone(),
+        },
+        // Exported as metrics; read by status and planning in the next slice.
+        reports.clone(),
+        async {
+            let _ = link_stop.await;
+        },
     ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -122,6 +193,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             r.context("metrics server task")?
                 .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
         }
+        // Ends early only on an error (e.g. TLS files that do not load).
+        r = &mut link => {
+            r.context("agent link task")?.context("serving the agent link")?;
+        }
+    }
+    // Agents hear UNAVAILABLE and retry; their data planes keep forwarding.
+    let _ = link_stop_tx.send(());
+    if !link.is_finished() {
+        link.await
+            .context("agent link task")?
+            .context("serving the agent link")?;
     }
     handle.shutdown().await;
     Ok(())

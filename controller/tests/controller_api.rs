@@ -7,17 +7,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_api::{AddressPool, VirtualServer};
 use ballast_controller::k8s::crd_check::CrdCheckError;
 use ballast_controller::k8s::run::{Handle, Options, start};
 use ballast_controller::metrics::Metrics;
 use ballast_fake_apiserver::FakeApiServer;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{eventually, options_with_lease, server};
+use support::{apply, eventually, options_with_lease, pool, ready_node, server, static_spec, vs};
 
 fn options(identity: &str) -> Options {
     options_with_lease(identity, Duration::from_secs(2), Duration::from_millis(200))
@@ -42,73 +38,6 @@ async fn controller(s: &FakeApiServer, identity: &str) -> (Handle, Arc<Metrics>)
         .await
         .expect("controller starts");
     (h, metrics)
-}
-
-/// Server-side applies `body` (any kind used here) as manager "test".
-async fn apply(client: &Client, body: Value) {
-    let name = body["metadata"]["name"].as_str().unwrap().to_string();
-    let ns = body["metadata"]["namespace"].as_str().map(str::to_string);
-    let ns = ns.as_deref();
-    let c = client.clone();
-    match body["kind"].as_str().unwrap() {
-        "VirtualServer" => {
-            patch(
-                Api::<VirtualServer>::namespaced(c, ns.unwrap()),
-                &name,
-                body,
-            )
-            .await
-        }
-        "AddressPool" => patch(Api::<AddressPool>::all(c), &name, body).await,
-        "Service" => patch(Api::<Service>::namespaced(c, ns.unwrap()), &name, body).await,
-        "EndpointSlice" => {
-            patch(
-                Api::<EndpointSlice>::namespaced(c, ns.unwrap()),
-                &name,
-                body,
-            )
-            .await
-        }
-        other => panic!("unexpected kind {other}"),
-    }
-}
-
-async fn patch<K>(api: Api<K>, name: &str, body: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let pp = PatchParams::apply("test").force();
-    api.patch(name, &pp, &Patch::Apply(body)).await.unwrap();
-}
-
-async fn ready_node(client: &Client, name: &str) {
-    let api: Api<Node> = Api::all(client.clone());
-    let node: Node = serde_json::from_value(
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}),
-    )
-    .unwrap();
-    api.create(&PostParams::default(), &node).await.unwrap();
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
-    )
-    .await
-    .unwrap();
-}
-
-fn pool(addresses: &[&str]) -> Value {
-    json!({"apiVersion": "ballast.dev/v1alpha1", "kind": "AddressPool",
-           "metadata": {"name": "public"}, "spec": {"addresses": addresses}})
-}
-
-fn vs(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "ballast.dev/v1alpha1", "kind": "VirtualServer",
-           "metadata": {"name": name, "namespace": "default"}, "spec": spec})
-}
-
-fn static_spec(port: u16) -> Value {
-    json!({"ports": [{"port": port}], "backends": {"static": [{"address": "198.51.100.11"}]}})
 }
 
 fn vs_status(s: &FakeApiServer, name: &str) -> Option<Value> {

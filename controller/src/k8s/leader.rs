@@ -121,6 +121,14 @@ impl LeaderElector {
         }
     }
 
+    /// Who held the lease when last read (`None`: free, or not read yet).
+    pub fn holder(&self) -> Option<&str> {
+        self.observed
+            .as_ref()
+            .and_then(|(spec, _)| spec.holder_identity.as_deref())
+            .filter(|h| !h.is_empty())
+    }
+
     /// Gives the lease up (on shutdown) so a standby takes over at once
     /// instead of after a lease duration.
     pub async fn release(&mut self) -> Result<(), kube::Error> {

@@ -34,6 +34,9 @@ pub struct Handle {
     /// The latest plan (every replica plans; the gRPC pusher reads this).
     pub plans: watch::Receiver<Option<Arc<Plan>>>,
     pub leader: watch::Receiver<bool>,
+    /// Who holds the lease as last read (the link names it when refusing
+    /// agents on a standby).
+    pub leader_name: watch::Receiver<Option<String>>,
     /// True once every reflector finished its initial list.
     pub ready: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
@@ -57,14 +60,22 @@ pub async fn start(
     crd_check::check(client.clone()).await?;
     let (plan_tx, plans) = watch::channel(None);
     let (leader_tx, leader) = watch::channel(false);
+    let (leader_name_tx, leader_name) = watch::channel(None);
     let (ready_tx, ready) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(false);
     let main = tokio::spawn(run(
-        client, options, metrics, plan_tx, leader_tx, ready_tx, stop_rx,
+        client,
+        options,
+        metrics,
+        plan_tx,
+        (leader_tx, leader_name_tx),
+        ready_tx,
+        stop_rx,
     ));
     Ok(Handle {
         plans,
         leader,
+        leader_name,
         ready,
         stop,
         main,
@@ -80,7 +91,7 @@ async fn run(
     options: Options,
     metrics: Arc<Metrics>,
     plan_tx: watch::Sender<Option<Arc<Plan>>>,
-    leader_tx: watch::Sender<bool>,
+    (leader_tx, leader_name_tx): (watch::Sender<bool>, watch::Sender<Option<String>>),
     ready_tx: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -92,6 +103,7 @@ async fn run(
         LeaderElector::new(client.clone(), options.lease.clone()),
         options.clone(),
         leader_tx,
+        leader_name_tx,
         changed.clone(),
         metrics.clone(),
         stop.clone(),
@@ -144,6 +156,7 @@ async fn elect(
     mut elector: LeaderElector,
     options: Options,
     leader_tx: watch::Sender<bool>,
+    leader_name_tx: watch::Sender<Option<String>>,
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
@@ -166,6 +179,12 @@ async fn elect(
         if !held {
             last_renewal = None;
         }
+        let holder = elector.holder().map(str::to_string);
+        leader_name_tx.send_if_modified(|name| {
+            let changed = *name != holder;
+            *name = holder;
+            changed
+        });
         let was = *leader_tx.borrow();
         if held != was {
             tracing::info!(identity = %options.lease.identity, leader = held, "leadership changed");

@@ -1,16 +1,23 @@
-//! The controller's side of the controller -> agent link, pure: what a
+//! The controller's side of the controller -> agent link. Pure: what a
 //! node's plan looks like on the wire ([`encode`]), the change between two
 //! plans of a node ([`delta`]), and the per-node version numbers and content
 //! hashes that let an agent and the controller agree on what is applied
-//! ([`versions`]). The gRPC server that streams these lives elsewhere; nothing
-//! here does I/O.
+//! ([`versions`]). I/O: the gRPC server that streams them ([`server`], with
+//! its shared state in `hub`), its mutual TLS ([`tls`]), and what agents
+//! report back ([`agents`]).
 
+pub mod agents;
 pub mod delta;
 pub mod encode;
+mod hub;
+pub mod server;
+pub mod tls;
 pub mod versions;
 
+pub use agents::{AgentReport, AgentReports};
 pub use delta::node_delta;
 pub use encode::node_state;
+pub use server::{LinkInputs, Security, serve};
 pub use versions::NodeVersions;
 
 use ballast_proto::v1::{ControllerMessage, Delta, controller_message::Kind};

@@ -1,5 +1,7 @@
 //! What the controller's API tests share: an API server with our CRDs,
-//! controller options, and polling until something holds.
+//! controller options, objects to apply, and polling until something holds.
+
+#![allow(dead_code)] // each test binary uses a part
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,7 +11,12 @@ use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::Options;
 use ballast_controller::plan::PlanOptions;
 use ballast_fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
 use kube::CustomResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
 
 /// Options for controller `identity` on the Lease `default/ballast-controller`.
 pub fn options_with_lease(identity: &str, duration: Duration, retry_period: Duration) -> Options {
@@ -48,4 +55,71 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// Server-side applies `body` (any kind used here) as manager "test".
+pub async fn apply(client: &Client, body: Value) {
+    let name = body["metadata"]["name"].as_str().unwrap().to_string();
+    let ns = body["metadata"]["namespace"].as_str().map(str::to_string);
+    let ns = ns.as_deref();
+    let c = client.clone();
+    match body["kind"].as_str().unwrap() {
+        "VirtualServer" => {
+            patch(
+                Api::<VirtualServer>::namespaced(c, ns.unwrap()),
+                &name,
+                body,
+            )
+            .await
+        }
+        "AddressPool" => patch(Api::<AddressPool>::all(c), &name, body).await,
+        "Service" => patch(Api::<Service>::namespaced(c, ns.unwrap()), &name, body).await,
+        "EndpointSlice" => {
+            patch(
+                Api::<EndpointSlice>::namespaced(c, ns.unwrap()),
+                &name,
+                body,
+            )
+            .await
+        }
+        other => panic!("unexpected kind {other}"),
+    }
+}
+
+pub async fn patch<K>(api: Api<K>, name: &str, body: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let pp = PatchParams::apply("test").force();
+    api.patch(name, &pp, &Patch::Apply(body)).await.unwrap();
+}
+
+pub async fn ready_node(client: &Client, name: &str) {
+    let api: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}),
+    )
+    .unwrap();
+    api.create(&PostParams::default(), &node).await.unwrap();
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await
+    .unwrap();
+}
+
+pub fn pool(addresses: &[&str]) -> Value {
+    json!({"apiVersion": "ballast.dev/v1alpha1", "kind": "AddressPool",
+           "metadata": {"name": "public"}, "spec": {"addresses": addresses}})
+}
+
+pub fn vs(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "ballast.dev/v1alpha1", "kind": "VirtualServer",
+           "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+pub fn static_spec(port: u16) -> Value {
+    json!({"ports": [{"port": port}], "backends": {"static": [{"address": "198.51.100.11"}]}})
 }

@@ -6,15 +6,14 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ballast_api::{Forwarding, Protocol};
 use ballast_proto::v1::Delta;
 use ballast_proto::{apply_delta, content_hash, delta_is_empty};
 
 use super::*;
-use crate::fixtures::{scale_endpoint_change, scale_world};
+use crate::fixtures::{scale_endpoint_change, scale_world, tcp80_service_plan};
 use crate::link::encode::{node_state, object_ref};
 use crate::object_key::{Kind, ObjectKey};
-use crate::plan::{BackendPlan, NodePlan, PlanOptions, Planner, PortPlan, ServicePlan};
+use crate::plan::{NodePlan, PlanOptions, Planner, ServicePlan};
 
 fn key(i: usize) -> ObjectKey {
     ObjectKey::new(Kind::VirtualServer, "default", &format!("vs-{i:05}"))
@@ -26,25 +25,10 @@ fn vip(i: usize) -> IpAddr {
 
 /// Object `i`: one VIP, port 80/TCP, `backends` backends of weight 1.
 fn service_plan(i: usize, backends: u8) -> ServicePlan {
-    ServicePlan {
-        vips: vec![vip(i)],
-        ports: vec![PortPlan {
-            port: 80,
-            protocol: Protocol::Tcp,
-            backends: (1..=backends)
-                .map(|b| BackendPlan {
-                    address: IpAddr::from([10, 0, (i % 256) as u8, b]),
-                    port: 8080,
-                    weight: 1,
-                })
-                .collect(),
-        }],
-        forwarding: Forwarding::FullNat,
-        toa: false,
-        persistence_timeout_s: 0,
-        source_ranges: vec![],
-        health_check: None,
-    }
+    tcp80_service_plan(
+        vip(i),
+        (1..=backends).map(|b| IpAddr::from([10, 0, (i % 256) as u8, b])),
+    )
 }
 
 /// `n` objects, each announced over L2.

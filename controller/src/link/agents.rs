@@ -1,0 +1,173 @@
+//! What the agents report over the link, per node: who is connected, what
+//! each has applied (version and content hash), what it refused and why,
+//! and its latest heartbeat. Written by the link server, read by whoever
+//! plans or writes status (the next slice feeds it into planning: director
+//! nodes are nodes with a connected agent).
+//!
+//! A node's report outlives its stream: a disconnected agent keeps
+//! forwarding its last applied state, and a new leader must be able to tell
+//! "not reconnected yet" from "never seen".
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use ballast_proto::v1;
+use tokio::sync::watch;
+
+/// The latest facts an agent gave about its node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentReport {
+    /// True while the node has a stream to this controller.
+    pub connected: bool,
+    /// When the current (or last) stream started.
+    pub connected_at: SystemTime,
+    /// When anything was last heard on the stream.
+    pub last_heard: SystemTime,
+    /// The agent's build version, from its Hello.
+    pub agent_version: String,
+    /// The version the agent forwards with (Hello, Ack, Nack or Heartbeat).
+    pub applied_version: u64,
+    /// Content hash of that version, when the agent said it (Hello or Ack).
+    pub applied_hash: Vec<u8>,
+    /// The last version refused, with the agent's reasons; cleared by an Ack
+    /// of a later version.
+    pub refused: Option<Refusal>,
+    /// The latest heartbeat (usage and health).
+    pub heartbeat: Option<v1::Heartbeat>,
+}
+
+/// A version the agent refused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub version: u64,
+    pub errors: Vec<v1::ServiceError>,
+    pub message: String,
+}
+
+/// Every node's report, shared between the link server (writer) and its
+/// readers. Cloning shares the same reports.
+#[derive(Clone, Debug)]
+pub struct AgentReports {
+    inner: Arc<RwLock<BTreeMap<String, AgentReport>>>,
+    /// Bumped on every change, so a reader can wait for one.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Default for AgentReports {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl AgentReports {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every node's report as of now.
+    pub fn snapshot(&self) -> BTreeMap<String, AgentReport> {
+        self.read().clone()
+    }
+
+    /// One node's report.
+    pub fn get(&self, node: &str) -> Option<AgentReport> {
+        self.read().get(node).cloned()
+    }
+
+    /// Ticks on every change to any report.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// A stream for `node` started with `hello`.
+    pub(crate) fn hello(&self, node: &str, hello: &v1::Hello) {
+        let now = SystemTime::now();
+        self.edit(node, |r| {
+            *r = Some(AgentReport {
+                connected: true,
+                connected_at: now,
+                last_heard: now,
+                agent_version: hello.agent_version.clone(),
+                applied_version: hello.applied_version,
+                applied_hash: hello.applied_hash.clone(),
+                // A refusal is about a version this controller sent; a new
+                // stream starts from what the agent holds.
+                refused: None,
+                heartbeat: r.as_ref().and_then(|old| old.heartbeat.clone()),
+            });
+        });
+    }
+
+    pub(crate) fn ack(&self, node: &str, ack: &v1::Ack) {
+        self.heard(node, |r| {
+            r.applied_version = ack.version;
+            r.applied_hash = ack.content_hash.clone();
+            if r.refused.as_ref().is_some_and(|x| x.version <= ack.version) {
+                r.refused = None;
+            }
+        });
+    }
+
+    pub(crate) fn nack(&self, node: &str, nack: &v1::Nack) {
+        self.heard(node, |r| {
+            if r.applied_version != nack.applied_version {
+                // The agent holds a version whose hash it did not tell us.
+                r.applied_hash.clear();
+            }
+            r.applied_version = nack.applied_version;
+            r.refused = Some(Refusal {
+                version: nack.version,
+                errors: nack.errors.clone(),
+                message: nack.message.clone(),
+            });
+        });
+    }
+
+    pub(crate) fn heartbeat(&self, node: &str, heartbeat: &v1::Heartbeat) {
+        self.heard(node, |r| {
+            if r.applied_version != heartbeat.applied_version {
+                r.applied_hash.clear();
+            }
+            r.applied_version = heartbeat.applied_version;
+            r.heartbeat = Some(heartbeat.clone());
+        });
+    }
+
+    /// The node's stream ended; its last report stays.
+    pub(crate) fn disconnected(&self, node: &str) {
+        self.edit(node, |r| {
+            if let Some(r) = r {
+                r.connected = false;
+            }
+        });
+    }
+
+    fn heard(&self, node: &str, f: impl FnOnce(&mut AgentReport)) {
+        self.edit(node, |r| {
+            if let Some(r) = r {
+                r.last_heard = SystemTime::now();
+                f(r);
+            }
+        });
+    }
+
+    fn edit(&self, node: &str, f: impl FnOnce(&mut Option<AgentReport>)) {
+        {
+            let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let mut entry = map.remove(node);
+            f(&mut entry);
+            if let Some(e) = entry {
+                map.insert(node.to_string(), e);
+            }
+        }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, AgentReport>> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,188 @@
+//! The hub's rules without a network: what each stream is queued, in what
+//! order, and when a stream is ended.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ballast_proto::v1::{Ack, Hello, Nack};
+use tonic::Code;
+
+use super::*;
+use crate::fixtures::tcp80_service_plan;
+use crate::object_key::{Kind as ObjectKind, ObjectKey};
+use crate::plan::NodePlan;
+
+const NODE: &str = "node-a";
+
+/// A plan where `NODE` directs one service whose backends are `10.0.0.b`.
+fn plan(backends: &[u8]) -> Plan {
+    let backends = backends.iter().map(|b| IpAddr::from([10, 0, 0, *b]));
+    let sp = tcp80_service_plan(IpAddr::from([192, 0, 2, 10]), backends);
+    let mut np = NodePlan::default();
+    np.services.insert(
+        ObjectKey::new(ObjectKind::VirtualServer, "default", "web"),
+        Arc::new(sp),
+    );
+    Plan {
+        nodes: [(NODE.to_string(), np)].into_iter().collect(),
+        ..Plan::default()
+    }
+}
+
+fn fresh_hello() -> Hello {
+    Hello {
+        node_name: NODE.into(),
+        agent_version: "test".into(),
+        applied_version: 0,
+        applied_hash: vec![],
+    }
+}
+
+/// A leading hub that planned `plan(&[1])`.
+fn leading_hub() -> Hub {
+    let hub = Hub::new(AgentReports::new());
+    hub.set_leadership(true, None);
+    hub.apply_plan(&plan(&[1]));
+    hub
+}
+
+/// What is queued now, in order.
+fn drain(rx: &mut mpsc::Receiver<Outbound>) -> Vec<Outbound> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+fn kinds(out: &[Outbound]) -> Vec<String> {
+    out.iter()
+        .map(|m| match m {
+            Ok(ControllerMessage {
+                kind: Some(Kind::Snapshot(s)),
+            }) => format!("snapshot {}", s.version),
+            Ok(ControllerMessage {
+                kind: Some(Kind::Delta(d)),
+            }) => format!("delta {}->{}", d.base_version, d.version),
+            Ok(other) => format!("{other:?}"),
+            Err(status) => format!("{:?}", status.code()),
+        })
+        .collect()
+}
+
+#[test]
+fn a_fresh_agent_gets_the_snapshot_then_a_delta_per_change() {
+    let hub = leading_hub();
+    let (_, mut rx, _) = hub.register(&fresh_hello()).unwrap();
+    hub.apply_plan(&plan(&[1, 2]));
+    hub.apply_plan(&plan(&[1, 2])); // no change: nothing
+    hub.apply_plan(&plan(&[2]));
+    assert_eq!(
+        kinds(&drain(&mut rx)),
+        ["snapshot 1", "delta 1->2", "delta 2->3"]
+    );
+}
+
+#[test]
+fn a_refused_snapshot_is_not_resent_but_the_next_change_goes_as_a_snapshot() {
+    let hub = leading_hub();
+    let (sid, mut rx, _) = hub.register(&fresh_hello()).unwrap();
+    assert_eq!(kinds(&drain(&mut rx)), ["snapshot 1"]);
+    let nack = Nack {
+        version: 1,
+        applied_version: 0,
+        errors: vec![],
+        message: "no".into(),
+    };
+    hub.nack(&sid, &nack);
+    assert!(drain(&mut rx).is_empty());
+    hub.apply_plan(&plan(&[1, 2]));
+    assert_eq!(kinds(&drain(&mut rx)), ["snapshot 2"]);
+    // The snapshot cleared the flag: later changes are deltas again.
+    hub.apply_plan(&plan(&[3]));
+    assert_eq!(kinds(&drain(&mut rx)), ["delta 2->3"]);
+    assert_eq!(hub.reports.get(NODE).unwrap().refused.unwrap().version, 1);
+}
+
+#[test]
+fn an_ack_whose_hash_differs_from_ours_gets_the_full_state_numbered_past_it() {
+    let hub = leading_hub();
+    let (sid, mut rx, _) = hub.register(&fresh_hello()).unwrap();
+    drain(&mut rx);
+    hub.ack(
+        &sid,
+        &Ack {
+            version: 1,
+            content_hash: vec![0; 32],
+        },
+    );
+    assert_eq!(kinds(&drain(&mut rx)), ["snapshot 2"]);
+}
+
+#[test]
+fn an_agent_that_does_not_drain_its_queue_is_ended_with_unavailable() {
+    let hub = leading_hub();
+    let (_, mut rx, mut ended) = hub.register(&fresh_hello()).unwrap();
+    for i in 0..QUEUE as u8 {
+        hub.apply_plan(&plan(&[1, 2 + i]));
+    }
+    let out = drain(&mut rx);
+    // The snapshot and deltas up to the reserved slot, then the status.
+    assert_eq!(out.len(), QUEUE);
+    assert_eq!(
+        kinds(&out[QUEUE - 2..]),
+        [
+            format!("delta {0}->{1}", QUEUE - 2, QUEUE - 1),
+            "Unavailable".into()
+        ]
+    );
+    assert!(ended.try_recv().is_err(), "the reader is told to stop");
+    assert!(!hub.reports.get(NODE).unwrap().connected);
+}
+
+#[test]
+fn losing_leadership_ends_streams_and_refuses_new_ones_naming_the_leader() {
+    let hub = leading_hub();
+    let (_, mut rx, _) = hub.register(&fresh_hello()).unwrap();
+    hub.set_leadership(false, Some("controller-b".into()));
+    let out = drain(&mut rx);
+    let Err(status) = out.last().unwrap() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("controller-b"), "{status:?}");
+    let refused = hub.register(&fresh_hello()).err().unwrap();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(refused.message().contains("controller-b"), "{refused:?}");
+}
+
+#[test]
+fn messages_from_a_replaced_stream_are_ignored() {
+    let hub = leading_hub();
+    let (old, mut old_rx, _) = hub.register(&fresh_hello()).unwrap();
+    let (_, mut new_rx, _) = hub.register(&fresh_hello()).unwrap();
+    assert_eq!(kinds(&drain(&mut old_rx)), ["snapshot 1", "Aborted"]);
+    assert_eq!(kinds(&drain(&mut new_rx)), ["snapshot 1"]);
+    hub.ack(
+        &old,
+        &Ack {
+            version: 1,
+            content_hash: vec![0; 32],
+        },
+    );
+    hub.remove(&old, None);
+    let report = hub.reports.get(NODE).unwrap();
+    assert!(report.connected);
+    assert_eq!(report.applied_version, 0);
+    assert!(drain(&mut new_rx).is_empty());
+}
+
+#[test]
+fn an_ack_of_a_version_never_sent_is_not_recorded() {
+    let hub = leading_hub();
+    let (sid, mut rx, _) = hub.register(&fresh_hello()).unwrap();
+    drain(&mut rx);
+    let ack = Ack {
+        version: 9,
+        content_hash: vec![0; 32],
+    };
+    hub.ack(&sid, &ack);
+    assert_eq!(hub.reports.get(NODE).unwrap().applied_version, 0);
+    assert!(drain(&mut rx).is_empty());
+}
