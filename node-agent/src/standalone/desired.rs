@@ -6,13 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use ballast_api::{FieldError, Forwarding, Protocol, ValidationError, VirtualServer};
+use ballast_api::{FieldError, ValidationError, VirtualServer};
 
 use super::entries::{self, ServiceEntry};
 use super::ownership::{self, Candidate};
-use crate::abi;
 use crate::config_files::Document;
-use crate::dataplane::{DesiredBackend, DesiredService};
+use crate::core::{Announcements, Backend, NodeDesired, Service, Settings};
 
 /// TCP MSS that leaves room for the 8-byte TOA option on a 1500-byte MTU.
 pub const DEFAULT_TOA_MSS: u16 = 1500 - 40 - 8;
@@ -284,48 +283,53 @@ fn warn_once(
     out
 }
 
-/// Maps validated specs to data plane services.
-pub fn to_desired(specs: &[ServiceEntry], announce: bool, toa_mss: u16) -> Vec<DesiredService> {
-    specs
+/// The services resolved from the files as version `version` of the node's
+/// desired state: `settings` from the flags, every VIP announced over L2
+/// unless `announce` is off (`--no-announce`: another speaker does).
+pub fn to_node_desired(
+    version: u64,
+    specs: &[ServiceEntry],
+    settings: &Settings,
+    announce: bool,
+) -> NodeDesired {
+    let services: Vec<Service> = specs
         .iter()
-        .map(|s| DesiredService {
-            name: format!(
-                "{}:{}",
-                s.object,
-                if s.port_name.is_empty() {
-                    s.port.to_string()
-                } else {
-                    s.port_name.clone()
-                }
-            ),
+        .map(|s| Service {
+            object: s.object.clone(),
+            port_name: s.port_name.clone(),
             vip: s.vip,
             port: s.port,
-            proto: match s.protocol {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-            },
-            mode: match s.forwarding {
-                Forwarding::FullNat => abi::MODE_FULLNAT,
-                Forwarding::Dr => abi::MODE_DR,
-                Forwarding::Nat => abi::MODE_NAT,
-            },
-            flags: if s.toa { abi::SVC_TOA } else { 0 },
-            mss_max: if s.toa { toa_mss } else { 0 },
-            persist_timeout_s: s.persistence_timeout_s,
-            announce,
+            protocol: s.protocol,
+            forwarding: s.forwarding,
+            toa: s.toa,
+            persistence_timeout_s: s.persistence_timeout_s,
             source_ranges: s.source_ranges.clone(),
-            maglev_size: None,
+            health_check: s.health_check.clone(),
             backends: s
                 .backends
                 .iter()
-                .map(|b| DesiredBackend {
-                    addr: b.address,
+                .map(|b| Backend {
+                    address: b.address,
                     port: s.target_port,
                     weight: b.weight,
                 })
                 .collect(),
         })
-        .collect()
+        .collect();
+    let l2 = if announce {
+        services.iter().map(|s| s.vip).collect()
+    } else {
+        Default::default()
+    };
+    NodeDesired {
+        version,
+        settings: settings.clone(),
+        services,
+        announce: Announcements {
+            l2,
+            bgp: Default::default(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! fallback, first-come ownership, duplicates, refused addresses, warnings.
 
 use super::*;
+use ballast_api::{Forwarding, Protocol};
 
 const SNAT: [Ipv4Addr; 1] = [Ipv4Addr::new(198, 51, 100, 3)];
 
@@ -410,16 +411,49 @@ fn a_service_with_nothing_to_forward_to_is_served_with_a_warning() {
 }
 
 #[test]
-fn to_desired_maps_modes_and_toa() {
+fn files_become_one_version_of_the_node_state() {
     let mut last = LastGood::default();
     let r = resolve(
         &[doc("a.yaml#1", "web", "203.0.113.10", "NAT")],
         &mut last,
         &SNAT,
     );
-    let d = to_desired(&r.services, true, DEFAULT_TOA_MSS);
-    assert_eq!(d[0].mode, abi::MODE_NAT);
-    assert_eq!(d[0].name, "default/web:80");
-    assert_eq!(d[0].mss_max, 0, "no clamp without TOA");
-    assert_eq!(d[0].backends[0].port, 80, "targetPort defaults to port");
+    let settings = Settings {
+        snat_addrs: SNAT.to_vec(),
+        snat_ports: (20_000, 30_000),
+    };
+    let vip = Ipv4Addr::new(203, 0, 113, 10);
+    let service = Service {
+        object: "default/web".into(),
+        port_name: String::new(),
+        vip,
+        port: 80,
+        protocol: Protocol::Tcp,
+        forwarding: Forwarding::Nat,
+        toa: false,
+        persistence_timeout_s: 0,
+        source_ranges: vec![],
+        health_check: None,
+        // targetPort defaults to the port.
+        backends: vec![Backend {
+            address: Ipv4Addr::new(198, 51, 100, 11),
+            port: 80,
+            weight: 1,
+        }],
+    };
+    assert_eq!(
+        to_node_desired(3, &r.services, &settings, true),
+        NodeDesired {
+            version: 3,
+            settings: settings.clone(),
+            services: vec![service.clone()],
+            announce: Announcements {
+                l2: [vip].into(),
+                bgp: Default::default(),
+            },
+        }
+    );
+    let quiet = to_node_desired(4, &r.services, &settings, false);
+    assert!(quiet.announce.l2.is_empty(), "--no-announce");
+    assert_eq!(quiet.services, [service]);
 }
