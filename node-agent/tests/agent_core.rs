@@ -26,26 +26,16 @@ use ballast_testbed::world::*;
 const SNAT_ADDR_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 4);
 
 fn web(port: u16, protocol: Protocol, backends: &[usize]) -> Service {
-    Service {
-        object: "default/web".into(),
-        port_name: String::new(),
-        vip: VIP,
-        port,
-        protocol,
-        forwarding: Forwarding::FullNat,
-        toa: false,
-        persistence_timeout_s: 0,
-        source_ranges: Vec::new(),
-        health_check: None,
-        backends: backends
-            .iter()
-            .map(|&i| Backend {
-                address: backend_addr(i),
-                port: 8080,
-                weight: 1,
-            })
-            .collect(),
-    }
+    Service::new(
+        "default/web",
+        (VIP, port, protocol),
+        Forwarding::FullNat,
+        backends.iter().map(|&i| Backend {
+            address: backend_addr(i),
+            port: 8080,
+            weight: 1,
+        }),
+    )
 }
 
 fn version(version: u64, snat: Ipv4Addr, services: Vec<Service>) -> NodeDesired {

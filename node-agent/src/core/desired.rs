@@ -70,6 +70,29 @@ pub struct Service {
 }
 
 impl Service {
+    /// A service of `object` on an unnamed port with no TOA, no
+    /// persistence, no source ranges and no health check.
+    pub fn new(
+        object: impl Into<String>,
+        (vip, port, protocol): (Ipv4Addr, u16, Protocol),
+        forwarding: Forwarding,
+        backends: impl IntoIterator<Item = Backend>,
+    ) -> Self {
+        Service {
+            object: object.into(),
+            port_name: String::new(),
+            vip,
+            port,
+            protocol,
+            forwarding,
+            toa: false,
+            persistence_timeout_s: 0,
+            source_ranges: Vec::new(),
+            health_check: None,
+            backends: backends.into_iter().collect(),
+        }
+    }
+
     /// How errors name this service.
     pub fn id(&self) -> ServiceRef {
         ServiceRef {

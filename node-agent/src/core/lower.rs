@@ -92,23 +92,12 @@ mod tests {
     const B1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 
     fn service(vip: Ipv4Addr, port: u16, protocol: Protocol, forwarding: Forwarding) -> Service {
-        Service {
-            object: "default/web".into(),
-            port_name: String::new(),
-            vip,
-            port,
-            protocol,
-            forwarding,
-            toa: false,
-            persistence_timeout_s: 0,
-            source_ranges: Vec::new(),
-            health_check: None,
-            backends: vec![Backend {
-                address: B1,
-                port: 8080,
-                weight: 3,
-            }],
-        }
+        let backend = Backend {
+            address: B1,
+            port: 8080,
+            weight: 3,
+        };
+        Service::new("default/web", (vip, port, protocol), forwarding, [backend])
     }
 
     #[test]

@@ -12,29 +12,20 @@ const B1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const B2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 
 fn web(port: u16, protocol: Protocol) -> Service {
+    let backend = |address, weight| Backend {
+        address,
+        port: 8080,
+        weight,
+    };
     Service {
-        object: "default/web".into(),
-        port_name: String::new(),
-        vip: VIP,
-        port,
-        protocol,
-        forwarding: Forwarding::FullNat,
-        toa: false,
-        persistence_timeout_s: 0,
         source_ranges: vec!["192.0.2.0/24".parse().unwrap()],
         health_check: Some(HealthCheckSpec::tcp_defaults()),
-        backends: vec![
-            Backend {
-                address: B1,
-                port: 8080,
-                weight: 1,
-            },
-            Backend {
-                address: B2,
-                port: 8080,
-                weight: 0,
-            },
-        ],
+        ..Service::new(
+            "default/web",
+            (VIP, port, protocol),
+            Forwarding::FullNat,
+            [backend(B1, 1), backend(B2, 0)],
+        )
     }
 }
 
