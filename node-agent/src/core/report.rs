@@ -23,9 +23,15 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
-    /// True when validation refused the version: nothing changed.
+    /// True when the version was refused whole (nothing changed): an
+    /// applied version reports capacity errors only. A version resent after
+    /// it was applied is refused as stale though it names the same number.
     pub fn refused(&self, version: u64) -> bool {
         self.applied_version != version
+            || self
+                .errors
+                .iter()
+                .any(|e| !matches!(e, ApplyError::Capacity { .. }))
     }
 }
 
@@ -135,4 +141,39 @@ pub enum AnnounceProblem {
     NotServed,
     #[error("BGP is not supported yet: this agent has no BGP speaker (announce it over L2)")]
     BgpUnsupported,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_means_nothing_changed() {
+        let report = |applied_version, errors| ApplyReport {
+            applied_version,
+            errors,
+            programmed: 0,
+        };
+        let stale = ApplyError::StaleVersion {
+            version: 3,
+            applied: 3,
+        };
+        let capacity = ApplyError::Capacity {
+            service: ServiceRef {
+                object: "default/web".into(),
+                vip: Ipv4Addr::new(203, 0, 113, 10),
+                port: 80,
+                protocol: Protocol::Tcp,
+            },
+            source: PlanError::TooManyServices {
+                service: "default/web:80".into(),
+                key: Default::default(),
+                max: 1,
+            },
+        };
+        assert!(!report(3, vec![]).refused(3));
+        assert!(!report(3, vec![capacity]).refused(3), "applied, in part");
+        assert!(report(2, vec![]).refused(3));
+        assert!(report(3, vec![stale]).refused(3), "resent: stale");
+    }
 }
