@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use ballast_api::{FieldError, ValidationError, VirtualServer};
 
 use super::entries::{self, ServiceEntry};
+use super::file_errors::{FileError, FileWarning};
 use super::ownership::{self, Candidate};
 use crate::config_files::Document;
 use crate::core::{Announcements, Backend, NodeDesired, Service, Settings};
@@ -41,10 +42,10 @@ struct Warned {
 #[derive(Debug, Default)]
 pub struct ReloadOutcome {
     pub services: Vec<ServiceEntry>,
-    pub errors: Vec<String>,
+    pub errors: Vec<FileError>,
     /// Problems that do not stop an object from being served, each reported
     /// once per version of the object.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<FileWarning>,
 }
 
 fn file_of(source: &str) -> &str {
@@ -162,14 +163,21 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
     for d in docs {
         match &d.parsed {
             Err(e) => {
-                out.errors.push(format!("{}: {e}", d.source));
+                out.errors.push(FileError::Unparsable {
+                    document: d.source.clone(),
+                    message: e.clone(),
+                });
                 broken_files.push(file_of(&d.source).to_string());
             }
             Ok(vs) => match object_of(vs) {
                 Some(obj) => by_object.entry(obj).or_default().push((d, vs)),
                 None => {
-                    if let Err(e) = entries::validate(vs) {
-                        out.errors.push(format!("{}: {e}", d.source));
+                    if let Err(error) = entries::validate(vs) {
+                        out.errors.push(FileError::Invalid {
+                            document: d.source.clone(),
+                            error,
+                            kept: false,
+                        });
                     }
                 }
             },
@@ -193,13 +201,12 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
                 Ok(specs) => {
                     current.insert(obj.clone(), (d.source.clone(), specs));
                 }
-                Err(e) => {
-                    let note = if kept.is_some() {
-                        " (keeping its last valid version)"
-                    } else {
-                        ""
-                    };
-                    out.errors.push(format!("{}: {e}{note}", d.source));
+                Err(error) => {
+                    out.errors.push(FileError::Invalid {
+                        document: d.source.clone(),
+                        error,
+                        kept: kept.is_some(),
+                    });
                     if let Some(k) = kept {
                         current.insert(obj.clone(), k);
                     }
@@ -208,16 +215,11 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
         } else {
             // Which one is meant cannot be told: apply neither, so that
             // adding a copy never changes what serves.
-            let places: Vec<&str> = found.iter().map(|(d, _)| d.source.as_str()).collect();
-            let outcome = if kept.is_some() {
-                "neither is applied; its last valid version stays"
-            } else {
-                "neither is applied until only one remains"
-            };
-            out.errors.push(format!(
-                "{obj}: metadata.name: defined more than once, in {}; {outcome}",
-                places.join(" and ")
-            ));
+            out.errors.push(FileError::DefinedTwice {
+                object: obj.clone(),
+                documents: found.iter().map(|(d, _)| d.source.clone()).collect(),
+                kept: kept.is_some(),
+            });
             if let Some(k) = kept {
                 current.insert(obj.clone(), k);
             }
@@ -262,7 +264,7 @@ fn warn_once(
     by_object: &BTreeMap<String, Vec<(&Document, &VirtualServer)>>,
     current: &BTreeMap<String, (String, Vec<ServiceEntry>)>,
     warnings: Vec<(String, String, FieldError)>,
-) -> Vec<String> {
+) -> Vec<FileWarning> {
     warned.retain(|obj, _| by_object.contains_key(obj) || current.contains_key(obj));
     for (obj, found) in by_object {
         let w = warned.entry(obj.clone()).or_default();
@@ -274,10 +276,19 @@ fn warn_once(
         }
     }
     let mut out = Vec::new();
-    for (obj, source, e) in warnings {
-        let key = format!("{}: {}", e.field, e.reason);
-        if warned.entry(obj.clone()).or_default().messages.insert(key) {
-            out.push(format!("{source}: {obj}: {}: {}", e.field, e.reason));
+    for (object, document, warning) in warnings {
+        let key = format!("{}: {}", warning.field, warning.reason);
+        if warned
+            .entry(object.clone())
+            .or_default()
+            .messages
+            .insert(key)
+        {
+            out.push(FileWarning {
+                document,
+                object,
+                warning,
+            });
         }
     }
     out

@@ -6,6 +6,7 @@
 //! are on the host's bpffs: see `lifecycle::bpffs`).
 pub mod desired;
 pub mod entries;
+pub mod file_errors;
 pub mod ownership;
 pub mod snat_check;
 pub mod source;

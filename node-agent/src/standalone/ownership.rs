@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 use ballast_api::{FieldError, Protocol, ValidationError};
 
 use super::entries::ServiceEntry;
+use super::file_errors::{FileError, Refusal};
 
 /// One object asking for addresses this round.
 #[derive(Clone, Debug)]
@@ -36,7 +37,7 @@ pub struct Assignment {
     /// object -> the version it is given (its `version`, or for an incumbent
     /// refused an extension, its `served`).
     pub accepted: BTreeMap<String, Vec<ServiceEntry>>,
-    pub errors: Vec<String>,
+    pub errors: Vec<FileError>,
 }
 
 type Key = (Ipv4Addr, u16, Protocol);
@@ -170,12 +171,15 @@ impl Table {
     }
 }
 
-fn refusal(c: &Candidate, conflicts: Vec<(FieldError, String)>, outcome: &str) -> String {
-    let e = ValidationError {
-        object: c.object.clone(),
-        errors: conflicts.into_iter().map(|(e, _)| e).collect(),
-    };
-    format!("{}: {e}; {outcome}", c.source)
+fn refusal(c: &Candidate, conflicts: Vec<(FieldError, String)>, outcome: Refusal) -> FileError {
+    FileError::Contested {
+        document: c.source.clone(),
+        error: ValidationError {
+            object: c.object.clone(),
+            errors: conflicts.into_iter().map(|(e, _)| e).collect(),
+        },
+        outcome,
+    }
 }
 
 /// Gives each candidate a version or nothing; see the module docs.
@@ -230,7 +234,9 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
         out.errors.push(refusal(
             c,
             conflicts,
-            &format!("{} keeps the version already applied", c.object),
+            Refusal::KeepsApplied {
+                object: c.object.clone(),
+            },
         ));
     }
 
@@ -241,15 +247,14 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
             out.accepted.insert(c.object.clone(), c.version.clone());
         } else {
             // Say which rule decided: history, or (without any) name order.
-            let why = if conflicts.iter().any(|(_, h)| incumbent_names.contains(h)) {
-                "first come: what an object already serves stays with it"
-            } else {
-                "nothing held it before, so the first by name gets it"
-            };
+            let first_come = conflicts.iter().any(|(_, h)| incumbent_names.contains(h));
             out.errors.push(refusal(
                 c,
                 conflicts,
-                &format!("{} is not applied ({why})", c.object),
+                Refusal::NotApplied {
+                    object: c.object.clone(),
+                    first_come,
+                },
             ));
         }
     }
@@ -259,6 +264,11 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The errors as logged.
+    fn lines(errors: &[FileError]) -> Vec<String> {
+        errors.iter().map(|e| e.to_string()).collect()
+    }
     use crate::config_files::parse_virtual_server;
 
     /// One version: every VIP × every TCP port, to the given backends.
@@ -328,6 +338,23 @@ mod tests {
         assert_eq!(a.accepted["default/web"], web);
         assert_eq!(
             a.errors,
+            [FileError::Contested {
+                document: "aaa.yaml#1".into(),
+                error: ValidationError {
+                    object: "default/aaa".into(),
+                    errors: vec![FieldError {
+                        field: "spec.addresses[0]".into(),
+                        reason: "203.0.113.10:80/TCP is held by default/web".into(),
+                    }],
+                },
+                outcome: Refusal::NotApplied {
+                    object: "default/aaa".into(),
+                    first_come: true,
+                },
+            }]
+        );
+        assert_eq!(
+            lines(&a.errors),
             [
                 "aaa.yaml#1: default/aaa: spec.addresses[0]: 203.0.113.10:80/TCP is held by \
               default/web; default/aaa is not applied (first come: what an object already \
@@ -348,7 +375,7 @@ mod tests {
             assert_eq!(names(&a), ["default/aaa"]);
             assert_eq!(a.errors.len(), 1);
             assert_eq!(
-                a.errors,
+                lines(&a.errors),
                 [
                     "web.yaml#1: default/web: spec.addresses[0]: 203.0.113.10:80/TCP is held by \
                   default/aaa; default/web is not applied (nothing held it before, so the first \
@@ -388,7 +415,7 @@ mod tests {
         assert_eq!(a.accepted["default/a-web"], web);
         assert_eq!(a.accepted["default/z-api"], api);
         assert_eq!(
-            a.errors,
+            lines(&a.errors),
             [
                 "a-web.yaml#1: default/a-web: spec.addresses[0]: 203.0.113.10:81/TCP is held by \
               default/z-api; default/a-web keeps the version already applied"
@@ -441,7 +468,7 @@ mod tests {
         ]);
         assert_eq!(names(&a), ["default/web"]);
         assert!(
-            a.errors[0].contains(
+            a.errors[0].to_string().contains(
                 "default/aaa: spec.backends.static[1].address: 203.0.113.11 is a VIP of \
                  default/web"
             ),
@@ -454,7 +481,7 @@ mod tests {
         ]);
         assert_eq!(names(&a), ["default/aaa"]);
         assert!(
-            a.errors[0].contains(
+            a.errors[0].to_string().contains(
                 "default/web: spec.addresses[0]: 203.0.113.11 is a backend of default/aaa"
             ),
             "{:?}",
@@ -482,7 +509,9 @@ mod tests {
             ),
         ]);
         assert!(
-            a.errors[0].contains("default/b: spec.addresses[1]: 203.0.113.11:80/TCP is held"),
+            a.errors[0]
+                .to_string()
+                .contains("default/b: spec.addresses[1]: 203.0.113.11:80/TCP is held"),
             "{:?}",
             a.errors
         );

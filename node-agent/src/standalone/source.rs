@@ -61,7 +61,8 @@ impl FileSource {
             self.announce,
         );
         let report = agent.apply(wanted).await?;
-        let mut errors = resolved.errors;
+        // The logging edge: typed until here.
+        let mut errors: Vec<String> = resolved.errors.iter().map(|e| e.to_string()).collect();
         errors.extend(report.errors.iter().map(|e| e.to_string()));
         for e in &errors {
             error!("{e}");
