@@ -8,11 +8,11 @@ use std::net::Ipv4Addr;
 
 use ballast_api::{FieldError, ValidationError, VirtualServer};
 
-use super::entries::{self, ServiceEntry};
+use super::entries;
 use super::file_errors::{FileError, FileWarning};
 use super::ownership::{self, Candidate};
 use crate::config_files::Document;
-use crate::core::{Announcements, Backend, NodeDesired, Service, Settings};
+use crate::core::{Announcements, NodeDesired, Service, Settings};
 
 /// TCP MSS that leaves room for the 8-byte TOA option on a 1500-byte MTU.
 pub const DEFAULT_TOA_MSS: u16 = 1500 - 40 - 8;
@@ -22,10 +22,10 @@ pub const DEFAULT_TOA_MSS: u16 = 1500 - 40 - 8;
 pub struct LastGood {
     /// object ("namespace/name") -> (document it came from, `file#N`, and its
     /// last valid services)
-    objects: BTreeMap<String, (String, Vec<ServiceEntry>)>,
+    objects: BTreeMap<String, (String, Vec<Service>)>,
     /// object -> the services the last round gave it (what is programmed):
     /// the history first-come ownership is decided by.
-    served: BTreeMap<String, Vec<ServiceEntry>>,
+    served: BTreeMap<String, Vec<Service>>,
     /// Warnings already logged, per object, with the version they were
     /// logged for: logged again only once that object changes.
     warned: BTreeMap<String, Warned>,
@@ -41,7 +41,7 @@ struct Warned {
 /// to report.
 #[derive(Debug, Default)]
 pub struct ReloadOutcome {
-    pub services: Vec<ServiceEntry>,
+    pub services: Vec<Service>,
     pub errors: Vec<FileError>,
     /// Problems that do not stop an object from being served, each reported
     /// once per version of the object.
@@ -62,7 +62,7 @@ fn object_of(vs: &VirtualServer) -> Option<String> {
 /// Rules that need this agent's settings: a VIP or a backend that is one of
 /// its SNAT addresses would make FullNAT replies and new flows
 /// indistinguishable, or forward the traffic back to the director.
-fn check_node(specs: &[ServiceEntry], snat: &[Ipv4Addr]) -> Result<(), ValidationError> {
+fn check_node(specs: &[Service], snat: &[Ipv4Addr]) -> Result<(), ValidationError> {
     let mut errors = Vec::new();
     let mut vips: Vec<Ipv4Addr> = Vec::new();
     for s in specs {
@@ -130,7 +130,7 @@ fn document_warnings(vs: &VirtualServer, doc: &Document) -> Vec<FieldError> {
 
 /// Warnings about the version an object is served with: clients of a
 /// service with nothing to forward to are refused.
-fn served_warnings(version: &[ServiceEntry]) -> Vec<FieldError> {
+fn served_warnings(version: &[Service]) -> Vec<FieldError> {
     let Some(first) = version.first() else {
         return Vec::new();
     };
@@ -185,7 +185,7 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
     }
 
     // object -> (source, version) it asks for this round
-    let mut current: BTreeMap<String, (String, Vec<ServiceEntry>)> = BTreeMap::new();
+    let mut current: BTreeMap<String, (String, Vec<Service>)> = BTreeMap::new();
     let mut warnings: Vec<(String, String, FieldError)> = Vec::new();
     for (obj, found) in &by_object {
         let kept = last.objects.get(obj).cloned();
@@ -262,7 +262,7 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
 fn warn_once(
     warned: &mut BTreeMap<String, Warned>,
     by_object: &BTreeMap<String, Vec<(&Document, &VirtualServer)>>,
-    current: &BTreeMap<String, (String, Vec<ServiceEntry>)>,
+    current: &BTreeMap<String, (String, Vec<Service>)>,
     warnings: Vec<(String, String, FieldError)>,
 ) -> Vec<FileWarning> {
     warned.retain(|obj, _| by_object.contains_key(obj) || current.contains_key(obj));
@@ -299,34 +299,11 @@ fn warn_once(
 /// unless `announce` is off (`--no-announce`: another speaker does).
 pub fn to_node_desired(
     version: u64,
-    specs: &[ServiceEntry],
+    specs: &[Service],
     settings: &Settings,
     announce: bool,
 ) -> NodeDesired {
-    let services: Vec<Service> = specs
-        .iter()
-        .map(|s| Service {
-            object: s.object.clone(),
-            port_name: s.port_name.clone(),
-            vip: s.vip,
-            port: s.port,
-            protocol: s.protocol,
-            forwarding: s.forwarding,
-            toa: s.toa,
-            persistence_timeout_s: s.persistence_timeout_s,
-            source_ranges: s.source_ranges.clone(),
-            health_check: s.health_check.clone(),
-            backends: s
-                .backends
-                .iter()
-                .map(|b| Backend {
-                    address: b.address,
-                    port: s.target_port,
-                    weight: b.weight,
-                })
-                .collect(),
-        })
-        .collect();
+    let services = specs.to_vec();
     let l2 = if announce {
         services.iter().map(|s| s.vip).collect()
     } else {

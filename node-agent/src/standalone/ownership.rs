@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 
 use ballast_api::{FieldError, Protocol, ValidationError};
 
-use super::entries::ServiceEntry;
 use super::file_errors::{FileError, Refusal};
+use crate::core::Service;
 
 /// One object asking for addresses this round.
 #[derive(Clone, Debug)]
@@ -25,18 +25,18 @@ pub struct Candidate {
     pub source: String,
     /// What the object asks for now: its new version, or its last valid one
     /// when the new one is invalid.
-    pub version: Vec<ServiceEntry>,
+    pub version: Vec<Service>,
     /// What the previous round gave it, if anything. Such an object is an
     /// incumbent: what `served` holds is reserved for it, and it falls back
     /// to `served` when `version` wants what another object holds.
-    pub served: Option<Vec<ServiceEntry>>,
+    pub served: Option<Vec<Service>>,
 }
 
 #[derive(Debug, Default)]
 pub struct Assignment {
     /// object -> the version it is given (its `version`, or for an incumbent
     /// refused an extension, its `served`).
-    pub accepted: BTreeMap<String, Vec<ServiceEntry>>,
+    pub accepted: BTreeMap<String, Vec<Service>>,
     pub errors: Vec<FileError>,
 }
 
@@ -50,13 +50,13 @@ struct Table {
     backends: HashMap<Ipv4Addr, BTreeSet<String>>,
 }
 
-fn key(s: &ServiceEntry) -> Key {
+fn key(s: &Service) -> Key {
     (s.vip, s.port, s.protocol)
 }
 
 /// The VIPs of a version in `spec.addresses` order (specs are address ×
 /// port in that order), so that position `i` is `spec.addresses[i]`.
-fn vips(version: &[ServiceEntry]) -> Vec<Ipv4Addr> {
+fn vips(version: &[Service]) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = Vec::new();
     for s in version {
         if !out.contains(&s.vip) {
@@ -68,7 +68,7 @@ fn vips(version: &[ServiceEntry]) -> Vec<Ipv4Addr> {
 
 /// Every spec of a version carries the same `spec.backends.static` list,
 /// all of whose entries passed validation, so position `i` is `static[i]`.
-fn backends(version: &[ServiceEntry]) -> impl Iterator<Item = Ipv4Addr> + '_ {
+fn backends(version: &[Service]) -> impl Iterator<Item = Ipv4Addr> + '_ {
     version
         .first()
         .into_iter()
@@ -83,7 +83,7 @@ fn other_than<'a>(owners: Option<&'a BTreeSet<String>>, me: &str) -> Option<&'a 
 }
 
 impl Table {
-    fn add(&mut self, object: &str, version: &[ServiceEntry]) {
+    fn add(&mut self, object: &str, version: &[Service]) {
         for s in version {
             self.keys.insert(key(s), object.to_string());
         }
@@ -98,7 +98,7 @@ impl Table {
         }
     }
 
-    fn remove(&mut self, object: &str, version: &[ServiceEntry]) {
+    fn remove(&mut self, object: &str, version: &[Service]) {
         for s in version {
             if self.keys.get(&key(s)).is_some_and(|o| o == object) {
                 self.keys.remove(&key(s));
@@ -122,7 +122,7 @@ impl Table {
 
     /// What `version` of `object` wants that other objects hold, with the
     /// holder; entries `object` holds itself do not count.
-    fn conflicts(&self, object: &str, version: &[ServiceEntry]) -> Vec<(FieldError, String)> {
+    fn conflicts(&self, object: &str, version: &[Service]) -> Vec<(FieldError, String)> {
         let mut out = Vec::new();
         let vip_list = vips(version);
         let field_of = |vip: Ipv4Addr| {
@@ -273,13 +273,13 @@ mod tests {
 
     /// One version: every VIP × every TCP port, to the given backends.
     /// Built through validation (not as a literal) so that it stays valid
-    /// whatever fields `ServiceEntry` grows.
+    /// whatever fields `Service` grows.
     fn version(
         object: &str,
         vips: &[[u8; 4]],
         ports: &[u16],
         backends: &[[u8; 4]],
-    ) -> Vec<ServiceEntry> {
+    ) -> Vec<Service> {
         let list = |items: Vec<String>| items.join(", ");
         let (namespace, name) = object.split_once('/').unwrap();
         let yaml = format!(
@@ -302,7 +302,7 @@ mod tests {
         crate::standalone::entries::validate(&parse_virtual_server(&yaml).unwrap()).unwrap()
     }
 
-    fn new(object: &str, v: Vec<ServiceEntry>) -> Candidate {
+    fn new(object: &str, v: Vec<Service>) -> Candidate {
         Candidate {
             object: object.into(),
             source: format!("{}.yaml#1", object.rsplit('/').next().unwrap()),
@@ -311,7 +311,7 @@ mod tests {
         }
     }
 
-    fn held(object: &str, v: Vec<ServiceEntry>, served: Vec<ServiceEntry>) -> Candidate {
+    fn held(object: &str, v: Vec<Service>, served: Vec<Service>) -> Candidate {
         Candidate {
             served: Some(served),
             ..new(object, v)

@@ -2,6 +2,7 @@
 //! fallback, first-come ownership, duplicates, refused addresses, warnings.
 
 use super::*;
+use crate::core::Backend;
 use ballast_api::{Forwarding, Protocol};
 
 /// Errors or warnings as logged.
