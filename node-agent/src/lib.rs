@@ -1,5 +1,6 @@
 pub mod abi;
 pub mod config_files;
+pub mod core;
 pub mod dataplane;
 pub mod health;
 pub mod inventory;

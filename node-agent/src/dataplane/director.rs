@@ -168,6 +168,17 @@ impl Director {
         &self.dp.pin_dir
     }
 
+    /// Rewrites the node's settings (SNAT addresses and ports, timeouts)
+    /// while it forwards, keeping the tick rate measured at open. Flows
+    /// already translated to a SNAT address that is dropped lose their
+    /// replies: removing one is a disruptive change, adding one is not.
+    pub fn write_settings(&mut self, settings: &NodeSettings) -> Result<(), DirectorError> {
+        let mut cfg = settings.to_config().map_err(DirectorError::Settings)?;
+        cfg.hz = self.dp.maps.read_config()?.hz;
+        self.dp.maps.write_config(&cfg)?;
+        Ok(())
+    }
+
     /// Converges the maps on `desired`. Services that cannot be programmed
     /// are returned as errors and keep what they had; the others go on.
     pub fn apply(&mut self, desired: &[DesiredService]) -> Result<Vec<PlanError>, DirectorError> {

@@ -158,22 +158,54 @@ pub struct MapWrites {
     pub src_ranges_delete: Vec<(u32, SrcRange)>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// A service the plan could not program; `service` is its name, `key` which
+/// (VIP, port, protocol) it is.
 pub enum PlanError {
     #[error("{service}: {source}")]
-    RingFull { service: String, source: RingFull },
+    RingFull {
+        service: String,
+        key: SvcKey,
+        source: RingFull,
+    },
     #[error("{service}: Maglev table size {size}: {reason}")]
     Maglev {
         service: String,
+        key: SvcKey,
         size: u32,
         reason: String,
     },
     #[error("{service}: no free service slot ({max} in use)")]
-    TooManyServices { service: String, max: u32 },
+    TooManyServices {
+        service: String,
+        key: SvcKey,
+        max: u32,
+    },
     #[error("{service}: no free backend slot ({max} in use)")]
-    TooManyBackends { service: String, max: u32 },
+    TooManyBackends {
+        service: String,
+        key: SvcKey,
+        max: u32,
+    },
     #[error("{service}: the source-range table is full ({max} prefixes over all services)")]
-    TooManySourceRanges { service: String, max: u32 },
+    TooManySourceRanges {
+        service: String,
+        key: SvcKey,
+        max: u32,
+    },
+}
+
+impl PlanError {
+    /// The (VIP, port, protocol) of the service refused.
+    pub fn key(&self) -> SvcKey {
+        match self {
+            PlanError::RingFull { key, .. }
+            | PlanError::Maglev { key, .. }
+            | PlanError::TooManyServices { key, .. }
+            | PlanError::TooManyBackends { key, .. }
+            | PlanError::TooManySourceRanges { key, .. } => *key,
+        }
+    }
 }
 
 /// Sizes and id sources the planner needs.
@@ -247,6 +279,7 @@ pub fn plan(
         let Some(svc_id) = existing.map(|v| v.id).or_else(|| free_svc_ids.next()) else {
             errors.push(PlanError::TooManyServices {
                 service: d.name.clone(),
+                key: *key,
                 max: limits.max_services,
             });
             continue;
@@ -295,6 +328,7 @@ pub fn plan(
         if out_of_slots {
             errors.push(PlanError::TooManyBackends {
                 service: d.name.clone(),
+                key: *key,
                 max: limits.max_backends,
             });
             continue;
@@ -306,6 +340,7 @@ pub fn plan(
         if src_range_total + range_adds > u64::from(limits.max_src_ranges) {
             errors.push(PlanError::TooManySourceRanges {
                 service: d.name.clone(),
+                key: *key,
                 max: limits.max_src_ranges,
             });
             continue;
@@ -351,6 +386,7 @@ pub fn plan(
                     Err(e) => {
                         errors.push(PlanError::Maglev {
                             service: d.name.clone(),
+                            key: *key,
                             size,
                             reason: e.to_string(),
                         });
@@ -362,6 +398,7 @@ pub fn plan(
                     Err(source) => {
                         errors.push(PlanError::RingFull {
                             service: d.name.clone(),
+                            key: *key,
                             source,
                         });
                         continue;

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 const SIZE_RULE: &str = "2 slots for one listed backend, else the smallest prime >= 2^k (k >= 8) \
     that is >= 8*N^2*ceil(log2 N) for N listed backends, at most 65537; or --maglev-size";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error(
     "the Maglev ring storage is full: {requested} slots requested, {free} of {capacity} free \
      (largest free region {largest}); raise --ring-slots: it must hold the sum of every \

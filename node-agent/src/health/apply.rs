@@ -16,13 +16,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use ballast_api::{HealthCheckSpec, Probe, Protocol};
+use ballast_api::{HealthCheckSpec, Probe};
 
 use super::checker::{Target, Verdicts};
 use super::state::Health;
 use crate::dataplane::DesiredService;
 use crate::inventory::{self, BackendHealth, InventoryService};
-use crate::standalone::entries::ServiceEntry;
 
 /// The data plane's service key: (VIP, port, IP protocol number).
 pub type ServiceKey = (Ipv4Addr, u16, u8);
@@ -33,20 +32,6 @@ pub type ServiceChecks = HashMap<ServiceKey, HealthCheckSpec>;
 
 pub fn service_key(d: &DesiredService) -> ServiceKey {
     (d.vip, d.port, d.proto)
-}
-
-/// The checks of validated services (standalone files).
-pub fn checks_of(specs: &[ServiceEntry]) -> ServiceChecks {
-    specs
-        .iter()
-        .filter_map(|s| {
-            let proto = match s.protocol {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-            };
-            s.health_check.clone().map(|c| ((s.vip, s.port, proto), c))
-        })
-        .collect()
 }
 
 fn target_of(addr: Ipv4Addr, port: u16, check: &HealthCheckSpec) -> Target {

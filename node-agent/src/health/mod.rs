@@ -2,11 +2,11 @@
 //! from this director to each backend's address and target port, a verdict
 //! per backend, and DOWN backends taken out of new flows.
 //!
-//! Part of the agent core, shared by standalone and Kubernetes modes: the
-//! owner of the desired state feeds [`HealthChecker::set_targets`] from
-//! [`targets`] on every change of configuration, re-applies
-//! [`apply_health`] of its last desired state when [`HealthChecker::subscribe`]
-//! fires, and shows the verdicts with [`annotate`].
+//! Part of the agent core, shared by standalone and Kubernetes modes:
+//! `crate::core::Agent` feeds [`HealthChecker::set_targets`] from
+//! [`targets`] on every applied version, re-applies [`apply_health`] of it
+//! when [`HealthChecker::subscribe`] fires, and shows the verdicts with
+//! [`annotate`].
 //!
 //! - `state`: the pure per-target state machine (thresholds, starts UP).
 //! - `probe`: one TCP or HTTP probe, bounded by its timeout.
@@ -17,9 +17,7 @@ pub mod checker;
 pub mod probe;
 pub mod state;
 
-pub use apply::{
-    ServiceChecks, annotate, apply_health, checks_of, describe, targets, without_backends,
-};
+pub use apply::{ServiceChecks, annotate, apply_health, describe, targets, without_backends};
 pub use checker::{HealthChecker, MAX_PROBES_IN_FLIGHT, Target, Verdicts, phase_offset};
 pub use probe::ProbeError;
 pub use state::{Health, Transition};

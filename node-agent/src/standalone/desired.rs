@@ -6,13 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use ballast_api::{FieldError, Forwarding, Protocol, ValidationError, VirtualServer};
+use ballast_api::{FieldError, ValidationError, VirtualServer};
 
-use super::entries::{self, ServiceEntry};
+use super::entries;
+use super::file_errors::{FileError, FileWarning};
 use super::ownership::{self, Candidate};
-use crate::abi;
 use crate::config_files::Document;
-use crate::dataplane::{DesiredBackend, DesiredService};
+use crate::core::{Announcements, NodeDesired, Service, Settings};
 
 /// TCP MSS that leaves room for the 8-byte TOA option on a 1500-byte MTU.
 pub const DEFAULT_TOA_MSS: u16 = 1500 - 40 - 8;
@@ -22,10 +22,10 @@ pub const DEFAULT_TOA_MSS: u16 = 1500 - 40 - 8;
 pub struct LastGood {
     /// object ("namespace/name") -> (document it came from, `file#N`, and its
     /// last valid services)
-    objects: BTreeMap<String, (String, Vec<ServiceEntry>)>,
+    objects: BTreeMap<String, (String, Vec<Service>)>,
     /// object -> the services the last round gave it (what is programmed):
     /// the history first-come ownership is decided by.
-    served: BTreeMap<String, Vec<ServiceEntry>>,
+    served: BTreeMap<String, Vec<Service>>,
     /// Warnings already logged, per object, with the version they were
     /// logged for: logged again only once that object changes.
     warned: BTreeMap<String, Warned>,
@@ -41,11 +41,11 @@ struct Warned {
 /// to report.
 #[derive(Debug, Default)]
 pub struct ReloadOutcome {
-    pub services: Vec<ServiceEntry>,
-    pub errors: Vec<String>,
+    pub services: Vec<Service>,
+    pub errors: Vec<FileError>,
     /// Problems that do not stop an object from being served, each reported
     /// once per version of the object.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<FileWarning>,
 }
 
 fn file_of(source: &str) -> &str {
@@ -62,7 +62,7 @@ fn object_of(vs: &VirtualServer) -> Option<String> {
 /// Rules that need this agent's settings: a VIP or a backend that is one of
 /// its SNAT addresses would make FullNAT replies and new flows
 /// indistinguishable, or forward the traffic back to the director.
-fn check_node(specs: &[ServiceEntry], snat: &[Ipv4Addr]) -> Result<(), ValidationError> {
+fn check_node(specs: &[Service], snat: &[Ipv4Addr]) -> Result<(), ValidationError> {
     let mut errors = Vec::new();
     let mut vips: Vec<Ipv4Addr> = Vec::new();
     for s in specs {
@@ -130,7 +130,7 @@ fn document_warnings(vs: &VirtualServer, doc: &Document) -> Vec<FieldError> {
 
 /// Warnings about the version an object is served with: clients of a
 /// service with nothing to forward to are refused.
-fn served_warnings(version: &[ServiceEntry]) -> Vec<FieldError> {
+fn served_warnings(version: &[Service]) -> Vec<FieldError> {
     let Some(first) = version.first() else {
         return Vec::new();
     };
@@ -163,14 +163,21 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
     for d in docs {
         match &d.parsed {
             Err(e) => {
-                out.errors.push(format!("{}: {e}", d.source));
+                out.errors.push(FileError::Unparsable {
+                    document: d.source.clone(),
+                    message: e.clone(),
+                });
                 broken_files.push(file_of(&d.source).to_string());
             }
             Ok(vs) => match object_of(vs) {
                 Some(obj) => by_object.entry(obj).or_default().push((d, vs)),
                 None => {
-                    if let Err(e) = entries::validate(vs) {
-                        out.errors.push(format!("{}: {e}", d.source));
+                    if let Err(error) = entries::validate(vs) {
+                        out.errors.push(FileError::Invalid {
+                            document: d.source.clone(),
+                            error,
+                            kept: false,
+                        });
                     }
                 }
             },
@@ -178,7 +185,7 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
     }
 
     // object -> (source, version) it asks for this round
-    let mut current: BTreeMap<String, (String, Vec<ServiceEntry>)> = BTreeMap::new();
+    let mut current: BTreeMap<String, (String, Vec<Service>)> = BTreeMap::new();
     let mut warnings: Vec<(String, String, FieldError)> = Vec::new();
     for (obj, found) in &by_object {
         let kept = last.objects.get(obj).cloned();
@@ -194,13 +201,12 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
                 Ok(specs) => {
                     current.insert(obj.clone(), (d.source.clone(), specs));
                 }
-                Err(e) => {
-                    let note = if kept.is_some() {
-                        " (keeping its last valid version)"
-                    } else {
-                        ""
-                    };
-                    out.errors.push(format!("{}: {e}{note}", d.source));
+                Err(error) => {
+                    out.errors.push(FileError::Invalid {
+                        document: d.source.clone(),
+                        error,
+                        kept: kept.is_some(),
+                    });
                     if let Some(k) = kept {
                         current.insert(obj.clone(), k);
                     }
@@ -209,16 +215,11 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
         } else {
             // Which one is meant cannot be told: apply neither, so that
             // adding a copy never changes what serves.
-            let places: Vec<&str> = found.iter().map(|(d, _)| d.source.as_str()).collect();
-            let outcome = if kept.is_some() {
-                "neither is applied; its last valid version stays"
-            } else {
-                "neither is applied until only one remains"
-            };
-            out.errors.push(format!(
-                "{obj}: metadata.name: defined more than once, in {}; {outcome}",
-                places.join(" and ")
-            ));
+            out.errors.push(FileError::DefinedTwice {
+                object: obj.clone(),
+                documents: found.iter().map(|(d, _)| d.source.clone()).collect(),
+                kept: kept.is_some(),
+            });
             if let Some(k) = kept {
                 current.insert(obj.clone(), k);
             }
@@ -261,9 +262,9 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
 fn warn_once(
     warned: &mut BTreeMap<String, Warned>,
     by_object: &BTreeMap<String, Vec<(&Document, &VirtualServer)>>,
-    current: &BTreeMap<String, (String, Vec<ServiceEntry>)>,
+    current: &BTreeMap<String, (String, Vec<Service>)>,
     warnings: Vec<(String, String, FieldError)>,
-) -> Vec<String> {
+) -> Vec<FileWarning> {
     warned.retain(|obj, _| by_object.contains_key(obj) || current.contains_key(obj));
     for (obj, found) in by_object {
         let w = warned.entry(obj.clone()).or_default();
@@ -275,57 +276,48 @@ fn warn_once(
         }
     }
     let mut out = Vec::new();
-    for (obj, source, e) in warnings {
-        let key = format!("{}: {}", e.field, e.reason);
-        if warned.entry(obj.clone()).or_default().messages.insert(key) {
-            out.push(format!("{source}: {obj}: {}: {}", e.field, e.reason));
+    for (object, document, warning) in warnings {
+        let key = format!("{}: {}", warning.field, warning.reason);
+        if warned
+            .entry(object.clone())
+            .or_default()
+            .messages
+            .insert(key)
+        {
+            out.push(FileWarning {
+                document,
+                object,
+                warning,
+            });
         }
     }
     out
 }
 
-/// Maps validated specs to data plane services.
-pub fn to_desired(specs: &[ServiceEntry], announce: bool, toa_mss: u16) -> Vec<DesiredService> {
-    specs
-        .iter()
-        .map(|s| DesiredService {
-            name: format!(
-                "{}:{}",
-                s.object,
-                if s.port_name.is_empty() {
-                    s.port.to_string()
-                } else {
-                    s.port_name.clone()
-                }
-            ),
-            vip: s.vip,
-            port: s.port,
-            proto: match s.protocol {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-            },
-            mode: match s.forwarding {
-                Forwarding::FullNat => abi::MODE_FULLNAT,
-                Forwarding::Dr => abi::MODE_DR,
-                Forwarding::Nat => abi::MODE_NAT,
-            },
-            flags: if s.toa { abi::SVC_TOA } else { 0 },
-            mss_max: if s.toa { toa_mss } else { 0 },
-            persist_timeout_s: s.persistence_timeout_s,
-            announce,
-            source_ranges: s.source_ranges.clone(),
-            maglev_size: None,
-            backends: s
-                .backends
-                .iter()
-                .map(|b| DesiredBackend {
-                    addr: b.address,
-                    port: s.target_port,
-                    weight: b.weight,
-                })
-                .collect(),
-        })
-        .collect()
+/// The services resolved from the files as version `version` of the node's
+/// desired state: `settings` from the flags, every VIP announced over L2
+/// unless `announce` is off (`--no-announce`: another speaker does).
+pub fn to_node_desired(
+    version: u64,
+    specs: &[Service],
+    settings: &Settings,
+    announce: bool,
+) -> NodeDesired {
+    let services = specs.to_vec();
+    let l2 = if announce {
+        services.iter().map(|s| s.vip).collect()
+    } else {
+        Default::default()
+    };
+    NodeDesired {
+        version,
+        settings: settings.clone(),
+        services,
+        announce: Announcements {
+            l2,
+            bgp: Default::default(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,17 @@
 //! The agent's side of validation: a `VirtualServer` checked by the shared
 //! rules ([`ballast_api::check`], standalone context) and expanded into the
-//! (VIP, port, protocol) entries the data plane serves, one per address ×
-//! port. The data plane is IPv4-only for now; that limit is the agent's, so
+//! agent core's services ([`crate::core::Service`]: one per (VIP, port,
+//! protocol), i.e. per address × port), fully defaulted. The data plane is IPv4-only for now; that limit is the agent's, so
 //! it is stated here, and the shared rules report it at its fields together
 //! with every other problem.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ballast_api::{
-    CheckedSpec, Families, Forwarding, HealthCheckSpec, Protocol, ValidationContext,
-    ValidationError, VirtualServer, check,
+    CheckedSpec, Families, Protocol, ValidationContext, ValidationError, VirtualServer, check,
 };
-use ipnet::IpNet;
+
+use crate::core::{Backend, Service};
 
 /// Why an IPv6 address is refused.
 pub const IPV6_UNSUPPORTED: &str = "IPv6 is not supported by the data plane yet";
@@ -21,75 +21,44 @@ const DATA_PLANE_FAMILIES: Families = Families::Ipv4Only {
     ipv6_refused: IPV6_UNSUPPORTED,
 };
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct BackendEntry {
-    pub address: Ipv4Addr,
-    /// 0 = draining: keeps existing connections, receives no new ones.
-    pub weight: u32,
-}
-
-/// One (VIP, port, protocol) the data plane serves, fully defaulted.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceEntry {
-    /// `namespace/name` of the VirtualServer this came from.
-    pub object: String,
-    /// `spec.ports[].name`, or empty when the port is unnamed.
-    pub port_name: String,
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub protocol: Protocol,
-    pub target_port: u16,
-    pub forwarding: Forwarding,
-    /// Insert the client address as a TCP option (FullNAT + TCP only).
-    pub toa: bool,
-    /// 0 = no client affinity.
-    pub persistence_timeout_s: u32,
-    /// Clients allowed to start a flow (`spec.sourceRanges`, host bits
-    /// cleared); empty admits everyone.
-    pub source_ranges: Vec<IpNet>,
-    /// `spec.backends.static`, in order; empty refuses new clients.
-    pub backends: Vec<BackendEntry>,
-    /// `spec.healthCheck`, defaulted; none = every backend is used.
-    pub health_check: Option<HealthCheckSpec>,
-}
-
 /// Checks every rule (the shared ones and the data plane's IPv4-only
-/// limit) and, if all pass, returns one [`ServiceEntry`] per address ×
+/// limit) and, if all pass, returns one [`Service`] per address ×
 /// port, in `spec.addresses` then `spec.ports` order.
-pub fn validate(vs: &VirtualServer) -> Result<Vec<ServiceEntry>, ValidationError> {
+pub fn validate(vs: &VirtualServer) -> Result<Vec<Service>, ValidationError> {
     let checked = check(vs, ValidationContext::Standalone, DATA_PLANE_FAMILIES)?;
     Ok(expand(&checked))
 }
 
-fn expand(checked: &CheckedSpec) -> Vec<ServiceEntry> {
+fn expand(checked: &CheckedSpec) -> Vec<Service> {
     let v4 = |ip: &IpAddr| match ip {
         IpAddr::V4(v4) => *v4,
         IpAddr::V6(_) => unreachable!("Families::Ipv4Only refused IPv6"),
     };
-    let backends: Vec<BackendEntry> = checked
-        .static_backends
-        .iter()
-        .map(|b| BackendEntry {
-            address: v4(&b.address),
-            weight: b.weight,
-        })
-        .collect();
     let mut out = Vec::with_capacity(checked.addresses.len() * checked.ports.len());
     for vip in &checked.addresses {
         for p in &checked.ports {
-            out.push(ServiceEntry {
+            out.push(Service {
                 object: checked.object.clone(),
                 port_name: p.name.clone(),
                 vip: v4(vip),
                 port: p.port,
                 protocol: p.protocol,
-                target_port: p.target_port,
                 forwarding: checked.forwarding,
                 toa: checked.toa && p.protocol == Protocol::Tcp,
                 persistence_timeout_s: checked.persistence_timeout_s,
                 source_ranges: checked.source_ranges.clone(),
-                backends: backends.clone(),
                 health_check: checked.health_check.clone(),
+                // `spec.backends.static`, in order, on the port's target
+                // port; empty refuses new clients.
+                backends: checked
+                    .static_backends
+                    .iter()
+                    .map(|b| Backend {
+                        address: v4(&b.address),
+                        port: p.target_port,
+                        weight: b.weight,
+                    })
+                    .collect(),
             });
         }
     }
@@ -100,7 +69,11 @@ fn expand(checked: &CheckedSpec) -> Vec<ServiceEntry> {
 mod tests {
     use super::*;
     use crate::config_files::{EXAMPLE, parse_virtual_server};
-    use ballast_api::{ClientAddressMode, ForwardingMode, PortProtocol, VirtualServerPort};
+    use ballast_api::{
+        ClientAddressMode, Forwarding, ForwardingMode, HealthCheckSpec, PortProtocol,
+        VirtualServerPort,
+    };
+    use std::net::Ipv4Addr;
 
     fn example() -> VirtualServer {
         parse_virtual_server(EXAMPLE).expect("example parses")
@@ -111,19 +84,19 @@ mod tests {
         let specs = validate(&example()).expect("example is valid");
         assert_eq!(
             specs,
-            vec![ServiceEntry {
+            vec![Service {
                 object: "default/web".into(),
                 port_name: "http".into(),
                 vip: Ipv4Addr::new(203, 0, 113, 10),
                 port: 80,
                 protocol: Protocol::Tcp,
-                target_port: 8080,
                 forwarding: Forwarding::FullNat,
                 toa: true,
                 persistence_timeout_s: 0,
                 source_ranges: vec![],
-                backends: vec![BackendEntry {
+                backends: vec![Backend {
                     address: Ipv4Addr::new(198, 51, 100, 11),
+                    port: 8080,
                     weight: 1,
                 }],
                 health_check: None,
@@ -148,11 +121,11 @@ mod tests {
         // Namespace-less standalone objects land in "default", like kubectl.
         assert_eq!(specs[0].object, "default/d");
         assert_eq!(
-            (specs[0].port, specs[0].target_port, specs[0].protocol),
+            (specs[0].port, specs[0].backends[0].port, specs[0].protocol),
             (53, 53, Protocol::Udp)
         );
         assert_eq!(
-            (specs[1].port, specs[1].target_port, specs[1].protocol),
+            (specs[1].port, specs[1].backends[0].port, specs[1].protocol),
             (80, 80, Protocol::Tcp)
         );
         assert_eq!(specs[1].port_name, "");

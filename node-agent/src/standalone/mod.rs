@@ -1,27 +1,28 @@
 //! `ballast-agent standalone`: the data plane driven by VirtualServer YAML
 //! files, reloaded on change and on SIGHUP (the keepalived+ipvsadm
-//! replacement). Stopping the agent leaves forwarding running (when its pins
+//! replacement). The files are one source of the agent core
+//! (`crate::core`), which owns the data plane, health checks, sweeper and
+//! metrics; `source` turns the files into its versions. Stopping the agent leaves forwarding running (when its pins
 //! are on the host's bpffs: see `lifecycle::bpffs`).
 pub mod desired;
 pub mod entries;
+pub mod file_errors;
 pub mod ownership;
 pub mod snat_check;
+pub mod source;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::config_files;
-use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
-use crate::dataplane::{self, DesiredService, Director, LoadOptions, NodeSettings, XdpAttachMode};
-use crate::health::{self, HealthChecker, ServiceChecks};
+use crate::core::{self, Agent, AgentOptions, InventoryPlace, Settings};
+use crate::dataplane::{Director, LoadOptions, NodeSettings, XdpAttachMode};
 use crate::lifecycle::Claim;
 use crate::lifecycle::signals::{self, Signals};
-use crate::{inventory, metrics, stats};
+use source::FileSource;
 
 #[derive(Clone, Debug)]
 pub struct StandaloneOptions {
@@ -86,20 +87,13 @@ pub fn enable_ip_forward() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The standalone agent: the files as the source of the agent core.
 pub struct Standalone {
-    opts: StandaloneOptions,
-    director: Director,
-    last_good: desired::LastGood,
-    fingerprint: Option<u64>,
     /// The interface's identity (what the pins are keyed by), its lock
     /// (one agent per interface) and whether the pins outlive us.
     claim: Claim,
-    /// Probes the backends of services with a health check.
-    health: HealthChecker,
-    /// The services last read and their checks: re-applied with fresh
-    /// verdicts when a backend's health changes, without re-reading files.
-    wanted: Vec<DesiredService>,
-    checks: ServiceChecks,
+    agent: Agent,
+    source: FileSource,
 }
 
 impl Standalone {
@@ -156,151 +150,55 @@ impl Standalone {
         };
         let director =
             Director::open(&load, &settings, opts.maglev_size).context("opening the data plane")?;
-        Ok(Self {
-            opts,
+        let agent = Agent::new(
             director,
-            last_good: Default::default(),
-            fingerprint: None,
+            settings,
+            AgentOptions {
+                toa_mss: opts.toa_mss,
+                inventory: Some(InventoryPlace {
+                    pin_root: opts.pin_root.clone(),
+                    key: claim.iface.key,
+                }),
+                metrics: opts.metrics,
+                sweep_interval: opts.sweep_interval,
+            },
+        );
+        let source = FileSource::new(
+            opts.config,
+            Settings {
+                snat_addrs: opts.snat_addrs,
+                snat_ports: opts.snat_ports,
+            },
+            opts.announce,
+            opts.poll,
+        );
+        Ok(Self {
             claim,
-            health: HealthChecker::new(),
-            wanted: Vec::new(),
-            checks: ServiceChecks::new(),
+            agent,
+            source,
         })
     }
 
-    /// Reads, validates and programs the configuration. Returns the errors
-    /// (already logged); valid documents are programmed regardless.
-    pub fn reload(&mut self) -> anyhow::Result<Vec<String>> {
-        self.fingerprint = config_files::fingerprint(&self.opts.config).ok();
-        let docs = config_files::read_documents(&self.opts.config)
-            .with_context(|| format!("reading {}", self.opts.config.display()))?;
-        let resolved = desired::resolve(&docs, &mut self.last_good, &self.opts.snat_addrs);
-        for w in &resolved.warnings {
-            warn!("{w}");
-        }
-        let wanted = desired::to_desired(&resolved.services, self.opts.announce, self.opts.toa_mss);
-        self.checks = health::checks_of(&resolved.services);
-        self.health
-            .set_targets(health::targets(&wanted, &self.checks));
-        self.wanted = wanted;
-        let mut errors = resolved.errors;
-        let (plan_errors, services) = self.program()?;
-        errors.extend(plan_errors);
-        for e in &errors {
-            error!("{e}");
-        }
-        info!(
-            services,
-            errors = errors.len(),
-            health_checked = self.health.len(),
-            "configuration applied"
-        );
-        Ok(errors)
-    }
-
-    /// Programs the services last read, DOWN backends at weight 0, and
-    /// writes the inventory. Returns the services' errors and how many are
-    /// programmed.
-    fn program(&mut self) -> anyhow::Result<(Vec<String>, usize)> {
-        let verdicts = self.health.verdicts();
-        let effective = health::apply_health(&self.wanted, &self.checks, &verdicts);
-        for name in health::without_backends(&self.wanted, &effective) {
-            warn!(
-                service = name,
-                "every backend is DOWN: new connections to the service are refused until one passes its health check"
-            );
-        }
-        let errors = self.director.apply(&effective)?;
-        let mut inv = inventory::build(&self.wanted, self.director.programmed());
-        health::annotate(&mut inv, &self.checks, &verdicts);
-        inventory::write(&self.opts.pin_root, &self.claim.iface.key, &inv)
-            .context("writing the inventory")?;
-        Ok((errors.iter().map(|e| e.to_string()).collect(), inv.len()))
-    }
-
-    fn changed(&self) -> bool {
-        config_files::fingerprint(&self.opts.config).ok() != self.fingerprint
-    }
-
     /// Serves until SIGTERM or SIGINT; `signals` were registered at start.
-    pub async fn run(mut self, mut signals: Signals) -> anyhow::Result<()> {
-        if let Err(e) = self.reload() {
-            // A missing config is not fatal: the agent waits for it.
-            warn!("{e:#}");
-        }
-        // Dropped (stopped and joined) when run() returns.
-        let sweeper = if self.opts.sweep_interval.is_zero() {
-            info!("conntrack sweeping disabled: expired flows wait for the LRU");
-            None
-        } else {
-            let s = PeriodicSweeper::start(
-                self.director.pin_dir().to_path_buf(),
-                self.opts.sweep_interval,
-                SweepOptions::default(),
-            )
-            .context("starting the conntrack sweeper")?;
-            info!(interval = ?self.opts.sweep_interval, "sweeping expired flows");
-            Some(s)
+    /// The core runs until the source stops (a stop signal), or fails to
+    /// start its sweeper or metrics (then the source stops with it).
+    pub async fn run(self, mut signals: Signals) -> anyhow::Result<()> {
+        let Standalone {
+            claim,
+            agent,
+            mut source,
+        } = self;
+        let (handle, requests) = core::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let core = agent.run(requests, async {
+            let _ = stopped.await;
+        });
+        let feed = async {
+            source.serve(&handle, &mut signals).await;
+            let _ = stop.send(());
         };
-        if let Some(addr) = self.opts.metrics {
-            let key = self.claim.iface.key;
-            let root = self.opts.pin_root.clone();
-            let sweep_totals = sweeper.as_ref().map(|s| s.totals_handle());
-            let source: Arc<dyn Fn() -> anyhow::Result<stats::Snapshot> + Send + Sync> =
-                Arc::new(move || {
-                    let maps =
-                        dataplane::maps::Maps::open_pinned(&dataplane::pin_dir_for(&root, &key))?;
-                    let inv = inventory::read(&root, &key).unwrap_or_default();
-                    let mut snap = stats::counters(&maps, &inv)?;
-                    let totals = sweep_totals
-                        .as_ref()
-                        .map(|t| t.lock().expect("not poisoned").clone());
-                    // The sweeper counted the tables: no second walk per
-                    // scrape. Before its first pass, or without it, count.
-                    snap.tables = match totals.as_ref().and_then(|t| t.last.as_ref()) {
-                        Some(last) => last.occupancy(),
-                        None => maps.flow_tables()?,
-                    };
-                    snap.sweeper = totals;
-                    Ok(snap)
-                });
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("--metrics {addr}: cannot listen"))?;
-            tokio::spawn(async move {
-                if let Err(e) =
-                    metrics::serve(listener, source, metrics::DEFAULT_MAX_BACKEND_SERIES).await
-                {
-                    error!("metrics server: {e:#}");
-                }
-            });
-            info!(%addr, "serving /metrics");
-        }
-        let mut tick = tokio::time::interval(self.opts.poll);
-        let mut health_changes = self.health.subscribe();
-        loop {
-            tokio::select! {
-                Ok(()) = health_changes.changed() => {
-                    match self.program() {
-                        Ok((errors, _)) => errors.iter().for_each(|e| error!("{e}")),
-                        Err(e) => error!("applying a health change: {e:#}"),
-                    }
-                }
-                _ = signals.hup.recv() => {
-                    info!("SIGHUP: reloading");
-                    if let Err(e) = self.reload() { error!("{e:#}"); }
-                }
-                _ = tick.tick() => {
-                    if self.changed() {
-                        info!("configuration changed: reloading");
-                        if let Err(e) = self.reload() { error!("{e:#}"); }
-                    }
-                }
-                _ = signals.stop.recv() => break,
-            }
-        }
-        info!("{}", self.claim.persistence.stop_note());
-        drop(sweeper);
-        Ok(())
+        let (served, ()) = tokio::join!(core, feed);
+        info!("{}", claim.persistence.stop_note());
+        served
     }
 }

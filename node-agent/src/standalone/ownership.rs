@@ -13,7 +13,8 @@ use std::net::Ipv4Addr;
 
 use ballast_api::{FieldError, Protocol, ValidationError};
 
-use super::entries::ServiceEntry;
+use super::file_errors::{FileError, Refusal};
+use crate::core::Service;
 
 /// One object asking for addresses this round.
 #[derive(Clone, Debug)]
@@ -24,19 +25,19 @@ pub struct Candidate {
     pub source: String,
     /// What the object asks for now: its new version, or its last valid one
     /// when the new one is invalid.
-    pub version: Vec<ServiceEntry>,
+    pub version: Vec<Service>,
     /// What the previous round gave it, if anything. Such an object is an
     /// incumbent: what `served` holds is reserved for it, and it falls back
     /// to `served` when `version` wants what another object holds.
-    pub served: Option<Vec<ServiceEntry>>,
+    pub served: Option<Vec<Service>>,
 }
 
 #[derive(Debug, Default)]
 pub struct Assignment {
     /// object -> the version it is given (its `version`, or for an incumbent
     /// refused an extension, its `served`).
-    pub accepted: BTreeMap<String, Vec<ServiceEntry>>,
-    pub errors: Vec<String>,
+    pub accepted: BTreeMap<String, Vec<Service>>,
+    pub errors: Vec<FileError>,
 }
 
 type Key = (Ipv4Addr, u16, Protocol);
@@ -49,13 +50,13 @@ struct Table {
     backends: HashMap<Ipv4Addr, BTreeSet<String>>,
 }
 
-fn key(s: &ServiceEntry) -> Key {
+fn key(s: &Service) -> Key {
     (s.vip, s.port, s.protocol)
 }
 
 /// The VIPs of a version in `spec.addresses` order (specs are address ×
 /// port in that order), so that position `i` is `spec.addresses[i]`.
-fn vips(version: &[ServiceEntry]) -> Vec<Ipv4Addr> {
+fn vips(version: &[Service]) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = Vec::new();
     for s in version {
         if !out.contains(&s.vip) {
@@ -67,7 +68,7 @@ fn vips(version: &[ServiceEntry]) -> Vec<Ipv4Addr> {
 
 /// Every spec of a version carries the same `spec.backends.static` list,
 /// all of whose entries passed validation, so position `i` is `static[i]`.
-fn backends(version: &[ServiceEntry]) -> impl Iterator<Item = Ipv4Addr> + '_ {
+fn backends(version: &[Service]) -> impl Iterator<Item = Ipv4Addr> + '_ {
     version
         .first()
         .into_iter()
@@ -82,7 +83,7 @@ fn other_than<'a>(owners: Option<&'a BTreeSet<String>>, me: &str) -> Option<&'a 
 }
 
 impl Table {
-    fn add(&mut self, object: &str, version: &[ServiceEntry]) {
+    fn add(&mut self, object: &str, version: &[Service]) {
         for s in version {
             self.keys.insert(key(s), object.to_string());
         }
@@ -97,7 +98,7 @@ impl Table {
         }
     }
 
-    fn remove(&mut self, object: &str, version: &[ServiceEntry]) {
+    fn remove(&mut self, object: &str, version: &[Service]) {
         for s in version {
             if self.keys.get(&key(s)).is_some_and(|o| o == object) {
                 self.keys.remove(&key(s));
@@ -121,7 +122,7 @@ impl Table {
 
     /// What `version` of `object` wants that other objects hold, with the
     /// holder; entries `object` holds itself do not count.
-    fn conflicts(&self, object: &str, version: &[ServiceEntry]) -> Vec<(FieldError, String)> {
+    fn conflicts(&self, object: &str, version: &[Service]) -> Vec<(FieldError, String)> {
         let mut out = Vec::new();
         let vip_list = vips(version);
         let field_of = |vip: Ipv4Addr| {
@@ -170,12 +171,15 @@ impl Table {
     }
 }
 
-fn refusal(c: &Candidate, conflicts: Vec<(FieldError, String)>, outcome: &str) -> String {
-    let e = ValidationError {
-        object: c.object.clone(),
-        errors: conflicts.into_iter().map(|(e, _)| e).collect(),
-    };
-    format!("{}: {e}; {outcome}", c.source)
+fn refusal(c: &Candidate, conflicts: Vec<(FieldError, String)>, outcome: Refusal) -> FileError {
+    FileError::Contested {
+        document: c.source.clone(),
+        error: ValidationError {
+            object: c.object.clone(),
+            errors: conflicts.into_iter().map(|(e, _)| e).collect(),
+        },
+        outcome,
+    }
 }
 
 /// Gives each candidate a version or nothing; see the module docs.
@@ -230,7 +234,9 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
         out.errors.push(refusal(
             c,
             conflicts,
-            &format!("{} keeps the version already applied", c.object),
+            Refusal::KeepsApplied {
+                object: c.object.clone(),
+            },
         ));
     }
 
@@ -241,15 +247,14 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
             out.accepted.insert(c.object.clone(), c.version.clone());
         } else {
             // Say which rule decided: history, or (without any) name order.
-            let why = if conflicts.iter().any(|(_, h)| incumbent_names.contains(h)) {
-                "first come: what an object already serves stays with it"
-            } else {
-                "nothing held it before, so the first by name gets it"
-            };
+            let first_come = conflicts.iter().any(|(_, h)| incumbent_names.contains(h));
             out.errors.push(refusal(
                 c,
                 conflicts,
-                &format!("{} is not applied ({why})", c.object),
+                Refusal::NotApplied {
+                    object: c.object.clone(),
+                    first_come,
+                },
             ));
         }
     }
@@ -259,17 +264,22 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The errors as logged.
+    fn lines(errors: &[FileError]) -> Vec<String> {
+        errors.iter().map(|e| e.to_string()).collect()
+    }
     use crate::config_files::parse_virtual_server;
 
     /// One version: every VIP × every TCP port, to the given backends.
     /// Built through validation (not as a literal) so that it stays valid
-    /// whatever fields `ServiceEntry` grows.
+    /// whatever fields `Service` grows.
     fn version(
         object: &str,
         vips: &[[u8; 4]],
         ports: &[u16],
         backends: &[[u8; 4]],
-    ) -> Vec<ServiceEntry> {
+    ) -> Vec<Service> {
         let list = |items: Vec<String>| items.join(", ");
         let (namespace, name) = object.split_once('/').unwrap();
         let yaml = format!(
@@ -292,7 +302,7 @@ mod tests {
         crate::standalone::entries::validate(&parse_virtual_server(&yaml).unwrap()).unwrap()
     }
 
-    fn new(object: &str, v: Vec<ServiceEntry>) -> Candidate {
+    fn new(object: &str, v: Vec<Service>) -> Candidate {
         Candidate {
             object: object.into(),
             source: format!("{}.yaml#1", object.rsplit('/').next().unwrap()),
@@ -301,7 +311,7 @@ mod tests {
         }
     }
 
-    fn held(object: &str, v: Vec<ServiceEntry>, served: Vec<ServiceEntry>) -> Candidate {
+    fn held(object: &str, v: Vec<Service>, served: Vec<Service>) -> Candidate {
         Candidate {
             served: Some(served),
             ..new(object, v)
@@ -328,6 +338,23 @@ mod tests {
         assert_eq!(a.accepted["default/web"], web);
         assert_eq!(
             a.errors,
+            [FileError::Contested {
+                document: "aaa.yaml#1".into(),
+                error: ValidationError {
+                    object: "default/aaa".into(),
+                    errors: vec![FieldError {
+                        field: "spec.addresses[0]".into(),
+                        reason: "203.0.113.10:80/TCP is held by default/web".into(),
+                    }],
+                },
+                outcome: Refusal::NotApplied {
+                    object: "default/aaa".into(),
+                    first_come: true,
+                },
+            }]
+        );
+        assert_eq!(
+            lines(&a.errors),
             [
                 "aaa.yaml#1: default/aaa: spec.addresses[0]: 203.0.113.10:80/TCP is held by \
               default/web; default/aaa is not applied (first come: what an object already \
@@ -348,7 +375,7 @@ mod tests {
             assert_eq!(names(&a), ["default/aaa"]);
             assert_eq!(a.errors.len(), 1);
             assert_eq!(
-                a.errors,
+                lines(&a.errors),
                 [
                     "web.yaml#1: default/web: spec.addresses[0]: 203.0.113.10:80/TCP is held by \
                   default/aaa; default/web is not applied (nothing held it before, so the first \
@@ -388,7 +415,7 @@ mod tests {
         assert_eq!(a.accepted["default/a-web"], web);
         assert_eq!(a.accepted["default/z-api"], api);
         assert_eq!(
-            a.errors,
+            lines(&a.errors),
             [
                 "a-web.yaml#1: default/a-web: spec.addresses[0]: 203.0.113.10:81/TCP is held by \
               default/z-api; default/a-web keeps the version already applied"
@@ -441,7 +468,7 @@ mod tests {
         ]);
         assert_eq!(names(&a), ["default/web"]);
         assert!(
-            a.errors[0].contains(
+            a.errors[0].to_string().contains(
                 "default/aaa: spec.backends.static[1].address: 203.0.113.11 is a VIP of \
                  default/web"
             ),
@@ -454,7 +481,7 @@ mod tests {
         ]);
         assert_eq!(names(&a), ["default/aaa"]);
         assert!(
-            a.errors[0].contains(
+            a.errors[0].to_string().contains(
                 "default/web: spec.addresses[0]: 203.0.113.11 is a backend of default/aaa"
             ),
             "{:?}",
@@ -482,7 +509,9 @@ mod tests {
             ),
         ]);
         assert!(
-            a.errors[0].contains("default/b: spec.addresses[1]: 203.0.113.11:80/TCP is held"),
+            a.errors[0]
+                .to_string()
+                .contains("default/b: spec.addresses[1]: 203.0.113.11:80/TCP is held"),
             "{:?}",
             a.errors
         );

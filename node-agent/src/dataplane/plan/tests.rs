@@ -321,6 +321,7 @@ fn a_full_source_range_table_refuses_the_service_that_overflows_it() {
         errors,
         vec![PlanError::TooManySourceRanges {
             service: "t/s:81".into(),
+            key: ranged(81, &[]).key(),
             max: 4
         }]
     );
@@ -446,6 +447,7 @@ fn a_forced_size_applies_to_every_service_and_a_service_size_wins() {
         errors,
         [PlanError::Maglev {
             service: "t/s:81".into(),
+            key: own.key(),
             size: 12,
             reason: "Maglev table size 12 is not prime".into(),
         }]

@@ -2,6 +2,13 @@
 //! fallback, first-come ownership, duplicates, refused addresses, warnings.
 
 use super::*;
+use crate::core::Backend;
+use ballast_api::{Forwarding, Protocol};
+
+/// Errors or warnings as logged.
+fn lines<T: ToString>(reported: &[T]) -> Vec<String> {
+    reported.iter().map(|e| e.to_string()).collect()
+}
 
 const SNAT: [Ipv4Addr; 1] = [Ipv4Addr::new(198, 51, 100, 3)];
 
@@ -64,7 +71,11 @@ fn invalid_update_keeps_the_last_valid_version() {
     );
     assert_eq!(r.services.len(), 1, "still served");
     assert_eq!(r.services[0].forwarding, Forwarding::Dr);
-    assert!(r.errors[0].starts_with("a.yaml#1: "), "{:?}", r.errors);
+    assert!(
+        r.errors[0].to_string().starts_with("a.yaml#1: "),
+        "{:?}",
+        r.errors
+    );
 
     // A file that does not parse at all keeps what came from it.
     let broken = Document {
@@ -93,8 +104,12 @@ fn cold_start_gives_a_contested_address_to_the_first_name() {
         assert_eq!(r.services[0].object, "default/alpha");
         assert_eq!(r.errors.len(), 1);
         assert!(
-            r.errors[0].starts_with("b.yaml#1: default/beta: spec.addresses[0]: ")
-                && r.errors[0].contains("203.0.113.10:80/TCP is held by default/alpha"),
+            r.errors[0]
+                .to_string()
+                .starts_with("b.yaml#1: default/beta: spec.addresses[0]: ")
+                && r.errors[0]
+                    .to_string()
+                    .contains("203.0.113.10:80/TCP is held by default/alpha"),
             "{:?}",
             r.errors
         );
@@ -123,7 +138,7 @@ fn first_come_the_serving_object_keeps_its_address() {
     let r = resolve(&[aaa.clone(), web.clone()], &mut last, &SNAT);
     assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
     assert_eq!(
-        r.errors,
+        lines(&r.errors),
         [
             "aaa.yaml#1: default/aaa: spec.addresses[0]: 203.0.113.10:80/TCP is held by \
           default/web; default/aaa is not applied (first come: what an object already \
@@ -151,7 +166,10 @@ fn first_come_the_serving_object_keeps_its_address() {
     let r = resolve(&[aaa.clone(), bad], &mut last, &SNAT);
     assert_eq!(served(&r), [("default/web", "198.51.100.13".into())]);
     assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
-    assert!(r.errors[0].contains("loopback") && r.errors[0].contains("keeping its last valid"));
+    assert!(
+        r.errors[0].to_string().contains("loopback")
+            && r.errors[0].to_string().contains("keeping its last valid")
+    );
 
     // web goes: aaa gets the address on that reload.
     let r = resolve(std::slice::from_ref(&aaa), &mut last, &SNAT);
@@ -186,7 +204,7 @@ fn duplicate_names_apply_neither_and_keep_what_serves() {
         let r = resolve(&[web.clone(), dup.clone()], &mut last, &SNAT);
         assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
         assert_eq!(
-            r.errors,
+            lines(&r.errors),
             [format!(
                 "default/web: metadata.name: defined more than once, in a.yaml#1 and {}; \
                  neither is applied; its last valid version stays",
@@ -219,6 +237,14 @@ fn duplicate_names_apply_neither_and_keep_what_serves() {
     assert_eq!(served(&r), [("default/other", "198.51.100.11".into())]);
     assert_eq!(
         r.errors,
+        [FileError::DefinedTwice {
+            object: "default/web".into(),
+            documents: vec!["a.yaml#1".into(), "b.yaml#2".into()],
+            kept: false,
+        }]
+    );
+    assert_eq!(
+        lines(&r.errors),
         [
             "default/web: metadata.name: defined more than once, in a.yaml#1 and b.yaml#2; \
           neither is applied until only one remains"
@@ -315,7 +341,9 @@ fn refused_addresses() {
         );
         assert_eq!(r.errors.len(), 1, "{desc}: {:?}", r.errors);
         assert!(
-            r.errors[0].starts_with(&format!("x.yaml#1: {expected}")),
+            r.errors[0]
+                .to_string()
+                .starts_with(&format!("x.yaml#1: {expected}")),
             "{desc}: {:?}",
             r.errors
         );
@@ -335,7 +363,9 @@ fn bgp_announcement_is_an_error_naming_object_and_field() {
     );
     assert!(r.services.is_empty());
     assert!(
-        r.errors[0].starts_with("w.yaml#1: default/web: spec.announce.bgp: standalone mode"),
+        r.errors[0]
+            .to_string()
+            .starts_with("w.yaml#1: default/web: spec.announce.bgp: standalone mode"),
         "{:?}",
         r.errors
     );
@@ -356,7 +386,7 @@ fn warnings_are_logged_once_per_version_of_an_object() {
     assert_eq!(r.services.len(), 1, "warnings do not refuse");
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(
-        r.warnings,
+        lines(&r.warnings),
         [
             "w.yaml#1: default/web: spec.nodeSelector: ignored in standalone mode: this \
              agent serves the object on its own interface (the selector is a placement \
@@ -396,7 +426,7 @@ fn a_service_with_nothing_to_forward_to_is_served_with_a_warning() {
     assert_eq!(r.services.len(), 2);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(
-        r.warnings,
+        lines(&r.warnings),
         [
             "d.yaml#1: default/drained: spec.backends.static: every backend has weight 0 \
              (draining): established flows continue, new clients are refused (TCP reset, \
@@ -410,16 +440,49 @@ fn a_service_with_nothing_to_forward_to_is_served_with_a_warning() {
 }
 
 #[test]
-fn to_desired_maps_modes_and_toa() {
+fn files_become_one_version_of_the_node_state() {
     let mut last = LastGood::default();
     let r = resolve(
         &[doc("a.yaml#1", "web", "203.0.113.10", "NAT")],
         &mut last,
         &SNAT,
     );
-    let d = to_desired(&r.services, true, DEFAULT_TOA_MSS);
-    assert_eq!(d[0].mode, abi::MODE_NAT);
-    assert_eq!(d[0].name, "default/web:80");
-    assert_eq!(d[0].mss_max, 0, "no clamp without TOA");
-    assert_eq!(d[0].backends[0].port, 80, "targetPort defaults to port");
+    let settings = Settings {
+        snat_addrs: SNAT.to_vec(),
+        snat_ports: (20_000, 30_000),
+    };
+    let vip = Ipv4Addr::new(203, 0, 113, 10);
+    let service = Service {
+        object: "default/web".into(),
+        port_name: String::new(),
+        vip,
+        port: 80,
+        protocol: Protocol::Tcp,
+        forwarding: Forwarding::Nat,
+        toa: false,
+        persistence_timeout_s: 0,
+        source_ranges: vec![],
+        health_check: None,
+        // targetPort defaults to the port.
+        backends: vec![Backend {
+            address: Ipv4Addr::new(198, 51, 100, 11),
+            port: 80,
+            weight: 1,
+        }],
+    };
+    assert_eq!(
+        to_node_desired(3, &r.services, &settings, true),
+        NodeDesired {
+            version: 3,
+            settings: settings.clone(),
+            services: vec![service.clone()],
+            announce: Announcements {
+                l2: [vip].into(),
+                bgp: Default::default(),
+            },
+        }
+    );
+    let quiet = to_node_desired(4, &r.services, &settings, false);
+    assert!(quiet.announce.l2.is_empty(), "--no-announce");
+    assert_eq!(quiet.services, [service]);
 }

@@ -1,0 +1,341 @@
+//! The agent core: owns the data plane ([`Director`]), the health checker,
+//! the inventory, the sweeper and `/metrics`, and applies each
+//! [`NodeDesired`] a source hands it as one transaction.
+//!
+//! What "all or nothing" means here:
+//! - A version that fails [`validate`] (anything wrong with its settings,
+//!   any service, any announcement, or a version not above the applied one)
+//!   changes nothing: the report names every problem and keeps the previous
+//!   `applied_version`. One bad service cannot half-apply a version.
+//! - A valid version is applied. A service the data plane has no room for
+//!   at that moment (ring storage, service or backend slots, source-range
+//!   entries) is reported as [`ApplyError::Capacity`] with the version, and
+//!   keeps what it had, if anything; the other services are applied. Room
+//!   depends on what is programmed, not on the version itself, so refusing
+//!   the whole version would not make it fit later, and holding back every
+//!   other change for one table that does not fit would be worse. The plan
+//!   never leaves a VIP forwarding to nothing in between (see
+//!   `dataplane::plan`).
+//! - A syscall failing while maps are written is an [`AgentError`]: the
+//!   version is not reported applied.
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::desired::{NodeDesired, validate};
+use super::lower;
+use super::report::{ApplyError, ApplyReport, ServiceRef};
+use crate::abi::SvcKey;
+use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
+use crate::dataplane::{self, DesiredService, Director, DirectorError, NodeSettings, PlanError};
+use crate::health::{self, HealthChecker, ServiceChecks};
+use crate::lifecycle::identity::InterfaceKey;
+use crate::{inventory, metrics, stats};
+
+/// Where the inventory goes (`stats` and `/metrics` name services from it):
+/// keyed as the pins are.
+#[derive(Clone, Debug)]
+pub struct InventoryPlace {
+    pub pin_root: PathBuf,
+    pub key: InterfaceKey,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// MSS clamp on SYN/SYN-ACK of TOA services.
+    pub toa_mss: u16,
+    /// None: no inventory is written (in-process tests).
+    pub inventory: Option<InventoryPlace>,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
+    /// Pause between two sweeps of expired flows; zero disables sweeping.
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Director(#[from] DirectorError),
+    #[error("writing the inventory: {0}")]
+    Inventory(#[source] std::io::Error),
+    #[error("the agent has stopped")]
+    Stopped,
+}
+
+pub struct Agent {
+    opts: AgentOptions,
+    director: Director,
+    /// What the data plane's configuration was last written from.
+    settings: NodeSettings,
+    health: HealthChecker,
+    applied_version: u64,
+    /// The last applied version, lowered: re-applied with fresh verdicts
+    /// when a backend's health changes.
+    wanted: Vec<DesiredService>,
+    checks: ServiceChecks,
+    /// How errors name each service of `wanted`.
+    names: BTreeMap<SvcKey, ServiceRef>,
+}
+
+impl Agent {
+    /// Takes over an open data plane whose configuration was written from
+    /// `settings` (its MAC and timeouts stay; SNAT addresses and ports follow
+    /// each applied version).
+    pub fn new(director: Director, settings: NodeSettings, opts: AgentOptions) -> Self {
+        Agent {
+            opts,
+            director,
+            settings,
+            health: HealthChecker::new(),
+            applied_version: 0,
+            wanted: Vec::new(),
+            checks: ServiceChecks::new(),
+            names: BTreeMap::new(),
+        }
+    }
+
+    pub fn director(&self) -> &Director {
+        &self.director
+    }
+
+    pub fn director_mut(&mut self) -> &mut Director {
+        &mut self.director
+    }
+
+    pub fn applied_version(&self) -> u64 {
+        self.applied_version
+    }
+
+    /// Probe targets the health checker holds.
+    pub fn health_checked(&self) -> usize {
+        self.health.len()
+    }
+
+    /// Applies `d` as one transaction (see the module's doc). Needs a tokio
+    /// runtime when services have health checks.
+    pub fn apply(&mut self, d: NodeDesired) -> Result<ApplyReport, AgentError> {
+        let mut errors = validate(&d);
+        if d.version <= self.applied_version {
+            errors.insert(
+                0,
+                ApplyError::StaleVersion {
+                    version: d.version,
+                    applied: self.applied_version,
+                },
+            );
+        }
+        if !errors.is_empty() {
+            return Ok(ApplyReport {
+                applied_version: self.applied_version,
+                errors,
+                programmed: self.programmed(),
+            });
+        }
+        if (&self.settings.snat_addrs, self.settings.snat_ports)
+            != (&d.settings.snat_addrs, d.settings.snat_ports)
+        {
+            let next = NodeSettings {
+                snat_addrs: d.settings.snat_addrs.clone(),
+                snat_ports: d.settings.snat_ports,
+                ..self.settings.clone()
+            };
+            self.director.write_settings(&next)?;
+            info!(snat_addresses = ?next.snat_addrs, snat_ports = ?next.snat_ports, "node settings applied");
+            self.settings = next;
+        }
+        self.wanted = lower::lower(&d, self.opts.toa_mss);
+        self.checks = lower::checks(&d);
+        self.names = self
+            .wanted
+            .iter()
+            .zip(&d.services)
+            .map(|(w, s)| (w.key(), s.id()))
+            .collect();
+        self.health
+            .set_targets(health::targets(&self.wanted, &self.checks));
+        let plan_errors = self.program()?;
+        self.applied_version = d.version;
+        Ok(ApplyReport {
+            applied_version: d.version,
+            errors: self.capacity_errors(plan_errors),
+            programmed: self.programmed(),
+        })
+    }
+
+    /// Services of the applied version that are programmed.
+    fn programmed(&self) -> usize {
+        let p = self.director.programmed();
+        self.wanted
+            .iter()
+            .filter(|w| p.services.contains_key(&w.key()))
+            .count()
+    }
+
+    fn capacity_errors(&self, plan_errors: Vec<PlanError>) -> Vec<ApplyError> {
+        plan_errors
+            .into_iter()
+            .map(|source| ApplyError::Capacity {
+                service: self
+                    .names
+                    .get(&source.key())
+                    .cloned()
+                    .expect("plan errors name services of the applied version"),
+                source,
+            })
+            .collect()
+    }
+
+    /// Programs the applied version, DOWN backends at weight 0, and writes
+    /// the inventory. Returns the services the data plane refused.
+    fn program(&mut self) -> Result<Vec<PlanError>, AgentError> {
+        let verdicts = self.health.verdicts();
+        let effective = health::apply_health(&self.wanted, &self.checks, &verdicts);
+        for name in health::without_backends(&self.wanted, &effective) {
+            warn!(
+                service = name,
+                "every backend is DOWN: new connections to the service are refused until one passes its health check"
+            );
+        }
+        let errors = self.director.apply(&effective)?;
+        if let Some(place) = &self.opts.inventory {
+            let mut inv = inventory::build(&self.wanted, self.director.programmed());
+            health::annotate(&mut inv, &self.checks, &verdicts);
+            inventory::write(&place.pin_root, &place.key, &inv).map_err(AgentError::Inventory)?;
+        }
+        Ok(errors)
+    }
+
+    /// Serves until `shutdown` completes: applies what `requests` bring,
+    /// re-applies on health verdict changes, sweeps expired flows and
+    /// serves `/metrics`. Returns early only if those cannot start.
+    pub async fn run(
+        mut self,
+        mut requests: Requests,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        // Dropped (stopped and joined) when run() returns.
+        let sweeper = if self.opts.sweep_interval.is_zero() {
+            info!("conntrack sweeping disabled: expired flows wait for the LRU");
+            None
+        } else {
+            let s = PeriodicSweeper::start(
+                self.director.pin_dir().to_path_buf(),
+                self.opts.sweep_interval,
+                SweepOptions::default(),
+            )
+            .context("starting the conntrack sweeper")?;
+            info!(interval = ?self.opts.sweep_interval, "sweeping expired flows");
+            Some(s)
+        };
+        if let Some(addr) = self.opts.metrics {
+            self.serve_metrics(addr, sweeper.as_ref()).await?;
+        }
+        let mut health_changes = self.health.subscribe();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                Ok(()) = health_changes.changed() => {
+                    match self.program() {
+                        Ok(errors) => self
+                            .capacity_errors(errors)
+                            .iter()
+                            .for_each(|e| error!("{e}")),
+                        Err(e) => error!("applying a health change: {e:#}"),
+                    }
+                }
+                Some(Request { desired, reply }) = requests.0.recv() => {
+                    let _ = reply.send(self.apply(desired));
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(sweeper);
+        Ok(())
+    }
+
+    async fn serve_metrics(
+        &self,
+        addr: SocketAddr,
+        sweeper: Option<&PeriodicSweeper>,
+    ) -> anyhow::Result<()> {
+        let pin_dir = self.director.pin_dir().to_path_buf();
+        let place = self.opts.inventory.clone();
+        let sweep_totals = sweeper.map(|s| s.totals_handle());
+        let source: Arc<dyn Fn() -> anyhow::Result<stats::Snapshot> + Send + Sync> =
+            Arc::new(move || {
+                let maps = dataplane::maps::Maps::open_pinned(&pin_dir)?;
+                let inv = place
+                    .as_ref()
+                    .and_then(|p| inventory::read(&p.pin_root, &p.key).ok())
+                    .unwrap_or_default();
+                let mut snap = stats::counters(&maps, &inv)?;
+                let totals = sweep_totals
+                    .as_ref()
+                    .map(|t| t.lock().expect("not poisoned").clone());
+                // The sweeper counted the tables: no second walk per
+                // scrape. Before its first pass, or without it, count.
+                snap.tables = match totals.as_ref().and_then(|t| t.last.as_ref()) {
+                    Some(last) => last.occupancy(),
+                    None => maps.flow_tables()?,
+                };
+                snap.sweeper = totals;
+                Ok(snap)
+            });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics {addr}: cannot listen"))?;
+        tokio::spawn(async move {
+            if let Err(e) =
+                metrics::serve(listener, source, metrics::DEFAULT_MAX_BACKEND_SERIES).await
+            {
+                error!("metrics server: {e:#}");
+            }
+        });
+        info!(%addr, "serving /metrics");
+        Ok(())
+    }
+}
+
+/// One version to apply, and where its report goes.
+pub struct Request {
+    desired: NodeDesired,
+    reply: oneshot::Sender<Result<ApplyReport, AgentError>>,
+}
+
+/// What [`Agent::run`] reads versions from.
+pub struct Requests(mpsc::Receiver<Request>);
+
+/// How a source hands versions to a running agent.
+#[derive(Clone)]
+pub struct AgentHandle(mpsc::Sender<Request>);
+
+/// A handle for sources and the requests for [`Agent::run`].
+pub fn channel() -> (AgentHandle, Requests) {
+    // One version in flight per source is the norm; a few is plenty.
+    let (tx, rx) = mpsc::channel(4);
+    (AgentHandle(tx), Requests(rx))
+}
+
+impl AgentHandle {
+    /// Applies `desired` on the running agent and waits for its report.
+    pub async fn apply(&self, desired: NodeDesired) -> Result<ApplyReport, AgentError> {
+        let (reply, report) = oneshot::channel();
+        self.0
+            .send(Request { desired, reply })
+            .await
+            .map_err(|_| AgentError::Stopped)?;
+        report.await.map_err(|_| AgentError::Stopped)?
+    }
+
+    /// Completes when the agent has stopped (its `run` returned).
+    pub async fn closed(&self) {
+        self.0.closed().await
+    }
+}

@@ -1,0 +1,20 @@
+//! The agent core, one for both sources: a typed [`NodeDesired`] (from the
+//! standalone files today, from the controller stream next) applied by the
+//! [`Agent`] as one transaction and answered with an [`ApplyReport`].
+//!
+//! - `desired`: the typed state and its whole-version validation (pure).
+//! - `lower`: that state lowered to the map-writing plan's ABI integers
+//!   (pure).
+//! - `report`: what an apply answers, every error typed.
+//! - `agent`: the data plane, health checks, inventory, sweeper and
+//!   `/metrics`, and the run loop (`run(requests, shutdown)`).
+pub mod agent;
+pub mod desired;
+pub mod lower;
+pub mod report;
+
+pub use agent::{Agent, AgentError, AgentHandle, AgentOptions, InventoryPlace, Requests, channel};
+pub use desired::{Announcements, Backend, NodeDesired, Service, Settings, validate};
+pub use report::{
+    AnnounceProblem, ApplyError, ApplyReport, ServiceProblem, ServiceRef, SettingsError,
+};

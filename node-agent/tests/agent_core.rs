@@ -1,0 +1,284 @@
+//! The agent core in-process: versions handed to a running `Agent` through
+//! its handle (`run(requests, shutdown)`), each answered with an exact
+//! `ApplyReport`, and what the data plane does after each checked with
+//! packets through BPF_PROG_TEST_RUN (ballast_testbed::packet).
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aya::programs::Xdp;
+use aya_obj::programs::XdpAttachType;
+use ballast_agent::abi::{self, SvcKey};
+use ballast_agent::core::{
+    self, Agent, AgentOptions, Announcements, ApplyError, ApplyReport, Backend, NodeDesired,
+    Service, ServiceProblem, ServiceRef, Settings,
+};
+use ballast_agent::dataplane::ring_alloc::RingFull;
+use ballast_agent::dataplane::{Director, LoadOptions, PlanError, XdpAttachMode};
+use ballast_api::{Forwarding, Protocol};
+use ballast_testbed::frames::*;
+use ballast_testbed::packet::*;
+use ballast_testbed::require_root;
+use ballast_testbed::world::*;
+
+/// A second SNAT address the last version switches to.
+const SNAT_ADDR_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 4);
+
+fn web(port: u16, protocol: Protocol, backends: &[usize]) -> Service {
+    Service::new(
+        "default/web",
+        (VIP, port, protocol),
+        Forwarding::FullNat,
+        backends.iter().map(|&i| Backend {
+            address: backend_addr(i),
+            port: 8080,
+            weight: 1,
+        }),
+    )
+}
+
+fn version(version: u64, snat: Ipv4Addr, services: Vec<Service>) -> NodeDesired {
+    NodeDesired {
+        version,
+        settings: Settings {
+            snat_addrs: vec![snat],
+            snat_ports: (10_000, 65_000),
+        },
+        services,
+        announce: Announcements {
+            l2: [VIP].into(),
+            bgp: Default::default(),
+        },
+    }
+}
+
+/// Removes the lab's pins when the test ends, however it ends.
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// New SYNs to VIP:80 from fresh client ports: the (source, backend) pairs
+/// they were forwarded with.
+fn new_flows(
+    prog: &Xdp,
+    ifindex: u32,
+    ports: std::ops::Range<u16>,
+) -> BTreeSet<(Ipv4Addr, Ipv4Addr)> {
+    ports
+        .map(|p| {
+            let syn = tcp_frame((CLIENT_ADDR, p), (VIP, 80), TCP_SYN, &[], b"");
+            let (r, out) = test_run(prog, &syn, ifindex, 1);
+            assert_eq!(r.return_value, XDP_TX, "SYN from port {p} forwarded");
+            let o = parse(&out);
+            (o.src.0, o.dst.0)
+        })
+        .collect()
+}
+
+fn open_agent(pin_dir: &Path, ring_slots: u32) -> Agent {
+    let load = LoadOptions {
+        interface: None,
+        pin_dir: pin_dir.to_path_buf(),
+        ring_slots,
+        conntrack_entries: Some(65_536),
+        mode: XdpAttachMode::Auto,
+    };
+    let director = Director::open(&load, &settings(), None).expect("open director");
+    Agent::new(
+        director,
+        settings(),
+        AgentOptions {
+            toa_mss: 1452,
+            inventory: None,
+            metrics: None,
+            sweep_interval: Duration::ZERO,
+        },
+    )
+}
+
+#[test]
+fn a_refused_version_changes_nothing_and_the_next_valid_one_applies() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let pins = Pins(
+            PathBuf::from("/sys/fs/bpf/ballast-test")
+                .join(format!("blco-core-{}-refused", std::process::id())),
+        );
+        let _ = std::fs::remove_dir_all(&pins.0);
+        let mut agent = open_agent(&pins.0, 64 * 257);
+        // The program is pinned and opened again, so packets can run while
+        // the running agent owns its director.
+        let prog_pin = pins.0.join("blco-test-prog");
+        agent
+            .director_mut()
+            .program()
+            .expect("program")
+            .pin(&prog_pin)
+            .expect("pin the program");
+        let prog = Xdp::from_pin(&prog_pin, XdpAttachType::Interface).expect("pinned program");
+        let b = |i: usize| backend_addr(i);
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (handle, requests) = core::channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let steps = async {
+                let v1 = version(1, SNAT_ADDR, vec![web(80, Protocol::Tcp, &[1, 2])]);
+                assert_eq!(
+                    handle.apply(v1).await.unwrap(),
+                    ApplyReport {
+                        applied_version: 1,
+                        errors: vec![],
+                        programmed: 1,
+                    }
+                );
+                assert_eq!(
+                    new_flows(&prog, ifindex, 40_000..40_020),
+                    [(SNAT_ADDR, b(1)), (SNAT_ADDR, b(2))].into()
+                );
+
+                // Backends move to 3 and the SNAT address changes, but a
+                // second service is invalid (TOA on UDP): nothing changes.
+                let mut bad = web(53, Protocol::Udp, &[1]);
+                bad.toa = true;
+                let v2 = version(2, SNAT_ADDR_2, vec![web(80, Protocol::Tcp, &[3]), bad]);
+                assert_eq!(
+                    handle.apply(v2).await.unwrap(),
+                    ApplyReport {
+                        applied_version: 1,
+                        errors: vec![ApplyError::Service {
+                            service: ServiceRef {
+                                object: "default/web".into(),
+                                vip: VIP,
+                                port: 53,
+                                protocol: Protocol::Udp,
+                            },
+                            problem: ServiceProblem::ToaNeedsTcp,
+                        }],
+                        programmed: 1,
+                    }
+                );
+                assert_eq!(
+                    new_flows(&prog, ifindex, 40_020..40_040),
+                    [(SNAT_ADDR, b(1)), (SNAT_ADDR, b(2))].into(),
+                    "version 1 still serves, with its SNAT address"
+                );
+
+                // The same change without the invalid service: applied,
+                // settings included.
+                let v3 = version(3, SNAT_ADDR_2, vec![web(80, Protocol::Tcp, &[3])]);
+                assert_eq!(
+                    handle.apply(v3.clone()).await.unwrap(),
+                    ApplyReport {
+                        applied_version: 3,
+                        errors: vec![],
+                        programmed: 1,
+                    }
+                );
+                assert_eq!(
+                    new_flows(&prog, ifindex, 40_040..40_060),
+                    [(SNAT_ADDR_2, b(3))].into()
+                );
+
+                // A version not above the applied one is refused whole.
+                assert_eq!(
+                    handle.apply(v3).await.unwrap(),
+                    ApplyReport {
+                        applied_version: 3,
+                        errors: vec![ApplyError::StaleVersion {
+                            version: 3,
+                            applied: 3,
+                        }],
+                        programmed: 1,
+                    }
+                );
+                stop.send(()).unwrap();
+            };
+            let (served, ()) = tokio::join!(
+                agent.run(requests, async {
+                    let _ = stopped.await;
+                }),
+                steps
+            );
+            served.expect("the agent ran until shutdown");
+            // Gone with its run: a source learns it at once.
+            handle.closed().await;
+        });
+    });
+}
+
+#[test]
+fn a_service_the_data_plane_has_no_room_for_is_reported_with_the_applied_version() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|_| {
+        let pins = Pins(
+            PathBuf::from("/sys/fs/bpf/ballast-test")
+                .join(format!("blco-core-{}-capacity", std::process::id())),
+        );
+        let _ = std::fs::remove_dir_all(&pins.0);
+        // Room for one table of 257 slots (2 backends), not two.
+        let mut agent = open_agent(&pins.0, 300);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt
+            .block_on(async {
+                agent.apply(version(
+                    1,
+                    SNAT_ADDR,
+                    vec![
+                        web(80, Protocol::Tcp, &[1, 2]),
+                        web(81, Protocol::Tcp, &[1, 2]),
+                    ],
+                ))
+            })
+            .unwrap();
+        assert_eq!(
+            report,
+            ApplyReport {
+                applied_version: 1,
+                errors: vec![ApplyError::Capacity {
+                    service: ServiceRef {
+                        object: "default/web".into(),
+                        vip: VIP,
+                        port: 81,
+                        protocol: Protocol::Tcp,
+                    },
+                    source: PlanError::RingFull {
+                        service: "default/web:81".into(),
+                        key: SvcKey {
+                            vip: abi::be_addr(VIP),
+                            port: abi::be_port(81),
+                            proto: TCP,
+                            pad: 0,
+                        },
+                        source: RingFull {
+                            requested: 257,
+                            capacity: 300,
+                            free: 43,
+                            largest: 43,
+                        },
+                    },
+                }],
+                programmed: 1,
+            }
+        );
+        let programmed: Vec<u16> = agent
+            .director()
+            .programmed()
+            .services
+            .keys()
+            .map(|k| u16::from_be(k.port))
+            .collect();
+        assert_eq!(programmed, [80], "the rest of the version is applied");
+    });
+}
