@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
+use ballast_testbed::frames::ones_complement_sum;
 use ballast_testbed::lab::{self, Lab};
 use ballast_testbed::{self as testbed, HOST_IF, require_root};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -152,7 +153,7 @@ fn no_usable_backend_refuses_at_once_and_the_vip_answers_ping() {
     let id = (std::process::id() & 0xffff) as u16;
     let mut echo = vec![8, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1];
     echo.extend_from_slice(b"ballast ping");
-    let sum = ones_complement(&echo);
+    let sum = ones_complement_sum(&echo);
     echo[2..4].copy_from_slice(&(!sum).to_be_bytes());
     raw.send_to(&echo, &SocketAddrV4::new(testbed::VIP, 0).into())
         .unwrap();
@@ -175,15 +176,4 @@ fn no_usable_backend_refuses_at_once_and_the_vip_answers_ping() {
         }
     }
     assert_eq!(reason(&lab, abi::REASON_ECHO_REPLIED), 1);
-}
-
-fn ones_complement(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }

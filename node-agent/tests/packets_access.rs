@@ -133,19 +133,6 @@ fn icmp_errors_follow_the_flow() {
     });
 }
 
-/// The one's-complement sum of `bytes` folded: 0xffff when a checksum over
-/// them (checksum field included) is right.
-fn ones_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
 /// (flags, seq, ack) of a TCP frame without IP options.
 fn tcp_control(frame: &[u8]) -> (u8, u32, u32) {
     let t = &frame[34..];
@@ -329,10 +316,10 @@ fn a_service_without_usable_backends_answers_udp_with_port_unreachable() {
         assert_eq!(ip[9], 1, "ICMP");
         assert_eq!(&ip[12..16], &VIP.octets(), "from the VIP");
         assert_eq!(&ip[16..20], &CLIENT_ADDR.octets(), "to the client");
-        assert_eq!(ones_sum(ip), 0xffff, "IPv4 header checksum");
+        assert_eq!(ones_complement_sum(ip), 0xffff, "IPv4 header checksum");
         let icmp = &out[34..];
         assert_eq!((icmp[0], icmp[1]), (3, 3), "destination unreachable, port");
-        assert_eq!(ones_sum(icmp), 0xffff, "ICMP checksum");
+        assert_eq!(ones_complement_sum(icmp), 0xffff, "ICMP checksum");
         assert_eq!(
             &icmp[8..36],
             &query[14..42],
@@ -352,9 +339,9 @@ fn a_service_without_usable_backends_answers_udp_with_port_unreachable() {
             &[0x81, 0x00, 0x00, 0x64, 0x08, 0x00],
             "tag kept"
         );
-        assert_eq!(ones_sum(&out[18..38]), 0xffff);
+        assert_eq!(ones_complement_sum(&out[18..38]), 0xffff);
         assert_eq!((out[38], out[39]), (3, 3));
-        assert_eq!(ones_sum(&out[38..]), 0xffff);
+        assert_eq!(ones_complement_sum(&out[38..]), 0xffff);
         assert_eq!(&out[46..74], &query[14..42]);
     });
 }
@@ -381,7 +368,7 @@ fn pings_to_a_vip_are_answered_and_others_pass() {
         let ip = &out[14..34];
         assert_eq!(&ip[12..16], &VIP.octets());
         assert_eq!(&ip[16..20], &CLIENT_ADDR.octets());
-        assert_eq!(ones_sum(ip), 0xffff, "IPv4 header checksum");
+        assert_eq!(ones_complement_sum(ip), 0xffff, "IPv4 header checksum");
         let icmp = &out[34..];
         assert_eq!((icmp[0], icmp[1]), (0, 0), "echo reply");
         assert_eq!(
@@ -389,7 +376,7 @@ fn pings_to_a_vip_are_answered_and_others_pass() {
             &req[38..],
             "identifier, sequence and payload echoed"
         );
-        assert_eq!(ones_sum(icmp), 0xffff, "ICMP checksum");
+        assert_eq!(ones_complement_sum(icmp), 0xffff, "ICMP checksum");
 
         let other = icmp_echo_frame(Ipv4Addr::new(203, 0, 113, 99), 1, 1, b"x");
         let (v, _) = l.run(&other);

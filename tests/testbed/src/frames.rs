@@ -172,3 +172,17 @@ pub fn try_parse(frame: &[u8]) -> Result<Seen, String> {
         payload,
     })
 }
+
+/// The one's-complement sum of `bytes` (16-bit big-endian words, an odd
+/// last byte padded), folded: 0xffff when a checksum over them (its own
+/// field included) is right; its complement is the checksum to write.
+pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
