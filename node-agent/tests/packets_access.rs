@@ -383,3 +383,26 @@ fn pings_to_a_vip_are_answered_and_others_pass() {
         assert_eq!(v, XDP_PASS, "not a VIP: the kernel answers, or not");
     });
 }
+
+/// What a restarted agent adopts: the source-range entries read back from
+/// the pinned trie are the ones the plan wrote, so its next plan writes
+/// nothing (and removes what it should).
+#[test]
+fn source_ranges_are_read_back_from_the_pinned_trie() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = PacketLab::small(ifindex);
+        l.apply(&[ranged(&[
+            "192.0.2.128/25",
+            "198.51.100.0/24",
+            "2001:db8::/32",
+        ])]);
+        let written = l.director.programmed().src_ranges.clone();
+        assert_eq!(written.values().map(|r| r.len()).sum::<usize>(), 3);
+        let adopted = ballast_agent::dataplane::maps::Maps::open_pinned(&l.pin_dir)
+            .expect("pinned maps")
+            .read_programmed()
+            .expect("read back");
+        assert_eq!(adopted.src_ranges, written);
+    });
+}
