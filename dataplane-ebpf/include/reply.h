@@ -29,23 +29,6 @@
  * first 8 bytes of its payload, which hold the UDP ports. */
 #define ICMP_QUOTE_LEN (sizeof(struct iphdr) + 8)
 
-/* One's-complement sum of `words` 16-bit words at `p`, unfolded.
- * Invariant: `words` is a compile-time constant and p[0..words) is inside
- * the packet (the caller checked). Cost: `words` loads, unrolled. */
-static __always_inline __u32 sum_words(const __u16 *p, const int words)
-{
-	__u32 sum = 0;
-#pragma unroll
-	for (int i = 0; i < words; i++)
-		sum += p[i];
-	return sum;
-}
-
-static __always_inline __sum16 csum_finish(__u32 sum)
-{
-	return (__sum16)~csum_fold(sum);
-}
-
 static __always_inline void swap_macs(struct ethhdr *eth)
 {
 	__u8 tmp[ETH_ALEN];

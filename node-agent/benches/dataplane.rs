@@ -169,7 +169,8 @@ fn main() {
 
         let (ring_slots, conntrack) = (4 * 65537, 65_536);
         let mut l = PacketLab::with_conntrack(ifindex, settings(), 65537, ring_slots, conntrack);
-        l.apply(&[svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)])]);
+        let plain = svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)]);
+        l.apply(std::slice::from_ref(&plain));
         let (v, _) = l.run(&tcp_frame(
             (CLIENT_ADDR, 40000),
             (VIP, 80),
@@ -223,7 +224,7 @@ fn main() {
         // before it in the same table state. Established packets never
         // reach the trie; a new flow pays one LPM lookup.
         let ranged = {
-            let mut s = svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)]);
+            let mut s = plain.clone();
             s.source_ranges = (0..62u8)
                 .map(|i| format!("100.64.{i}.0/24").parse().unwrap())
                 .chain([
@@ -234,7 +235,6 @@ fn main() {
             assert_eq!(s.source_ranges.len(), 64);
             s
         };
-        let plain = svc(MODE_FULLNAT, 6, 80, 8080, &[(1, 1), (2, 1), (3, 1)]);
         let (v, _) = l.run(&tcp_frame(
             (CLIENT_ADDR, 40000),
             (VIP, 80),

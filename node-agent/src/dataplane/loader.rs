@@ -299,14 +299,21 @@ pub(crate) struct AttachedXdp {
     pub program_ids: Vec<u32>,
 }
 
-/// What `ip -d -j link show dev <ifname>` says is attached (None: nothing,
-/// or `ip` could not tell).
-pub(crate) fn attached_xdp(ifname: &str) -> Option<AttachedXdp> {
+/// `ip -d -j link show dev <ifname>` in the calling thread's namespace, as
+/// JSON bytes (None when `ip` fails): the XDP attachment and the veth peer
+/// are read from it, facts netlink gives only in pieces.
+pub(crate) fn ip_link_details(ifname: &str) -> Option<Vec<u8>> {
     let out = std::process::Command::new("ip")
         .args(["-d", "-j", "link", "show", "dev", ifname])
         .output()
         .ok()?;
-    parse_attached_xdp(&serde_json::from_slice(&out.stdout).ok()?)
+    out.status.success().then_some(out.stdout)
+}
+
+/// What `ip` says is attached to `ifname` (None: nothing, or `ip` could not
+/// tell).
+pub(crate) fn attached_xdp(ifname: &str) -> Option<AttachedXdp> {
+    parse_attached_xdp(&serde_json::from_slice(&ip_link_details(ifname)?).ok()?)
 }
 
 fn parse_attached_xdp(links: &serde_json::Value) -> Option<AttachedXdp> {

@@ -55,9 +55,14 @@ pub fn adopt(pin_root: &Path, iface: &Interface) -> anyhow::Result<Option<PathBu
     } else {
         None
     };
-    let attached = crate::dataplane::loader::attached_xdp(&iface.name)
-        .map(|a| a.program_ids)
-        .unwrap_or_default();
+    // Asked of `ip` only when there is a legacy link to compare with: most
+    // starts have none, and need not pay for the process.
+    let attached = match program {
+        Some(_) => crate::dataplane::loader::attached_xdp(&iface.name)
+            .map(|a| a.program_ids)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     match decide(program, &attached, keyed.join("link").exists()) {
         Decision::Nothing | Decision::Foreign => Ok(None),
         Decision::Adopt => {

@@ -158,18 +158,15 @@ pub fn check(interface: &str) -> Option<Advice> {
     if driver != "veth" {
         return None;
     }
-    let peer = match std::process::Command::new("ip")
-        .args(["-j", "-d", "link", "show", "dev", interface])
-        .output()
-    {
-        Ok(out) if out.status.success() => match parse_peer(&out.stdout) {
+    let peer = match crate::dataplane::loader::ip_link_details(interface) {
+        Some(json) => match parse_peer(&json) {
             Peer::Here { name, .. } => Peer::Here {
                 tx_csum: tx_checksum_offload(&name).ok(),
                 name,
             },
             p => p,
         },
-        _ => Peer::Unknown,
+        None => Peer::Unknown,
     };
     checksum_advice(interface, &driver, &peer)
 }
