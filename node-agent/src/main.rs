@@ -7,6 +7,8 @@ use anyhow::Context;
 use ballast_agent::dataplane::{self, XdpAttachMode};
 use ballast_agent::lifecycle::identity::Interface;
 use ballast_agent::lifecycle::{cleanup, signals::Signals};
+use ballast_agent::link::tls::ClientTls;
+use ballast_agent::node::{Node, NodeOptions};
 use ballast_agent::standalone::{Standalone, StandaloneOptions};
 use ballast_agent::{inventory, maglev, realserver, stats};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -82,6 +84,67 @@ enum Cmd {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         sweep_interval: Duration,
     },
+    /// Kubernetes mode: serve the node state the controller streams (the
+    /// agent dials the controller; it keeps forwarding its last applied
+    /// state while the controller is away).
+    Node {
+        /// The Kubernetes Node this agent runs on (from the downward API).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: String,
+        /// The controller's link address, e.g.
+        /// https://ballast-controller.ballast-system.svc:9443 (http:// only
+        /// with --insecure). Several, comma separated, are tried in turn
+        /// (replicas dialled directly, without a Service).
+        #[arg(long, value_delimiter = ',', required = true)]
+        controller: Vec<String>,
+        /// PEM: this agent's client certificate (SAN URI
+        /// spiffe://ballast/agent/<node name>).
+        #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<PathBuf>,
+        /// PEM: its private key.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// PEM: the CA that issued the controller's certificate.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// The DNS name the controller's certificate must carry; default:
+        /// the host of --controller.
+        #[arg(long)]
+        tls_server_name: Option<String>,
+        /// Talk to the controller over plain TCP, without TLS (labs and
+        /// tests only: anyone on the path can read and forge the node's state).
+        #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+        insecure: bool,
+        #[arg(long)]
+        interface: String,
+        /// FullNAT source addresses, comma separated; default: the
+        /// interface's first IPv4 address (the node's InternalIP on its
+        /// uplink). The controller's node settings, when it sends any, win.
+        #[arg(long, value_delimiter = ',')]
+        snat_address: Option<Vec<Ipv4Addr>>,
+        /// SNAT port range, reserved from the kernel's ephemeral ports
+        /// (net.ipv4.ip_local_reserved_ports).
+        #[arg(long, default_value = "10000-29999", value_parser = parse_range)]
+        snat_ports: (u16, u16),
+        /// As for `standalone`.
+        #[arg(long, value_parser = parse_maglev_size)]
+        maglev_size: Option<u32>,
+        /// As for `standalone`.
+        #[arg(long, default_value_t = ballast_agent::abi::RING_SLOTS_DEFAULT)]
+        ring_slots: u32,
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: ModeArg,
+        /// Serve Prometheus metrics here, e.g. 0.0.0.0:9469.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        #[arg(long, default_value_t = ballast_agent::standalone::desired::DEFAULT_TOA_MSS)]
+        toa_mss: u16,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        sweep_interval: Duration,
+        /// How often the agent reports usage and health to the controller.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        heartbeat: Duration,
+    },
     /// Detach the data plane from an interface and remove its pinned maps
     /// (run it in the interface's network namespace; refused while an agent runs on it).
     Cleanup {
@@ -102,6 +165,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn attach_mode(m: ModeArg) -> XdpAttachMode {
+    match m {
+        ModeArg::Auto => XdpAttachMode::Auto,
+        ModeArg::Native => XdpAttachMode::Native,
+        ModeArg::Generic => XdpAttachMode::Generic,
+    }
+}
+
+/// The host part of `--controller`, which the controller's certificate must
+/// name unless `--tls-server-name` says otherwise.
+fn server_name_of(controller: &str) -> anyhow::Result<String> {
+    let uri: tonic::transport::Uri = controller
+        .parse()
+        .with_context(|| format!("--controller {controller}"))?;
+    uri.host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .with_context(|| format!("--controller {controller}: no host in it"))
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -169,11 +251,7 @@ fn main() -> anyhow::Result<()> {
                 config,
                 maglev_size,
                 ring_slots,
-                mode: match xdp_mode {
-                    ModeArg::Auto => XdpAttachMode::Auto,
-                    ModeArg::Native => XdpAttachMode::Native,
-                    ModeArg::Generic => XdpAttachMode::Generic,
-                },
+                mode: attach_mode(xdp_mode),
                 metrics,
                 poll,
                 announce: !no_announce,
@@ -190,6 +268,80 @@ fn main() -> anyhow::Result<()> {
                 let mut signals = Signals::register().context("installing signal handlers")?;
                 match Standalone::start(opts, &mut signals).await? {
                     Some(agent) => agent.run(signals).await,
+                    None => Ok(()),
+                }
+            })
+        }
+        Cmd::Node {
+            node_name,
+            controller,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            tls_server_name,
+            insecure,
+            interface,
+            snat_address,
+            snat_ports,
+            maglev_size,
+            ring_slots,
+            xdp_mode,
+            metrics,
+            toa_mss,
+            sweep_interval,
+            heartbeat,
+        } => {
+            // One crypto provider, chosen here: with two in the dependency
+            // tree rustls would panic at the first handshake.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = match (tls_cert, tls_key, tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => Some(ClientTls {
+                    cert,
+                    key,
+                    ca,
+                    server_name: match tls_server_name {
+                        Some(n) => n,
+                        None => server_name_of(&controller[0])?,
+                    },
+                }),
+                _ if insecure => {
+                    tracing::warn!(
+                        "--insecure: the controller link runs WITHOUT TLS; anyone on the path can read and forge this node's state. Never use it outside a lab."
+                    );
+                    None
+                }
+                _ => anyhow::bail!(
+                    "the controller link needs --tls-cert, --tls-key and --tls-ca (or --insecure, for labs only)"
+                ),
+            };
+            if let Some(addrs) = &snat_address {
+                ballast_agent::standalone::snat_check::check(addrs)?;
+            }
+            let opts = NodeOptions {
+                interface,
+                pin_root,
+                node_name,
+                controllers: controller,
+                tls,
+                snat_addrs: snat_address,
+                snat_ports,
+                maglev_size,
+                ring_slots,
+                mode: attach_mode(xdp_mode),
+                metrics,
+                toa_mss,
+                sweep_interval,
+                heartbeat,
+                backoff: (Duration::from_millis(250), Duration::from_secs(10)),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut signals = Signals::register().context("installing signal handlers")?;
+                match Node::start(opts, &mut signals).await? {
+                    Some(node) => node.run(signals).await,
                     None => Ok(()),
                 }
             })

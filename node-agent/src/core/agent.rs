@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 use super::desired::{NodeDesired, validate};
 use super::lower;
 use super::report::{ApplyError, ApplyReport, ServiceRef};
+use super::usage::{self, Usage, VerdictAges};
 use crate::abi::SvcKey;
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
 use crate::dataplane::{self, DesiredService, Director, DirectorError, NodeSettings, PlanError};
@@ -82,6 +83,7 @@ pub struct Agent {
     checks: ServiceChecks,
     /// How errors name each service of `wanted`.
     names: BTreeMap<SvcKey, ServiceRef>,
+    ages: VerdictAges,
 }
 
 impl Agent {
@@ -98,6 +100,7 @@ impl Agent {
             wanted: Vec::new(),
             checks: ServiceChecks::new(),
             names: BTreeMap::new(),
+            ages: VerdictAges::default(),
         }
     }
 
@@ -237,6 +240,7 @@ impl Agent {
         if let Some(addr) = self.opts.metrics {
             self.serve_metrics(addr, sweeper.as_ref()).await?;
         }
+        let tables = sweeper.as_ref().map(|s| s.totals_handle());
         let mut health_changes = self.health.subscribe();
         tokio::pin!(shutdown);
         loop {
@@ -250,14 +254,48 @@ impl Agent {
                         Err(e) => error!("applying a health change: {e:#}"),
                     }
                 }
-                Some(Request { desired, reply }) = requests.0.recv() => {
-                    let _ = reply.send(self.apply(desired));
-                }
+                Some(request) = requests.0.recv() => match request {
+                    Request::Apply { desired, reply } => {
+                        let _ = reply.send(self.apply(desired));
+                    }
+                    Request::Usage { reply } => {
+                        let last = tables.as_ref().and_then(|t| {
+                            t.lock().expect("not poisoned").last.as_ref().map(|l| l.occupancy())
+                        });
+                        let _ = reply.send(self.usage(last));
+                    }
+                },
                 () = &mut shutdown => break,
             }
         }
         drop(sweeper);
         Ok(())
+    }
+
+    /// What the link's heartbeat reports; `tables`: the sweeper's last
+    /// count (None before its first pass).
+    fn usage(
+        &mut self,
+        tables: Option<Vec<dataplane::maps::FlowTable>>,
+    ) -> Result<Usage, AgentError> {
+        let counters = self.director.maps().reason_counters().map_err(DirectorError::from)?;
+        let verdicts = self.health.verdicts();
+        Ok(Usage {
+            applied_version: self.applied_version,
+            conntrack: tables.and_then(|t| {
+                t.into_iter()
+                    .find(|t| t.table == "conntrack")
+                    .map(|t| (t.entries, u64::from(t.capacity)))
+            }),
+            health: self.ages.report(
+                &self.wanted,
+                &self.checks,
+                &self.names,
+                &verdicts,
+                std::time::Instant::now(),
+            ),
+            drops: usage::drops(&counters),
+        })
     }
 
     async fn serve_metrics(
@@ -303,10 +341,17 @@ impl Agent {
     }
 }
 
-/// One version to apply, and where its report goes.
-pub struct Request {
-    desired: NodeDesired,
-    reply: oneshot::Sender<Result<ApplyReport, AgentError>>,
+/// What a source asks of the running agent.
+pub enum Request {
+    /// Apply one version; the report goes back.
+    Apply {
+        desired: NodeDesired,
+        reply: oneshot::Sender<Result<ApplyReport, AgentError>>,
+    },
+    /// Report usage (the link's heartbeat).
+    Usage {
+        reply: oneshot::Sender<Result<Usage, AgentError>>,
+    },
 }
 
 /// What [`Agent::run`] reads versions from.
@@ -328,7 +373,17 @@ impl AgentHandle {
     pub async fn apply(&self, desired: NodeDesired) -> Result<ApplyReport, AgentError> {
         let (reply, report) = oneshot::channel();
         self.0
-            .send(Request { desired, reply })
+            .send(Request::Apply { desired, reply })
+            .await
+            .map_err(|_| AgentError::Stopped)?;
+        report.await.map_err(|_| AgentError::Stopped)?
+    }
+
+    /// The running agent's usage report.
+    pub async fn usage(&self) -> Result<Usage, AgentError> {
+        let (reply, report) = oneshot::channel();
+        self.0
+            .send(Request::Usage { reply })
             .await
             .map_err(|_| AgentError::Stopped)?;
         report.await.map_err(|_| AgentError::Stopped)?

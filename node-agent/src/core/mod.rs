@@ -12,9 +12,11 @@ pub mod agent;
 pub mod desired;
 pub mod lower;
 pub mod report;
+pub mod usage;
 
 pub use agent::{Agent, AgentError, AgentHandle, AgentOptions, InventoryPlace, Requests, channel};
 pub use desired::{Announcements, Backend, NodeDesired, Service, Settings, validate};
+pub use usage::{BackendVerdict, Usage};
 pub use report::{
     AnnounceProblem, ApplyError, ApplyReport, ServiceProblem, ServiceRef, SettingsError,
 };

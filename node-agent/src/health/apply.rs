@@ -34,7 +34,7 @@ pub fn service_key(d: &DesiredService) -> ServiceKey {
     (d.vip, d.port, d.proto)
 }
 
-fn target_of(addr: Ipv4Addr, port: u16, check: &HealthCheckSpec) -> Target {
+pub fn target_of(addr: Ipv4Addr, port: u16, check: &HealthCheckSpec) -> Target {
     Target {
         addr: SocketAddr::from((addr, port)),
         check: check.clone(),

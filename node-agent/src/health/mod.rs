@@ -17,7 +17,9 @@ pub mod checker;
 pub mod probe;
 pub mod state;
 
-pub use apply::{ServiceChecks, annotate, apply_health, describe, targets, without_backends};
+pub use apply::{
+    ServiceChecks, annotate, apply_health, describe, target_of, targets, without_backends,
+};
 pub use checker::{HealthChecker, MAX_PROBES_IN_FLIGHT, Target, Verdicts, phase_offset};
 pub use probe::ProbeError;
 pub use state::{Health, Transition};

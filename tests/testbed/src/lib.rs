@@ -16,6 +16,7 @@ pub mod lab;
 pub mod netns;
 pub mod objects;
 pub mod packet;
+pub mod pki;
 pub mod prometheus;
 pub mod root;
 pub mod servers;

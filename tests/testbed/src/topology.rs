@@ -44,6 +44,10 @@ pub struct TestbedSpec {
     /// every bridge port `<prefix>-<role>`, which must fit 15 characters.
     pub prefix: String,
     pub backends: usize,
+    /// Directors on the segment (1: the classic bed). Director `i` (1-based)
+    /// is `<p>-dir` for 1 and `<p>-dir<i>` after, with the addresses
+    /// [`director_addrs`] gives.
+    pub directors: usize,
 }
 
 impl TestbedSpec {
@@ -51,7 +55,13 @@ impl TestbedSpec {
         TestbedSpec {
             prefix: prefix.into(),
             backends: 3,
+            directors: 1,
         }
+    }
+
+    pub fn directors(mut self, n: usize) -> Self {
+        self.directors = n;
+        self
     }
 
     pub fn backends(mut self, n: usize) -> Self {
@@ -80,6 +90,8 @@ pub struct Testbed {
     switch: String,
     client: Host,
     director: Host,
+    /// Directors 2.. ([`TestbedSpec::directors`]).
+    more_directors: Vec<Host>,
     backends: Vec<Host>,
     /// Namespaces that may exist, in creation order; Drop deletes these.
     created: Vec<String>,
@@ -102,6 +114,9 @@ impl Testbed {
             switch: format!("{p}-sw"),
             client: host("cl"),
             director: host("dir"),
+            more_directors: (2..=spec.directors)
+                .map(|i| host(&format!("dir{i}")))
+                .collect(),
             backends: (1..=spec.backends)
                 .map(|i| host(&format!("b{i}")))
                 .collect(),
@@ -217,11 +232,14 @@ impl Testbed {
             &["route", "add", BACKEND_NET, "via", &gw, "dev", HOST_IF],
         )?;
 
-        let dir = self.director.ns.clone();
-        ip_addr_add(&dir, DIRECTOR_CLIENT_ADDR, 24, HOST_IF)?;
-        ip_addr_add(&dir, DIRECTOR_BACKEND_ADDR, 24, HOST_IF)?;
-        netns::sysctls_in(&dir, &[("net.ipv4.ip_forward", "1")])?;
-        netns::ip_in(&dir, &["link", "set", HOST_IF, "up"])?;
+        for i in 1..=self.director_count() {
+            let dir = self.director_ns_at(i).to_string();
+            let (client_side, backend_side) = director_addrs(i);
+            ip_addr_add(&dir, client_side, 24, HOST_IF)?;
+            ip_addr_add(&dir, backend_side, 24, HOST_IF)?;
+            netns::sysctls_in(&dir, &[("net.ipv4.ip_forward", "1")])?;
+            netns::ip_in(&dir, &["link", "set", HOST_IF, "up"])?;
+        }
 
         for i in 1..=self.backends.len() {
             let ns = self.backends[i - 1].ns.clone();
@@ -239,12 +257,19 @@ impl Testbed {
     fn hosts(&self) -> impl Iterator<Item = &Host> {
         [&self.client, &self.director]
             .into_iter()
+            .chain(self.more_directors.iter())
             .chain(self.backends.iter())
     }
 
     fn hosts_with_mac(&self) -> impl Iterator<Item = (&Host, [u8; 6])> {
         [(&self.client, CLIENT_MAC), (&self.director, DIRECTOR_MAC)]
             .into_iter()
+            .chain(
+                self.more_directors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (h, director_mac(i + 2))),
+            )
             .chain(
                 self.backends
                     .iter()
@@ -261,6 +286,16 @@ impl Testbed {
     }
     pub fn director_ns(&self) -> &str {
         &self.director.ns
+    }
+    /// Director `i` (1-based; 1 is [`Self::director_ns`]).
+    pub fn director_ns_at(&self, i: usize) -> &str {
+        match i {
+            1 => &self.director.ns,
+            _ => &self.more_directors[i - 2].ns,
+        }
+    }
+    pub fn director_count(&self) -> usize {
+        1 + self.more_directors.len()
     }
     /// `i` is 1-based, matching the namespace name `<prefix>-b<i>` and
     /// [`backend_addr`]`(i)`.
@@ -346,7 +381,7 @@ impl Testbed {
     }
 
     /// Attaches an XDP program that must return XDP_PASS to the bridge-side
-    /// peer of the director's veth, selected by program (function) name.
+    /// peer of every director's veth, selected by program (function) name.
     ///
     /// Needed because a frame the director sends with XDP_TX is handed to
     /// the peer's XDP receive path and dropped if the peer has none. The
@@ -383,24 +418,30 @@ impl Testbed {
             .with_context(|| format!("non-UTF-8 object path {}", object.display()))?;
         ensure!(object.is_file(), "XDP object {obj} not found");
         let sw = &self.switch;
-        let port = &self.director.port;
-        // A generic-mode program would make the native attach fail with EBUSY.
-        let _ = netns::ip_in(sw, &["link", "set", "dev", port, "xdpgeneric", "off"]);
-        netns::ip_in(
-            sw,
-            &[
-                "link", "set", "dev", port, "xdpdrv", "obj", obj, selector, value,
-            ],
-        )?;
+        for port in self.director_ports() {
+            // A generic-mode program would make the native attach fail with EBUSY.
+            let _ = netns::ip_in(sw, &["link", "set", "dev", port, "xdpgeneric", "off"]);
+            netns::ip_in(
+                sw,
+                &[
+                    "link", "set", "dev", port, "xdpdrv", "obj", obj, selector, value,
+                ],
+            )?;
+        }
         Ok(())
     }
 
+    fn director_ports(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&self.director)
+            .chain(self.more_directors.iter())
+            .map(|h| h.port.as_str())
+    }
+
     pub fn detach_xdp_pass(&self) -> Result<()> {
-        netns::ip_in(
-            &self.switch,
-            &["link", "set", "dev", &self.director.port, "xdpdrv", "off"],
-        )
-        .map(|_| ())
+        for port in self.director_ports() {
+            netns::ip_in(&self.switch, &["link", "set", "dev", port, "xdpdrv", "off"])?;
+        }
+        Ok(())
     }
 
     pub fn set_backend_mode(&self, mode: BackendRouting) -> Result<()> {
@@ -506,10 +547,14 @@ fn validate_spec(spec: &TestbedSpec) -> Result<()> {
         "testbed prefix {p:?} must be [a-z0-9]+ (it becomes part of netns and interface names)"
     );
     ensure!(spec.backends >= 1, "testbed needs at least one backend");
+    ensure!(
+        (1..=9).contains(&spec.directors),
+        "a testbed has 1 to 9 directors"
+    );
     ensure!(spec.backends <= 200, "at most 200 backends");
     let longest = format!("{p}-b{}", spec.backends)
         .len()
-        .max(format!("{p}-dir").len());
+        .max(format!("{p}-dir{}", spec.directors).len());
     if longest > MAX_IFNAME_LEN {
         bail!(
             "testbed prefix {p:?} too long: interface names would be {longest} characters, max {MAX_IFNAME_LEN}"

@@ -1,0 +1,250 @@
+//! The agent's end of the link: dials the controller, opens one
+//! `NodeSync.Sync` stream, says Hello with what it holds, hands each version
+//! to the agent core and answers it, and sends a heartbeat every second.
+//!
+//! The stream is the controller's knowledge that this agent exists, so it is
+//! kept open for as long as the process runs: when it ends for any reason
+//! (a standby controller answering UNAVAILABLE, a leader change, a network
+//! cut, a certificate rotation here) the agent keeps forwarding what it
+//! holds and dials again, with exponential backoff and full jitter so that
+//! a thousand agents do not reconnect in step after a controller restart.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ballast_proto::v1::{AgentMessage, agent_message, node_sync_client::NodeSyncClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use super::heartbeat;
+use super::persist;
+use super::session::{Session, Step};
+use super::tls::{ClientTls, TlsWatch};
+use crate::core::AgentHandle;
+
+/// The agent's build version, sent in every Hello.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    /// The Kubernetes Node this agent runs on.
+    pub node_name: String,
+    /// `https://host:port` (or `http://` with `tls: None`), tried in turn:
+    /// usually one (the controller Service, which routes to the leader);
+    /// several when the replicas are dialled directly.
+    pub controllers: Vec<String>,
+    /// None: plain TCP (`--insecure`).
+    pub tls: Option<ClientTls>,
+    pub heartbeat: Duration,
+    /// Where the applied state is kept across restarts; None: nowhere.
+    pub state_file: Option<PathBuf>,
+    /// Reconnect backoff: first and largest pause.
+    pub backoff: (Duration, Duration),
+}
+
+/// Exponential backoff with full jitter (a pause drawn uniformly from zero
+/// to the current ceiling), reset once a stream carried a message.
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    ceiling: Duration,
+}
+
+impl Backoff {
+    fn new((first, max): (Duration, Duration)) -> Self {
+        Backoff {
+            first,
+            max,
+            ceiling: first,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let pause = self.ceiling.mul_f64(fastrand::f64());
+        self.ceiling = (self.ceiling * 2).min(self.max);
+        pause.max(Duration::from_millis(10))
+    }
+
+    fn reset(&mut self) {
+        self.ceiling = self.first;
+    }
+}
+
+/// How a stream ended.
+enum Ended {
+    /// Dial again (after a pause).
+    Retry(String),
+    /// The certificates changed: dial again at once.
+    Rotated,
+    Shutdown,
+}
+
+/// Serves the link until `shutdown` completes. Never returns an error: a
+/// link problem is logged and retried, forwarding goes on meanwhile.
+pub async fn run(
+    opts: LinkOptions,
+    agent: AgentHandle,
+    mut session: Session,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::new(opts.backoff);
+    let mut watch = opts.tls.as_ref().map(TlsWatch::new);
+    let mut next = 0;
+    loop {
+        let controller = &opts.controllers[next % opts.controllers.len()];
+        let ended = tokio::select! {
+            ended = stream_once(&opts, controller, &agent, &mut session, &mut backoff, watch.as_mut()) => ended,
+            () = &mut shutdown => Ended::Shutdown,
+        };
+        match ended {
+            Ended::Shutdown => return,
+            Ended::Rotated => {
+                info!("link certificates changed on disk: reconnecting with them");
+                continue;
+            }
+            Ended::Retry(why) => {
+                // A standby refuses, a dead replica does not answer: the
+                // next address may be the leader.
+                next += 1;
+                let pause = backoff.next();
+                warn!(%controller, retry_in = ?pause, "controller link: {why}; forwarding continues with applied version {}", session.applied_version());
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = &mut shutdown => return,
+                }
+            }
+        }
+    }
+}
+
+async fn connect(opts: &LinkOptions, controller: &str) -> Result<Channel, String> {
+    let mut endpoint = Endpoint::from_shared(controller.to_string())
+        .map_err(|e| format!("--controller {controller}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Some(Duration::from_secs(10)))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    if let Some(tls) = &opts.tls {
+        endpoint = endpoint
+            .tls_config(tls.load().map_err(|e| e.to_string())?)
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+    }
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))
+}
+
+/// One stream, from dialling to its end.
+async fn stream_once(
+    opts: &LinkOptions,
+    controller: &str,
+    agent: &AgentHandle,
+    session: &mut Session,
+    backoff: &mut Backoff,
+    mut watch: Option<&mut TlsWatch>,
+) -> Ended {
+    if let Some(w) = watch.as_deref_mut() {
+        w.mark();
+    }
+    let channel = match connect(opts, controller).await {
+        Ok(c) => c,
+        Err(why) => return Ended::Retry(why),
+    };
+    let mut client = NodeSyncClient::new(channel);
+    // A few messages in flight are plenty: answers go one per version.
+    let (tx, rx) = mpsc::channel::<AgentMessage>(16);
+    let hello = session.hello(&opts.node_name, AGENT_VERSION);
+    tx.try_send(hello).expect("room for the first message");
+    let mut inbound = match client.sync(ReceiverStream::new(rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Ended::Retry(describe(&status)),
+    };
+    let mut beat = tokio::time::interval(opts.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rotation = tokio::time::interval(Duration::from_secs(5));
+    let mut announced = false;
+    loop {
+        tokio::select! {
+            received = inbound.message() => {
+                let msg = match received {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Ended::Retry("the controller ended the stream".into()),
+                    Err(status) => return Ended::Retry(describe(&status)),
+                };
+                if !announced {
+                    info!(%controller, "controller link up");
+                    announced = true;
+                }
+                backoff.reset();
+                let answer = handle(opts, agent, session, msg).await;
+                if tx.send(answer).await.is_err() {
+                    return Ended::Retry("the stream closed".into());
+                }
+            }
+            _ = beat.tick() => {
+                match agent.usage().await {
+                    Ok(usage) => {
+                        let hb = heartbeat::from_usage(&usage, session.held());
+                        // A full queue means the controller is not reading:
+                        // skip this beat rather than wait.
+                        let _ = tx.try_send(AgentMessage { kind: Some(agent_message::Kind::Heartbeat(hb)) });
+                    }
+                    Err(e) => warn!("heartbeat: {e:#}"),
+                }
+            }
+            _ = rotation.tick(), if watch.is_some() => {
+                if watch.as_deref_mut().is_some_and(TlsWatch::changed) {
+                    return Ended::Rotated;
+                }
+            }
+        }
+    }
+}
+
+/// Applies what one controller message asks and returns the answer.
+async fn handle(
+    opts: &LinkOptions,
+    agent: &AgentHandle,
+    session: &mut Session,
+    msg: ballast_proto::v1::ControllerMessage,
+) -> AgentMessage {
+    let candidate = match session.receive(msg) {
+        Step::Answer(a) => return a,
+        Step::Apply(c) => c,
+    };
+    let version = candidate.desired.version;
+    match agent.apply(candidate.desired.clone()).await {
+        Ok(report) => {
+            for e in &report.errors {
+                warn!(version, "{e}");
+            }
+            let answer = session.applied(*candidate, &report);
+            if session.applied_version() == version {
+                info!(
+                    version,
+                    services = report.programmed,
+                    "applied the controller's version"
+                );
+                if let (Some(path), Some(held)) = (&opts.state_file, session.held())
+                    && let Err(e) = persist::save(path, &held.state)
+                {
+                    warn!("keeping the applied state in {}: {e}", path.display());
+                }
+            }
+            answer
+        }
+        Err(e) => {
+            warn!(version, "applying the controller's version: {e}");
+            session.failed(&candidate, &e.to_string())
+        }
+    }
+}
+
+/// A status as the log shows it; UNAVAILABLE from a standby names the
+/// leader in its message.
+fn describe(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
