@@ -5,6 +5,7 @@ pub mod dataplane;
 pub mod health;
 pub mod inventory;
 pub mod lifecycle;
+pub mod link;
 pub mod maglev;
 pub mod metrics;
 pub mod realserver;
