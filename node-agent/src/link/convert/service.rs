@@ -12,7 +12,8 @@ use super::fields::{self, Problems, Site};
 use crate::core::{Backend, Service};
 
 pub(super) struct Expanded {
-    /// Empty when the service is refused, or every VIP or port skipped.
+    /// Empty when the forwarding mode is unreadable or every VIP or port is
+    /// skipped; not to be applied when any INVALID problem was found.
     pub services: Vec<Service>,
     /// Every well-formed VIP the wire lists for it, served or skipped.
     pub vips: Vec<IpAddr>,
