@@ -217,6 +217,13 @@ impl Hub {
             return;
         }
         self.reports.nack(&sid.node, nack);
+        if nack.applied_version == nack.version {
+            // Applied in part (what the agent could not do is named in the
+            // errors): it holds this version, so the next change goes as a
+            // delta on it, and resending would not make the parts fit.
+            tracing::warn!(node = %sid.node, version = nack.version, errors = nack.errors.len(), message = %nack.message, "agent applied a version in part");
+            return;
+        }
         tracing::warn!(node = %sid.node, version = nack.version, errors = nack.errors.len(), message = %nack.message, "agent refused a version");
         let last_was_snapshot = st.streams[&sid.node].last_was_snapshot;
         if last_was_snapshot {

@@ -278,7 +278,11 @@ impl Agent {
         &mut self,
         tables: Option<Vec<dataplane::maps::FlowTable>>,
     ) -> Result<Usage, AgentError> {
-        let counters = self.director.maps().reason_counters().map_err(DirectorError::from)?;
+        let counters = self
+            .director
+            .maps()
+            .reason_counters()
+            .map_err(DirectorError::from)?;
         let verdicts = self.health.verdicts();
         Ok(Usage {
             applied_version: self.applied_version,

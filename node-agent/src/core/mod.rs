@@ -16,7 +16,7 @@ pub mod usage;
 
 pub use agent::{Agent, AgentError, AgentHandle, AgentOptions, InventoryPlace, Requests, channel};
 pub use desired::{Announcements, Backend, NodeDesired, Service, Settings, validate};
-pub use usage::{BackendVerdict, Usage};
 pub use report::{
     AnnounceProblem, ApplyError, ApplyReport, ServiceProblem, ServiceRef, SettingsError,
 };
+pub use usage::{BackendVerdict, Usage};

@@ -124,7 +124,13 @@ mod tests {
     fn verdicts_are_named_by_object_and_aged_from_their_last_change() {
         let b1 = Ipv4Addr::new(198, 51, 100, 1);
         let b2 = Ipv4Addr::new(198, 51, 100, 2);
-        let d = DesiredService::new("default/web:80", (VIP, 80, 6), abi::MODE_FULLNAT, 8080, [(b1, 1), (b2, 1)]);
+        let d = DesiredService::new(
+            "default/web:80",
+            (VIP, 80, 6),
+            abi::MODE_FULLNAT,
+            8080,
+            [(b1, 1), (b2, 1)],
+        );
         let checks = [((VIP, 80, 6), check())].into();
         let names = [(
             d.key(),
@@ -146,17 +152,41 @@ mod tests {
         let t0 = Instant::now();
         let first = ages.report(std::slice::from_ref(&d), &checks, &names, &verdicts, t0);
         assert_eq!(first.len(), 2);
-        assert_eq!((first[0].address, first[0].healthy, first[0].last_error.as_deref()), (b1, true, None));
         assert_eq!(
-            (first[1].address, first[1].port, first[1].healthy, first[1].last_error.as_deref()),
+            (
+                first[0].address,
+                first[0].healthy,
+                first[0].last_error.as_deref()
+            ),
+            (b1, true, None)
+        );
+        assert_eq!(
+            (
+                first[1].address,
+                first[1].port,
+                first[1].healthy,
+                first[1].last_error.as_deref()
+            ),
             (b2, 8080, false, Some("connection refused"))
         );
         assert_eq!(first[1].object, "default/web");
-        let later = ages.report(std::slice::from_ref(&d), &checks, &names, &verdicts, t0 + Duration::from_secs(3));
+        let later = ages.report(
+            std::slice::from_ref(&d),
+            &checks,
+            &names,
+            &verdicts,
+            t0 + Duration::from_secs(3),
+        );
         assert_eq!(later[1].since, Duration::from_secs(3));
         // b2 recovers: its age restarts.
         let up: Verdicts = HashMap::new();
-        let recovered = ages.report(std::slice::from_ref(&d), &checks, &names, &up, t0 + Duration::from_secs(4));
+        let recovered = ages.report(
+            std::slice::from_ref(&d),
+            &checks,
+            &names,
+            &up,
+            t0 + Duration::from_secs(4),
+        );
         assert!(recovered[1].healthy);
         assert_eq!(recovered[1].since, Duration::ZERO);
     }
@@ -167,7 +197,11 @@ mod tests {
         let d = drops(&counters);
         assert!(!d.is_empty());
         for (name, n) in d {
-            let (i, (_, drop)) = abi::REASONS.iter().enumerate().find(|(_, (r, _))| *r == name).unwrap();
+            let (i, (_, drop)) = abi::REASONS
+                .iter()
+                .enumerate()
+                .find(|(_, (r, _))| *r == name)
+                .unwrap();
             assert!(drop, "{name} is not a drop reason");
             assert_eq!(n, i as u64);
         }

@@ -162,10 +162,11 @@ async fn stream_once(
         Ok(response) => response.into_inner(),
         Err(status) => return Ended::Retry(describe(&status)),
     };
+    // The leader accepted the Hello (a standby refuses at once).
+    info!(%controller, applied_version = session.applied_version(), "controller link up");
     let mut beat = tokio::time::interval(opts.heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rotation = tokio::time::interval(Duration::from_secs(5));
-    let mut announced = false;
     loop {
         tokio::select! {
             received = inbound.message() => {
@@ -174,10 +175,6 @@ async fn stream_once(
                     Ok(None) => return Ended::Retry("the controller ended the stream".into()),
                     Err(status) => return Ended::Retry(describe(&status)),
                 };
-                if !announced {
-                    info!(%controller, "controller link up");
-                    announced = true;
-                }
                 backoff.reset();
                 let answer = handle(opts, agent, session, msg).await;
                 if tx.send(answer).await.is_err() {

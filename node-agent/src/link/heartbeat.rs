@@ -45,4 +45,3 @@ pub fn from_usage(usage: &Usage, held: Option<&Held>) -> v1::Heartbeat {
             .collect(),
     }
 }
-

@@ -21,7 +21,7 @@ use ballast_proto::v1::{
 use ballast_proto::{ContentHash, apply_delta, canonicalize, content_hash};
 
 use super::convert::{ConvertError, Converted, Defaults, ObjectNames, node_desired};
-use super::wire_errors::{service_errors, version_message};
+use super::wire_errors::{nack_parts, service_errors, version_message};
 use crate::core::{ApplyReport, NodeDesired};
 
 /// The state the agent forwards with, as it came over the wire.
@@ -100,7 +100,9 @@ impl Session {
     /// What `msg` asks for.
     pub fn receive(&self, msg: ControllerMessage) -> Step {
         match msg.kind {
-            None => Step::Answer(self.refuse(0, "a controller message with neither snapshot nor delta")),
+            None => {
+                Step::Answer(self.refuse(0, "a controller message with neither snapshot nor delta"))
+            }
             Some(Kind::Snapshot(mut state)) => {
                 canonicalize(&mut state);
                 if let Some(h) = &self.held
@@ -147,15 +149,15 @@ impl Session {
             ));
         }
         match node_desired(&state, &self.defaults) {
-            Err(errors) => Step::Answer(message(agent_message::Kind::Nack(v1::Nack {
-                version: state.version,
-                applied_version: applied,
-                message: format!(
-                    "refused: {} field(s) cannot be read (nothing was applied)",
-                    errors.len()
-                ),
-                errors: errors.iter().map(ConvertError::to_wire).collect(),
-            }))),
+            Err(errors) => {
+                let (errors, whole) = nack_parts(&errors);
+                Step::Answer(message(agent_message::Kind::Nack(v1::Nack {
+                    version: state.version,
+                    applied_version: applied,
+                    message: join(["nothing was applied: fields cannot be read", &whole]),
+                    errors,
+                })))
+            }
             Ok(Converted {
                 desired,
                 objects,
@@ -173,14 +175,14 @@ impl Session {
     /// was applied (wholly or in part).
     pub fn applied(&mut self, c: Candidate, report: &ApplyReport) -> AgentMessage {
         let version = c.state.version;
-        let mut errors: Vec<v1::ServiceError> = c.unsupported.iter().map(ConvertError::to_wire).collect();
+        let (mut errors, skipped) = nack_parts(&c.unsupported);
         errors.extend(service_errors(&report.errors, &c.objects));
         if report.refused(version) {
             return message(agent_message::Kind::Nack(v1::Nack {
                 version,
                 applied_version: report.applied_version,
                 errors,
-                message: version_message(&report.errors),
+                message: join([version_message(&report.errors).as_str(), &skipped]),
             }));
         }
         let held = Held {
@@ -188,14 +190,14 @@ impl Session {
             state: c.state,
             objects: c.objects,
         };
-        let answer = if errors.is_empty() {
+        let answer = if errors.is_empty() && skipped.is_empty() {
             ack(&held)
         } else {
             message(agent_message::Kind::Nack(v1::Nack {
                 version,
                 applied_version: version,
                 errors,
-                message: String::new(),
+                message: skipped,
             }))
         };
         self.held = Some(held);
@@ -218,6 +220,15 @@ impl Session {
             message: why.to_string(),
         }))
     }
+}
+
+/// The non-empty parts, joined with "; ".
+fn join<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn ack(h: &Held) -> AgentMessage {

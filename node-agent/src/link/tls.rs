@@ -121,7 +121,11 @@ mod tests {
         let d = scratch();
         let good = d.join("good.pem");
         let bad = d.join("bad.pem");
-        std::fs::write(&good, "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(
+            &good,
+            "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         std::fs::write(&bad, "half written").unwrap();
         let tls = ClientTls {
             cert: good.clone(),

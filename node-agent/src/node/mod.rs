@@ -231,12 +231,18 @@ pub async fn restore(link: &LinkOptions, agent: &AgentHandle, defaults: Defaults
                         "re-applied the node state kept by the previous run"
                     );
                 } else {
-                    warn!(version, "the kept node state was refused; the controller will send it whole");
+                    warn!(
+                        version,
+                        "the kept node state was refused; the controller will send it whole"
+                    );
                 }
             }
             Err(e) => warn!(version, "re-applying the kept node state: {e}"),
         },
-        Step::Answer(_) => warn!(version, "the kept node state does not apply; the controller will send it whole"),
+        Step::Answer(_) => warn!(
+            version,
+            "the kept node state does not apply; the controller will send it whole"
+        ),
     }
     session
 }

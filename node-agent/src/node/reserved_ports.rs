@@ -26,7 +26,12 @@ pub enum ReservedPortsError {
     #[error(
         "SNAT ports {min}-{max} would leave the kernel no ephemeral port of its range {lo}-{hi} (net.ipv4.ip_local_port_range): choose --snat-ports outside it"
     )]
-    NoEphemeralLeft { min: u16, max: u16, lo: u16, hi: u16 },
+    NoEphemeralLeft {
+        min: u16,
+        max: u16,
+        lo: u16,
+        hi: u16,
+    },
 }
 
 /// Inclusive port ranges, sorted and merged.
@@ -36,7 +41,12 @@ pub type Ranges = Vec<(u16, u16)>;
 /// (empty: none).
 pub fn parse(text: &str) -> Option<Ranges> {
     let mut out = Vec::new();
-    for part in text.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
             None => {
@@ -68,7 +78,13 @@ fn merge(mut ranges: Ranges) -> Ranges {
 pub fn render(ranges: &[(u16, u16)]) -> String {
     ranges
         .iter()
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -86,14 +102,19 @@ pub fn ephemeral_left((lo, hi): (u16, u16), reserved: &[(u16, u16)]) -> u32 {
         .iter()
         .map(|&(a, b)| {
             let (a, b) = (a.max(lo), b.min(hi));
-            if a > b { 0 } else { u32::from(b) - u32::from(a) + 1 }
+            if a > b {
+                0
+            } else {
+                u32::from(b) - u32::from(a) + 1
+            }
         })
         .sum();
     total - taken
 }
 
 fn read(path: &'static str) -> Result<String, ReservedPortsError> {
-    std::fs::read_to_string(Path::new(path)).map_err(|source| ReservedPortsError::Io { path, source })
+    std::fs::read_to_string(Path::new(path))
+        .map_err(|source| ReservedPortsError::Io { path, source })
 }
 
 /// Reserves `ours` in this network namespace. Returns what was written
@@ -102,10 +123,16 @@ pub fn reserve(ours: (u16, u16)) -> Result<Option<String>, ReservedPortsError> {
     let text = read(EPHEMERAL)?;
     let mut it = text.split_whitespace().map(str::parse::<u16>);
     let (Some(Ok(lo)), Some(Ok(hi))) = (it.next(), it.next()) else {
-        return Err(ReservedPortsError::Parse { path: EPHEMERAL, text });
+        return Err(ReservedPortsError::Parse {
+            path: EPHEMERAL,
+            text,
+        });
     };
     let text = read(RESERVED)?;
-    let existing = parse(&text).ok_or(ReservedPortsError::Parse { path: RESERVED, text })?;
+    let existing = parse(&text).ok_or(ReservedPortsError::Parse {
+        path: RESERVED,
+        text,
+    })?;
     let Some(next) = with_reserved(&existing, ours) else {
         return Ok(None);
     };
@@ -118,7 +145,10 @@ pub fn reserve(ours: (u16, u16)) -> Result<Option<String>, ReservedPortsError> {
         });
     }
     let line = render(&next);
-    std::fs::write(RESERVED, &line).map_err(|source| ReservedPortsError::Io { path: RESERVED, source })?;
+    std::fs::write(RESERVED, &line).map_err(|source| ReservedPortsError::Io {
+        path: RESERVED,
+        source,
+    })?;
     Ok(Some(line))
 }
 
@@ -130,7 +160,10 @@ mod tests {
     fn the_sysctl_format_parses_merges_and_renders() {
         assert_eq!(parse(""), Some(vec![]));
         assert_eq!(parse("\n"), Some(vec![]));
-        assert_eq!(parse("8080,9000-9010\n"), Some(vec![(8080, 8080), (9000, 9010)]));
+        assert_eq!(
+            parse("8080,9000-9010\n"),
+            Some(vec![(8080, 8080), (9000, 9010)])
+        );
         assert_eq!(parse("9005-9020,9000-9010,9021"), Some(vec![(9000, 9021)]));
         assert_eq!(parse("9010-9000"), None);
         assert_eq!(parse("x"), None);
@@ -144,7 +177,11 @@ mod tests {
             with_reserved(&existing, (10000, 29999)),
             Some(vec![(8080, 8080), (10000, 29999), (40000, 40010)])
         );
-        assert_eq!(with_reserved(&[(10000, 30000)], (10000, 29999)), None, "already covered");
+        assert_eq!(
+            with_reserved(&[(10000, 30000)], (10000, 29999)),
+            None,
+            "already covered"
+        );
         assert_eq!(
             with_reserved(&[(29000, 35000)], (10000, 29999)),
             Some(vec![(10000, 35000)])

@@ -83,11 +83,15 @@ impl Cluster {
         ballast_testbed::require_root("namespaces, XDP and agents in node mode");
         let tb = Testbed::build(&TestbedSpec::new(prefix).backends(backends).directors(2))
             .expect("building the testbed");
-        tb.attach_test_xdp_pass().expect("xdp_pass on the directors' peers");
+        tb.attach_test_xdp_pass()
+            .expect("xdp_pass on the directors' peers");
         tb.set_backend_mode(BackendRouting::DirectToClient)
             .expect("backends reply on-link");
-        tb.ip(tb.client_ns(), &["route", "replace", ballast_testbed::VIP_NET, "dev", "eth0"])
-            .expect("VIPs on-link at the client");
+        tb.ip(
+            tb.client_ns(),
+            &["route", "replace", ballast_testbed::VIP_NET, "dev", "eth0"],
+        )
+        .expect("VIPs on-link at the client");
         let link = format!("{LINK_ADDR}/24");
         tb.ip(tb.switch_ns(), &["addr", "add", &link, "dev", "br0"])
             .expect("the link address on the bridge");
@@ -105,7 +109,7 @@ impl Cluster {
         });
         let work = WorkDir::new(&format!("cluster-{prefix}"));
         let ca = Ca::new("ballast cluster test CA");
-        let mut c = Cluster {
+        let c = Cluster {
             rt,
             tb,
             api: Some(api),
@@ -119,8 +123,10 @@ impl Cluster {
         for node in NODES {
             c.ready_node(node);
         }
-        c.apply(json!({"apiVersion": "ballast.dev/v1alpha1", "kind": "AddressPool",
-            "metadata": {"name": "public"}, "spec": {"addresses": ["203.0.113.0/24"]}}));
+        c.apply(
+            json!({"apiVersion": "ballast.dev/v1alpha1", "kind": "AddressPool",
+            "metadata": {"name": "public"}, "spec": {"addresses": ["203.0.113.0/24"]}}),
+        );
         c.apply(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "web", "namespace": "default"},
             "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": BACKEND_PORT}]}}));
@@ -128,7 +134,10 @@ impl Cluster {
         c
     }
 
+    /// A client of the API server (made inside the runtime, which its
+    /// buffer task needs).
     pub fn client(&self) -> kube::Client {
+        let _in_runtime = self.rt.enter();
         self.api.as_ref().expect("the API server runs").client()
     }
 
@@ -144,7 +153,9 @@ impl Cluster {
             api.patch_status(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+                &Patch::Merge(
+                    json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+                ),
             )
             .await
             .unwrap();
@@ -155,16 +166,17 @@ impl Cluster {
     pub fn apply(&self, body: Value) {
         let client = self.client();
         let name = body["metadata"]["name"].as_str().unwrap().to_string();
-        let ns = body["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let ns = body["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
         let pp = PatchParams::apply("test").force();
         self.rt.block_on(async {
             match body["kind"].as_str().unwrap() {
-                "VirtualServer" => {
-                    Api::<VirtualServer>::namespaced(client, &ns)
-                        .patch(&name, &pp, &Patch::Apply(body))
-                        .await
-                        .map(|_| ())
-                }
+                "VirtualServer" => Api::<VirtualServer>::namespaced(client, &ns)
+                    .patch(&name, &pp, &Patch::Apply(body))
+                    .await
+                    .map(|_| ()),
                 "AddressPool" => Api::<AddressPool>::all(client)
                     .patch(&name, &pp, &Patch::Apply(body))
                     .await
@@ -189,12 +201,14 @@ impl Cluster {
             .iter()
             .map(|&i| json!({"addresses": [Testbed::backend_addr(i).to_string()], "conditions": {"ready": true}}))
             .collect();
-        self.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        self.apply(
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": "web-1", "namespace": "default",
                          "labels": {"kubernetes.io/service-name": "web"}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"}],
-            "endpoints": endpoints}));
+            "endpoints": endpoints}),
+        );
     }
 
     /// A FullNAT VirtualServer `name` at `vip`:80 with Service web's endpoints.
@@ -335,11 +349,16 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut cmd = ballast_testbed::agent::command(BIN, self.tb.director_ns_at(i + 1), pins.path());
+        let mut cmd =
+            ballast_testbed::agent::command(BIN, self.tb.director_ns_at(i + 1), pins.path());
         cmd.args(&args);
         let log = self.work.file(&format!("{node}.log"));
         let process = Agent::spawn(cmd, &log, ballast_testbed::agent::Log::Append);
-        self.agents[i] = Some(NodeAgent { process, pins, node });
+        self.agents[i] = Some(NodeAgent {
+            process,
+            pins,
+            node,
+        });
     }
 
     pub fn agent(&mut self, i: usize) -> &mut Agent {
@@ -348,7 +367,11 @@ impl Cluster {
 
     /// Connects from the client to `vip`:80; the backend's greeting.
     pub fn probe(&self, vip: Ipv4Addr) -> anyhow::Result<String> {
-        ballast_testbed::tcp_probe(self.tb.client_ns(), SocketAddrV4::new(vip, 80), Duration::from_secs(3))
+        ballast_testbed::tcp_probe(
+            self.tb.client_ns(),
+            SocketAddrV4::new(vip, 80),
+            Duration::from_secs(3),
+        )
     }
 
     /// Polls `probe(vip)` until it is served by one of `backends` (names
@@ -411,9 +434,12 @@ impl Cluster {
 
     /// The VirtualServer as the API server holds it.
     pub fn virtual_server_object(&self, name: &str) -> Option<Value> {
-        self.api
-            .as_ref()?
-            .object("ballast.dev/v1alpha1", "virtualservers", Some("default"), name)
+        self.api.as_ref()?.object(
+            "ballast.dev/v1alpha1",
+            "virtualservers",
+            Some("default"),
+            name,
+        )
     }
 
     /// Every agent's log, for failure messages.
@@ -443,7 +469,9 @@ impl Drop for Cluster {
         // too; this keeps the pins' directories removable).
         for i in 1..=self.tb.director_count() {
             let ns = self.tb.director_ns_at(i).to_string();
-            let _ = self.tb.ip(&ns, &["link", "set", "dev", "eth0", "xdp", "off"]);
+            let _ = self
+                .tb
+                .ip(&ns, &["link", "set", "dev", "eth0", "xdp", "off"]);
         }
     }
 }

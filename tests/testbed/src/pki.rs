@@ -65,4 +65,3 @@ impl Ca {
         self.leaf(sans, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
-

@@ -50,9 +50,15 @@ pub fn backend_mac(i: usize) -> [u8; 6] {
 /// director `i` has 192.0.2.(2i) and 198.51.100.(2i) (.3 stays the
 /// dedicated SNAT address of the single-director tests).
 pub fn director_addrs(i: usize) -> (Ipv4Addr, Ipv4Addr) {
-    assert!((1..=9).contains(&i), "director index {i} out of range 1..=9");
+    assert!(
+        (1..=9).contains(&i),
+        "director index {i} out of range 1..=9"
+    );
     let host = 2 * i as u8;
-    (Ipv4Addr::new(192, 0, 2, host), Ipv4Addr::new(198, 51, 100, host))
+    (
+        Ipv4Addr::new(192, 0, 2, host),
+        Ipv4Addr::new(198, 51, 100, host),
+    )
 }
 
 /// Director `i`'s MAC; director 1 has [`DIRECTOR_MAC`].

@@ -101,6 +101,34 @@ fn a_refused_snapshot_is_not_resent_but_the_next_change_goes_as_a_snapshot() {
 }
 
 #[test]
+fn a_version_applied_in_part_is_held_and_the_next_change_is_a_delta_on_it() {
+    let hub = leading_hub();
+    let (sid, mut rx, _) = hub.register(&fresh_hello()).unwrap();
+    hub.apply_plan(&plan(&[1, 2]));
+    assert_eq!(kinds(&drain(&mut rx)), ["snapshot 1", "delta 1->2"]);
+    let partial = Nack {
+        version: 2,
+        applied_version: 2,
+        errors: vec![ballast_proto::v1::ServiceError {
+            kind: ballast_proto::v1::ServiceErrorKind::Capacity as i32,
+            reason: "ring storage full".into(),
+            ..Default::default()
+        }],
+        message: String::new(),
+    };
+    hub.nack(&sid, &partial);
+    assert!(drain(&mut rx).is_empty(), "nothing resent");
+    hub.apply_plan(&plan(&[3]));
+    assert_eq!(kinds(&drain(&mut rx)), ["delta 2->3"]);
+    let report = hub.reports.get(NODE).unwrap();
+    assert_eq!(report.applied_version, 2);
+    assert_eq!(
+        report.refused.unwrap().errors[0].reason,
+        "ring storage full"
+    );
+}
+
+#[test]
 fn an_ack_whose_hash_differs_from_ours_gets_the_full_state_numbered_past_it() {
     let hub = leading_hub();
     let (sid, mut rx, _) = hub.register(&fresh_hello()).unwrap();

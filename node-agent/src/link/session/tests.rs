@@ -3,7 +3,9 @@
 use std::net::Ipv4Addr;
 
 use ballast_api::Protocol;
-use ballast_proto::v1::{self, ControllerMessage, agent_message::Kind as Out, controller_message::Kind};
+use ballast_proto::v1::{
+    self, ControllerMessage, agent_message::Kind as Out, controller_message::Kind,
+};
 use ballast_proto::{apply_delta, content_hash};
 
 use super::*;
@@ -112,7 +114,12 @@ fn a_fresh_agent_says_it_holds_nothing() {
         panic!("{hello:?}")
     };
     assert_eq!(
-        (h.node_name.as_str(), h.agent_version.as_str(), h.applied_version, h.applied_hash.len()),
+        (
+            h.node_name.as_str(),
+            h.agent_version.as_str(),
+            h.applied_version,
+            h.applied_hash.len()
+        ),
         ("node-a", "0.1.0", 0, 0)
     );
 }
@@ -121,28 +128,47 @@ fn a_fresh_agent_says_it_holds_nothing() {
 fn a_snapshot_is_applied_acked_with_its_hash_and_held() {
     let mut session = Session::new(defaults(), None);
     // Sent out of canonical order: the agent hashes the canonical form.
-    let s = state(3, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11]), service("api", [203, 0, 113, 11], [198, 51, 100, 12])]);
+    let s = state(
+        3,
+        vec![
+            service("web", [203, 0, 113, 10], [198, 51, 100, 11]),
+            service("api", [203, 0, 113, 11], [198, 51, 100, 12]),
+        ],
+    );
     let c = apply(session.receive(snapshot(s.clone())));
     assert_eq!(c.desired.version, 3);
     assert_eq!(c.desired.services.len(), 2);
-    assert_eq!(c.desired.settings.snat_addrs, vec![SNAT], "the agent's default");
+    assert_eq!(
+        c.desired.settings.snat_addrs,
+        vec![SNAT],
+        "the agent's default"
+    );
     let out = session.applied(c, &clean(3));
     let mut canonical = s;
     ballast_proto::canonicalize(&mut canonical);
     let Some(Out::Ack(ack)) = out.kind else {
         panic!("{out:?}")
     };
-    assert_eq!((ack.version, ack.content_hash), (3, content_hash(&canonical).to_vec()));
+    assert_eq!(
+        (ack.version, ack.content_hash),
+        (3, content_hash(&canonical).to_vec())
+    );
     assert_eq!(session.applied_version(), 3);
     let Some(Out::Hello(h)) = session.hello("node-a", "x").kind else {
         panic!()
     };
-    assert_eq!((h.applied_version, h.applied_hash), (3, content_hash(&canonical).to_vec()));
+    assert_eq!(
+        (h.applied_version, h.applied_hash),
+        (3, content_hash(&canonical).to_vec())
+    );
 }
 
 #[test]
 fn the_snapshot_already_held_is_acked_without_applying() {
-    let s = state(4, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])]);
+    let s = state(
+        4,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])],
+    );
     let session = holding(s.clone());
     let Out::Ack(ack) = answer(session.receive(snapshot(s))) else {
         panic!("an ack")
@@ -152,8 +178,14 @@ fn the_snapshot_already_held_is_acked_without_applying() {
 
 #[test]
 fn a_snapshot_not_above_the_held_version_is_refused() {
-    let session = holding(state(4, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])]));
-    let other = state(4, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 12])]);
+    let session = holding(state(
+        4,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])],
+    ));
+    let other = state(
+        4,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 12])],
+    );
     let n = nack(answer(session.receive(snapshot(other))));
     assert_eq!((n.version, n.applied_version), (4, 4));
     assert_eq!(n.message, "version 4 is not above the applied version 4");
@@ -161,7 +193,10 @@ fn a_snapshot_not_above_the_held_version_is_refused() {
 
 #[test]
 fn a_delta_applies_on_the_held_version_only() {
-    let base = state(5, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])]);
+    let base = state(
+        5,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])],
+    );
     let mut session = holding(base.clone());
     let changed = service("web", [203, 0, 113, 10], [198, 51, 100, 12]);
     let d = v1::Delta {
@@ -177,24 +212,36 @@ fn a_delta_applies_on_the_held_version_only() {
     };
     let n = nack(answer(session.receive(delta(wrong))));
     assert_eq!((n.version, n.applied_version), (6, 5));
-    assert_eq!(n.message, "delta base version 4 is not the applied version 5");
+    assert_eq!(
+        n.message,
+        "delta base version 4 is not the applied version 5"
+    );
 
     let c = apply(session.receive(delta(d.clone())));
     assert_eq!(c.desired.version, 6);
-    assert_eq!(c.desired.services[0].backends[0].address, Ipv4Addr::new(198, 51, 100, 12));
+    assert_eq!(
+        c.desired.services[0].backends[0].address,
+        Ipv4Addr::new(198, 51, 100, 12)
+    );
     let out = session.applied(c, &clean(6));
     let mut expected = base;
     apply_delta(&mut expected, &d).unwrap();
     let Some(Out::Ack(ack)) = out.kind else {
         panic!("{out:?}")
     };
-    assert_eq!((ack.version, ack.content_hash), (6, content_hash(&expected).to_vec()));
+    assert_eq!(
+        (ack.version, ack.content_hash),
+        (6, content_hash(&expected).to_vec())
+    );
     assert_eq!(session.held().unwrap().state, expected);
 }
 
 #[test]
 fn an_unreadable_version_is_refused_whole_and_the_held_one_stays() {
-    let session = holding(state(2, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])]));
+    let session = holding(state(
+        2,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])],
+    ));
     let mut web = service("web", [203, 0, 113, 10], [198, 51, 100, 11]);
     web.ports[0].backends[0].address.push(9);
     let bad = state(3, vec![web]);
@@ -209,8 +256,17 @@ fn an_unreadable_version_is_refused_whole_and_the_held_one_stays() {
 
 #[test]
 fn a_version_the_core_refuses_is_nacked_with_its_errors_and_not_held() {
-    let mut session = holding(state(2, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])]));
-    let s = state(3, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11]), service("dup", [203, 0, 113, 10], [198, 51, 100, 12])]);
+    let mut session = holding(state(
+        2,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])],
+    ));
+    let s = state(
+        3,
+        vec![
+            service("web", [203, 0, 113, 10], [198, 51, 100, 11]),
+            service("dup", [203, 0, 113, 10], [198, 51, 100, 12]),
+        ],
+    );
     let c = apply(session.receive(snapshot(s)));
     let refused = ApplyReport {
         applied_version: 2,
@@ -231,13 +287,20 @@ fn a_version_the_core_refuses_is_nacked_with_its_errors_and_not_held() {
     assert_eq!((n.version, n.applied_version), (3, 2));
     assert_eq!(n.errors[0].kind, v1::ServiceErrorKind::Conflict as i32);
     assert_eq!(n.errors[0].object, Some(object("web")));
-    assert_eq!(session.applied_version(), 2, "the previous version still serves");
+    assert_eq!(
+        session.applied_version(),
+        2,
+        "the previous version still serves"
+    );
 }
 
 #[test]
 fn a_version_applied_in_part_is_held_and_nacked_at_its_own_version() {
     let mut session = Session::new(defaults(), None);
-    let s = state(1, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])]);
+    let s = state(
+        1,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])],
+    );
     let c = apply(session.receive(snapshot(s)));
     let partial = ApplyReport {
         applied_version: 1,
@@ -266,8 +329,13 @@ fn a_version_applied_in_part_is_held_and_nacked_at_its_own_version() {
 fn ipv6_parts_are_skipped_reported_and_the_rest_held() {
     let mut session = Session::new(defaults(), None);
     let mut v6 = service("six", [0; 4], [198, 51, 100, 11]);
-    v6.vips = vec![vec![0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]];
-    let s = state(1, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11]), v6]);
+    v6.vips = vec![vec![
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+    ]];
+    let s = state(
+        1,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11]), v6],
+    );
     let c = apply(session.receive(snapshot(s)));
     assert_eq!(c.desired.services.len(), 1, "the IPv4 service only");
     let n = nack(session.applied(c, &clean(1)).kind.unwrap());
@@ -279,9 +347,17 @@ fn ipv6_parts_are_skipped_reported_and_the_rest_held() {
 
 #[test]
 fn a_write_failure_holds_nothing_new() {
-    let session = holding(state(1, vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])]));
+    let session = holding(state(
+        1,
+        vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11])],
+    ));
     let c = apply(session.receive(snapshot(state(2, vec![]))));
-    let n = nack(session.failed(&c, "bpf_map_update_elem: ENOMEM").kind.unwrap());
+    let n = nack(
+        session
+            .failed(&c, "bpf_map_update_elem: ENOMEM")
+            .kind
+            .unwrap(),
+    );
     assert_eq!((n.version, n.applied_version), (2, 1));
     assert!(n.message.contains("ENOMEM"), "{}", n.message);
 }
