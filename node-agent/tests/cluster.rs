@@ -7,8 +7,10 @@
 
 mod cluster_support;
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use ballast_testbed::{TRANSFER_CHUNK, TransferReport, tcp_transfer};
 use cluster_support::{Cluster, NODES};
 
 fn prefix(tag: char) -> String {
@@ -21,7 +23,7 @@ const B2: &str = "198.51.100.12:8080";
 #[test]
 fn a_virtual_server_applied_through_the_api_forwards_through_both_directors() {
     let mut c = Cluster::new(&prefix('a'), 2, &[1, 2]);
-    c.start_controller("ctl-1");
+    c.start_controller("ctl-1", 0);
     for i in 0..2 {
         c.start_agent(i);
     }
@@ -62,6 +64,173 @@ fn a_virtual_server_applied_through_the_api_forwards_through_both_directors() {
         let g = c.probe(vip_a).unwrap();
         assert!(g.starts_with("b2 "), "only b2 serves now: {g}");
     }
+}
+
+/// A connection through `vip` streaming `chunks` KiB, one every 20 ms,
+/// on its own thread: it must survive whatever happens meanwhile.
+fn long_transfer(
+    c: &Cluster,
+    vip: Ipv4Addr,
+    chunks: usize,
+) -> std::thread::JoinHandle<anyhow::Result<TransferReport>> {
+    let ns = c.tb.client_ns().to_string();
+    std::thread::spawn(move || {
+        tcp_transfer(
+            &ns,
+            SocketAddrV4::new(vip, 80),
+            chunks * TRANSFER_CHUNK,
+            Duration::from_millis(20),
+        )
+    })
+}
+
+#[track_caller]
+fn survived(what: &str, t: std::thread::JoinHandle<anyhow::Result<TransferReport>>) {
+    let report = t
+        .join()
+        .expect("transfer thread")
+        .unwrap_or_else(|e| panic!("{what}: the connection broke: {e:#}"));
+    assert_eq!(report.bytes_received, report.bytes_sent, "{what}");
+}
+
+/// How many versions node `i`'s agent has applied from controllers.
+fn applied(c: &Cluster, i: usize) -> usize {
+    c.agents[i]
+        .as_ref()
+        .unwrap()
+        .process
+        .log()
+        .matches("applied the controller's version")
+        .count()
+}
+
+#[test]
+fn agent_and_controller_restarts_a_leader_change_and_a_lost_api_server_change_nothing_on_the_wire()
+{
+    let mut c = Cluster::new(&prefix('r'), 2, &[1, 2]);
+    c.start_controller("ctl-1", 0);
+    for i in 0..2 {
+        c.start_agent(i);
+    }
+    let vip_a = Cluster::vip_announced_by(NODES[0], &[]);
+    let vip_b = Cluster::vip_announced_by(NODES[1], &[vip_a]);
+    c.virtual_server("alpha", vip_a);
+    c.virtual_server("beta", vip_b);
+    c.wait_served(vip_a, "alpha");
+    c.wait_served(vip_b, "beta");
+    let wire = |c: &Cluster| {
+        (0..2)
+            .map(|i| {
+                (
+                    c.programmed_backends(i, vip_a),
+                    c.programmed_backends(i, vip_b),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = wire(&c);
+    assert_eq!(
+        before[0],
+        (
+            vec![B1.to_string(), B2.into()],
+            vec![B1.to_string(), B2.into()]
+        )
+    );
+
+    // 1. node-a's agent restarts under an open connection: it re-applies
+    //    the state it kept, says Hello with its version and hash, and the
+    //    controller, holding the same content, sends nothing.
+    let versions_a = applied(&c, 0);
+    let t = long_transfer(&c, vip_a, 300);
+    std::thread::sleep(Duration::from_millis(500));
+    c.agent(0).stop(Duration::from_secs(10));
+    c.start_agent(0);
+    c.agent(0)
+        .wait_log("re-applied the node state kept by the previous run");
+    c.agent(0).wait_log_count("controller link up", 2);
+    survived("agent restart", t);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        applied(&c, 0),
+        versions_a,
+        "nothing was resent:\n{}",
+        c.logs()
+    );
+    assert_eq!(wire(&c), before);
+
+    // 2. The controller restarts (same address): agents reconnect, the new
+    //    controller adopts their versions, no VIP moves.
+    let versions = [applied(&c, 0), applied(&c, 1)];
+    let ups = [3, 2]; // "controller link up" count each agent reaches
+    let t = long_transfer(&c, vip_b, 300);
+    c.stop_controller(0);
+    c.start_controller("ctl-2", 0);
+    for i in 0..2 {
+        c.agent(i).wait_log_count("controller link up", ups[i]);
+    }
+    survived("controller restart", t);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        [applied(&c, 0), applied(&c, 1)],
+        versions,
+        "nothing was resent:\n{}",
+        c.logs()
+    );
+    assert_eq!(wire(&c), before);
+    let flows_a = c.new_flows(0, vip_a);
+    c.probe(vip_a).unwrap();
+    assert_eq!(
+        c.new_flows(0, vip_a),
+        flows_a + 1,
+        "alpha still announced by node-a"
+    );
+
+    // 3. Leader change: a standby on the second address takes over when
+    //    the leader stops; the agents find it there.
+    let standby = c.start_controller("ctl-3", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let t = long_transfer(&c, vip_a, 300);
+    c.stop_controller(1); // ctl-2, the leader
+    for i in 0..2 {
+        eventually(&c, "the agents reach the new leader", |c| {
+            let log = c.agents[i].as_ref().unwrap().process.log();
+            log.lines()
+                .rfind(|l| l.contains("controller link"))
+                .is_some_and(|l| l.contains("controller link up") && l.contains(":9444"))
+        });
+    }
+    survived("leader change", t);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        [applied(&c, 0), applied(&c, 1)],
+        versions,
+        "nothing was resent:\n{}",
+        c.logs()
+    );
+    assert_eq!(wire(&c), before);
+    assert!(
+        c.controllers[standby]
+            .handle
+            .as_ref()
+            .unwrap()
+            .leader
+            .borrow()
+            .to_owned()
+    );
+
+    // 4. The API server goes away: the controller cannot renew its lease
+    //    and steps down; the agents keep forwarding what they applied.
+    let t = long_transfer(&c, vip_a, 400);
+    let t2 = long_transfer(&c, vip_b, 400);
+    let api = c.api.take().unwrap();
+    c.rt.block_on(api.shutdown());
+    survived("API server gone (alpha)", t);
+    survived("API server gone (beta)", t2);
+    for _ in 0..4 {
+        c.probe(vip_a).unwrap();
+        c.probe(vip_b).unwrap();
+    }
+    assert_eq!(wire(&c), before);
 }
 
 /// Polls `check` every 200 ms for up to 30 s.

@@ -16,7 +16,7 @@
 
 #![allow(dead_code)] // each test binary uses a part
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,9 @@ use tokio::runtime::Runtime;
 pub const BIN: &str = env!("CARGO_BIN_EXE_ballast-agent");
 /// The controller's link address, on the switch's bridge.
 pub const LINK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+/// The two replicas' link ports (the switch namespace holds nothing else);
+/// agents dial both in turn, as they would replicas without a Service.
+pub const LINK_PORTS: [u16; 2] = [9443, 9444];
 pub const NODES: [&str; 2] = ["node-a", "node-b"];
 pub const BACKEND_PORT: u16 = 8080;
 /// How long a cluster-wide change may take to show on the wire.
@@ -68,7 +71,6 @@ pub struct Cluster {
     pub api: Option<FakeApiServer>,
     pub work: WorkDir,
     pub ca: Ca,
-    pub link_port: u16,
     pub controllers: Vec<Controller>,
     pub agents: Vec<Option<NodeAgent>>,
     pub servers: Vec<BackendServer>,
@@ -115,7 +117,6 @@ impl Cluster {
             api: Some(api),
             work,
             ca,
-            link_port: 0,
             controllers: Vec::new(),
             agents: vec![None, None],
             servers,
@@ -240,12 +241,12 @@ impl Cluster {
     }
 
     /// Starts controller replica `identity`: planning and leader election on
-    /// the API server, and (when `serve_link`) the link server on the
-    /// bridge address, on the port the first one got.
-    pub fn start_controller(&mut self, identity: &str) -> usize {
+    /// the API server, and its link server on the bridge address at
+    /// [`LINK_PORTS`]`[slot]`. Returns its index in `controllers`.
+    pub fn start_controller(&mut self, identity: &str, slot: usize) -> usize {
         let client = self.client();
         let files = self.server_files();
-        let port = self.link_port;
+        let port = LINK_PORTS[slot];
         let options = Options {
             plan: PlanOptions::default(),
             lease: LeaseConfig {
@@ -263,7 +264,6 @@ impl Cluster {
             .expect("entering the switch namespace")
             .expect("binding the link address");
         std_listener.set_nonblocking(true).unwrap();
-        self.link_port = std_listener.local_addr().unwrap().port();
         let reports = AgentReports::new();
         let (link_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (handle, link) = self.rt.block_on(async {
@@ -326,7 +326,9 @@ impl Cluster {
             Some(old) => old.pins,
             None => PinRoot::new(&format!("cluster-{node}")),
         };
-        let controller = format!("https://{LINK_ADDR}:{}", self.link_port);
+        let controller = LINK_PORTS
+            .map(|p| format!("https://{LINK_ADDR}:{p}"))
+            .join(",");
         let args: Vec<String> = [
             "node",
             "--node-name",
@@ -483,9 +485,4 @@ fn write(path: PathBuf, text: &str) -> PathBuf {
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("UTF-8 path")
-}
-
-/// The controller's link address as the agents dial it.
-pub fn link_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((LINK_ADDR, port))
 }
