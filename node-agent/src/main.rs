@@ -175,6 +175,31 @@ fn attach_mode(m: ModeArg) -> XdpAttachMode {
     }
 }
 
+/// The link's TLS files, or None under `--insecure`; neither is an error
+/// (an agent never talks to a controller it cannot authenticate by accident).
+fn link_tls(
+    (cert, key, ca): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+    server_name: Option<String>,
+    insecure: bool,
+    controller: &str,
+) -> anyhow::Result<Option<ClientTls>> {
+    match (cert, key, ca) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(ClientTls {
+            cert,
+            key,
+            ca,
+            server_name: match server_name {
+                Some(n) => n,
+                None => server_name_of(controller)?,
+            },
+        })),
+        _ if insecure => Ok(None),
+        _ => anyhow::bail!(
+            "the controller link needs --tls-cert, --tls-key and --tls-ca (or --insecure, for labs only)"
+        ),
+    }
+}
+
 /// The host part of `--controller`, which the controller's certificate must
 /// name unless `--tls-server-name` says otherwise.
 fn server_name_of(controller: &str) -> anyhow::Result<String> {
@@ -294,26 +319,17 @@ fn main() -> anyhow::Result<()> {
             // One crypto provider, chosen here: with two in the dependency
             // tree rustls would panic at the first handshake.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls = match (tls_cert, tls_key, tls_ca) {
-                (Some(cert), Some(key), Some(ca)) => Some(ClientTls {
-                    cert,
-                    key,
-                    ca,
-                    server_name: match tls_server_name {
-                        Some(n) => n,
-                        None => server_name_of(&controller[0])?,
-                    },
-                }),
-                _ if insecure => {
-                    tracing::warn!(
-                        "--insecure: the controller link runs WITHOUT TLS; anyone on the path can read and forge this node's state. Never use it outside a lab."
-                    );
-                    None
-                }
-                _ => anyhow::bail!(
-                    "the controller link needs --tls-cert, --tls-key and --tls-ca (or --insecure, for labs only)"
-                ),
-            };
+            let tls = link_tls(
+                (tls_cert, tls_key, tls_ca),
+                tls_server_name,
+                insecure,
+                &controller[0],
+            )?;
+            if tls.is_none() {
+                tracing::warn!(
+                    "--insecure: the controller link runs WITHOUT TLS; anyone on the path can read and forge this node's state. Never use it outside a lab."
+                );
+            }
             if let Some(addrs) = &snat_address {
                 ballast_agent::standalone::snat_check::check(addrs)?;
             }
@@ -377,6 +393,98 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(extra: &[&str]) -> Result<Cli, String> {
+        let base = [
+            "ballast-agent",
+            "node",
+            "--node-name",
+            "node-a",
+            "--controller",
+            "https://ballast-controller.ballast-system.svc:9443",
+            "--interface",
+            "eth0",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())
+    }
+
+    fn tls_of(cli: Cli) -> anyhow::Result<Option<ClientTls>> {
+        let Cmd::Node {
+            tls_cert,
+            tls_key,
+            tls_ca,
+            tls_server_name,
+            insecure,
+            controller,
+            ..
+        } = cli.command
+        else {
+            unreachable!("node parsed")
+        };
+        link_tls(
+            (tls_cert, tls_key, tls_ca),
+            tls_server_name,
+            insecure,
+            &controller[0],
+        )
+    }
+
+    #[test]
+    fn node_mode_refuses_to_run_without_tls_unless_insecure() {
+        let err = tls_of(node(&[]).unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("needs --tls-cert, --tls-key and --tls-ca"),
+            "{err}"
+        );
+        assert_eq!(tls_of(node(&["--insecure"]).unwrap()).unwrap(), None);
+        let err = node(&["--tls-cert", "/c"]).err().unwrap();
+        assert!(
+            err.contains("--tls-key") && err.contains("--tls-ca"),
+            "{err}"
+        );
+        let err = node(&[
+            "--insecure",
+            "--tls-cert",
+            "/c",
+            "--tls-key",
+            "/k",
+            "--tls-ca",
+            "/a",
+        ])
+        .err()
+        .unwrap();
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+
+    #[test]
+    fn node_mode_expects_the_controllers_host_in_its_certificate() {
+        let files = ["--tls-cert", "/c", "--tls-key", "/k", "--tls-ca", "/a"];
+        let tls = tls_of(node(&files).unwrap()).unwrap().unwrap();
+        assert_eq!(tls.server_name, "ballast-controller.ballast-system.svc");
+        assert_eq!(tls.cert, PathBuf::from("/c"));
+        let named = [&files[..], &["--tls-server-name", "controller.example"]].concat();
+        let tls = tls_of(node(&named).unwrap()).unwrap().unwrap();
+        assert_eq!(tls.server_name, "controller.example");
+        let Cmd::Node {
+            controller,
+            snat_ports,
+            snat_address,
+            ..
+        } = node(&[
+            "--insecure",
+            "--controller",
+            "http://192.0.2.254:9443,http://192.0.2.253:9443",
+        ])
+        .unwrap()
+        .command
+        else {
+            unreachable!()
+        };
+        // The base line names one, the list two more: flags accumulate.
+        assert_eq!(controller.len(), 3, "several replicas, tried in turn");
+        assert_eq!(snat_ports, ballast_agent::node::DEFAULT_SNAT_PORTS);
+        assert_eq!(snat_address, None, "the interface's address");
+    }
 
     #[test]
     fn maglev_size_flag_is_optional_and_must_be_prime() {
