@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_controller::k8s::run::start;
-use ballast_controller::link::{LinkInputs, Security};
+use ballast_controller::link::{AgentReports, LinkInputs, Security};
 use ballast_controller::metrics::Metrics;
 use ballast_proto::apply_delta;
 use ballast_proto::v1::{ObjectKind, controller_message::Kind};
@@ -26,9 +26,15 @@ async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
     apply(&c, pool(&["203.0.113.0/30"])).await;
     apply(&c, vs("web", static_spec(80))).await;
     let options = options_with_lease("a", Duration::from_secs(2), Duration::from_millis(200));
-    let handle = start(s.client(), options, Arc::new(Metrics::new()))
-        .await
-        .unwrap();
+    let reports = AgentReports::new();
+    let handle = start(
+        s.client(),
+        options,
+        Arc::new(Metrics::new()),
+        reports.clone(),
+    )
+    .await
+    .unwrap();
 
     let ca = Ca::new("ballast test CA");
     let files = server_files(&scratch_dir("controller"), &ca, &ca);
@@ -42,8 +48,9 @@ async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
             plans: handle.plans.clone(),
             leader: handle.leader.clone(),
             leader_name: handle.leader_name.clone(),
+            settled: handle.settled.clone(),
         },
-        ballast_controller::link::AgentReports::new(),
+        reports,
         async {
             let _ = stopped.await;
         },

@@ -121,6 +121,8 @@ pub struct Harness {
     pub plans: watch::Sender<Option<Arc<Plan>>>,
     pub leader: watch::Sender<bool>,
     pub leader_name: watch::Sender<Option<String>>,
+    /// Starts true: these tests are about a leader that knows its agents.
+    pub settled: watch::Sender<bool>,
     pub reports: AgentReports,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
@@ -135,6 +137,7 @@ impl Harness {
         let (plans, plans_rx) = watch::channel(plan.map(Arc::new));
         let (leader, leader_rx) = watch::channel(leading);
         let (leader_name, leader_name_rx) = watch::channel(None);
+        let (settled, settled_rx) = watch::channel(true);
         let reports = AgentReports::new();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(ballast_controller::link::serve(
@@ -144,6 +147,7 @@ impl Harness {
                 plans: plans_rx,
                 leader: leader_rx,
                 leader_name: leader_name_rx,
+                settled: settled_rx,
             },
             reports.clone(),
             async {
@@ -155,6 +159,7 @@ impl Harness {
             plans,
             leader,
             leader_name,
+            settled,
             reports,
             stop: Some(stop),
             task,
