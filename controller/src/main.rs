@@ -222,7 +222,7 @@ fn parse_grace(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
-    if !(secs > 0.0) {
+    if secs.is_nan() || secs <= 0.0 {
         return Err(format!("{s:?}: the grace must be more than 0 seconds"));
     }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
@@ -251,4 +251,18 @@ fn crdgen(out: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grace_is_positive_seconds() {
+        assert_eq!(parse_grace("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_grace("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "-1", "NaN", "10s"] {
+            assert!(parse_grace(bad).is_err(), "{bad}");
+        }
+    }
 }

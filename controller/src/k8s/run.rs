@@ -155,6 +155,9 @@ async fn run(
     // What the last plan was made with; `None` before the first.
     let mut planned_with: Option<(bool, AgentPresence)> = None;
     let mut wake_at: Option<SystemTime> = None;
+    // The election task holds the sender until stopped; if it ever ended
+    // early, planning goes on without the leadership wake-up.
+    let mut election_running = true;
 
     loop {
         let until_wake = wake_at.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
@@ -162,8 +165,8 @@ async fn run(
             _ = changed.notified() => Wake::World,
             _ = tokio::time::sleep(options.resync) => Wake::World,
             _ = connections.changed() => Wake::Presence,
-            r = leading.changed() => {
-                if r.is_err() { break; } // the election ended: stopping
+            r = leading.changed(), if election_running => {
+                election_running = r.is_ok();
                 Wake::Presence
             }
             _ = tokio::time::sleep(until_wake.unwrap_or_default()), if until_wake.is_some() => Wake::Presence,

@@ -22,7 +22,8 @@ pub struct AgentReport {
     pub connected: bool,
     /// When the current (or last) stream started.
     pub connected_at: SystemTime,
-    /// When anything was last heard on the stream.
+    /// When anything was last heard on the stream, or when it ended: an
+    /// agent's grace period counts from here.
     pub last_heard: SystemTime,
     /// The agent's build version, from its Hello.
     pub agent_version: String,
@@ -152,9 +153,13 @@ impl AgentReports {
     /// The node's stream ended; its last report stays. Public for the
     /// same reason as [`Self::hello`].
     pub fn disconnected(&self, node: &str) {
+        let now = SystemTime::now();
         self.edit(node, |r| {
-            if let Some(r) = r {
+            if let Some(r) = r
+                && r.connected
+            {
                 r.connected = false;
+                r.last_heard = now;
             }
         });
         self.connections.send_modify(|n| *n += 1);
