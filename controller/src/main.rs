@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{Options, start};
 use ballast_controller::link::tls::TlsFiles;
-use ballast_controller::link::{AgentReports, LinkInputs, Security};
+use ballast_controller::link::{AgentReports, Security};
 use ballast_controller::metrics::Metrics;
 use ballast_controller::plan::PlanOptions;
 
@@ -181,12 +181,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut link = tokio::spawn(ballast_controller::link::serve(
         link_listener,
         security,
-        LinkInputs {
-            plans: handle.plans.clone(),
-            leader: handle.leader.clone(),
-            leader_name: handle.leader_name.clone(),
-            settled: handle.settled.clone(),
-        },
+        handle.link_inputs(),
         reports.clone(),
         async {
             let _ = link_stop.await;

@@ -2,80 +2,31 @@
 //! controller loop against the fake API server, its link server, and two
 //! agents played by gRPC clients. A controller restart, with both agents
 //! reconnecting, sends them nothing; an agent that stays away past the
-//! grace period loses its VIP to the other.
+//! grace period loses its VIP to the other; and a restart while it is
+//! still away does not hand the VIP back to it while the new leader waits.
 
 mod link_support;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_controller::k8s::run::{Handle, start};
-use ballast_controller::link::{AgentReports, LinkInputs, Security};
-use ballast_controller::metrics::Metrics;
+use ballast_controller::link::Security;
 use ballast_controller::object_key::{Kind as ObjectKind, ObjectKey};
 use ballast_fake_apiserver::FakeApiServer;
 use ballast_proto::v1::{Ack, ControllerMessage, NodeState, agent_message, controller_message};
 use ballast_proto::{apply_delta, content_hash, delta_is_empty};
-use link_support::{AgentStream, channel, hello, next, open, send};
+use link_support::{AgentStream, LinkedController, channel, hello, next, open, send};
 use support::{apply, eventually, options_with_lease, pool, ready_node, server, static_spec, vs};
-use tokio::sync::oneshot;
 
-const GRACE: Duration = Duration::from_millis(1500);
+const GRACE: Duration = Duration::from_secs(2);
 
-/// A controller and its link server (plain TCP: mTLS is link_server's).
-struct Controller {
-    handle: Handle,
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    link: tokio::task::JoinHandle<Result<(), ballast_controller::link::server::ServeError>>,
-}
-
-impl Controller {
-    async fn start(s: &FakeApiServer) -> Controller {
-        let mut options =
-            options_with_lease("a", Duration::from_secs(2), Duration::from_millis(200));
-        options.agent_grace = GRACE;
-        let reports = AgentReports::new();
-        let handle = start(
-            s.client(),
-            options,
-            Arc::new(Metrics::new()),
-            reports.clone(),
-        )
-        .await
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let link = tokio::spawn(ballast_controller::link::serve(
-            listener,
-            Security::Insecure,
-            LinkInputs {
-                plans: handle.plans.clone(),
-                leader: handle.leader.clone(),
-                leader_name: handle.leader_name.clone(),
-                settled: handle.settled.clone(),
-            },
-            reports,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Controller {
-            handle,
-            addr,
-            stop,
-            link,
-        }
-    }
-
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.link.await.unwrap().unwrap();
-        self.handle.shutdown().await;
-    }
+/// A controller with its link (plain TCP: mTLS is link_server's) and a
+/// short grace.
+async fn controller(s: &FakeApiServer) -> LinkedController {
+    let mut options = options_with_lease("a", Duration::from_secs(2), Duration::from_millis(200));
+    options.agent_grace = GRACE;
+    LinkedController::start(s.client(), options, Security::Insecure).await
 }
 
 /// An agent: what it holds, and its stream to the controller.
@@ -159,7 +110,7 @@ async fn a_restart_moves_nothing_and_an_agent_away_past_the_grace_loses_its_vip(
 
     // Both agents connect fresh; once both are there the leader settles
     // and each gets the whole state: both direct web, one announces it.
-    let first = Controller::start(&s).await;
+    let first = controller(&s).await;
     let mut a = Agent::connect(first.addr, "node-a", NodeState::default()).await;
     let mut b = Agent::connect(first.addr, "node-b", NodeState::default()).await;
     for agent in [&mut a, &mut b] {
@@ -189,7 +140,7 @@ async fn a_restart_moves_nothing_and_an_agent_away_past_the_grace_loses_its_vip(
             .expect("the stopping controller ends the stream");
         assert!(ended.is_err(), "{}: {ended:?}", agent.node);
     }
-    let second = Controller::start(&s).await;
+    let second = controller(&s).await;
     let (owner, other) = if a.announces(vip) { (a, b) } else { (b, a) };
     let mut other = Agent::connect(second.addr, other.node, other.held).await;
     other.hears_nothing_for(Duration::from_millis(500)).await;
@@ -236,7 +187,7 @@ async fn a_restart_moves_nothing_and_an_agent_away_past_the_grace_loses_its_vip(
     assert_eq!(status.absent.len(), 1, "{status:?}");
     assert_eq!(&*status.absent[0].0, owner_node);
     assert!(
-        status.absent[0].1.contains("away since") && status.absent[0].1.contains("grace 1.5s"),
+        status.absent[0].1.contains("away since") && status.absent[0].1.contains("grace 2s"),
         "{status:?}"
     );
     assert!(!plan.nodes.contains_key(owner_node));
@@ -246,7 +197,7 @@ async fn a_restart_moves_nothing_and_an_agent_away_past_the_grace_loses_its_vip(
     // leader waits for agents, it plans as if every Ready node directed,
     // which would give the VIP back to the absent node. The remaining
     // agent is held and told nothing, through the grace and after it.
-    let third = Controller::start(&s).await;
+    let third = controller(&s).await;
     let ended = tokio::time::timeout(Duration::from_secs(10), other.stream.rx.message()).await;
     assert!(ended.expect("the stream ends").is_err());
     let mut other = Agent::connect(third.addr, other.node, other.held).await;

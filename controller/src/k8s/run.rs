@@ -17,7 +17,7 @@ use super::leader::{LeaderElector, LeaseConfig};
 use super::settle::{Gate, Settling};
 use super::stores::Stores;
 use super::writer::{FIELD_MANAGER, Writer};
-use crate::link::AgentReports;
+use crate::link::{AgentReports, LinkInputs};
 use crate::metrics::Metrics;
 use crate::plan::{AgentPresence, CondStatus, Plan, PlanOptions, plan, usable_nodes};
 
@@ -56,6 +56,16 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// What the link server follows from this controller.
+    pub fn link_inputs(&self) -> LinkInputs {
+        LinkInputs {
+            plans: self.plans.clone(),
+            leader: self.leader.clone(),
+            leader_name: self.leader_name.clone(),
+            settled: self.settled.clone(),
+        }
+    }
+
     /// Stops planning, releases the lease if held, and waits for it.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);

@@ -15,20 +15,15 @@ fn web() -> ObjectKey {
     ObjectKey::new(Kind::VirtualServer, "default", "web")
 }
 
-/// Two Ready nodes (node-b labelled edge), a NotReady one, and `web` on
-/// one VIP with `selector` as its nodeSelector.
+/// The planning table's world (Ready node-a, Ready node-b labelled edge,
+/// NotReady node-c, one pool) and `web` on one VIP with `selector` as its
+/// nodeSelector.
 fn world(selector: &[(&str, &str)]) -> Observed {
     let selector: serde_json::Map<String, serde_json::Value> = selector
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     Observed {
-        nodes: vec![
-            node("node-a", true, json!({})),
-            node("node-b", true, json!({"role": "edge"})),
-            node("node-c", false, json!({})),
-        ],
-        pools: vec![pool("public", json!({"addresses": ["203.0.113.0/30"]}))],
         virtual_servers: vec![virtual_server(
             "default",
             "web",
@@ -36,7 +31,7 @@ fn world(selector: &[(&str, &str)]) -> Observed {
             json!({"addresses": [VIP], "ports": [{"port": 80}], "nodeSelector": selector,
                    "backends": {"static": [{"address": "198.51.100.11"}]}}),
         )],
-        ..Observed::default()
+        ..super::tests::world()
     }
 }
 

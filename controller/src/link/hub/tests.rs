@@ -204,6 +204,14 @@ fn hash_of(backends: &[u8]) -> Vec<u8> {
     versions.content_hash(NODE).to_vec()
 }
 
+/// The kind of the one message queued.
+fn only_kind(out: &[Outbound]) -> &Kind {
+    match out {
+        [Ok(ControllerMessage { kind: Some(kind) })] => kind,
+        other => panic!("expected one message, got {other:?}"),
+    }
+}
+
 fn hello_holding(version: u64, backends: &[u8]) -> Hello {
     Hello {
         applied_version: version,
@@ -256,10 +264,7 @@ fn at_settle_an_agent_gets_what_its_hello_lacks_against_the_latest_plan() {
     hub.set_settled(true);
     let out = drain(&mut behind);
     assert_eq!(kinds(&out), ["snapshot 8"]);
-    let Ok(ControllerMessage {
-        kind: Some(Kind::Snapshot(state)),
-    }) = &out[0]
-    else {
+    let Kind::Snapshot(state) = only_kind(&out) else {
         unreachable!()
     };
     assert_eq!(
@@ -278,10 +283,7 @@ fn at_settle_an_agent_with_the_content_at_a_lower_version_gets_an_empty_realigni
     hub.set_settled(true);
     let out = drain(&mut rx);
     assert_eq!(kinds(&out), ["delta 1->3"]);
-    let Ok(ControllerMessage {
-        kind: Some(Kind::Delta(d)),
-    }) = &out[0]
-    else {
+    let Kind::Delta(d) = only_kind(&out) else {
         unreachable!()
     };
     assert!(ballast_proto::delta_is_empty(d), "{d:?}");
