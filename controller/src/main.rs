@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{Options, start};
 use ballast_controller::link::tls::TlsFiles;
-use ballast_controller::link::{AgentReports, LinkInputs, Security};
+use ballast_controller::link::{AgentReports, Security};
 use ballast_controller::metrics::Metrics;
 use ballast_controller::plan::PlanOptions;
 
@@ -57,6 +57,12 @@ struct RunArgs {
     /// Seconds a silent leader keeps the Lease.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Seconds a disconnected agent keeps its node's duties (10 heartbeats
+    /// by default); also how long a new leader or a restarted controller
+    /// waits for agents to reconnect before planning without the missing
+    /// ones. Fractions allowed (e.g. 1.5).
+    #[arg(long, default_value = "10", value_parser = parse_grace)]
+    agent_grace: Duration,
     #[command(flatten)]
     link: LinkArgs,
 }
@@ -144,9 +150,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         retry_period: Duration::from_secs((args.lease_duration / 5).max(1)),
         debounce: Duration::from_millis(100),
         resync: Duration::from_secs(60),
+        agent_grace: args.agent_grace,
     };
     let metrics = Arc::new(Metrics::new());
-    let handle = match start(client, options, metrics.clone()).await {
+    // Written by the link server; read by planning and exported as metrics.
+    let reports = AgentReports::new();
+    let handle = match start(client, options, metrics.clone(), reports.clone()).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("ballast-controller: {e}");
@@ -165,7 +174,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the agent link address {}", args.link.link_addr))?;
     let (link_stop_tx, link_stop) = tokio::sync::oneshot::channel::<()>();
-    let reports = AgentReports::new();
     tokio::spawn(ballast_controller::metrics::export_agents(
         metrics.clone(),
         reports.clone(),
@@ -173,12 +181,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut link = tokio::spawn(ballast_controller::link::serve(
         link_listener,
         security,
-        LinkInputs {
-            plans: handle.plans.clone(),
-            leader: handle.leader.clone(),
-            leader_name: handle.leader_name.clone(),
-        },
-        // Exported as metrics; read by status and planning in the next slice.
+        handle.link_inputs(),
         reports.clone(),
         async {
             let _ = link_stop.await;
@@ -209,6 +212,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A positive number of seconds.
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(format!("{s:?}: the grace must be more than 0 seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
 fn nix_hostname() -> std::io::Result<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string())
 }
@@ -232,4 +246,18 @@ fn crdgen(out: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grace_is_positive_seconds() {
+        assert_eq!(parse_grace("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_grace("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "-1", "NaN", "10s"] {
+            assert!(parse_grace(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -13,7 +13,10 @@ use ballast_controller::metrics::Metrics;
 use ballast_fake_apiserver::FakeApiServer;
 use kube::Client;
 use serde_json::{Value, json};
-use support::{apply, eventually, options_with_lease, pool, ready_node, server, static_spec, vs};
+use support::{
+    apply, connected_agents, eventually, options_with_lease, pool, ready_node, server, static_spec,
+    vs,
+};
 
 fn options(identity: &str) -> Options {
     options_with_lease(identity, Duration::from_secs(2), Duration::from_millis(200))
@@ -34,7 +37,8 @@ async fn populate(c: &Client) {
 
 async fn controller(s: &FakeApiServer, identity: &str) -> (Handle, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let h = start(s.client(), options(identity), metrics.clone())
+    let agents = connected_agents(&["node-a"]);
+    let h = start(s.client(), options(identity), metrics.clone(), agents)
         .await
         .expect("controller starts");
     (h, metrics)
@@ -70,7 +74,8 @@ async fn wait_condition(s: &FakeApiServer, name: &str, type_: &str, want: &str) 
 #[tokio::test]
 async fn missing_crds_stop_the_controller_with_a_clear_error() {
     let s = FakeApiServer::start().await;
-    let err = match start(s.client(), options("a"), Arc::new(Metrics::new())).await {
+    let agents = connected_agents(&[]);
+    let err = match start(s.client(), options("a"), Arc::new(Metrics::new()), agents).await {
         Ok(_) => panic!("started without CRDs"),
         Err(e) => e,
     };
@@ -388,7 +393,8 @@ async fn health_readiness_and_metrics_endpoints() {
     let c = s.client();
     populate(&c).await;
     apply(&c, vs("web", static_spec(80))).await;
-    let h = start(s.client(), options("a"), metrics.clone())
+    let agents = connected_agents(&["node-a"]);
+    let h = start(s.client(), options("a"), metrics.clone(), agents)
         .await
         .unwrap();
     wait_condition(&s, "web", "Ready", "True").await;

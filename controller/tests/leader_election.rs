@@ -22,7 +22,8 @@ const LEASE: &str = "ballast-controller";
 
 async fn controller(s: &FakeApiServer, options: Options) -> (Handle, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let h = start(s.client(), options, metrics.clone())
+    let agents = ballast_controller::link::AgentReports::new();
+    let h = start(s.client(), options, metrics.clone(), agents)
         .await
         .expect("controller starts");
     (h, metrics)

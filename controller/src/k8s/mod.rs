@@ -4,6 +4,7 @@
 pub mod crd_check;
 pub mod leader;
 pub mod run;
+pub mod settle;
 pub mod status;
 pub mod stores;
 pub mod writer;

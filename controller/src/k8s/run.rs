@@ -1,9 +1,11 @@
-//! The controller loop: reflectors feed the pure planner; the leader writes
-//! the resulting statuses. Every replica plans (so a new leader has a warm
-//! plan); only the leader writes.
+//! The controller loop: reflectors and the agents' reports feed the pure
+//! planner; the leader writes the resulting statuses. Every replica plans
+//! (so a new leader has a warm plan); only the leader writes, and only once
+//! it has settled which agents are present (`settle`), so a restart or a
+//! leader change rewrites nothing while agents reconnect.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -12,10 +14,12 @@ use tokio::task::JoinSet;
 
 use super::crd_check;
 use super::leader::{LeaderElector, LeaseConfig};
+use super::settle::{Gate, Settling};
 use super::stores::Stores;
 use super::writer::{FIELD_MANAGER, Writer};
+use crate::link::{AgentReports, LinkInputs};
 use crate::metrics::Metrics;
-use crate::plan::{CondStatus, Plan, PlanOptions, plan};
+use crate::plan::{AgentPresence, CondStatus, Plan, PlanOptions, plan, usable_nodes};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -27,6 +31,11 @@ pub struct Options {
     pub debounce: Duration,
     /// Replan at least this often, even without changes.
     pub resync: Duration,
+    /// How long a disconnected agent keeps its node's duties (it keeps
+    /// forwarding meanwhile and may be back), and how long a new leader
+    /// waits for agents to reconnect before planning without the missing
+    /// ones (`--agent-grace`).
+    pub agent_grace: Duration,
 }
 
 /// A running controller.
@@ -39,11 +48,24 @@ pub struct Handle {
     pub leader_name: watch::Receiver<Option<String>>,
     /// True once every reflector finished its initial list.
     pub ready: watch::Receiver<bool>,
+    /// True while this replica leads and knows which agents are present;
+    /// the link sends nothing to agents until then (see `settle`).
+    pub settled: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
     main: tokio::task::JoinHandle<()>,
 }
 
 impl Handle {
+    /// What the link server follows from this controller.
+    pub fn link_inputs(&self) -> LinkInputs {
+        LinkInputs {
+            plans: self.plans.clone(),
+            leader: self.leader.clone(),
+            leader_name: self.leader_name.clone(),
+            settled: self.settled.clone(),
+        }
+    }
+
     /// Stops planning, releases the lease if held, and waits for it.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -51,23 +73,27 @@ impl Handle {
     }
 }
 
-/// Checks the CRDs, then starts everything in the background.
+/// Checks the CRDs, then starts everything in the background. `reports`
+/// are what the agents tell the link server (pass the same to
+/// `link::serve`): director nodes are nodes with a present agent.
 pub async fn start(
     client: Client,
     options: Options,
     metrics: Arc<Metrics>,
+    reports: AgentReports,
 ) -> Result<Handle, crd_check::CrdCheckError> {
     crd_check::check(client.clone()).await?;
     let (plan_tx, plans) = watch::channel(None);
     let (leader_tx, leader) = watch::channel(false);
     let (leader_name_tx, leader_name) = watch::channel(None);
     let (ready_tx, ready) = watch::channel(false);
+    let (settled_tx, settled) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(false);
     let main = tokio::spawn(run(
         client,
         options,
-        metrics,
-        plan_tx,
+        (metrics, reports),
+        (plan_tx, settled_tx),
         (leader_tx, leader_name_tx),
         ready_tx,
         stop_rx,
@@ -77,6 +103,7 @@ pub async fn start(
         leader,
         leader_name,
         ready,
+        settled,
         stop,
         main,
     })
@@ -86,11 +113,20 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// What woke the loop.
+enum Wake {
+    /// Cluster objects changed, or the periodic resync: always replan.
+    World,
+    /// An agent connected or left, leadership moved, or a grace period ran
+    /// out: replan only if presence or settledness changed.
+    Presence,
+}
+
 async fn run(
     client: Client,
     options: Options,
-    metrics: Arc<Metrics>,
-    plan_tx: watch::Sender<Option<Arc<Plan>>>,
+    (metrics, reports): (Arc<Metrics>, AgentReports),
+    (plan_tx, settled_tx): (watch::Sender<Option<Arc<Plan>>>, watch::Sender<bool>),
     (leader_tx, leader_name_tx): (watch::Sender<bool>, watch::Sender<Option<String>>),
     ready_tx: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
@@ -98,7 +134,7 @@ async fn run(
     let changed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     let stores = Stores::start(&client, &mut tasks, changed.clone());
-    let leading = leader_tx.subscribe();
+    let mut leading = leader_tx.subscribe();
     let election = tokio::spawn(elect(
         LeaderElector::new(client.clone(), options.lease.clone()),
         options.clone(),
@@ -124,20 +160,61 @@ async fn run(
     let _ = ready_tx.send(true);
     tracing::info!("caches synced; planning");
     let mut pool_series = PoolSeries::default();
+    let mut settling = Settling::new(options.agent_grace);
+    let mut connections = reports.connections();
+    // What the last plan was made with; `None` before the first.
+    let mut planned_with: Option<(bool, AgentPresence)> = None;
+    let mut wake_at: Option<SystemTime> = None;
+    // The election task holds the sender until stopped; if it ever ended
+    // early, planning goes on without the leadership wake-up.
+    let mut election_running = true;
 
     loop {
-        tokio::select! {
-            _ = changed.notified() => {}
-            _ = tokio::time::sleep(options.resync) => {}
+        let until_wake = wake_at.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
+        let wake = tokio::select! {
+            _ = changed.notified() => Wake::World,
+            _ = tokio::time::sleep(options.resync) => Wake::World,
+            _ = connections.changed() => Wake::Presence,
+            r = leading.changed(), if election_running => {
+                election_running = r.is_ok();
+                Wake::Presence
+            }
+            _ = tokio::time::sleep(until_wake.unwrap_or_default()), if until_wake.is_some() => Wake::Presence,
             _ = stopped(&mut stop) => break,
-        }
+        };
+        // Connections are debounced too: agents reconnecting after a
+        // restart arrive together.
         tokio::time::sleep(options.debounce).await;
+        let is_leader = *leading.borrow_and_update();
+        let gate = settling.update(
+            is_leader,
+            SystemTime::now(),
+            &usable_nodes(&stores.nodes.state()),
+            &reports.snapshot(),
+        );
+        wake_at = gate.wake;
+        let Gate {
+            settled, agents, ..
+        } = gate;
+        if matches!(wake, Wake::Presence)
+            && planned_with
+                .as_ref()
+                .is_some_and(|(s, a)| *s == settled && *a == agents)
+        {
+            continue;
+        }
         let started = Instant::now();
-        let planned = Arc::new(plan(&stores.observed(), options.plan));
+        let mut observed = stores.observed();
+        observed.agents = agents.clone();
+        let planned = Arc::new(plan(&observed, options.plan));
         metrics.reconciles.inc();
         record_plan_metrics(&metrics, &planned, &mut pool_series);
+        // The plan made with presence known goes out before `settled`, so
+        // the link resyncs agents against it (see `link::LinkInputs`).
         plan_tx.send_replace(Some(planned.clone()));
-        if *leading.borrow() {
+        settled_tx.send_if_modified(|s| std::mem::replace(s, settled) != settled);
+        planned_with = Some((settled, agents));
+        if is_leader && settled {
             let report = writer.write(&planned, &stores).await;
             metrics.status_writes.inc_by(report.writes);
             metrics.reconcile_errors.inc_by(report.errors);

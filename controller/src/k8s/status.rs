@@ -259,6 +259,7 @@ mod tests {
                 node: "n1".into(),
                 announcing: true,
             }],
+            absent: Vec::new(),
         }
     }
 

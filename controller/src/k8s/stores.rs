@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use ballast_api::{AddressPool, VirtualServer};
 
-use crate::plan::Observed;
+use crate::plan::{AgentPresence, Observed};
 
 /// The caches of every watched kind.
 #[derive(Clone)]
@@ -65,6 +65,8 @@ impl Stores {
             nodes: self.nodes.state(),
             pools: self.pools.state(),
             namespaces: self.namespaces.state(),
+            // The agents are not in the API: the run loop fills this in.
+            agents: AgentPresence::Unknown,
         }
     }
 }

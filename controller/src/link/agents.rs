@@ -1,8 +1,8 @@
 //! What the agents report over the link, per node: who is connected, what
 //! each has applied (version and content hash), what it refused and why,
 //! and its latest heartbeat. Written by the link server, read by whoever
-//! plans or writes status (the next slice feeds it into planning: director
-//! nodes are nodes with a connected agent).
+//! plans or writes status (planning reads who is connected: director nodes
+//! are nodes with a present agent, see `k8s::settle`).
 //!
 //! A node's report outlives its stream: a disconnected agent keeps
 //! forwarding its last applied state, and a new leader must be able to tell
@@ -22,7 +22,8 @@ pub struct AgentReport {
     pub connected: bool,
     /// When the current (or last) stream started.
     pub connected_at: SystemTime,
-    /// When anything was last heard on the stream.
+    /// When anything was last heard on the stream, or when it ended: an
+    /// agent's grace period counts from here.
     pub last_heard: SystemTime,
     /// The agent's build version, from its Hello.
     pub agent_version: String,
@@ -52,6 +53,9 @@ pub struct AgentReports {
     inner: Arc<RwLock<BTreeMap<String, AgentReport>>>,
     /// Bumped on every change, so a reader can wait for one.
     changes: Arc<watch::Sender<u64>>,
+    /// Bumped when a node connects or disconnects (not on heartbeats):
+    /// what presence depends on, besides the clock.
+    connections: Arc<watch::Sender<u64>>,
 }
 
 impl Default for AgentReports {
@@ -59,6 +63,7 @@ impl Default for AgentReports {
         Self {
             inner: Arc::default(),
             changes: Arc::new(watch::channel(0).0),
+            connections: Arc::new(watch::channel(0).0),
         }
     }
 }
@@ -83,8 +88,15 @@ impl AgentReports {
         self.changes.subscribe()
     }
 
-    /// A stream for `node` started with `hello`.
-    pub(crate) fn hello(&self, node: &str, hello: &v1::Hello) {
+    /// Ticks when any node connects or disconnects.
+    pub fn connections(&self) -> watch::Receiver<u64> {
+        self.connections.subscribe()
+    }
+
+    /// A stream for `node` started with `hello`. Written by the link
+    /// server; public so that a controller can be run without a link (its
+    /// API tests) with agents that count as connected.
+    pub fn hello(&self, node: &str, hello: &v1::Hello) {
         let now = SystemTime::now();
         self.edit(node, |r| {
             *r = Some(AgentReport {
@@ -100,6 +112,7 @@ impl AgentReports {
                 heartbeat: r.as_ref().and_then(|old| old.heartbeat.clone()),
             });
         });
+        self.connections.send_modify(|n| *n += 1);
     }
 
     pub(crate) fn ack(&self, node: &str, ack: &v1::Ack) {
@@ -137,13 +150,19 @@ impl AgentReports {
         });
     }
 
-    /// The node's stream ended; its last report stays.
-    pub(crate) fn disconnected(&self, node: &str) {
+    /// The node's stream ended; its last report stays. Public for the
+    /// same reason as [`Self::hello`].
+    pub fn disconnected(&self, node: &str) {
+        let now = SystemTime::now();
         self.edit(node, |r| {
-            if let Some(r) = r {
+            if let Some(r) = r
+                && r.connected
+            {
                 r.connected = false;
+                r.last_heard = now;
             }
         });
+        self.connections.send_modify(|n| *n += 1);
     }
 
     fn heard(&self, node: &str, f: impl FnOnce(&mut AgentReport)) {

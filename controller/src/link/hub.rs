@@ -4,6 +4,12 @@
 //! deltas after it are in version order, and a plan change reaches every
 //! stream exactly once.
 //!
+//! A leader that has not *settled* (see `k8s::settle`: it does not yet know
+//! which agents are present) sends nothing: it accepts streams and keeps
+//! each one's Hello, and when it settles brings each agent up to date from
+//! that Hello, so a controller restart or a leader change moves nothing
+//! on the wire.
+//!
 //! Sends never wait: each stream has a bounded queue with one slot kept for
 //! a final error status. An agent too slow to drain its queue has its stream
 //! ended with UNAVAILABLE ("fell behind"); it reconnects and resyncs, which
@@ -39,6 +45,9 @@ struct State {
     /// Only the leader serves; flipped under the lock so that no stream is
     /// registered after leadership is lost.
     leading: bool,
+    /// The leader knows which agents are present (the run loop planned
+    /// with it); until then nothing is sent.
+    settled: bool,
     /// Who holds the lease, for the refusal message.
     leader_name: Option<String>,
     streams: HashMap<String, Stream>,
@@ -54,6 +63,9 @@ struct Stream {
     /// The agent refused a snapshot: its next message is a snapshot of the
     /// next change rather than a delta on a version it does not hold.
     needs_snapshot: bool,
+    /// Registered while unsettled: the agent's applied (version, hash) from
+    /// its Hello, to resync from at settle time. Nothing is sent meanwhile.
+    held: Option<(u64, Vec<u8>)>,
     /// Dropped with the entry: tells the stream's reader to stop reading,
     /// so an ended stream closes at once rather than when the agent does.
     _ended: oneshot::Sender<()>,
@@ -88,7 +100,7 @@ impl Hub {
             versions, streams, ..
         } = &mut *st;
         for (node, delta) in deltas {
-            let Some(stream) = streams.get_mut(&node) else {
+            let Some(stream) = streams.get_mut(&node).filter(|s| s.held.is_none()) else {
                 continue;
             };
             let message = if stream.needs_snapshot {
@@ -113,6 +125,44 @@ impl Hub {
         if was && !leading {
             let status = not_leader(&st.leader_name);
             self.end_all(&mut st, status);
+        }
+    }
+
+    /// Whether the leader knows which agents are present. Settling sends
+    /// each held stream what its Hello says it lacks (the caller applies
+    /// the plan made with that knowledge first); unsettling, which a term
+    /// never does before it ends, ends the live streams so they are held
+    /// again on reconnect.
+    pub(crate) fn set_settled(&self, settled: bool) {
+        let mut st = self.lock();
+        if std::mem::replace(&mut st.settled, settled) == settled {
+            return;
+        }
+        let State {
+            versions, streams, ..
+        } = &mut *st;
+        let mut dropped = Vec::new();
+        for (node, stream) in streams.iter_mut() {
+            if settled {
+                let Some((version, hash)) = stream.held.take() else {
+                    continue;
+                };
+                let first = versions.resync(node, version, &hash);
+                if let Some(kind) = first.and_then(|m| m.kind)
+                    && !send(stream, kind)
+                {
+                    dropped.push(node.clone());
+                }
+            } else if stream.held.is_none() {
+                let _ = stream.tx.try_send(Err(Status::unavailable(
+                    "the controller is waiting for agents to reconnect; retry shortly",
+                )));
+                dropped.push(node.clone());
+            }
+        }
+        for node in dropped {
+            streams.remove(&node);
+            self.reports.disconnected(&node);
         }
     }
 
@@ -166,13 +216,18 @@ impl Hub {
             tx,
             last_was_snapshot: false,
             needs_snapshot: false,
+            held: None,
             _ended: ended_tx,
         };
-        let first = st
-            .versions
-            .resync(&node, hello.applied_version, &hello.applied_hash);
-        if let Some(kind) = first.and_then(|m| m.kind) {
-            send(&mut stream, kind);
+        if st.settled {
+            let first = st
+                .versions
+                .resync(&node, hello.applied_version, &hello.applied_hash);
+            if let Some(kind) = first.and_then(|m| m.kind) {
+                send(&mut stream, kind);
+            }
+        } else {
+            stream.held = Some((hello.applied_version, hello.applied_hash.clone()));
         }
         st.streams.insert(node.clone(), stream);
         self.reports.hello(&node, hello);
@@ -195,7 +250,7 @@ impl Hub {
             return;
         }
         self.reports.ack(&sid.node, ack);
-        if ack.version != current {
+        if ack.version != current || st.streams[&sid.node].held.is_some() {
             return;
         }
         let fix = st
@@ -225,6 +280,9 @@ impl Hub {
             return;
         }
         tracing::warn!(node = %sid.node, version = nack.version, errors = nack.errors.len(), message = %nack.message, "agent refused a version");
+        if st.streams[&sid.node].held.is_some() {
+            return; // nothing was sent on this stream: the settle resyncs it
+        }
         let last_was_snapshot = st.streams[&sid.node].last_was_snapshot;
         if last_was_snapshot {
             if let Some(s) = st.streams.get_mut(&sid.node) {

@@ -55,6 +55,10 @@ pub struct LinkInputs {
     pub leader: watch::Receiver<bool>,
     /// Who holds the lease, when known (for refusals).
     pub leader_name: watch::Receiver<Option<String>>,
+    /// The leader knows which agents are present (`k8s::settle`). Until
+    /// it does, streams are accepted and nothing is sent. The planner
+    /// publishes the plan made with that knowledge before setting this.
+    pub settled: watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +181,7 @@ async fn follow(hub: Arc<Hub>, mut inputs: LinkInputs) {
     if let Some(plan) = inputs.plans.borrow_and_update().clone() {
         hub.apply_plan(&plan);
     }
+    hub.set_settled(*inputs.settled.borrow_and_update());
     loop {
         tokio::select! {
             r = inputs.plans.changed() => {
@@ -195,6 +200,21 @@ async fn follow(hub: Arc<Hub>, mut inputs: LinkInputs) {
                 if r.is_err() { break; }
                 let name = inputs.leader_name.borrow_and_update().clone();
                 hub.set_leadership(*inputs.leader.borrow(), name);
+            }
+            r = inputs.settled.changed() => {
+                if r.is_err() { break; }
+                let settled = *inputs.settled.borrow_and_update();
+                if settled {
+                    // The plan made with presence known was published
+                    // before `settled`: apply it first, so the resyncs
+                    // compare agents with it and not with the plan made
+                    // while presence was unknown.
+                    let plan = inputs.plans.borrow_and_update().clone();
+                    if let Some(plan) = plan {
+                        hub.apply_plan(&plan);
+                    }
+                }
+                hub.set_settled(settled);
             }
         }
     }

@@ -12,6 +12,7 @@
 mod announce;
 mod model;
 mod nodes;
+mod presence;
 mod resolve;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,6 +29,7 @@ pub use model::{
     PortPlan, ServicePlan,
 };
 pub use nodes::{EXCLUDE_LABEL, NodeInfo, usable_nodes};
+pub use presence::{AgentPresence, NodeAgent};
 
 use crate::endpoints::EndpointIndex;
 use crate::frontend::{self, BackendSource, Frontend, Source};
@@ -45,6 +47,8 @@ pub struct Observed {
     pub nodes: Vec<Arc<Node>>,
     pub pools: Vec<Arc<AddressPool>>,
     pub namespaces: Vec<Arc<Namespace>>,
+    /// Which nodes have an agent to direct with.
+    pub agents: AgentPresence,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,7 +71,10 @@ pub struct Planner {
     invalid: BTreeMap<ObjectKey, ObjectStatus>,
     endpoints: EndpointIndex,
     services: ServiceIndex,
+    /// Usable nodes with a present agent: the director candidates.
     nodes: Vec<NodeInfo>,
+    /// Usable nodes without one, and why.
+    absent: Vec<(NodeInfo, Arc<str>)>,
     /// (namespace, service) → frontends whose backends come from it.
     dependents: HashMap<(String, String), BTreeSet<ObjectKey>>,
     pools: BTreeMap<String, PoolStatus>,
@@ -152,7 +159,7 @@ impl Planner {
                 .or_default()
                 .insert(s.metadata.name.clone().unwrap_or_default(), s.clone());
         }
-        let nodes = usable_nodes(&observed.nodes);
+        let (nodes, absent) = observed.agents.split(usable_nodes(&observed.nodes));
         let mut dependents: HashMap<(String, String), BTreeSet<ObjectKey>> = HashMap::new();
         for f in frontends.values() {
             if let BackendSource::Service { name, .. } = &f.backends {
@@ -166,6 +173,7 @@ impl Planner {
             endpoints: &endpoints,
             services: &services,
             nodes: &nodes,
+            absent: &absent,
         };
         let resolved = frontends
             .iter()
@@ -186,6 +194,7 @@ impl Planner {
             endpoints,
             services,
             nodes,
+            absent,
             dependents,
             pools: pool_status,
             l2_stranded: BTreeMap::new(),
@@ -228,6 +237,7 @@ impl Planner {
             endpoints: &self.endpoints,
             services: &self.services,
             nodes: &self.nodes,
+            absent: &self.absent,
         };
         let mut touched_vips: BTreeSet<IpAddr> = BTreeSet::new();
         let mut changed = Vec::new();
@@ -475,6 +485,7 @@ fn status_of(
         programmed: programmed_pending(),
         backends: r.backends,
         directors,
+        absent: r.absent.clone(),
     }
 }
 
@@ -506,8 +517,11 @@ fn invalid_status(generation: Option<i64>, errors: &[String], held: &[IpAddr]) -
         ),
         backends: None,
         directors: Vec::new(),
+        absent: Vec::new(),
     }
 }
 
+#[cfg(test)]
+mod presence_tests;
 #[cfg(test)]
 mod tests;

@@ -111,6 +111,9 @@ pub struct ObjectStatus {
     /// (ready, total); `None` when the object is not accepted.
     pub backends: Option<(usize, usize)>,
     pub directors: Vec<DirectorStatus>,
+    /// Nodes that would direct the object (usable, matching its
+    /// nodeSelector) but have no agent present, each with why.
+    pub absent: Vec<(Arc<str>, String)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use super::nodes::{NodeInfo, selected};
 use crate::endpoints::{Endpoint, EndpointIndex, service_port_name};
 use crate::frontend::{BackendPort, BackendSource, Frontend};
 use crate::ipam::{AddressProblem, Allocation};
+use crate::selector::map_matches;
 
 /// What one frontend contributes: its addresses, the service plan each of
 /// its director nodes runs, and its status.
@@ -22,6 +23,8 @@ pub struct FrontendPlan {
     /// Director node → its service plan (one shared `Arc` unless
     /// externalTrafficPolicy Local makes them differ).
     pub per_node: BTreeMap<Arc<str>, Arc<ServicePlan>>,
+    /// Nodes the object selects that have no agent present, and why.
+    pub absent: Vec<(Arc<str>, String)>,
     pub accepted: Cond,
     pub ready: Cond,
     pub backends: Option<(usize, usize)>,
@@ -33,7 +36,10 @@ pub type ServiceIndex = HashMap<String, HashMap<String, Arc<Service>>>;
 pub struct Context<'a> {
     pub endpoints: &'a EndpointIndex,
     pub services: &'a ServiceIndex,
+    /// Director candidates: usable nodes with a present agent.
     pub nodes: &'a [NodeInfo],
+    /// Usable nodes without one, and why.
+    pub absent: &'a [(NodeInfo, Arc<str>)],
 }
 
 /// Problems the user must fix in the object (vs. capacity problems).
@@ -74,6 +80,7 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> FrontendP
     let mut out = FrontendPlan {
         addresses: alloc.addresses.clone(),
         per_node: BTreeMap::new(),
+        absent: Vec::new(),
         accepted: Cond::new(CondStatus::True, "Accepted", "spec is valid"),
         ready: Cond::new(CondStatus::False, "Pending", ""),
         backends: None,
@@ -181,6 +188,12 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> FrontendP
     }
 
     let candidates: Vec<&NodeInfo> = selected(ctx.nodes, &f.node_selector).collect();
+    out.absent = ctx
+        .absent
+        .iter()
+        .filter(|(n, _)| map_matches(&f.node_selector, &n.labels))
+        .map(|(n, why)| (n.name.clone(), why.to_string()))
+        .collect();
     let plan_for = |keep: &dyn Fn(&Endpoint<'_>) -> bool| -> ServicePlan {
         ServicePlan {
             vips: out.addresses.clone(),
@@ -232,7 +245,21 @@ pub fn resolve(f: &Frontend, alloc: &Allocation, ctx: &Context<'_>) -> FrontendP
         .filter(|(_, eps)| !eps.iter().any(|w| w.endpoint.ready))
         .map(|(i, _)| format!("{}/{}", f.ports[*i].port, f.ports[*i].protocol))
         .collect();
-    out.ready = if out.per_node.is_empty() {
+    out.ready = if out.per_node.is_empty() && !out.absent.is_empty() {
+        let nodes: Vec<String> = out
+            .absent
+            .iter()
+            .map(|(node, why)| format!("{node}: {why}"))
+            .collect();
+        Cond::new(
+            CondStatus::False,
+            "NoAgent",
+            format!(
+                "no director node has a Ballast agent connected ({})",
+                nodes.join("; ")
+            ),
+        )
+    } else if out.per_node.is_empty() {
         let why = if f.local_only {
             "externalTrafficPolicy Local: no usable node has a ready local endpoint"
         } else if f.node_selector.is_empty() {

@@ -22,7 +22,7 @@ fn svc_key(name: &str) -> ObjectKey {
 }
 
 /// Two ready nodes, one public pool of four addresses.
-fn world() -> Observed {
+pub(super) fn world() -> Observed {
     Observed {
         nodes: vec![
             node("node-a", true, json!({})),

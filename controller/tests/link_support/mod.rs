@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ballast_controller::fixtures::tcp80_service_plan;
+use ballast_controller::k8s::run::{Handle, Options, start};
 use ballast_controller::link::server::ServeError;
 use ballast_controller::link::tls::TlsFiles;
 use ballast_controller::link::{AgentReports, LinkInputs, Security};
+use ballast_controller::metrics::Metrics;
 use ballast_controller::object_key::{Kind, ObjectKey};
 use ballast_controller::plan::{NodePlan, Plan, ServicePlan};
 use ballast_proto::v1::node_sync_client::NodeSyncClient;
@@ -59,6 +61,8 @@ pub struct Harness {
     pub plans: watch::Sender<Option<Arc<Plan>>>,
     pub leader: watch::Sender<bool>,
     pub leader_name: watch::Sender<Option<String>>,
+    /// Starts true: these tests are about a leader that knows its agents.
+    pub settled: watch::Sender<bool>,
     pub reports: AgentReports,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
@@ -73,6 +77,7 @@ impl Harness {
         let (plans, plans_rx) = watch::channel(plan.map(Arc::new));
         let (leader, leader_rx) = watch::channel(leading);
         let (leader_name, leader_name_rx) = watch::channel(None);
+        let (settled, settled_rx) = watch::channel(true);
         let reports = AgentReports::new();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(ballast_controller::link::serve(
@@ -82,6 +87,7 @@ impl Harness {
                 plans: plans_rx,
                 leader: leader_rx,
                 leader_name: leader_name_rx,
+                settled: settled_rx,
             },
             reports.clone(),
             async {
@@ -93,6 +99,7 @@ impl Harness {
             plans,
             leader,
             leader_name,
+            settled,
             reports,
             stop: Some(stop),
             task,
@@ -107,6 +114,50 @@ impl Harness {
     pub async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().unwrap();
+    }
+}
+
+/// The real controller loop on `client` with its link server on
+/// 127.0.0.1, sharing one `AgentReports`, as `ballast-controller run`
+/// wires them.
+pub struct LinkedController {
+    pub handle: Handle,
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    link: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl LinkedController {
+    pub async fn start(client: kube::Client, options: Options, security: Security) -> Self {
+        let reports = AgentReports::new();
+        let handle = start(client, options, Arc::new(Metrics::new()), reports.clone())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let link = tokio::spawn(ballast_controller::link::serve(
+            listener,
+            security,
+            handle.link_inputs(),
+            reports,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        LinkedController {
+            handle,
+            addr,
+            stop,
+            link,
+        }
+    }
+
+    /// Stops the link (agents hear UNAVAILABLE) and then the controller.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.link.await.unwrap().unwrap();
+        self.handle.shutdown().await;
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ballast_api::{AddressPool, VirtualServer};
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::Options;
+use ballast_controller::link::AgentReports;
 use ballast_controller::plan::PlanOptions;
 use ballast_fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -31,7 +32,25 @@ pub fn options_with_lease(identity: &str, duration: Duration, retry_period: Dura
         retry_period,
         debounce: Duration::from_millis(20),
         resync: Duration::from_secs(1),
+        agent_grace: Duration::from_secs(1),
     }
+}
+
+/// Reports in which each of `nodes` has an agent connected, for tests of
+/// the controller's API side, which run no link: their nodes direct, and a
+/// new leader settles at once.
+pub fn connected_agents(nodes: &[&str]) -> AgentReports {
+    let reports = AgentReports::new();
+    for node in nodes {
+        let hello = ballast_proto::v1::Hello {
+            node_name: node.to_string(),
+            agent_version: "test".into(),
+            applied_version: 0,
+            applied_hash: Vec::new(),
+        };
+        reports.hello(node, &hello);
+    }
+    reports
 }
 
 /// An API server with our CRDs installed.

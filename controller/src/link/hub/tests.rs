@@ -9,6 +9,7 @@ use tonic::Code;
 
 use super::*;
 use crate::fixtures::tcp80_service_plan;
+use crate::link::versions::NodeVersions;
 use crate::object_key::{Kind as ObjectKind, ObjectKey};
 use crate::plan::NodePlan;
 
@@ -42,6 +43,7 @@ fn fresh_hello() -> Hello {
 fn leading_hub() -> Hub {
     let hub = Hub::new(AgentReports::new());
     hub.set_leadership(true, None);
+    hub.set_settled(true);
     hub.apply_plan(&plan(&[1]));
     hub
 }
@@ -213,4 +215,115 @@ fn an_ack_of_a_version_never_sent_is_not_recorded() {
     hub.ack(&sid, &ack);
     assert_eq!(hub.reports.get(NODE).unwrap().applied_version, 0);
     assert!(drain(&mut rx).is_empty());
+}
+
+/// A leading hub that planned `plan(&[1])` but has not settled.
+fn settling_hub() -> Hub {
+    let hub = Hub::new(AgentReports::new());
+    hub.set_leadership(true, None);
+    hub.apply_plan(&plan(&[1]));
+    hub
+}
+
+/// The hash of what `plan(backends)` gives `NODE`.
+fn hash_of(backends: &[u8]) -> Vec<u8> {
+    let mut versions = NodeVersions::new();
+    versions.update_all(&plan(backends));
+    versions.content_hash(NODE).to_vec()
+}
+
+/// The kind of the one message queued.
+fn only_kind(out: &[Outbound]) -> &Kind {
+    match out {
+        [Ok(ControllerMessage { kind: Some(kind) })] => kind,
+        other => panic!("expected one message, got {other:?}"),
+    }
+}
+
+fn hello_holding(version: u64, backends: &[u8]) -> Hello {
+    Hello {
+        applied_version: version,
+        applied_hash: hash_of(backends),
+        ..fresh_hello()
+    }
+}
+
+#[test]
+fn while_unsettled_a_stream_is_accepted_and_sent_nothing_even_as_plans_change() {
+    let hub = settling_hub();
+    let (sid, mut rx, _) = hub.register(&hello_holding(7, &[1])).unwrap();
+    hub.apply_plan(&plan(&[1, 2]));
+    hub.apply_plan(&plan(&[3]));
+    hub.nack(
+        &sid,
+        &Nack {
+            version: 7,
+            applied_version: 7,
+            errors: vec![],
+            message: "no".into(),
+        },
+    );
+    assert!(drain(&mut rx).is_empty());
+    let report = hub.reports.get(NODE).unwrap();
+    assert!(report.connected, "its Hello is recorded");
+    assert_eq!(report.applied_version, 7);
+}
+
+#[test]
+fn at_settle_an_agent_holding_the_settled_plan_gets_nothing() {
+    let hub = settling_hub();
+    // A previous controller numbered this content 7; ours is at 1.
+    let (_, mut rx, _) = hub.register(&hello_holding(7, &[1])).unwrap();
+    hub.set_settled(true);
+    assert!(drain(&mut rx).is_empty());
+    // Its version was adopted: the next change is a delta on 7.
+    hub.apply_plan(&plan(&[1, 2]));
+    assert_eq!(kinds(&drain(&mut rx)), ["delta 7->8"]);
+}
+
+#[test]
+fn at_settle_an_agent_gets_what_its_hello_lacks_against_the_latest_plan() {
+    let hub = settling_hub();
+    let (_, mut behind, _) = hub.register(&hello_holding(7, &[1])).unwrap();
+    // The plan moved while unsettled (versions 2, 3): the agent holding the
+    // old content gets the whole new state, numbered past its version.
+    hub.apply_plan(&plan(&[1, 2]));
+    hub.apply_plan(&plan(&[2]));
+    hub.set_settled(true);
+    let out = drain(&mut behind);
+    assert_eq!(kinds(&out), ["snapshot 8"]);
+    let Kind::Snapshot(state) = only_kind(&out) else {
+        unreachable!()
+    };
+    assert_eq!(
+        ballast_proto::content_hash(state).to_vec(),
+        hash_of(&[2]),
+        "the latest plan's content"
+    );
+}
+
+#[test]
+fn at_settle_an_agent_with_the_content_at_a_lower_version_gets_an_empty_realigning_delta() {
+    let hub = settling_hub();
+    hub.apply_plan(&plan(&[1, 2]));
+    hub.apply_plan(&plan(&[1])); // version 3, same content as version 1
+    let (_, mut rx, _) = hub.register(&hello_holding(1, &[1])).unwrap();
+    hub.set_settled(true);
+    let out = drain(&mut rx);
+    assert_eq!(kinds(&out), ["delta 1->3"]);
+    let Kind::Delta(d) = only_kind(&out) else {
+        unreachable!()
+    };
+    assert!(ballast_proto::delta_is_empty(d), "{d:?}");
+}
+
+#[test]
+fn unsettling_ends_live_streams_so_they_are_held_on_reconnect() {
+    let hub = leading_hub();
+    let (_, mut rx, _) = hub.register(&fresh_hello()).unwrap();
+    hub.set_settled(false);
+    assert_eq!(kinds(&drain(&mut rx)), ["snapshot 1", "Unavailable"]);
+    assert!(!hub.reports.get(NODE).unwrap().connected);
+    let (_, mut again, _) = hub.register(&fresh_hello()).unwrap();
+    assert!(drain(&mut again).is_empty());
 }
