@@ -144,6 +144,12 @@ enum Cmd {
         /// How often the agent reports usage and health to the controller.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         heartbeat: Duration,
+        /// Longest pause between two dials of the controller (exponential
+        /// backoff from 250ms with full jitter). Keep it well under the
+        /// controller's --agent-grace (10s), or a restarted controller may
+        /// give this node's duties away before the agent is back.
+        #[arg(long, default_value = "4s", value_parser = parse_duration)]
+        reconnect_max: Duration,
     },
     /// Detach the data plane from an interface and remove its pinned maps
     /// (run it in the interface's network namespace; refused while an agent runs on it).
@@ -315,6 +321,7 @@ fn main() -> anyhow::Result<()> {
             toa_mss,
             sweep_interval,
             heartbeat,
+            reconnect_max,
         } => {
             // One crypto provider, chosen here: with two in the dependency
             // tree rustls would panic at the first handshake.
@@ -348,7 +355,7 @@ fn main() -> anyhow::Result<()> {
                 toa_mss,
                 sweep_interval,
                 heartbeat,
-                backoff: (Duration::from_millis(250), Duration::from_secs(10)),
+                backoff: (Duration::from_millis(250).min(reconnect_max), reconnect_max),
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -25,7 +25,7 @@ use ballast_api::{AddressPool, VirtualServer};
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{Handle, Options, start};
 use ballast_controller::link::tls::TlsFiles;
-use ballast_controller::link::{AgentReports, LinkInputs, Security};
+use ballast_controller::link::{AgentReports, Security};
 use ballast_controller::metrics::Metrics;
 use ballast_controller::plan::PlanOptions;
 use ballast_fake_apiserver::FakeApiServer;
@@ -47,6 +47,9 @@ pub const LINK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 pub const LINK_PORTS: [u16; 2] = [9443, 9444];
 pub const NODES: [&str; 2] = ["node-a", "node-b"];
 pub const BACKEND_PORT: u16 = 8080;
+/// How long an agent that went away keeps its node's duties, and how long a
+/// new leader waits for agents to reconnect (`--agent-grace`).
+pub const AGENT_GRACE: Duration = Duration::from_secs(5);
 /// How long a cluster-wide change may take to show on the wire.
 pub const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -111,6 +114,7 @@ impl Cluster {
         });
         let work = WorkDir::new(&format!("cluster-{prefix}"));
         let ca = Ca::new("ballast cluster test CA");
+        write(work.file("ca.crt"), &ca.pem());
         let c = Cluster {
             rt,
             tb,
@@ -230,14 +234,21 @@ impl Cluster {
             .expect("some VIP lands on each node")
     }
 
-    /// The server files of the controller's certificate.
+    /// The controller's certificate files, written once: a replica's link
+    /// server re-reads them when they change, and a rewrite under its
+    /// feet would be a rotation.
     fn server_files(&self) -> TlsFiles {
-        let leaf = self.ca.server();
-        TlsFiles {
-            cert: write(self.work.file("controller.crt"), &leaf.cert),
-            key: write(self.work.file("controller.key"), &leaf.key),
-            client_ca: write(self.work.file("ca.crt"), &self.ca.pem()),
+        let files = TlsFiles {
+            cert: self.work.file("controller.crt"),
+            key: self.work.file("controller.key"),
+            client_ca: self.work.file("ca.crt"),
+        };
+        if !files.cert.exists() {
+            let leaf = self.ca.server();
+            write(files.key.clone(), &leaf.key);
+            write(files.cert.clone(), &leaf.cert);
         }
+        files
     }
 
     /// Starts controller replica `identity`: planning and leader election on
@@ -258,6 +269,7 @@ impl Cluster {
             retry_period: Duration::from_millis(300),
             debounce: Duration::from_millis(20),
             resync: Duration::from_secs(2),
+            agent_grace: AGENT_GRACE,
         };
         let sw = self.tb.switch_ns().to_string();
         let std_listener = in_netns(&sw, move || std::net::TcpListener::bind((LINK_ADDR, port)))
@@ -268,15 +280,11 @@ impl Cluster {
         let (link_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (handle, link) = self.rt.block_on(async {
             ballast_controller::link::tls::install_crypto_provider();
-            let handle = start(client, options, Arc::new(Metrics::new()))
+            let handle = start(client, options, Arc::new(Metrics::new()), reports.clone())
                 .await
                 .expect("starting the controller");
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            let inputs = LinkInputs {
-                plans: handle.plans.clone(),
-                leader: handle.leader.clone(),
-                leader_name: handle.leader_name.clone(),
-            };
+            let inputs = handle.link_inputs();
             let served = ballast_controller::link::serve(
                 listener,
                 Security::Mtls(files),
@@ -303,15 +311,26 @@ impl Cluster {
     }
 
     /// Stops replica `i` (its link server, then its planning and lease).
+    #[track_caller]
     pub fn stop_controller(&mut self, i: usize) {
+        if let Err(e) = self.try_stop_controller(i) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_stop_controller(&mut self, i: usize) -> Result<(), String> {
         let c = &mut self.controllers[i];
-        let _ = c.link_stop.take().expect("running").send(());
-        let link = c.link.take().unwrap();
-        let handle = c.handle.take().unwrap();
+        let (Some(stop), Some(link), Some(handle)) =
+            (c.link_stop.take(), c.link.take(), c.handle.take())
+        else {
+            return Err(format!("controller {i} is not running"));
+        };
+        let _ = stop.send(());
         self.rt.block_on(async {
-            link.await.expect("link server task");
+            let served = link.await;
             handle.shutdown().await;
-        });
+            served.map_err(|e| format!("link server task: {e}"))
+        })
     }
 
     /// Starts node `i`'s agent (`ballast-agent node`) in its namespace; its
@@ -321,10 +340,10 @@ impl Cluster {
         let leaf = self.ca.agent(node);
         let cert = write(self.work.file(&format!("{node}.crt")), &leaf.cert);
         let key = write(self.work.file(&format!("{node}.key")), &leaf.key);
-        let ca = write(self.work.file("ca.crt"), &self.ca.pem());
+        let ca = self.work.file("ca.crt");
         let pins = match self.agents[i].take() {
             Some(old) => old.pins,
-            None => PinRoot::new(&format!("cluster-{node}")),
+            None => PinRoot::new(&format!("{}-{node}", self.tb.prefix())),
         };
         let controller = LINK_PORTS
             .map(|p| format!("https://{LINK_ADDR}:{p}"))
@@ -347,6 +366,8 @@ impl Cluster {
             "eth0",
             "--heartbeat",
             "300ms",
+            "--reconnect-max",
+            "500ms",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -464,7 +485,8 @@ impl Drop for Cluster {
         self.agents.clear();
         for i in 0..self.controllers.len() {
             if self.controllers[i].handle.is_some() {
-                self.stop_controller(i);
+                // Never panic here: a failing test is already unwinding.
+                let _ = self.try_stop_controller(i);
             }
         }
         // Detach XDP before the namespaces go (their deletion would do it
