@@ -146,7 +146,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         resync: Duration::from_secs(60),
     };
     let metrics = Arc::new(Metrics::new());
-    let handle = match start(client, options, metrics.clone()).await {
+    // One record of what agents report: the link server writes it; metrics
+    // and the status writer read it.
+    let reports = AgentReports::new();
+    let handle = match start(client, options, metrics.clone(), reports.clone()).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("ballast-controller: {e}");
@@ -165,7 +168,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the agent link address {}", args.link.link_addr))?;
     let (link_stop_tx, link_stop) = tokio::sync::oneshot::channel::<()>();
-    let reports = AgentReports::new();
     tokio::spawn(ballast_controller::metrics::export_agents(
         metrics.clone(),
         reports.clone(),
@@ -178,7 +180,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             leader: handle.leader.clone(),
             leader_name: handle.leader_name.clone(),
         },
-        // Exported as metrics; read by status and planning in the next slice.
         reports.clone(),
         async {
             let _ = link_stop.await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ballast_controller::k8s::crd_check::CrdCheckError;
 use ballast_controller::k8s::run::{Handle, Options, start};
+use ballast_controller::link::AgentReports;
 use ballast_controller::metrics::Metrics;
 use ballast_fake_apiserver::FakeApiServer;
 use kube::Client;
@@ -34,9 +35,14 @@ async fn populate(c: &Client) {
 
 async fn controller(s: &FakeApiServer, identity: &str) -> (Handle, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let h = start(s.client(), options(identity), metrics.clone())
-        .await
-        .expect("controller starts");
+    let h = start(
+        s.client(),
+        options(identity),
+        metrics.clone(),
+        AgentReports::new(),
+    )
+    .await
+    .expect("controller starts");
     (h, metrics)
 }
 
@@ -70,7 +76,14 @@ async fn wait_condition(s: &FakeApiServer, name: &str, type_: &str, want: &str) 
 #[tokio::test]
 async fn missing_crds_stop_the_controller_with_a_clear_error() {
     let s = FakeApiServer::start().await;
-    let err = match start(s.client(), options("a"), Arc::new(Metrics::new())).await {
+    let err = match start(
+        s.client(),
+        options("a"),
+        Arc::new(Metrics::new()),
+        AgentReports::new(),
+    )
+    .await
+    {
         Ok(_) => panic!("started without CRDs"),
         Err(e) => e,
     };
@@ -91,9 +104,21 @@ async fn allocates_writes_status_and_survives_restart() {
     let api_addr = api["addresses"].clone();
     assert_ne!(web_addr, api_addr);
     assert_eq!(condition(&web, "Accepted").unwrap()["reason"], "Accepted");
-    assert_eq!(condition(&web, "Programmed").unwrap()["status"], "Unknown");
+    // No agent is connected in this test: nothing is programmed, and the
+    // node's line says why.
+    let programmed = condition(&web, "Programmed").unwrap();
+    assert_eq!(
+        (&programmed["status"], &programmed["reason"]),
+        (&json!("False"), &json!("Pending"))
+    );
+    assert_eq!(web["programmedNodes"], "0/1");
     assert_eq!(web["backends"]["summary"], "1/1");
     assert_eq!(web["nodes"][0]["name"], "node-a");
+    assert_eq!(web["nodes"][0]["programmed"], false);
+    assert_eq!(
+        web["nodes"][0]["message"],
+        "no agent on this node has connected to the controller"
+    );
     let pool_status = eventually("pool status", || async {
         let p = s.object("ballast.dev/v1alpha1", "addresspools", None, "public")?;
         (p["status"]["allocated"] == 2).then(|| p["status"].clone())
@@ -388,9 +413,14 @@ async fn health_readiness_and_metrics_endpoints() {
     let c = s.client();
     populate(&c).await;
     apply(&c, vs("web", static_spec(80))).await;
-    let h = start(s.client(), options("a"), metrics.clone())
-        .await
-        .unwrap();
+    let h = start(
+        s.client(),
+        options("a"),
+        metrics.clone(),
+        AgentReports::new(),
+    )
+    .await
+    .unwrap();
     wait_condition(&s, "web", "Ready", "True").await;
     let body = eventually("pool gauge", || async {
         let body = http_get(addr, "/metrics").await;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_controller::k8s::run::{Handle, Options, start};
+use ballast_controller::link::AgentReports;
 use ballast_controller::metrics::Metrics;
 use ballast_fake_apiserver::FakeApiServer;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -22,7 +23,7 @@ const LEASE: &str = "ballast-controller";
 
 async fn controller(s: &FakeApiServer, options: Options) -> (Handle, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let h = start(s.client(), options, metrics.clone())
+    let h = start(s.client(), options, metrics.clone(), AgentReports::new())
         .await
         .expect("controller starts");
     (h, metrics)

@@ -5,18 +5,15 @@
 mod link_support;
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_controller::k8s::run::start;
-use ballast_controller::link::{LinkInputs, Security};
-use ballast_controller::metrics::Metrics;
+use ballast_controller::link::Security;
 use ballast_proto::apply_delta;
 use ballast_proto::v1::{ObjectKind, controller_message::Kind};
-use link_support::{Ca, channel, hello, next, open, scratch_dir, server_files};
-use serde_json::json;
-use support::{apply, options_with_lease, pool, ready_node, server, static_spec, vs};
-use tokio::sync::oneshot;
+use link_support::{Ca, LinkedController, channel, hello, next, open, scratch_dir, server_files};
+use support::{
+    apply, options_with_lease, pool, ready_node, server, static_spec, two_backends_spec, vs,
+};
 
 #[tokio::test]
 async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
@@ -26,28 +23,10 @@ async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
     apply(&c, pool(&["203.0.113.0/30"])).await;
     apply(&c, vs("web", static_spec(80))).await;
     let options = options_with_lease("a", Duration::from_secs(2), Duration::from_millis(200));
-    let handle = start(s.client(), options, Arc::new(Metrics::new()))
-        .await
-        .unwrap();
-
     let ca = Ca::new("ballast test CA");
     let files = server_files(&scratch_dir("controller"), &ca, &ca);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let link = tokio::spawn(ballast_controller::link::serve(
-        listener,
-        Security::Mtls(files),
-        LinkInputs {
-            plans: handle.plans.clone(),
-            leader: handle.leader.clone(),
-            leader_name: handle.leader_name.clone(),
-        },
-        ballast_controller::link::AgentReports::new(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let controller = LinkedController::start(s.client(), options, Security::Mtls(files)).await;
+    let addr = controller.addr;
 
     // The agent retries while the controller elects itself and plans, as
     // a real agent would.
@@ -71,15 +50,7 @@ async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
     assert_eq!(backends[0].address, vec![198, 51, 100, 11]);
 
     // A second backend through the API: one delta that upserts web.
-    apply(
-        &c,
-        vs(
-            "web",
-            json!({"ports": [{"port": 80}], "backends": {"static": [
-                {"address": "198.51.100.11"}, {"address": "198.51.100.12"}]}}),
-        ),
-    )
-    .await;
+    apply(&c, vs("web", two_backends_spec())).await;
     let Some(Kind::Delta(delta)) = next(&mut agent).await.unwrap().kind else {
         panic!("expected a delta");
     };
@@ -88,7 +59,5 @@ async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
     apply_delta(&mut held, &delta).unwrap();
     assert_eq!(held.services[0].ports[0].backends.len(), 2);
 
-    let _ = stop.send(());
-    link.await.unwrap().unwrap();
-    handle.shutdown().await;
+    controller.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! The controller loop: reflectors feed the pure planner; the leader writes
-//! the resulting statuses. Every replica plans (so a new leader has a warm
-//! plan); only the leader writes.
+//! the resulting statuses, with what the agents report having programmed.
+//! Every replica plans (so a new leader has a warm plan); only the leader
+//! writes. An agent's ack or nack arrives after the plan that caused it, so
+//! a change in the reports rewrites status without replanning.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +14,10 @@ use tokio::task::JoinSet;
 
 use super::crd_check;
 use super::leader::{LeaderElector, LeaseConfig};
+use super::programmed::FactsStamp;
 use super::stores::Stores;
 use super::writer::{FIELD_MANAGER, Writer};
+use crate::link::AgentReports;
 use crate::metrics::Metrics;
 use crate::plan::{CondStatus, Plan, PlanOptions, plan};
 
@@ -51,11 +55,14 @@ impl Handle {
     }
 }
 
-/// Checks the CRDs, then starts everything in the background.
+/// Checks the CRDs, then starts everything in the background. `reports`
+/// is what the link server records from agents (the same handle passed to
+/// `link::serve`).
 pub async fn start(
     client: Client,
     options: Options,
     metrics: Arc<Metrics>,
+    reports: AgentReports,
 ) -> Result<Handle, crd_check::CrdCheckError> {
     crd_check::check(client.clone()).await?;
     let (plan_tx, plans) = watch::channel(None);
@@ -67,6 +74,7 @@ pub async fn start(
         client,
         options,
         metrics,
+        reports,
         plan_tx,
         (leader_tx, leader_name_tx),
         ready_tx,
@@ -86,10 +94,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+#[allow(clippy::too_many_arguments)] // one per input and output channel
 async fn run(
     client: Client,
     options: Options,
     metrics: Arc<Metrics>,
+    reports: AgentReports,
     plan_tx: watch::Sender<Option<Arc<Plan>>>,
     (leader_tx, leader_name_tx): (watch::Sender<bool>, watch::Sender<Option<String>>),
     ready_tx: watch::Sender<bool>,
@@ -124,27 +134,53 @@ async fn run(
     let _ = ready_tx.send(true);
     tracing::info!("caches synced; planning");
     let mut pool_series = PoolSeries::default();
+    let mut report_changes = reports.changes();
+    // A deadline, not a sleep per turn: reports change every heartbeat and
+    // would otherwise postpone the periodic replan forever.
+    let mut next_resync = tokio::time::Instant::now();
+    let mut planned: Option<Arc<Plan>> = None;
+    // What the last write pass read of the reports, while leading.
+    let mut written: Option<FactsStamp> = None;
 
     loop {
-        tokio::select! {
-            _ = changed.notified() => {}
-            _ = tokio::time::sleep(options.resync) => {}
+        let replan = tokio::select! {
+            _ = changed.notified() => true,
+            _ = tokio::time::sleep_until(next_resync) => true,
+            // Never closes: `reports` holds the sender.
+            _ = report_changes.changed() => false,
             _ = stopped(&mut stop) => break,
-        }
+        };
         tokio::time::sleep(options.debounce).await;
         let started = Instant::now();
-        let planned = Arc::new(plan(&stores.observed(), options.plan));
-        metrics.reconciles.inc();
-        record_plan_metrics(&metrics, &planned, &mut pool_series);
-        plan_tx.send_replace(Some(planned.clone()));
-        if *leading.borrow() {
-            let report = writer.write(&planned, &stores).await;
-            metrics.status_writes.inc_by(report.writes);
-            metrics.reconcile_errors.inc_by(report.errors);
+        let current = match planned.clone() {
+            Some(p) if !replan => p,
+            _ => {
+                let p = Arc::new(plan(&stores.observed(), options.plan));
+                next_resync = tokio::time::Instant::now() + options.resync;
+                metrics.reconciles.inc();
+                record_plan_metrics(&metrics, &p, &mut pool_series);
+                plan_tx.send_replace(Some(p.clone()));
+                planned = Some(p.clone());
+                p
+            }
+        };
+        if !*leading.borrow() {
+            written = None;
+        } else {
+            let facts = reports.facts();
+            let stamp = FactsStamp::of(&facts);
+            if replan || written.as_ref() != Some(&stamp) {
+                let report = writer.write(&current, &stores, &facts).await;
+                metrics.status_writes.inc_by(report.writes);
+                metrics.reconcile_errors.inc_by(report.errors);
+                written = Some(stamp);
+            }
         }
-        metrics
-            .reconcile_duration
-            .observe(started.elapsed().as_secs_f64());
+        if replan {
+            metrics
+                .reconcile_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
     }
     let _ = election.await;
     tasks.shutdown().await;

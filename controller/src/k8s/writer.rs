@@ -1,5 +1,6 @@
-//! Writes planned statuses (server-side apply, one field manager) and
-//! records Events. Only the leader calls this.
+//! Writes planned statuses, with what the agents programmed (server-side
+//! apply, one field manager), and records Events. Only the leader calls
+//! this.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceStatus};
@@ -11,11 +12,13 @@ use kube::{Client, Resource};
 
 use ballast_api::{AddressPool, VirtualServer};
 
+use super::programmed;
 use super::status::{
     EventNote, apply_body, events, pool_status, service_status, service_status_current,
     virtual_server_status,
 };
 use super::stores::Stores;
+use crate::link::LinkFacts;
 use crate::object_key::{Kind, ObjectKey};
 use crate::plan::Plan;
 
@@ -51,9 +54,9 @@ impl Writer {
     /// [`CONCURRENT_WRITES`] at a time: the first pass after a leader change
     /// may touch every object, and 10k sequential round trips would hold
     /// status back for minutes.
-    pub async fn write(&self, plan: &Plan, stores: &Stores) -> WriteReport {
+    pub async fn write(&self, plan: &Plan, stores: &Stores, facts: &LinkFacts) -> WriteReport {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let pending = pending_writes(plan, stores, &now);
+        let pending = pending_writes(plan, stores, facts, &now);
         let writes = pending.len() as u64;
         let errors = futures::stream::iter(pending)
             .map(|w| self.apply(w))
@@ -150,16 +153,22 @@ impl PendingWrite {
 
 /// The statuses in `plan` that differ from the stores' copies. Objects the
 /// stores no longer hold are skipped: they were deleted since planning.
-fn pending_writes(plan: &Plan, stores: &Stores, now: &Time) -> Vec<PendingWrite> {
+fn pending_writes(
+    plan: &Plan,
+    stores: &Stores,
+    facts: &LinkFacts,
+    now: &Time,
+) -> Vec<PendingWrite> {
     let mut out = Vec::new();
     for (key, planned) in &plan.statuses {
+        let verdict = programmed::of(key, planned, plan, facts);
         match key.kind {
             Kind::VirtualServer => {
                 let id = ObjectRef::<VirtualServer>::new(&key.name).within(&key.namespace);
                 let Some(current) = stores.virtual_servers.get(&id) else {
                     continue;
                 };
-                let desired = virtual_server_status(planned, &current, now);
+                let desired = virtual_server_status(planned, &verdict, &current, now);
                 if current.status.as_ref() == Some(&desired) {
                     continue;
                 }
@@ -184,7 +193,7 @@ fn pending_writes(plan: &Plan, stores: &Stores, now: &Time) -> Vec<PendingWrite>
                 let Some(current) = stores.services.get(&id) else {
                     continue;
                 };
-                let desired = service_status(planned, &current, now);
+                let desired = service_status(planned, &verdict, &current, now);
                 if service_status_current(&desired, &current) {
                     continue;
                 }

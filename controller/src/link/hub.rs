@@ -10,7 +10,7 @@
 //! costs at most one snapshot instead of unbounded memory here.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ballast_proto::v1::{self, ControllerMessage, controller_message::Kind};
 use tokio::sync::{mpsc, oneshot};
@@ -79,14 +79,19 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new plan: stamp versions and send each connected node its delta.
-    pub(crate) fn apply_plan(&self, plan: &Plan) {
+    /// A new plan: stamp versions, publish what each node is sent, and send
+    /// each connected node its delta.
+    pub(crate) fn apply_plan(&self, plan: &Arc<Plan>) {
         let mut st = self.lock();
         st.planned = true;
         let deltas = st.versions.update_all(plan);
         let State {
             versions, streams, ..
         } = &mut *st;
+        self.reports.sent(
+            Some(plan),
+            deltas.keys().map(|n| (n.clone(), versions.since(n))),
+        );
         for (node, delta) in deltas {
             let Some(stream) = streams.get_mut(&node) else {
                 continue;
@@ -171,6 +176,8 @@ impl Hub {
         let first = st
             .versions
             .resync(&node, hello.applied_version, &hello.applied_hash);
+        self.reports
+            .sent(None, [(node.clone(), st.versions.since(&node))]);
         if let Some(kind) = first.and_then(|m| m.kind) {
             send(&mut stream, kind);
         }
@@ -202,6 +209,8 @@ impl Hub {
             .versions
             .resync(&sid.node, ack.version, &ack.content_hash);
         if let Some(kind) = fix.and_then(|m| m.kind) {
+            self.reports
+                .sent(None, [(sid.node.clone(), st.versions.since(&sid.node))]);
             tracing::warn!(node = %sid.node, version = ack.version, "agent's content hash differs from ours; sending the full state");
             self.send_or_drop(&mut st, &sid.node, kind);
         }

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ballast_controller::fixtures::tcp80_service_plan;
+use ballast_controller::k8s::run::{Handle, Options, start};
 use ballast_controller::link::server::ServeError;
 use ballast_controller::link::tls::TlsFiles;
 use ballast_controller::link::{AgentReports, LinkInputs, Security};
+use ballast_controller::metrics::Metrics;
 use ballast_controller::object_key::{Kind, ObjectKey};
 use ballast_controller::plan::{NodePlan, Plan, ServicePlan};
 use ballast_proto::v1::node_sync_client::NodeSyncClient;
@@ -169,6 +171,53 @@ impl Harness {
     pub async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().unwrap();
+    }
+}
+
+/// The real controller loop with a link server beside it, sharing one
+/// [`AgentReports`] as `main.rs` wires them.
+pub struct LinkedController {
+    pub handle: Handle,
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    link: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl LinkedController {
+    pub async fn start(client: kube::Client, options: Options, security: Security) -> Self {
+        let reports = AgentReports::new();
+        let handle = start(client, options, Arc::new(Metrics::new()), reports.clone())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let link = tokio::spawn(ballast_controller::link::serve(
+            listener,
+            security,
+            LinkInputs {
+                plans: handle.plans.clone(),
+                leader: handle.leader.clone(),
+                leader_name: handle.leader_name.clone(),
+            },
+            reports,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        LinkedController {
+            handle,
+            addr,
+            stop,
+            link,
+        }
+    }
+
+    /// Stops the link (checking it returns cleanly), then the controller.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.link.await.unwrap().unwrap();
+        self.handle.shutdown().await;
     }
 }
 
