@@ -2,8 +2,9 @@
 //! loop, the link server and a real kube client against the fake API
 //! server: a fake agent acks, and the VirtualServer and the Service it
 //! serves say Programmed; an edit of the Service leaves the VirtualServer's
-//! verdict alone; a nack naming the VirtualServer surfaces the agent's
-//! reason in its status and in a Warning Event.
+//! verdict alone; a controller restart rewrites nothing before the agent
+//! reconnects; a nack naming the VirtualServer surfaces the agent's reason
+//! in its status and in a Warning Event.
 
 mod link_support;
 mod support;
@@ -59,6 +60,18 @@ fn condition(conditions: &Value, type_: &str) -> Option<Value> {
         .iter()
         .find(|c| c["type"] == type_)
         .cloned()
+}
+
+fn probe_programmed_nodes(s: &FakeApiServer) -> Option<String> {
+    let probe = s.object(
+        "ballast.dev/v1alpha1",
+        "virtualservers",
+        Some("default"),
+        "probe",
+    )?;
+    probe["status"]["programmedNodes"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The Service's `ballast.dev/Programmed` condition.
@@ -188,10 +201,56 @@ async fn acks_and_nacks_become_programmed_status_and_events() {
         "an edit of another object flipped web's Programmed"
     );
     ack(&agent, &held).await;
-    eventually("shop programmed again", || async {
+    let shop_before = eventually("shop programmed again", || async {
         shop_programmed(&s).filter(|c| c["status"] == "True")
     })
     .await;
+
+    // A controller restart: the new one writes status before the agent
+    // reconnects, and keeps what the stored status says of a node it has
+    // not heard from, so nothing flips (no status write, no Event).
+    controller.shutdown().await;
+    drop(agent);
+    s.clear_requests();
+    let options = options_with_lease("b", Duration::from_secs(2), Duration::from_millis(200));
+    let controller = LinkedController::start(s.client(), options, Security::Insecure).await;
+    // A new object proves a write pass ran: its status lands.
+    apply(&c, vs("probe", static_spec(81))).await;
+    eventually("the new controller writes probe's status", || async {
+        probe_programmed_nodes(&s)
+    })
+    .await;
+    let rewritten: Vec<String> = s
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method != "GET"
+                && (r.path.ends_with("/web/status") || r.path.ends_with("/shop/status"))
+        })
+        .map(|r| r.path)
+        .collect();
+    assert!(rewritten.is_empty(), "rewrote {rewritten:?}");
+    assert_eq!(shop_programmed(&s).unwrap(), shop_before);
+    // The agent reconnects with what it holds; the new controller's state
+    // (with probe) differs, so it gets the whole state, numbered past its own.
+    let ch = channel(controller.addr, None).await;
+    let mut agent = eventually("the new leader serves node-a", || async {
+        open(&ch, hello("node-a", held.version, &content_hash(&held)))
+            .await
+            .ok()
+    })
+    .await;
+    let Some(Kind::Snapshot(state)) = next(&mut agent).await.unwrap().kind else {
+        panic!("expected a snapshot after the restart");
+    };
+    assert!(state.version > held.version);
+    held = state;
+    ack(&agent, &held).await;
+    eventually("probe programmed", || async {
+        probe_programmed_nodes(&s).filter(|n| n == "1/1")
+    })
+    .await;
+    assert_eq!(web_status(&s).unwrap()["programmedNodes"], "1/1");
 
     // web gains a backend the agent refuses: a nack naming web.
     apply(&c, vs("web", two_backends_spec())).await;

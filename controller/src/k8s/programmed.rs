@@ -10,6 +10,13 @@
 //! version (its `message`) and still holds none with the object's current
 //! service; a partial apply (a nack at the applied version whose errors
 //! name other objects) leaves this object programmed.
+//!
+//! A node whose agent this controller has not heard from at all keeps what
+//! the stored status says of it (programmed at this generation, or not): a
+//! restarted or newly elected controller writes status before agents
+//! reconnect, and must not flip every object to Pending and back (with an
+//! Event each) when nothing changed on the wire. A node that stays unheard
+//! stops being a director after the agents' grace period.
 
 use std::sync::Arc;
 
@@ -25,8 +32,11 @@ use crate::plan::{Cond, CondStatus, ObjectStatus, Plan, ServicePlan};
 pub struct NodeFacts<'a> {
     pub node: &'a str,
     pub announcing: bool,
-    /// `None`: no agent of this node has ever reported.
+    /// `None`: no agent of this node has reported to this controller.
     pub agent: Option<AgentFacts<'a>>,
+    /// The node's applied version when the stored status says it programmed
+    /// the object's current generation (read only while `agent` is `None`).
+    pub stored: Option<u64>,
     /// The version since which the node's state holds this object's current
     /// service; `None` while the link has not stamped it (it plans apart
     /// from the status writer, and may be a plan behind).
@@ -88,6 +98,9 @@ enum Verdict {
 
 fn verdict(key: &ObjectKey, n: &NodeFacts) -> Verdict {
     let Some(agent) = n.agent else {
+        if n.stored.is_some() {
+            return Verdict::Programmed;
+        }
         return Verdict::Waiting("no agent on this node has connected to the controller".into());
     };
     let Some(since) = n.since else {
@@ -173,7 +186,7 @@ pub fn programmed(key: &ObjectKey, generation: Option<i64>, directors: &[NodeFac
             node: n.node.to_string(),
             announcing: n.announcing,
             programmed,
-            applied_version: n.agent.map_or(0, |a| a.applied_version),
+            applied_version: n.agent.map_or(n.stored.unwrap_or(0), |a| a.applied_version),
             message,
         });
     }
@@ -207,9 +220,16 @@ pub fn programmed(key: &ObjectKey, generation: Option<i64>, directors: &[NodeFac
 }
 
 /// [`programmed`] for a planned object, with each director's facts read
-/// from `facts`. An object the planner did not accept keeps the planner's
-/// verdict (nothing is sent for it).
-pub fn of(key: &ObjectKey, planned: &ObjectStatus, plan: &Plan, facts: &LinkFacts) -> Programmed {
+/// from `facts`, and `stored` saying, per node, what the stored status
+/// says it applied (see [`NodeFacts::stored`]). An object the planner did
+/// not accept keeps the planner's verdict (nothing is sent for it).
+pub fn of(
+    key: &ObjectKey,
+    planned: &ObjectStatus,
+    plan: &Plan,
+    facts: &LinkFacts,
+    stored: impl Fn(&str) -> Option<u64>,
+) -> Programmed {
     if planned.accepted.status != CondStatus::True {
         return Programmed {
             cond: planned.programmed.clone(),
@@ -224,6 +244,7 @@ pub fn of(key: &ObjectKey, planned: &ObjectStatus, plan: &Plan, facts: &LinkFact
             node: &d.node,
             announcing: d.announcing,
             agent: facts.reports.get(&*d.node).map(AgentFacts::from),
+            stored: stored(&d.node),
             since: since(key, &d.node, plan, facts),
         })
         .collect();

@@ -14,8 +14,8 @@ use ballast_api::{AddressPool, VirtualServer};
 
 use super::programmed;
 use super::status::{
-    EventNote, apply_body, events, pool_status, service_status, service_status_current,
-    virtual_server_status,
+    EventNote, SERVICE_CONDITION_PREFIX, apply_body, events, pool_status, service_status,
+    service_status_current, virtual_server_status,
 };
 use super::stores::Stores;
 use crate::link::LinkFacts;
@@ -161,13 +161,20 @@ fn pending_writes(
 ) -> Vec<PendingWrite> {
     let mut out = Vec::new();
     for (key, planned) in &plan.statuses {
-        let verdict = programmed::of(key, planned, plan, facts);
         match key.kind {
             Kind::VirtualServer => {
                 let id = ObjectRef::<VirtualServer>::new(&key.name).within(&key.namespace);
                 let Some(current) = stores.virtual_servers.get(&id) else {
                     continue;
                 };
+                // A node line that says this generation is programmed.
+                let stored = |node: &str| {
+                    let nodes = &current.status.as_ref()?.nodes;
+                    let line = nodes.iter().find(|n| n.name == node)?;
+                    (line.programmed && line.generation == planned.generation)
+                        .then_some(line.applied_version)
+                };
+                let verdict = programmed::of(key, planned, plan, facts, stored);
                 let desired = virtual_server_status(planned, &verdict, &current, now);
                 if current.status.as_ref() == Some(&desired) {
                     continue;
@@ -193,6 +200,20 @@ fn pending_writes(
                 let Some(current) = stores.services.get(&id) else {
                     continue;
                 };
+                // A Service has no node lines: its condition, True at this
+                // generation, vouches for every node.
+                let kept = current
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| {
+                        c.type_ == format!("{SERVICE_CONDITION_PREFIX}Programmed")
+                            && c.status == "True"
+                            && c.observed_generation == planned.generation
+                    });
+                let verdict = programmed::of(key, planned, plan, facts, |_| kept.then_some(0));
                 let desired = service_status(planned, &verdict, &current, now);
                 if service_status_current(&desired, &current) {
                     continue;

@@ -54,6 +54,7 @@ fn node<'a>(name: &'a str, agent: Option<AgentFacts<'a>>, since: Option<u64>) ->
         node: name,
         announcing: name == "a",
         agent,
+        stored: None,
         since,
     }
 }
@@ -153,6 +154,28 @@ const CASES: &[Case] = &[
         nodes: |_| vec![node("a", None, Some(5))],
         cond: (CondStatus::False, "Pending", "0/1"),
         expect: &[("a", false, "no agent on this node has connected")],
+    },
+    Case {
+        desc: "not heard from by this controller, stored as programmed at this generation: kept",
+        nodes: |_| {
+            vec![NodeFacts {
+                stored: Some(6),
+                ..node("a", None, None)
+            }]
+        },
+        cond: (CondStatus::True, "Programmed", "1/1"),
+        expect: &[("a", true, "")],
+    },
+    Case {
+        desc: "heard from: the stored status no longer counts",
+        nodes: |_| {
+            vec![NodeFacts {
+                stored: Some(6),
+                ..node("a", agent(4, None), Some(5))
+            }]
+        },
+        cond: (CondStatus::False, "Pending", "0/1"),
+        expect: &[("a", false, "applied version 4")],
     },
     Case {
         desc: "the link has not stamped this service yet: pending even if the agent is far ahead",
@@ -361,16 +384,16 @@ fn a_stamp_from_a_plan_that_sent_other_content_is_not_trusted() {
     };
     let status = &sent_plan.statuses[&web()];
     // The plan the link stamped: programmed.
-    let same = of(&web(), status, &sent_plan, &facts);
+    let same = of(&web(), status, &sent_plan, &facts, |_| None);
     assert_eq!(
         (same.cond.reason.as_str(), same.summary().as_str()),
         ("Programmed", "1/1")
     );
     // An equal plan planned again (other Arcs): still programmed.
-    let again = of(&web(), status, &plan(1), &facts);
+    let again = of(&web(), status, &plan(1), &facts, |_| None);
     assert_eq!(again.cond.reason, "Programmed");
     // The writer is a plan ahead of the link: the node was not sent it.
-    let ahead = of(&web(), status, &plan(2), &facts);
+    let ahead = of(&web(), status, &plan(2), &facts, |_| None);
     assert_eq!(ahead.cond.reason, "Pending", "{ahead:?}");
     assert_eq!(
         ahead.nodes[0].message.as_deref(),
@@ -380,7 +403,7 @@ fn a_stamp_from_a_plan_that_sent_other_content_is_not_trusted() {
     let mut invalid = status.clone();
     invalid.accepted.status = CondStatus::False;
     invalid.programmed = Cond::new(CondStatus::False, "NotAccepted", "x");
-    let got = of(&web(), &invalid, &sent_plan, &facts);
+    let got = of(&web(), &invalid, &sent_plan, &facts, |_| None);
     assert_eq!((got.cond, got.nodes.len()), (invalid.programmed.clone(), 0));
 }
 
