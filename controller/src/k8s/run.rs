@@ -170,7 +170,7 @@ async fn run(
             let facts = reports.facts();
             let stamp = FactsStamp::of(&facts);
             if replan || written.as_ref() != Some(&stamp) {
-                let report = writer.write(&current, &stores, &facts).await;
+                let report = writer.write(&current, &stores, facts).await;
                 metrics.status_writes.inc_by(report.writes);
                 metrics.reconcile_errors.inc_by(report.errors);
                 written = Some(stamp);

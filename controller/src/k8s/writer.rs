@@ -54,9 +54,12 @@ impl Writer {
     /// [`CONCURRENT_WRITES`] at a time: the first pass after a leader change
     /// may touch every object, and 10k sequential round trips would hold
     /// status back for minutes.
-    pub async fn write(&self, plan: &Plan, stores: &Stores, facts: &LinkFacts) -> WriteReport {
+    pub async fn write(&self, plan: &Plan, stores: &Stores, facts: LinkFacts) -> WriteReport {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let pending = pending_writes(plan, stores, facts, &now);
+        let pending = pending_writes(plan, stores, &facts, &now);
+        // Let go before the API round trips: while held, the link copies
+        // each node's map it stamps instead of editing it in place.
+        drop(facts);
         let writes = pending.len() as u64;
         let errors = futures::stream::iter(pending)
             .map(|w| self.apply(w))

@@ -129,16 +129,42 @@ impl AgentReports {
         plan: Option<&Arc<Plan>>,
         since: impl IntoIterator<Item = (String, ObjectSince)>,
     ) {
-        {
+        self.stamp(plan, || ((), since), false);
+    }
+
+    /// Runs `stamp` (which updates the link's versions and returns every
+    /// node's `since`) with the published maps let go of first, so that it
+    /// edits them in place instead of copying each (a copy of 10k entries
+    /// per node per plan otherwise). Readers wait meanwhile; a reader that
+    /// holds a [`LinkFacts`] keeps its own copy.
+    pub(crate) fn restamp<R>(
+        &self,
+        plan: &Arc<Plan>,
+        stamp: impl FnOnce() -> (R, Vec<(String, ObjectSince)>),
+    ) -> R {
+        self.stamp(Some(plan), stamp, true)
+    }
+
+    fn stamp<R, I>(&self, plan: Option<&Arc<Plan>>, stamp: impl FnOnce() -> (R, I), all: bool) -> R
+    where
+        I: IntoIterator<Item = (String, ObjectSince)>,
+    {
+        let r = {
             let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
             let sent = &mut inner.sent;
+            if all {
+                sent.since.clear();
+            }
+            let (r, since) = stamp();
             if let Some(plan) = plan {
                 sent.plan = Some(plan.clone());
             }
             sent.since.extend(since);
             sent.revision += 1;
-        }
+            r
+        };
         self.changes.send_modify(|n| *n += 1);
+        r
     }
 
     /// Ticks on every change to any report.

@@ -84,14 +84,13 @@ impl Hub {
     pub(crate) fn apply_plan(&self, plan: &Arc<Plan>) {
         let mut st = self.lock();
         st.planned = true;
-        let deltas = st.versions.update_all(plan);
+        let deltas = self.reports.restamp(plan, || {
+            let deltas = st.versions.update_all(plan);
+            (deltas, st.versions.all_since().collect())
+        });
         let State {
             versions, streams, ..
         } = &mut *st;
-        self.reports.sent(
-            Some(plan),
-            deltas.keys().map(|n| (n.clone(), versions.since(n))),
-        );
         for (node, delta) in deltas {
             let Some(stream) = streams.get_mut(&node) else {
                 continue;

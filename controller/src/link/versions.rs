@@ -30,7 +30,8 @@ use crate::plan::{NodePlan, Plan};
 
 /// Per object of a node's state: the first version of the node whose state
 /// holds the object's current service. Shared (`Arc`) so that publishing it
-/// to readers costs a pointer, not a copy.
+/// to readers costs a pointer, not a copy; an update edits it in place
+/// unless a reader still holds it (then the reader keeps its copy).
 pub type ObjectSince = Arc<BTreeMap<ObjectKey, u64>>;
 
 /// The current version and plan of every node the controller has planned
@@ -66,6 +67,13 @@ impl NodeVersions {
             .get(node)
             .map(|c| c.since.clone())
             .unwrap_or_default()
+    }
+
+    /// [`Self::since`] of every node.
+    pub fn all_since(&self) -> impl Iterator<Item = (String, ObjectSince)> + '_ {
+        self.nodes
+            .iter()
+            .map(|(node, c)| (node.clone(), c.since.clone()))
     }
 
     /// The node's whole state at its current version.

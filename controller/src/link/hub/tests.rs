@@ -166,6 +166,22 @@ fn what_was_sent_is_published_with_the_plan_it_came_from() {
 }
 
 #[test]
+fn a_published_map_is_edited_in_place_unless_a_reader_holds_it() {
+    let hub = leading_hub();
+    let map = |hub: &Hub| hub.reports.facts().sent.since[NODE].clone();
+    let address = Arc::as_ptr(&map(&hub));
+    hub.apply_plan(&plan(&[2]));
+    assert_eq!(Arc::as_ptr(&map(&hub)), address, "copied with no reader");
+    // A reader holding facts keeps what it read; the link copies.
+    let held = hub.reports.facts();
+    hub.apply_plan(&plan(&[3]));
+    let web = ObjectKey::new(ObjectKind::VirtualServer, "default", "web");
+    assert_eq!(held.sent.since[NODE][&web], 2);
+    assert_eq!(map(&hub)[&web], 3);
+    assert_ne!(Arc::as_ptr(&map(&hub)), address);
+}
+
+#[test]
 fn an_agent_that_does_not_drain_its_queue_is_ended_with_unavailable() {
     let hub = leading_hub();
     let (_, mut rx, mut ended) = hub.register(&fresh_hello()).unwrap();
