@@ -46,7 +46,7 @@ pub const KIND: &str = "VirtualServer";
     printcolumn(
         name = "Programmed",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Programmed\")].status"
+        json_path = ".status.programmedNodes"
     ),
     printcolumn(
         name = "Age",
@@ -284,6 +284,11 @@ pub struct VirtualServerStatus {
     /// Per director node: whether its agent has applied the current plan.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeProgramStatus>,
+
+    /// `programmed/total` director nodes, for the PROGRAMMED printer column
+    /// (the Programmed condition says why when they differ).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub programmed_nodes: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -312,9 +317,16 @@ impl BackendCounts {
 #[serde(rename_all = "camelCase")]
 pub struct NodeProgramStatus {
     pub name: String,
-    /// The agent on this node applied the plan version that includes this
-    /// server.
+    /// The agent on this node applied the node state version that holds
+    /// this server's current service, and refused nothing about it.
     pub programmed: bool,
+    /// The node state version the agent has applied (versions count per
+    /// node; 0: none known).
+    #[serde(default)]
+    pub applied_version: u64,
+    /// The generation of this server the node applied, when programmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
     /// Whether this node announces the addresses (L2 owner or BGP speaker).
     #[serde(default)]
     pub announcing: bool,
@@ -461,6 +473,14 @@ mod tests {
         assert_eq!(status.conditions[0].observed_generation, Some(3));
         let back = serde_json::to_value(&status).unwrap();
         assert_eq!(back["conditions"][0]["reason"], "Programmed");
+        // A node line written before appliedVersion and generation existed.
+        let older: VirtualServerStatus = serde_json::from_value(serde_json::json!({
+            "nodes": [{"name": "n1", "programmed": false}]
+        }))
+        .unwrap();
+        assert_eq!(older.nodes[0].applied_version, 0);
+        assert_eq!(older.nodes[0].generation, None);
+        assert_eq!(older.programmed_nodes, "");
         // An empty status must still serialise its lists (see the field comment).
         let empty = serde_json::to_value(VirtualServerStatus::default()).unwrap();
         assert_eq!(

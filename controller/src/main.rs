@@ -153,7 +153,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         agent_grace: args.agent_grace,
     };
     let metrics = Arc::new(Metrics::new());
-    // Written by the link server; read by planning and exported as metrics.
+    // One record of what agents report: the link server writes it; metrics
+    // and the status writer read it.
     let reports = AgentReports::new();
     let handle = match start(client, options, metrics.clone(), reports.clone()).await {
         Ok(h) => h,

@@ -96,9 +96,22 @@ async fn allocates_writes_status_and_survives_restart() {
     let api_addr = api["addresses"].clone();
     assert_ne!(web_addr, api_addr);
     assert_eq!(condition(&web, "Accepted").unwrap()["reason"], "Accepted");
-    assert_eq!(condition(&web, "Programmed").unwrap()["status"], "Unknown");
+    // The node's agent counts as connected (so the node directs) but no
+    // link server runs in this test: nothing is sent, nothing programmed,
+    // and the node's line says why.
+    let programmed = condition(&web, "Programmed").unwrap();
+    assert_eq!(
+        (&programmed["status"], &programmed["reason"]),
+        (&json!("False"), &json!("Pending"))
+    );
+    assert_eq!(web["programmedNodes"], "0/1");
     assert_eq!(web["backends"]["summary"], "1/1");
     assert_eq!(web["nodes"][0]["name"], "node-a");
+    assert_eq!(web["nodes"][0]["programmed"], false);
+    assert_eq!(
+        web["nodes"][0]["message"],
+        "the current service is not yet sent to the agent"
+    );
     let pool_status = eventually("pool status", || async {
         let p = s.object("ballast.dev/v1alpha1", "addresspools", None, "public")?;
         (p["status"]["allocated"] == 2).then(|| p["status"].clone())

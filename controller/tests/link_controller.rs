@@ -11,8 +11,9 @@ use ballast_controller::link::Security;
 use ballast_proto::apply_delta;
 use ballast_proto::v1::{ObjectKind, controller_message::Kind};
 use link_support::{Ca, LinkedController, channel, hello, next, open, scratch_dir, server_files};
-use serde_json::json;
-use support::{apply, options_with_lease, pool, ready_node, server, static_spec, vs};
+use support::{
+    apply, options_with_lease, pool, ready_node, server, static_spec, two_backends_spec, vs,
+};
 
 #[tokio::test]
 async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
@@ -49,15 +50,7 @@ async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
     assert_eq!(backends[0].address, vec![198, 51, 100, 11]);
 
     // A second backend through the API: one delta that upserts web.
-    apply(
-        &c,
-        vs(
-            "web",
-            json!({"ports": [{"port": 80}], "backends": {"static": [
-                {"address": "198.51.100.11"}, {"address": "198.51.100.12"}]}}),
-        ),
-    )
-    .await;
+    apply(&c, vs("web", two_backends_spec())).await;
     let Some(Kind::Delta(delta)) = next(&mut agent).await.unwrap().kind else {
         panic!("expected a delta");
     };

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ballast_testbed::{TRANSFER_CHUNK, TransferReport, tcp_transfer};
 use cluster_support::{Cluster, NODES};
+use serde_json::Value;
 
 fn prefix(tag: char) -> String {
     format!("bcl{tag}{}", std::process::id() % 10_000)
@@ -232,6 +233,99 @@ fn agent_and_controller_restarts_a_leader_change_and_a_lost_api_server_change_no
         c.probe(vip_b).unwrap();
     }
     assert_eq!(wire(&c), before);
+}
+
+/// The VirtualServer's status once `check` holds for it.
+#[track_caller]
+fn status_when(c: &Cluster, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    let deadline = std::time::Instant::now() + cluster_support::CONVERGE;
+    loop {
+        if let Some(status) = c.virtual_server_object(name).map(|o| o["status"].clone()) {
+            if check(&status) {
+                return status;
+            }
+            last = status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: timed out waiting for {what}; last status:\n{}\n{}",
+            serde_json::to_string_pretty(&last).unwrap(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+#[test]
+fn status_shows_what_each_agent_programmed_and_a_refusal_names_the_object() {
+    let mut c = Cluster::new(&prefix('s'), 2, &[1, 2]);
+    c.start_controller("ctl-1", 0);
+    // Ring storage for two services of two backends (257 slots each, plus
+    // room to rewrite the largest): a third one does not fit.
+    for i in 0..2 {
+        c.start_agent_with(i, &["--ring-slots", "800"]);
+    }
+    let vip_a = Cluster::vip_announced_by(NODES[0], &[]);
+    let vip_b = Cluster::vip_announced_by(NODES[1], &[vip_a]);
+    c.virtual_server("alpha", vip_a);
+    c.virtual_server("beta", vip_b);
+    c.wait_served(vip_a, "alpha");
+    c.wait_served(vip_b, "beta");
+
+    let alpha = status_when(&c, "alpha", "2/2 programmed", |s| {
+        s["programmedNodes"] == "2/2" && condition(s, "Programmed")["status"] == "True"
+    });
+    let nodes = alpha["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{alpha}");
+    for n in nodes {
+        assert_eq!(n["programmed"], true, "{n}");
+        assert!(n["appliedVersion"].as_u64().unwrap() >= 1, "{n}");
+        let announcing = n["name"] == NODES[0];
+        assert_eq!(
+            n["announcing"], announcing,
+            "only node-a announces alpha: {n}"
+        );
+    }
+
+    // A third object no agent has room for: both refuse it, its status
+    // says why, and the others keep serving and stay programmed.
+    let vip_c = Cluster::vip_announced_by(NODES[0], &[vip_a, vip_b]);
+    c.virtual_server("gamma", vip_c);
+    let gamma = status_when(
+        &c,
+        "gamma",
+        "Programmed False with the agents' reason",
+        |s| {
+            condition(s, "Programmed")["status"] == "False"
+                && s["nodes"].as_array().is_some_and(|ns| ns.len() == 2)
+        },
+    );
+    let message = condition(&gamma, "Programmed")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("ring"), "the agent's reason: {message}");
+    assert_eq!(gamma["programmedNodes"], "0/2", "{gamma}");
+    for n in gamma["nodes"].as_array().unwrap() {
+        assert_eq!(n["programmed"], false, "{n}");
+        assert!(
+            n["message"].as_str().is_some_and(|m| m.contains("ring")),
+            "{n}"
+        );
+    }
+    c.probe(vip_a).unwrap();
+    c.probe(vip_b).unwrap();
+    let alpha = c.virtual_server_object("alpha").unwrap()["status"].clone();
+    assert_eq!(alpha["programmedNodes"], "2/2", "{alpha}");
+    assert_eq!(condition(&alpha, "Programmed")["status"], "True", "{alpha}");
 }
 
 /// Polls `check` every 200 ms for up to 30 s.

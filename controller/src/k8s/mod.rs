@@ -3,6 +3,7 @@
 
 pub mod crd_check;
 pub mod leader;
+pub mod programmed;
 pub mod run;
 pub mod settle;
 pub mod status;

@@ -1,8 +1,11 @@
 //! The controller loop: reflectors and the agents' reports feed the pure
-//! planner; the leader writes the resulting statuses. Every replica plans
-//! (so a new leader has a warm plan); only the leader writes, and only once
-//! it has settled which agents are present (`settle`), so a restart or a
-//! leader change rewrites nothing while agents reconnect.
+//! planner; the leader writes the resulting statuses, with what the agents
+//! report having programmed. Every replica plans (so a new leader has a
+//! warm plan); only the leader writes, and only once it has settled which
+//! agents are present (`settle`), so a restart or a leader change rewrites
+//! nothing while agents reconnect. An agent's ack or nack arrives after the
+//! plan that caused it, so a change in the reports rewrites status without
+//! replanning.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::crd_check;
 use super::leader::{LeaderElector, LeaseConfig};
+use super::programmed::FactsStamp;
 use super::settle::{Gate, Settling};
 use super::stores::Stores;
 use super::writer::{FIELD_MANAGER, Writer};
@@ -120,6 +124,9 @@ enum Wake {
     /// An agent connected or left, leadership moved, or a grace period ran
     /// out: replan only if presence or settledness changed.
     Presence,
+    /// An agent acked, nacked or beat: rewrite status if what it says
+    /// about programming changed; never replan.
+    Reports,
 }
 
 async fn run(
@@ -162,9 +169,16 @@ async fn run(
     let mut pool_series = PoolSeries::default();
     let mut settling = Settling::new(options.agent_grace);
     let mut connections = reports.connections();
+    let mut report_changes = reports.changes();
     // What the last plan was made with; `None` before the first.
     let mut planned_with: Option<(bool, AgentPresence)> = None;
+    let mut planned: Option<Arc<Plan>> = None;
+    // What the last write pass read of the reports, while leading.
+    let mut written: Option<FactsStamp> = None;
     let mut wake_at: Option<SystemTime> = None;
+    // A deadline, not a sleep per turn: reports change every heartbeat and
+    // would otherwise postpone the periodic replan forever.
+    let mut next_resync = tokio::time::Instant::now() + options.resync;
     // The election task holds the sender until stopped; if it ever ended
     // early, planning goes on without the leadership wake-up.
     let mut election_running = true;
@@ -173,13 +187,15 @@ async fn run(
         let until_wake = wake_at.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
         let wake = tokio::select! {
             _ = changed.notified() => Wake::World,
-            _ = tokio::time::sleep(options.resync) => Wake::World,
+            _ = tokio::time::sleep_until(next_resync) => Wake::World,
             _ = connections.changed() => Wake::Presence,
             r = leading.changed(), if election_running => {
                 election_running = r.is_ok();
                 Wake::Presence
             }
             _ = tokio::time::sleep(until_wake.unwrap_or_default()), if until_wake.is_some() => Wake::Presence,
+            // Never closes: `reports` holds the sender.
+            _ = report_changes.changed() => Wake::Reports,
             _ = stopped(&mut stop) => break,
         };
         // Connections are debounced too: agents reconnecting after a
@@ -196,32 +212,50 @@ async fn run(
         let Gate {
             settled, agents, ..
         } = gate;
-        if matches!(wake, Wake::Presence)
-            && planned_with
-                .as_ref()
-                .is_some_and(|(s, a)| *s == settled && *a == agents)
-        {
-            continue;
-        }
         let started = Instant::now();
-        let mut observed = stores.observed();
-        observed.agents = agents.clone();
-        let planned = Arc::new(plan(&observed, options.plan));
-        metrics.reconciles.inc();
-        record_plan_metrics(&metrics, &planned, &mut pool_series);
-        // The plan made with presence known goes out before `settled`, so
-        // the link resyncs agents against it (see `link::LinkInputs`).
-        plan_tx.send_replace(Some(planned.clone()));
-        settled_tx.send_if_modified(|s| std::mem::replace(s, settled) != settled);
-        planned_with = Some((settled, agents));
-        if is_leader && settled {
-            let report = writer.write(&planned, &stores).await;
-            metrics.status_writes.inc_by(report.writes);
-            metrics.reconcile_errors.inc_by(report.errors);
+        let replan = match wake {
+            Wake::World => true,
+            Wake::Presence => planned_with
+                .as_ref()
+                .is_none_or(|(s, a)| *s != settled || *a != agents),
+            Wake::Reports => planned.is_none(),
+        };
+        let current = match planned.clone() {
+            Some(p) if !replan => p,
+            _ => {
+                let mut observed = stores.observed();
+                observed.agents = agents.clone();
+                let p = Arc::new(plan(&observed, options.plan));
+                next_resync = tokio::time::Instant::now() + options.resync;
+                metrics.reconciles.inc();
+                record_plan_metrics(&metrics, &p, &mut pool_series);
+                // The plan made with presence known goes out before
+                // `settled`, so the link resyncs agents against it (see
+                // `link::LinkInputs`).
+                plan_tx.send_replace(Some(p.clone()));
+                settled_tx.send_if_modified(|s| std::mem::replace(s, settled) != settled);
+                planned_with = Some((settled, agents));
+                planned = Some(p.clone());
+                p
+            }
+        };
+        if !(is_leader && settled) {
+            written = None;
+        } else {
+            let facts = reports.facts();
+            let stamp = FactsStamp::of(&facts);
+            if replan || written.as_ref() != Some(&stamp) {
+                let report = writer.write(&current, &stores, facts).await;
+                metrics.status_writes.inc_by(report.writes);
+                metrics.reconcile_errors.inc_by(report.errors);
+                written = Some(stamp);
+            }
         }
-        metrics
-            .reconcile_duration
-            .observe(started.elapsed().as_secs_f64());
+        if replan {
+            metrics
+                .reconcile_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
     }
     let _ = election.await;
     tasks.shutdown().await;

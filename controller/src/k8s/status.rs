@@ -1,6 +1,7 @@
-//! Turning planned [`ObjectStatus`]es into the status each resource stores,
-//! and deciding whether a write (and which Events) is needed. Pure: the
-//! writer does the I/O.
+//! Turning planned [`ObjectStatus`]es, with the agents' verdict
+//! ([`Programmed`]), into the status each resource stores, and deciding
+//! whether a write (and which Events) is needed. Pure: the writer does the
+//! I/O.
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -11,6 +12,7 @@ use ballast_api::{
     VirtualServerStatus,
 };
 
+use super::programmed::Programmed;
 use crate::plan::{Cond, CondStatus, ObjectStatus, PoolStatus};
 
 /// Condition types set on Services, prefixed because other controllers may
@@ -57,6 +59,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 fn conditions(
     status: &ObjectStatus,
+    programmed: &Programmed,
     prefix: &str,
     existing: &[Condition],
     now: &Time,
@@ -64,7 +67,7 @@ fn conditions(
     [
         ("Accepted", &status.accepted),
         ("Ready", &status.ready),
-        ("Programmed", &status.programmed),
+        ("Programmed", &programmed.cond),
     ]
     .into_iter()
     .map(|(t, c)| condition(&format!("{prefix}{t}"), c, status.generation, existing, now))
@@ -73,6 +76,7 @@ fn conditions(
 
 pub fn virtual_server_status(
     planned: &ObjectStatus,
+    programmed: &Programmed,
     current: &VirtualServer,
     now: &Time,
 ) -> VirtualServerStatus {
@@ -83,23 +87,42 @@ pub fn virtual_server_status(
         .unwrap_or_default();
     VirtualServerStatus {
         addresses: planned.addresses.iter().map(|a| a.to_string()).collect(),
-        conditions: conditions(planned, "", existing, now),
+        conditions: conditions(planned, programmed, "", existing, now),
         backends: planned.backends.map(|(r, t)| BackendCounts::new(r, t)),
-        nodes: planned
-            .directors
+        nodes: programmed
+            .nodes
             .iter()
-            .map(|d| NodeProgramStatus {
-                name: d.node.to_string(),
-                programmed: false,
-                announcing: d.announcing,
-                message: Some("awaiting the agent's report".into()),
+            .map(|n| NodeProgramStatus {
+                name: n.node.clone(),
+                programmed: n.programmed,
+                applied_version: n.applied_version,
+                generation: planned.generation.filter(|_| n.programmed),
+                announcing: n.announcing,
+                message: n.message.as_deref().map(|m| truncate(m, 1024)),
             })
+            // Nodes the object selects whose agent is away: not directors
+            // (they are not counted in `programmedNodes`), listed so the
+            // status says why they carry none of its traffic.
+            .chain(planned.absent.iter().map(|(node, why)| NodeProgramStatus {
+                name: node.to_string(),
+                programmed: false,
+                applied_version: 0,
+                generation: None,
+                announcing: false,
+                message: Some(truncate(why, 1024)),
+            }))
             .collect(),
+        programmed_nodes: programmed.summary(),
     }
 }
 
 /// The part of a Service's status this controller owns.
-pub fn service_status(planned: &ObjectStatus, current: &Service, now: &Time) -> ServiceStatus {
+pub fn service_status(
+    planned: &ObjectStatus,
+    programmed: &Programmed,
+    current: &Service,
+    now: &Time,
+) -> ServiceStatus {
     let existing = current
         .status
         .as_ref()
@@ -118,7 +141,13 @@ pub fn service_status(planned: &ObjectStatus, current: &Service, now: &Time) -> 
         load_balancer: Some(LoadBalancerStatus {
             ingress: Some(ingress),
         }),
-        conditions: Some(conditions(planned, SERVICE_CONDITION_PREFIX, existing, now)),
+        conditions: Some(conditions(
+            planned,
+            programmed,
+            SERVICE_CONDITION_PREFIX,
+            existing,
+            now,
+        )),
     }
 }
 
@@ -202,7 +231,9 @@ pub struct EventNote {
 }
 
 /// Events for what changed between the stored conditions and the new ones:
-/// address (re)allocation, and Accepted/Ready turning, with their reason.
+/// address (re)allocation, Accepted/Ready turning, with their reason, and
+/// Programmed turning True (Normal) or Refused (Warning, with the agents'
+/// reasons). Programmed going Pending is no Event: every edit does it.
 pub fn events(
     old_addresses: &[String],
     new_addresses: &[String],
@@ -218,12 +249,14 @@ pub fn events(
         });
     }
     for c in new {
-        if c.type_.ends_with("Programmed") {
-            continue; // reported by agents, not a controller decision
-        }
         let before = old.iter().find(|o| o.type_ == c.type_);
         let changed = before.is_none_or(|b| b.status != c.status || b.reason != c.reason);
-        if changed && !(before.is_none() && c.status == "True") {
+        let worth = if c.type_.ends_with("Programmed") {
+            c.status == "True" || c.reason == "Refused"
+        } else {
+            !(before.is_none() && c.status == "True")
+        };
+        if changed && worth {
             out.push(EventNote {
                 warning: c.status == "False",
                 reason: c.reason.clone(),
@@ -237,7 +270,30 @@ pub fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::programmed::NodeProgram;
     use crate::plan::DirectorStatus;
+
+    /// The agents' verdict on node n1: `reason` "Programmed", "Pending" or
+    /// "Refused".
+    fn verdict(reason: &str) -> Programmed {
+        let programmed = reason == "Programmed";
+        let status = if programmed {
+            CondStatus::True
+        } else {
+            CondStatus::False
+        };
+        Programmed {
+            cond: Cond::new(status, reason, format!("{reason} message")),
+            nodes: vec![NodeProgram {
+                node: "n1".into(),
+                announcing: true,
+                programmed,
+                applied_version: 3,
+                message: (!programmed).then(|| format!("{reason} on n1")),
+            }],
+            ready: usize::from(programmed),
+        }
+    }
 
     fn planned(ready: CondStatus) -> ObjectStatus {
         ObjectStatus {
@@ -263,32 +319,48 @@ mod tests {
         }
     }
 
+    /// A VirtualServer as stored, without status.
+    fn stored_vs() -> VirtualServer {
+        serde_json::from_value(json!({
+            "apiVersion": "ballast.dev/v1alpha1", "kind": "VirtualServer",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"ports": [{"port": 80}], "backends": {"static": []}},
+        }))
+        .unwrap()
+    }
+
     fn time(s: &str) -> Time {
         serde_json::from_value(json!(s)).unwrap()
     }
 
     #[test]
     fn transition_time_is_kept_until_the_status_flips() {
-        let vs: VirtualServer = serde_json::from_value(json!({
-            "apiVersion": "ballast.dev/v1alpha1", "kind": "VirtualServer",
-            "metadata": {"name": "a", "namespace": "default"},
-            "spec": {"ports": [{"port": 80}], "backends": {"static": []}},
-        }))
-        .unwrap();
+        let vs = stored_vs();
         let t1 = time("2025-01-01T00:00:00Z");
         let t2 = time("2025-01-02T00:00:00Z");
-        let first = virtual_server_status(&planned(CondStatus::True), &vs, &t1);
+        let first =
+            virtual_server_status(&planned(CondStatus::True), &verdict("Pending"), &vs, &t1);
         assert_eq!(first.backends.as_ref().unwrap().summary, "1/3");
         assert_eq!(first.conditions[1].observed_generation, Some(4));
         let mut stored = vs.clone();
         stored.status = Some(first.clone());
         // Same decision later: identical status, so no write is needed.
         assert_eq!(
-            virtual_server_status(&planned(CondStatus::True), &stored, &t2),
+            virtual_server_status(
+                &planned(CondStatus::True),
+                &verdict("Pending"),
+                &stored,
+                &t2
+            ),
             first
         );
         // Ready flips: only Ready's time moves, and one warning Event.
-        let flipped = virtual_server_status(&planned(CondStatus::False), &stored, &t2);
+        let flipped = virtual_server_status(
+            &planned(CondStatus::False),
+            &verdict("Pending"),
+            &stored,
+            &t2,
+        );
         assert_eq!(flipped.conditions[0].last_transition_time, t1);
         assert_eq!(flipped.conditions[1].last_transition_time, t2);
         let ev = events(
@@ -312,6 +384,7 @@ mod tests {
         .unwrap();
         let s = service_status(
             &planned(CondStatus::True),
+            &verdict("Programmed"),
             &svc,
             &time("2025-01-01T00:00:00Z"),
         );
@@ -345,6 +418,69 @@ mod tests {
             service_status_current(&s, &stored),
             "another owner's condition is not ours to compare"
         );
+    }
+
+    #[test]
+    fn node_lines_and_programmed_events_follow_the_agents_verdict() {
+        let vs = stored_vs();
+        let now = time("2025-01-01T00:00:00Z");
+        let status =
+            |reason| virtual_server_status(&planned(CondStatus::True), &verdict(reason), &vs, &now);
+        let pending = status("Pending");
+        assert_eq!(
+            pending.nodes,
+            [NodeProgramStatus {
+                name: "n1".into(),
+                programmed: false,
+                applied_version: 3,
+                generation: None,
+                announcing: true,
+                message: Some("Pending on n1".into()),
+            }]
+        );
+        assert_eq!(pending.programmed_nodes, "0/1");
+        let programmed = status("Programmed");
+        assert_eq!(programmed.programmed_nodes, "1/1");
+        assert_eq!(
+            (
+                programmed.nodes[0].programmed,
+                programmed.nodes[0].generation
+            ),
+            (true, Some(4)),
+            "a programmed node names the generation it applied"
+        );
+        let refused = status("Refused");
+        // (from, to, Events as (warning, reason, note)).
+        let cases = [
+            (
+                &pending,
+                &programmed,
+                vec![(false, "Programmed", "Programmed message")],
+            ),
+            (
+                &programmed,
+                &refused,
+                vec![(true, "Refused", "Refused message")],
+            ),
+            (&refused, &pending, vec![]),
+            (&programmed, &pending, vec![]),
+            (&programmed, &programmed, vec![]),
+        ];
+        for (from, to, want) in cases {
+            let got: Vec<_> = events(&[], &[], &from.conditions, &to.conditions)
+                .into_iter()
+                .map(|e| (e.warning, e.reason, e.note))
+                .collect();
+            let want: Vec<_> = want
+                .into_iter()
+                .map(|(w, r, n)| (w, r.to_string(), n.to_string()))
+                .collect();
+            assert_eq!(
+                got, want,
+                "{} -> {}",
+                from.programmed_nodes, to.conditions[2].reason
+            );
+        }
     }
 
     #[test]

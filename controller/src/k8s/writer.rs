@@ -1,5 +1,6 @@
-//! Writes planned statuses (server-side apply, one field manager) and
-//! records Events. Only the leader calls this.
+//! Writes planned statuses, with what the agents programmed (server-side
+//! apply, one field manager), and records Events. Only the leader calls
+//! this.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceStatus};
@@ -11,11 +12,13 @@ use kube::{Client, Resource};
 
 use ballast_api::{AddressPool, VirtualServer};
 
+use super::programmed;
 use super::status::{
-    EventNote, apply_body, events, pool_status, service_status, service_status_current,
-    virtual_server_status,
+    EventNote, SERVICE_CONDITION_PREFIX, apply_body, events, pool_status, service_status,
+    service_status_current, virtual_server_status,
 };
 use super::stores::Stores;
+use crate::link::LinkFacts;
 use crate::object_key::{Kind, ObjectKey};
 use crate::plan::Plan;
 
@@ -51,9 +54,12 @@ impl Writer {
     /// [`CONCURRENT_WRITES`] at a time: the first pass after a leader change
     /// may touch every object, and 10k sequential round trips would hold
     /// status back for minutes.
-    pub async fn write(&self, plan: &Plan, stores: &Stores) -> WriteReport {
+    pub async fn write(&self, plan: &Plan, stores: &Stores, facts: LinkFacts) -> WriteReport {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let pending = pending_writes(plan, stores, &now);
+        let pending = pending_writes(plan, stores, &facts, &now);
+        // Let go before the API round trips: while held, the link copies
+        // each node's map it stamps instead of editing it in place.
+        drop(facts);
         let writes = pending.len() as u64;
         let errors = futures::stream::iter(pending)
             .map(|w| self.apply(w))
@@ -150,7 +156,12 @@ impl PendingWrite {
 
 /// The statuses in `plan` that differ from the stores' copies. Objects the
 /// stores no longer hold are skipped: they were deleted since planning.
-fn pending_writes(plan: &Plan, stores: &Stores, now: &Time) -> Vec<PendingWrite> {
+fn pending_writes(
+    plan: &Plan,
+    stores: &Stores,
+    facts: &LinkFacts,
+    now: &Time,
+) -> Vec<PendingWrite> {
     let mut out = Vec::new();
     for (key, planned) in &plan.statuses {
         match key.kind {
@@ -159,7 +170,15 @@ fn pending_writes(plan: &Plan, stores: &Stores, now: &Time) -> Vec<PendingWrite>
                 let Some(current) = stores.virtual_servers.get(&id) else {
                     continue;
                 };
-                let desired = virtual_server_status(planned, &current, now);
+                // A node line that says this generation is programmed.
+                let stored = |node: &str| {
+                    let nodes = &current.status.as_ref()?.nodes;
+                    let line = nodes.iter().find(|n| n.name == node)?;
+                    (line.programmed && line.generation == planned.generation)
+                        .then_some(line.applied_version)
+                };
+                let verdict = programmed::of(key, planned, plan, facts, stored);
+                let desired = virtual_server_status(planned, &verdict, &current, now);
                 if current.status.as_ref() == Some(&desired) {
                     continue;
                 }
@@ -184,7 +203,21 @@ fn pending_writes(plan: &Plan, stores: &Stores, now: &Time) -> Vec<PendingWrite>
                 let Some(current) = stores.services.get(&id) else {
                     continue;
                 };
-                let desired = service_status(planned, &current, now);
+                // A Service has no node lines: its condition, True at this
+                // generation, vouches for every node.
+                let kept = current
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| {
+                        c.type_ == format!("{SERVICE_CONDITION_PREFIX}Programmed")
+                            && c.status == "True"
+                            && c.observed_generation == planned.generation
+                    });
+                let verdict = programmed::of(key, planned, plan, facts, |_| kept.then_some(0));
+                let desired = service_status(planned, &verdict, &current, now);
                 if service_status_current(&desired, &current) {
                     continue;
                 }

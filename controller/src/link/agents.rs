@@ -4,6 +4,12 @@
 //! plans or writes status (planning reads who is connected: director nodes
 //! are nodes with a present agent, see `k8s::settle`).
 //!
+//! Beside the reports, the link publishes what it sent ([`Sent`]): the plan
+//! its versions were stamped from and, per node and object, the version
+//! since which the node's state holds the object's current service. Both
+//! live under one lock so a reader's [`LinkFacts`] never pairs an ack with
+//! a version stamp it has not seen.
+//!
 //! A node's report outlives its stream: a disconnected agent keeps
 //! forwarding its last applied state, and a new leader must be able to tell
 //! "not reconnected yet" from "never seen".
@@ -14,6 +20,9 @@ use std::time::SystemTime;
 
 use ballast_proto::v1;
 use tokio::sync::watch;
+
+use super::versions::ObjectSince;
+use crate::plan::Plan;
 
 /// The latest facts an agent gave about its node.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,11 +55,37 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// What the link has sent, as of its last version stamp.
+#[derive(Clone, Debug, Default)]
+pub struct Sent {
+    /// The plan the nodes' versions were last stamped from; `None` before
+    /// the first.
+    pub plan: Option<Arc<Plan>>,
+    /// Per node, per object of its current state: the version since which
+    /// that state holds the object's service as `plan` has it.
+    pub since: BTreeMap<String, ObjectSince>,
+    /// Grows with every change above, so a reader can tell "same" cheaply.
+    pub revision: u64,
+}
+
+/// A consistent copy of the reports and of what was sent.
+#[derive(Clone, Debug, Default)]
+pub struct LinkFacts {
+    pub reports: BTreeMap<String, AgentReport>,
+    pub sent: Sent,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    reports: BTreeMap<String, AgentReport>,
+    sent: Sent,
+}
+
 /// Every node's report, shared between the link server (writer) and its
 /// readers. Cloning shares the same reports.
 #[derive(Clone, Debug)]
 pub struct AgentReports {
-    inner: Arc<RwLock<BTreeMap<String, AgentReport>>>,
+    inner: Arc<RwLock<Inner>>,
     /// Bumped on every change, so a reader can wait for one.
     changes: Arc<watch::Sender<u64>>,
     /// Bumped when a node connects or disconnects (not on heartbeats):
@@ -75,12 +110,66 @@ impl AgentReports {
 
     /// Every node's report as of now.
     pub fn snapshot(&self) -> BTreeMap<String, AgentReport> {
-        self.read().clone()
+        self.read().reports.clone()
     }
 
     /// One node's report.
     pub fn get(&self, node: &str) -> Option<AgentReport> {
-        self.read().get(node).cloned()
+        self.read().reports.get(node).cloned()
+    }
+
+    /// The reports and what was sent, read together.
+    pub fn facts(&self) -> LinkFacts {
+        let inner = self.read();
+        LinkFacts {
+            reports: inner.reports.clone(),
+            sent: inner.sent.clone(),
+        }
+    }
+
+    /// The link stamped versions: from `plan` when given, and `since` for
+    /// the nodes listed (others keep theirs).
+    pub(crate) fn sent(
+        &self,
+        plan: Option<&Arc<Plan>>,
+        since: impl IntoIterator<Item = (String, ObjectSince)>,
+    ) {
+        self.stamp(plan, || ((), since), false);
+    }
+
+    /// Runs `stamp` (which updates the link's versions and returns every
+    /// node's `since`) with the published maps let go of first, so that it
+    /// edits them in place instead of copying each (a copy of 10k entries
+    /// per node per plan otherwise). Readers wait meanwhile; a reader that
+    /// holds a [`LinkFacts`] keeps its own copy.
+    pub(crate) fn restamp<R>(
+        &self,
+        plan: &Arc<Plan>,
+        stamp: impl FnOnce() -> (R, Vec<(String, ObjectSince)>),
+    ) -> R {
+        self.stamp(Some(plan), stamp, true)
+    }
+
+    fn stamp<R, I>(&self, plan: Option<&Arc<Plan>>, stamp: impl FnOnce() -> (R, I), all: bool) -> R
+    where
+        I: IntoIterator<Item = (String, ObjectSince)>,
+    {
+        let r = {
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let sent = &mut inner.sent;
+            if all {
+                sent.since.clear();
+            }
+            let (r, since) = stamp();
+            if let Some(plan) = plan {
+                sent.plan = Some(plan.clone());
+            }
+            sent.since.extend(since);
+            sent.revision += 1;
+            r
+        };
+        self.changes.send_modify(|n| *n += 1);
+        r
     }
 
     /// Ticks on every change to any report.
@@ -176,7 +265,8 @@ impl AgentReports {
 
     fn edit(&self, node: &str, f: impl FnOnce(&mut Option<AgentReport>)) {
         {
-            let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let map = &mut inner.reports;
             let mut entry = map.remove(node);
             f(&mut entry);
             if let Some(e) = entry {
@@ -186,7 +276,7 @@ impl AgentReports {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, AgentReport>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 }

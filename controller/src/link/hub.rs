@@ -16,7 +16,7 @@
 //! costs at most one snapshot instead of unbounded memory here.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ballast_proto::v1::{self, ControllerMessage, controller_message::Kind};
 use tokio::sync::{mpsc, oneshot};
@@ -91,11 +91,15 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new plan: stamp versions and send each connected node its delta.
-    pub(crate) fn apply_plan(&self, plan: &Plan) {
+    /// A new plan: stamp versions, publish what each node is sent, and send
+    /// each connected node its delta.
+    pub(crate) fn apply_plan(&self, plan: &Arc<Plan>) {
         let mut st = self.lock();
         st.planned = true;
-        let deltas = st.versions.update_all(plan);
+        let deltas = self.reports.restamp(plan, || {
+            let deltas = st.versions.update_all(plan);
+            (deltas, st.versions.all_since().collect())
+        });
         let State {
             versions, streams, ..
         } = &mut *st;
@@ -148,6 +152,8 @@ impl Hub {
                     continue;
                 };
                 let first = versions.resync(node, version, &hash);
+                self.reports
+                    .sent(None, [(node.clone(), versions.since(node))]);
                 if let Some(kind) = first.and_then(|m| m.kind)
                     && !send(stream, kind)
                 {
@@ -223,6 +229,8 @@ impl Hub {
             let first = st
                 .versions
                 .resync(&node, hello.applied_version, &hello.applied_hash);
+            self.reports
+                .sent(None, [(node.clone(), st.versions.since(&node))]);
             if let Some(kind) = first.and_then(|m| m.kind) {
                 send(&mut stream, kind);
             }
@@ -257,6 +265,8 @@ impl Hub {
             .versions
             .resync(&sid.node, ack.version, &ack.content_hash);
         if let Some(kind) = fix.and_then(|m| m.kind) {
+            self.reports
+                .sent(None, [(sid.node.clone(), st.versions.since(&sid.node))]);
             tracing::warn!(node = %sid.node, version = ack.version, "agent's content hash differs from ours; sending the full state");
             self.send_or_drop(&mut st, &sid.node, kind);
         }

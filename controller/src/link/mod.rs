@@ -14,11 +14,11 @@ pub mod server;
 pub mod tls;
 pub mod versions;
 
-pub use agents::{AgentReport, AgentReports};
+pub use agents::{AgentReport, AgentReports, LinkFacts, Refusal, Sent};
 pub use delta::node_delta;
 pub use encode::node_state;
 pub use server::{LinkInputs, Security, serve};
-pub use versions::NodeVersions;
+pub use versions::{NodeVersions, ObjectSince};
 
 use ballast_proto::v1::{ControllerMessage, Delta, controller_message::Kind};
 use prost::Message;

@@ -11,15 +11,28 @@
 //! Content is compared by `ballast_proto::content_hash` (SHA-256 over the
 //! canonical encoding at version 0), which the agent computes over what it
 //! applied with the same function.
+//!
+//! Alongside each version it keeps, per object, the version from which the
+//! node's state has held the object's current service ([`ObjectSince`]): an
+//! agent that applied that version (or a later one) holds it, which is what
+//! the object's `Programmed` status is judged on.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ballast_proto::v1::{self, ControllerMessage, controller_message::Kind};
 use ballast_proto::{ContentHash, content_hash};
 
 use super::delta::node_delta;
 use super::encode::node_state;
+use crate::object_key::{Kind as ObjectKind, ObjectKey};
 use crate::plan::{NodePlan, Plan};
+
+/// Per object of a node's state: the first version of the node whose state
+/// holds the object's current service. Shared (`Arc`) so that publishing it
+/// to readers costs a pointer, not a copy; an update edits it in place
+/// unless a reader still holds it (then the reader keeps its copy).
+pub type ObjectSince = Arc<BTreeMap<ObjectKey, u64>>;
 
 /// The current version and plan of every node the controller has planned
 /// for (including nodes whose plan became empty: their agents must hear it).
@@ -33,6 +46,8 @@ struct Current {
     /// 0: nothing planned for the node yet (the empty state).
     version: u64,
     plan: NodePlan,
+    /// Exactly the keys of `plan.services`.
+    since: ObjectSince,
 }
 
 impl NodeVersions {
@@ -43,6 +58,22 @@ impl NodeVersions {
     /// The node's current version; 0 when nothing was ever planned for it.
     pub fn version(&self, node: &str) -> u64 {
         self.nodes.get(node).map_or(0, |c| c.version)
+    }
+
+    /// Per object of the node's current state, the version since which that
+    /// state holds the object's current service.
+    pub fn since(&self, node: &str) -> ObjectSince {
+        self.nodes
+            .get(node)
+            .map(|c| c.since.clone())
+            .unwrap_or_default()
+    }
+
+    /// [`Self::since`] of every node.
+    pub fn all_since(&self) -> impl Iterator<Item = (String, ObjectSince)> + '_ {
+        self.nodes
+            .iter()
+            .map(|(node, c)| (node.clone(), c.since.clone()))
     }
 
     /// The node's whole state at its current version.
@@ -70,6 +101,20 @@ impl NodeVersions {
         let base_version = current.version;
         current.version += 1;
         current.plan = plan.clone();
+        // Copies the map only while a reader still holds the published one.
+        let since = Arc::make_mut(&mut current.since);
+        for gone in &delta.removed {
+            since.remove(&object_key(gone));
+        }
+        for service in &delta.upserted {
+            let key = object_key(service.object.as_ref().expect("encoded with its object"));
+            // The plan's own key: its names are shared, not copied.
+            let key = plan
+                .services
+                .get_key_value(&key)
+                .map_or(key, |(k, _)| k.clone());
+            since.insert(key, current.version);
+        }
         Some(v1::Delta {
             version: current.version,
             base_version,
@@ -122,7 +167,9 @@ impl NodeVersions {
         let kind = match (same, applied_version.cmp(&current.version)) {
             (true, std::cmp::Ordering::Equal) => return None,
             (true, std::cmp::Ordering::Greater) => {
+                // The agent holds all of it, at its own numbering.
                 current.version = applied_version;
+                current.restamp();
                 return None;
             }
             (true, std::cmp::Ordering::Less) => Kind::Delta(v1::Delta {
@@ -132,11 +179,37 @@ impl NodeVersions {
             }),
             (false, _) => {
                 current.version = current.version.max(applied_version + 1);
+                // The agent holds some other content: only this snapshot
+                // brings it any object's current service.
+                current.restamp();
                 Kind::Snapshot(node_state(current.version, &current.plan))
             }
         };
         Some(ControllerMessage { kind: Some(kind) })
     }
+}
+
+impl Current {
+    /// Every object's current service arrives with the current version.
+    fn restamp(&mut self) {
+        let version = self.version;
+        self.since = Arc::new(
+            self.plan
+                .services
+                .keys()
+                .map(|k| (k.clone(), version))
+                .collect(),
+        );
+    }
+}
+
+/// The key of an object the encoder named (so its kind is never UNSPECIFIED).
+fn object_key(r: &v1::ObjectRef) -> ObjectKey {
+    let kind = match v1::ObjectKind::try_from(r.kind) {
+        Ok(v1::ObjectKind::Service) => ObjectKind::Service,
+        _ => ObjectKind::VirtualServer,
+    };
+    ObjectKey::new(kind, &r.namespace, &r.name)
 }
 
 #[cfg(test)]

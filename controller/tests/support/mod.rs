@@ -142,3 +142,9 @@ pub fn vs(name: &str, spec: Value) -> Value {
 pub fn static_spec(port: u16) -> Value {
     json!({"ports": [{"port": port}], "backends": {"static": [{"address": "198.51.100.11"}]}})
 }
+
+/// `static_spec(80)` with a second backend, 198.51.100.12.
+pub fn two_backends_spec() -> Value {
+    json!({"ports": [{"port": 80}], "backends": {"static": [
+        {"address": "198.51.100.11"}, {"address": "198.51.100.12"}]}})
+}

@@ -336,6 +336,11 @@ impl Cluster {
     /// Starts node `i`'s agent (`ballast-agent node`) in its namespace; its
     /// log goes to `<work>/<node>.log` (appended across restarts).
     pub fn start_agent(&mut self, i: usize) {
+        self.start_agent_with(i, &[]);
+    }
+
+    /// [`Self::start_agent`] with `extra` flags.
+    pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
         let node = NODES[i];
         let leaf = self.ca.agent(node);
         let cert = write(self.work.file(&format!("{node}.crt")), &leaf.cert);
@@ -374,7 +379,7 @@ impl Cluster {
         .collect();
         let mut cmd =
             ballast_testbed::agent::command(BIN, self.tb.director_ns_at(i + 1), pins.path());
-        cmd.args(&args);
+        cmd.args(&args).args(extra);
         let log = self.work.file(&format!("{node}.log"));
         let process = Agent::spawn(cmd, &log, ballast_testbed::agent::Log::Append);
         self.agents[i] = Some(NodeAgent {

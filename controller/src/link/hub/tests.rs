@@ -16,7 +16,7 @@ use crate::plan::NodePlan;
 const NODE: &str = "node-a";
 
 /// A plan where `NODE` directs one service whose backends are `10.0.0.b`.
-fn plan(backends: &[u8]) -> Plan {
+fn plan(backends: &[u8]) -> Arc<Plan> {
     let backends = backends.iter().map(|b| IpAddr::from([10, 0, 0, *b]));
     let sp = tcp80_service_plan(IpAddr::from([192, 0, 2, 10]), backends);
     let mut np = NodePlan::default();
@@ -24,10 +24,10 @@ fn plan(backends: &[u8]) -> Plan {
         ObjectKey::new(ObjectKind::VirtualServer, "default", "web"),
         Arc::new(sp),
     );
-    Plan {
+    Arc::new(Plan {
         nodes: [(NODE.to_string(), np)].into_iter().collect(),
         ..Plan::default()
-    }
+    })
 }
 
 fn fresh_hello() -> Hello {
@@ -143,6 +143,73 @@ fn an_ack_whose_hash_differs_from_ours_gets_the_full_state_numbered_past_it() {
         },
     );
     assert_eq!(kinds(&drain(&mut rx)), ["snapshot 2"]);
+}
+
+/// web's `since` on NODE as the reports have it, and the plan it is from.
+fn published(hub: &Hub) -> (Option<u64>, Option<Arc<Plan>>) {
+    let sent = hub.reports.facts().sent;
+    let web = ObjectKey::new(ObjectKind::VirtualServer, "default", "web");
+    (
+        sent.since.get(NODE).and_then(|s| s.get(&web).copied()),
+        sent.plan,
+    )
+}
+
+#[test]
+fn what_was_sent_is_published_with_the_plan_it_came_from() {
+    let hub = Hub::new(AgentReports::new());
+    hub.set_leadership(true, None);
+    hub.set_settled(true);
+    let first = plan(&[1]);
+    hub.apply_plan(&first);
+    let (since, sent_plan) = published(&hub);
+    assert_eq!(since, Some(1));
+    assert!(Arc::ptr_eq(&sent_plan.unwrap(), &first));
+    // An agent that holds other content (a previous controller's version
+    // 7) is sent the whole state at 8: every object arrives with it.
+    let stale = Hello {
+        applied_version: 7,
+        applied_hash: vec![0; 32],
+        ..fresh_hello()
+    };
+    let (sid, mut rx, _) = hub.register(&stale).unwrap();
+    assert_eq!(kinds(&drain(&mut rx)), ["snapshot 8"]);
+    assert_eq!(published(&hub).0, Some(8));
+    // Its ack of 8 with another hash: the state again, at 9.
+    hub.ack(
+        &sid,
+        &Ack {
+            version: 8,
+            content_hash: vec![1; 32],
+        },
+    );
+    assert_eq!(kinds(&drain(&mut rx)), ["snapshot 9"]);
+    assert_eq!(published(&hub).0, Some(9));
+    let revision = hub.reports.facts().sent.revision;
+    // A plan with web changed: it moves with the delta.
+    let second = plan(&[2]);
+    hub.apply_plan(&second);
+    assert_eq!(kinds(&drain(&mut rx)), ["delta 9->10"]);
+    let (since, sent_plan) = published(&hub);
+    assert_eq!(since, Some(10));
+    assert!(Arc::ptr_eq(&sent_plan.unwrap(), &second));
+    assert!(hub.reports.facts().sent.revision > revision);
+}
+
+#[test]
+fn a_published_map_is_edited_in_place_unless_a_reader_holds_it() {
+    let hub = leading_hub();
+    let map = |hub: &Hub| hub.reports.facts().sent.since[NODE].clone();
+    let address = Arc::as_ptr(&map(&hub));
+    hub.apply_plan(&plan(&[2]));
+    assert_eq!(Arc::as_ptr(&map(&hub)), address, "copied with no reader");
+    // A reader holding facts keeps what it read; the link copies.
+    let held = hub.reports.facts();
+    hub.apply_plan(&plan(&[3]));
+    let web = ObjectKey::new(ObjectKind::VirtualServer, "default", "web");
+    assert_eq!(held.sent.since[NODE][&web], 2);
+    assert_eq!(map(&hub)[&web], 3);
+    assert_ne!(Arc::as_ptr(&map(&hub)), address);
 }
 
 #[test]

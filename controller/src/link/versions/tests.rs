@@ -1,5 +1,6 @@
 //! Versions only grow per node; an agent's report decides what it is sent.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -116,8 +117,15 @@ fn snapshot(version: u64, plan: &NodePlan) -> Option<ControllerMessage> {
 }
 
 /// (description, agent's applied version and hash, expected message,
-/// version after).
-type ResyncCase = (&'static str, u64, Vec<u8>, Option<ControllerMessage>, u64);
+/// version after, web's `since` after).
+type ResyncCase = (
+    &'static str,
+    u64,
+    Vec<u8>,
+    Option<ControllerMessage>,
+    u64,
+    u64,
+);
 
 #[test]
 fn resync_sends_only_what_differs() {
@@ -128,6 +136,7 @@ fn resync_sends_only_what_differs() {
             hash_of(&web(1)),
             None,
             3,
+            3,
         ),
         (
             "fresh agent: the full state",
@@ -135,12 +144,14 @@ fn resync_sends_only_what_differs() {
             vec![],
             snapshot(3, &web(1)),
             3,
+            3,
         ),
         (
             "a previous controller's higher version of the same content: adopted, nothing sent",
             57,
             hash_of(&web(1)),
             None,
+            57,
             57,
         ),
         (
@@ -155,12 +166,14 @@ fn resync_sends_only_what_differs() {
                 })),
             }),
             3,
+            3,
         ),
         (
             "other content at a higher version: the full state, numbered past it",
             57,
             hash_of(&web(0)),
             snapshot(58, &web(1)),
+            58,
             58,
         ),
         (
@@ -169,12 +182,14 @@ fn resync_sends_only_what_differs() {
             hash_of(&web(0)),
             snapshot(4, &web(1)),
             4,
+            4,
         ),
     ];
-    for (desc, version, hash, expected, after) in cases {
+    for (desc, version, hash, expected, after, since) in cases {
         let mut v = history();
         assert_eq!(v.resync("a", version, &hash), expected, "{desc}");
         assert_eq!(v.version("a"), after, "{desc}");
+        assert_eq!(*v.since("a"), [(key("web"), since)].into(), "{desc}");
         // Whatever happened, the next change is numbered past it.
         let next = v.update("a", &web(7)).unwrap();
         assert_eq!(
@@ -207,4 +222,33 @@ fn the_agent_computes_the_controller_s_hash_after_deltas() {
         assert_eq!(content_hash(&agent), v.content_hash("a"));
         assert_eq!(agent, v.snapshot("a"));
     }
+}
+
+#[test]
+fn since_moves_only_for_the_objects_a_version_changes() {
+    let mut v = NodeVersions::new();
+    let mut plan = web(1);
+    let other = |w| web(w).services[&key("web")].clone();
+    plan.services.insert(key("other"), other(1));
+    v.update("a", &plan).unwrap();
+    let both = |web, other| -> BTreeMap<ObjectKey, u64> {
+        [(key("other"), other), (key("web"), web)].into()
+    };
+    assert_eq!(*v.since("a"), both(1, 1));
+    // An endpoint of `other` changes: version 2 carries it, web keeps 1.
+    plan.services.insert(key("other"), other(0));
+    v.update("a", &plan).unwrap();
+    assert_eq!(*v.since("a"), both(1, 2));
+    // A published map is not changed under its reader's feet.
+    let published = v.since("a");
+    plan.services.insert(key("web"), other(0));
+    v.update("a", &plan).unwrap();
+    assert_eq!(*published, both(1, 2));
+    assert_eq!(*v.since("a"), both(3, 2));
+    // Removed: its entry goes; the announcement alone moving is no object's.
+    plan.services.remove(&key("other"));
+    plan.l2_announce.clear();
+    v.update("a", &plan).unwrap();
+    assert_eq!(*v.since("a"), [(key("web"), 3)].into());
+    assert!(v.since("unknown").is_empty());
 }
