@@ -268,10 +268,10 @@ fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
 fn status_shows_what_each_agent_programmed_and_a_refusal_names_the_object() {
     let mut c = Cluster::new(&prefix('s'), 2, &[1, 2]);
     c.start_controller("ctl-1", 0);
-    // Ring storage for two services of two backends (257 slots each, plus
-    // room to rewrite the largest): a third one does not fit.
+    // Ring storage for two services of two backends (257 slots each): a
+    // third one does not fit.
     for i in 0..2 {
-        c.start_agent_with(i, &["--ring-slots", "800"]);
+        c.start_agent_with(i, &["--ring-slots", "600"]);
     }
     let vip_a = Cluster::vip_announced_by(NODES[0], &[]);
     let vip_b = Cluster::vip_announced_by(NODES[1], &[vip_a]);
