@@ -23,12 +23,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
+use super::cost::ApplyPhases;
 use super::desired::{NodeDesired, validate};
 use super::lower;
 use super::report::{ApplyError, ApplyReport, ServiceRef};
@@ -82,6 +83,10 @@ pub struct Agent {
     checks: ServiceChecks,
     /// How errors name each service of `wanted`.
     names: BTreeMap<SvcKey, ServiceRef>,
+    /// The inventory as last written: an apply that leaves it as it was
+    /// does not rewrite the file.
+    inventory: Option<Vec<inventory::InventoryService>>,
+    last_apply: ApplyPhases,
 }
 
 impl Agent {
@@ -98,7 +103,14 @@ impl Agent {
             wanted: Vec::new(),
             checks: ServiceChecks::new(),
             names: BTreeMap::new(),
+            inventory: None,
+            last_apply: ApplyPhases::default(),
         }
+    }
+
+    /// What the last apply (or health re-apply) cost and wrote.
+    pub fn last_apply(&self) -> &ApplyPhases {
+        &self.last_apply
     }
 
     pub fn director(&self) -> &Director {
@@ -121,6 +133,8 @@ impl Agent {
     /// Applies `d` as one transaction (see the module's doc). Needs a tokio
     /// runtime when services have health checks.
     pub fn apply(&mut self, d: NodeDesired) -> Result<ApplyReport, AgentError> {
+        let started = Instant::now();
+        self.last_apply = ApplyPhases::default();
         let mut errors = validate(&d);
         if d.version <= self.applied_version {
             errors.insert(
@@ -131,6 +145,8 @@ impl Agent {
                 },
             );
         }
+        let validated = Instant::now();
+        self.last_apply.validate = validated - started;
         if !errors.is_empty() {
             return Ok(ApplyReport {
                 applied_version: self.applied_version,
@@ -160,6 +176,7 @@ impl Agent {
             .collect();
         self.health
             .set_targets(health::targets(&self.wanted, &self.checks));
+        self.last_apply.lower = validated.elapsed();
         let plan_errors = self.program()?;
         self.applied_version = d.version;
         Ok(ApplyReport {
@@ -195,6 +212,8 @@ impl Agent {
     /// Programs the applied version, DOWN backends at weight 0, and writes
     /// the inventory. Returns the services the data plane refused.
     fn program(&mut self) -> Result<Vec<PlanError>, AgentError> {
+        let started = Instant::now();
+        self.last_apply.inventory_written = false;
         let verdicts = self.health.verdicts();
         let effective = health::apply_health(&self.wanted, &self.checks, &verdicts);
         for name in health::without_backends(&self.wanted, &effective) {
@@ -203,12 +222,21 @@ impl Agent {
                 "every backend is DOWN: new connections to the service are refused until one passes its health check"
             );
         }
+        self.last_apply.health = started.elapsed();
         let errors = self.director.apply(&effective)?;
+        self.last_apply.dataplane = self.director.last_apply().clone();
+        let inventory_started = Instant::now();
         if let Some(place) = &self.opts.inventory {
             let mut inv = inventory::build(&self.wanted, self.director.programmed());
             health::annotate(&mut inv, &self.checks, &verdicts);
-            inventory::write(&place.pin_root, &place.key, &inv).map_err(AgentError::Inventory)?;
+            if self.inventory.as_ref() != Some(&inv) {
+                inventory::write(&place.pin_root, &place.key, &inv)
+                    .map_err(AgentError::Inventory)?;
+                self.inventory = Some(inv);
+                self.last_apply.inventory_written = true;
+            }
         }
+        self.last_apply.inventory = inventory_started.elapsed();
         Ok(errors)
     }
 

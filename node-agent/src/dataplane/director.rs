@@ -2,6 +2,7 @@
 //! set the node's settings, and converge it on a set of desired services.
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use aya::programs::Xdp;
 
@@ -76,6 +77,23 @@ impl NodeSettings {
     }
 }
 
+/// What the last [`Director::apply`] cost, over all its passes: where the
+/// time went and how much it wrote (a no-op writes nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyCost {
+    /// Planning (pure: diff, Maglev tables, slot allocation).
+    pub plan: Duration,
+    /// Resolving new backends' next hops (`neighbours`).
+    pub neighbours: Duration,
+    /// Counter resets and map writes.
+    pub writes: Duration,
+    /// Map entries written or deleted, a Maglev table counting as one.
+    pub entries_written: usize,
+    /// Maglev tables written.
+    pub tables_written: usize,
+    pub passes: u32,
+}
+
 pub struct Director {
     dp: Dataplane,
     programmed: Programmed,
@@ -84,6 +102,7 @@ pub struct Director {
     forced_maglev_size: Option<u32>,
     next_gen: u32,
     neighbours: Option<NeighbourKeeper>,
+    last_apply: ApplyCost,
 }
 
 impl Director {
@@ -136,11 +155,17 @@ impl Director {
             forced_maglev_size,
             next_gen,
             neighbours,
+            last_apply: ApplyCost::default(),
         })
     }
 
     pub fn programmed(&self) -> &Programmed {
         &self.programmed
+    }
+
+    /// What the last [`Self::apply`] cost and wrote.
+    pub fn last_apply(&self) -> &ApplyCost {
+        &self.last_apply
     }
 
     /// The data plane's maps (counters, flow tables, configuration).
@@ -187,6 +212,7 @@ impl Director {
         // nearly full storage (e.g. tables of 65537 slots from an older
         // agent, each shrinking to its automatic size) frees room pass by
         // pass. Passes stop when one programs no new table.
+        self.last_apply = ApplyCost::default();
         loop {
             let (errors, rings_written) = self.apply_once(desired)?;
             let ring_full = errors
@@ -198,11 +224,13 @@ impl Director {
         }
     }
 
-    /// One planning pass: its errors and how many tables it wrote.
+    /// One planning pass: its errors and how many tables it wrote. Adds its
+    /// cost to `last_apply`.
     fn apply_once(
         &mut self,
         desired: &[DesiredService],
     ) -> Result<(Vec<PlanError>, usize), DirectorError> {
+        let started = Instant::now();
         let limits = PlanLimits {
             forced_maglev_size: self.forced_maglev_size,
             max_services: abi::MAX_SERVICES,
@@ -215,6 +243,7 @@ impl Director {
             gen_counter = gen_counter.wrapping_add(1).max(1);
             gen_counter
         });
+        let planned_at = Instant::now();
         // Counters of reused slots start from zero.
         let new_svc_ids: Vec<u32> = planned
             .writes
@@ -237,11 +266,19 @@ impl Director {
                     .flat_map(|d| d.backends.iter().map(|b| b.addr)),
             );
         }
+        let resolved_at = Instant::now();
         self.dp.maps.reset_counters("svc_stats", &new_svc_ids)?;
         self.dp
             .maps
             .reset_counters("backend_stats", &new_backend_ids)?;
         self.dp.maps.apply(&planned.writes)?;
+        let cost = &mut self.last_apply;
+        cost.plan += planned_at - started;
+        cost.neighbours += resolved_at - planned_at;
+        cost.writes += resolved_at.elapsed();
+        cost.entries_written += planned.writes.entries();
+        cost.tables_written += planned.writes.rings.len();
+        cost.passes += 1;
         self.programmed = planned.next;
         self.ring = ring;
         self.next_gen = gen_counter;

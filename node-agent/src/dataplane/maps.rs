@@ -179,6 +179,11 @@ impl Maps {
         self.maps.get_mut(name).expect("all maps taken at open")
     }
 
+    /// Every map, by name.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&'static str, &Map)> {
+        self.maps.iter().map(|(&name, map)| (name, map))
+    }
+
     pub(crate) fn get_ref(&self, name: &'static str) -> &Map {
         self.maps.get(name).expect("all maps taken at open")
     }
@@ -262,6 +267,7 @@ impl Maps {
             backends,
             vips,
             ring_inputs: BTreeMap::new(),
+            planned: BTreeMap::new(),
             src_ranges,
         })
     }

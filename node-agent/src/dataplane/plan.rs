@@ -94,6 +94,12 @@ pub struct Programmed {
     /// The Maglev input each service's current ring was built from; absent
     /// after a restart, which forces one rebuild.
     pub ring_inputs: BTreeMap<SvcKey, Vec<(u32, u32)>>,
+    /// The desired service each programmed service was last planned from,
+    /// and the table size it was planned with: one asked for again
+    /// unchanged, at the same size, has nothing to write and is skipped
+    /// whole, so a reload costs what changed. Absent after a restart (and
+    /// for a service refused since), which plans the service in full.
+    pub planned: BTreeMap<SvcKey, (DesiredService, u32)>,
     /// `src_ranges` trie entries by service id.
     pub src_ranges: BTreeMap<u32, BTreeSet<SrcRange>>,
 }
@@ -156,6 +162,33 @@ pub struct MapWrites {
     /// Source-range entries a service lost, or those of a deleted service:
     /// removed after the flip, so a narrowing edit is widest in between.
     pub src_ranges_delete: Vec<(u32, SrcRange)>,
+}
+
+impl MapWrites {
+    /// Entries written or deleted, a Maglev table counting as one: zero for
+    /// a plan that changes nothing.
+    pub fn entries(&self) -> usize {
+        let MapWrites {
+            backends,
+            rings,
+            src_ranges_add,
+            services,
+            vips_set,
+            service_deletes,
+            vips_delete,
+            backend_retires,
+            src_ranges_delete,
+        } = self;
+        backends.len()
+            + rings.len()
+            + src_ranges_add.len()
+            + services.len()
+            + vips_set.len()
+            + service_deletes.len()
+            + vips_delete.len()
+            + backend_retires.len()
+            + src_ranges_delete.len()
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -275,6 +308,14 @@ pub fn plan(
     let mut src_range_total: u64 = cur.src_ranges.values().map(|r| r.len() as u64).sum();
 
     for (key, d) in &wanted {
+        let size = table_size(d, limits);
+        if cur
+            .planned
+            .get(key)
+            .is_some_and(|(p, s)| p == *d && *s == size)
+        {
+            continue;
+        }
         let existing = cur.services.get(key);
         let Some(svc_id) = existing.map(|v| v.id).or_else(|| free_svc_ids.next()) else {
             errors.push(PlanError::TooManyServices {
@@ -364,7 +405,6 @@ pub fn plan(
             mss_max: d.mss_max,
         };
         let mut new_ring = None;
-        let size = table_size(d, limits);
         let active = ring_input.iter().any(|&(_, weight)| weight > 0);
         if cur.ring_inputs.get(key) != Some(&ring_input)
             || old.is_none()
@@ -438,6 +478,7 @@ pub fn plan(
             w.services.push((*key, value));
         }
         next.services.insert(*key, value);
+        next.planned.insert(*key, ((*d).clone(), size));
         // Backends of this service that are no longer wanted.
         let kept: BTreeSet<u32> = slots.iter().map(|(id, _, _)| *id).collect();
         for &(id, b) in mine.values() {
@@ -455,14 +496,14 @@ pub fn plan(
         w.service_deletes.push(*key);
         next.services.remove(key);
         next.ring_inputs.remove(key);
+        next.planned.remove(key);
         if let Some(ranges) = next.src_ranges.remove(&v.id) {
             w.src_ranges_delete
                 .extend(ranges.into_iter().map(|r| (v.id, r)));
         }
         freed_regions.push((v.ring_offset, v.ring_size));
-        for (&id, b) in cur.backends.iter().filter(|(_, b)| b.svc_id == v.id) {
-            w.backend_retires
-                .push((id, BackendValue { flags: 0, ..*b }));
+        for &(id, b) in by_service.get(&v.id).unwrap_or(&no_backends) {
+            w.backend_retires.push((id, BackendValue { flags: 0, ..b }));
             next.backends.remove(&id);
         }
     }
