@@ -86,6 +86,11 @@ pub struct Agent {
     /// The inventory as last written: an apply that leaves it as it was
     /// does not rewrite the file.
     inventory: Option<Vec<inventory::InventoryService>>,
+    /// The verdicts it was written with.
+    inventory_verdicts: health::Verdicts,
+    /// Whether `wanted` or `checks` changed since it was built: if not, and
+    /// neither the maps nor the verdicts did, it is not even rebuilt.
+    inventory_stale: bool,
     last_apply: ApplyPhases,
 }
 
@@ -104,6 +109,8 @@ impl Agent {
             checks: ServiceChecks::new(),
             names: BTreeMap::new(),
             inventory: None,
+            inventory_verdicts: Default::default(),
+            inventory_stale: true,
             last_apply: ApplyPhases::default(),
         }
     }
@@ -166,8 +173,11 @@ impl Agent {
             info!(snat_addresses = ?next.snat_addrs, snat_ports = ?next.snat_ports, "node settings applied");
             self.settings = next;
         }
-        self.wanted = lower::lower(&d, self.opts.toa_mss);
-        self.checks = lower::checks(&d);
+        let wanted = lower::lower(&d, self.opts.toa_mss);
+        let checks = lower::checks(&d);
+        self.inventory_stale |= wanted != self.wanted || checks != self.checks;
+        self.wanted = wanted;
+        self.checks = checks;
         self.names = self
             .wanted
             .iter()
@@ -226,7 +236,11 @@ impl Agent {
         let errors = self.director.apply(&effective)?;
         self.last_apply.dataplane = self.director.last_apply().clone();
         let inventory_started = Instant::now();
-        if let Some(place) = &self.opts.inventory {
+        self.inventory_stale |=
+            self.last_apply.dataplane.entries_written > 0 || verdicts != self.inventory_verdicts;
+        if let Some(place) = &self.opts.inventory
+            && self.inventory_stale
+        {
             let mut inv = inventory::build(&self.wanted, self.director.programmed());
             health::annotate(&mut inv, &self.checks, &verdicts);
             if self.inventory.as_ref() != Some(&inv) {
@@ -235,6 +249,8 @@ impl Agent {
                 self.inventory = Some(inv);
                 self.last_apply.inventory_written = true;
             }
+            self.inventory_stale = false;
+            self.inventory_verdicts = verdicts;
         }
         self.last_apply.inventory = inventory_started.elapsed();
         Ok(errors)
