@@ -10,12 +10,17 @@
 //! the map entries it wrote; reloads as a ratio to the cold load of the
 //! same run. RSS after the cold load and after each no-op reload
 //! (/proc/self/statm; last / first), and the maps' kernel memory
-//! (fdinfo `memlock:`), reported apart. Then the Maglev disruption ratio
+//! (fdinfo `memlock:`), reported apart; and what reading the same services
+//! from standalone YAML costs (parse and resolve, beside the cold load).
+//! Then the Maglev disruption ratio
 //! when one of N backends leaves, N = 10, 100, 1000, automatic sizes
 //! (`shared/maglev_disruption.rs`, as the `maglev` bench measures it).
 //! Targets (issue 11): 10k cold ≤ 5 s; no-op ≤ 50 ms; one change ≤ 20 ms;
 //! RSS flat ±5% over 10 reloads; disruption ≤ 1.2× ideal.
 //! Run as root: `cargo bench -p ballast-agent --bench scale`.
+//!
+//! 100k × 4 needs 400k backend slots: more than the data plane's
+//! `abi::MAX_BACKENDS` (262,144), which the bench says instead of running.
 //!
 //! Every backend has an address of its own (as pods do), reached through
 //! one gateway, so the cold load resolves each backend's next hop once.
@@ -24,12 +29,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
+use ballast_agent::config_files;
 use ballast_agent::core::{
     Agent, AgentOptions, ApplyPhases, Backend, InventoryPlace, NodeDesired, Service, Settings,
 };
 use ballast_agent::dataplane::{Director, LoadOptions, XdpAttachMode, map_memory};
 use ballast_agent::lifecycle::identity::{self, Interface};
 use ballast_agent::maglev;
+use ballast_agent::standalone::desired::{LastGood, resolve};
 use ballast_api::{Forwarding, Protocol};
 use ballast_testbed::packet::{in_private_netns, settings};
 use ballast_testbed::{SNAT_ADDR, require_root};
@@ -86,11 +93,68 @@ fn desired(version: u64, services: Vec<Service>) -> NodeDesired {
         version,
         settings: Settings {
             snat_addrs: vec![SNAT_ADDR],
-            snat_ports: (10_000, 65_000),
+            ..Default::default()
         },
         services,
         announce: Default::default(),
     }
+}
+
+/// The same services as standalone VirtualServer documents, one file.
+fn yaml(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let s = service(i);
+            let backends: String = s
+                .backends
+                .iter()
+                .map(|b| format!("      - {{address: {}, weight: 1}}\n", b.address))
+                .collect();
+            format!(
+                "---\napiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\n\
+                 metadata: {{name: svc-{i}, namespace: bench}}\nspec:\n  addresses: [{}]\n  \
+                 ports:\n    - {{port: {}, protocol: TCP, targetPort: 8080}}\n  \
+                 forwarding: FullNAT\n  backends:\n    static:\n{backends}",
+                s.vip, s.port
+            )
+        })
+        .collect()
+}
+
+/// What reading the services from YAML cost.
+struct YamlCost {
+    bytes: u64,
+    first: Duration,
+    /// RSS after each reload (read and resolve again, same last-good state).
+    rss: Vec<u64>,
+}
+
+/// Reads and resolves `n` services from a YAML file as the standalone
+/// source does, once and then on each of the no-op reloads.
+fn parse_yaml(n: usize) -> YamlCost {
+    let dir = std::env::temp_dir().join(format!("ballast-bench-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("services.yaml");
+    std::fs::write(&file, yaml(n)).unwrap();
+    let bytes = std::fs::metadata(&file).unwrap().len();
+    let mut last = LastGood::default();
+    let mut reload = || {
+        let docs = config_files::read_documents(&dir).expect("read the files");
+        let outcome = resolve(&docs, &mut last, &[SNAT_ADDR]);
+        assert!(outcome.errors.is_empty(), "{:?}", &outcome.errors[..1]);
+        assert_eq!(outcome.services.len(), n);
+    };
+    let start = Instant::now();
+    reload();
+    let first = start.elapsed();
+    let rss = (0..NO_OP_RELOADS)
+        .map(|_| {
+            reload();
+            rss_bytes()
+        })
+        .collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+    YamlCost { bytes, first, rss }
 }
 
 fn rss_bytes() -> u64 {
@@ -217,6 +281,14 @@ fn open_agent(pin_root: &Path, n: usize) -> Agent {
 fn run(n: usize) -> Vec<String> {
     let mut missed = Vec::new();
     println!("{n} services × {BACKENDS} backends");
+    if (n * BACKENDS) as u64 > u64::from(abi::MAX_BACKENDS) {
+        println!(
+            "  not run: {} backend slots, the data plane has {} (abi::MAX_BACKENDS)",
+            n * BACKENDS,
+            abi::MAX_BACKENDS
+        );
+        return vec![format!("{n}: more backends than slots")];
+    }
     let pin_root = PathBuf::from(format!(
         "/sys/fs/bpf/ballast-bench-scale-{}-{n}",
         std::process::id()
@@ -252,6 +324,17 @@ fn run(n: usize) -> Vec<String> {
     let one = apply(&mut agent, desired(100, changed), n);
     row("one change", &one, cold.wall);
 
+    let y = parse_yaml(n);
+    let (y_first, y_last) = (y.rss[0], y.rss[NO_OP_RELOADS - 1]);
+    println!(
+        "  standalone YAML ({:.1} MiB): read and resolved in {:.1} ms ({:.2}x the cold load); RSS over {NO_OP_RELOADS} more reads {:.1} -> {:.1} MiB (last/first {:.3})",
+        mib(y.bytes),
+        ms(y.first),
+        y.first.as_secs_f64() / cold.wall.as_secs_f64(),
+        mib(y_first),
+        mib(y_last),
+        y_last as f64 / y_first as f64,
+    );
     let (first, last) = (rss[0], rss[NO_OP_RELOADS - 1]);
     let drift = last as f64 / first as f64;
     println!(

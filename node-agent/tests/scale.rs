@@ -47,7 +47,7 @@ fn version(version: u64, services: Vec<Service>) -> NodeDesired {
         version,
         settings: Settings {
             snat_addrs: vec![SNAT_ADDR],
-            snat_ports: (10_000, 65_000),
+            ..Default::default()
         },
         announce: Announcements {
             l2: services.iter().map(|s| s.vip).collect(),

@@ -83,13 +83,11 @@ pub struct Agent {
     checks: ServiceChecks,
     /// How errors name each service of `wanted`.
     names: BTreeMap<SvcKey, ServiceRef>,
-    /// The inventory as last written: an apply that leaves it as it was
-    /// does not rewrite the file.
-    inventory: Option<Vec<inventory::InventoryService>>,
-    /// The verdicts it was written with.
+    /// The verdicts the inventory was last written with.
     inventory_verdicts: health::Verdicts,
-    /// Whether `wanted` or `checks` changed since it was built: if not, and
-    /// neither the maps nor the verdicts did, it is not even rebuilt.
+    /// Whether `wanted` or `checks` changed since the inventory was
+    /// written: if not, and neither the maps nor the verdicts did, it is
+    /// neither rebuilt nor rewritten (it is a function of those four).
     inventory_stale: bool,
     last_apply: ApplyPhases,
 }
@@ -108,7 +106,6 @@ impl Agent {
             wanted: Vec::new(),
             checks: ServiceChecks::new(),
             names: BTreeMap::new(),
-            inventory: None,
             inventory_verdicts: Default::default(),
             inventory_stale: true,
             last_apply: ApplyPhases::default(),
@@ -243,12 +240,8 @@ impl Agent {
         {
             let mut inv = inventory::build(&self.wanted, self.director.programmed());
             health::annotate(&mut inv, &self.checks, &verdicts);
-            if self.inventory.as_ref() != Some(&inv) {
-                inventory::write(&place.pin_root, &place.key, &inv)
-                    .map_err(AgentError::Inventory)?;
-                self.inventory = Some(inv);
-                self.last_apply.inventory_written = true;
-            }
+            inventory::write(&place.pin_root, &place.key, &inv).map_err(AgentError::Inventory)?;
+            self.last_apply.inventory_written = true;
             self.inventory_stale = false;
             self.inventory_verdicts = verdicts;
         }

@@ -102,7 +102,23 @@ pub struct Director {
     forced_maglev_size: Option<u32>,
     next_gen: u32,
     neighbours: Option<NeighbourKeeper>,
+    /// Whether every desired backend's next hop was looked at once since
+    /// open (adopted backends included); after that, only new slots are.
+    neighbours_primed: bool,
     last_apply: ApplyCost,
+}
+
+/// What the maps hold, and the ring allocator that matches it.
+fn bookkeeping(maps: &Maps) -> Result<(Programmed, RingAllocator), DataplaneError> {
+    let programmed = maps.read_programmed()?;
+    let ring = RingAllocator::with_used(
+        maps.ring_slots(),
+        programmed
+            .services
+            .values()
+            .map(|v| (v.ring_offset, v.ring_size)),
+    );
+    Ok((programmed, ring))
 }
 
 impl Director {
@@ -133,14 +149,7 @@ impl Director {
             _ => dp.clock()?.hz()?,
         };
         dp.maps.write_config(&cfg)?;
-        let programmed = dp.maps.read_programmed()?;
-        let ring = RingAllocator::with_used(
-            dp.maps.ring_slots(),
-            programmed
-                .services
-                .values()
-                .map(|v| (v.ring_offset, v.ring_size)),
-        );
+        let (programmed, ring) = bookkeeping(&dp.maps)?;
         // Generations only need to differ from those stale flows hold:
         // seeding from the clock makes a restarted agent's new ones differ.
         let next_gen = std::time::SystemTime::now()
@@ -155,6 +164,7 @@ impl Director {
             forced_maglev_size,
             next_gen,
             neighbours,
+            neighbours_primed: false,
             last_apply: ApplyCost::default(),
         })
     }
@@ -239,39 +249,37 @@ impl Director {
         };
         let mut ring = self.ring.clone();
         let mut gen_counter = self.next_gen;
-        let planned = plan::plan(&self.programmed, desired, &mut ring, &limits, &mut || {
+        let cur = std::mem::take(&mut self.programmed);
+        let planned = plan::plan(cur, desired, &mut ring, &limits, &mut || {
             gen_counter = gen_counter.wrapping_add(1).max(1);
             gen_counter
         });
         let planned_at = Instant::now();
-        // Counters of reused slots start from zero.
-        let new_svc_ids: Vec<u32> = planned
-            .writes
-            .services
-            .iter()
-            .filter(|(k, _)| !self.programmed.services.contains_key(k))
-            .map(|(_, v)| v.id)
-            .collect();
-        let new_backend_ids: Vec<u32> = planned
-            .writes
-            .backends
-            .iter()
-            .filter(|(id, _)| !self.programmed.backends.contains_key(id))
-            .map(|(id, _)| *id)
-            .collect();
         if let Some(n) = &mut self.neighbours {
-            n.ensure(
-                desired
-                    .iter()
-                    .flat_map(|d| d.backends.iter().map(|b| b.addr)),
-            );
+            if self.neighbours_primed {
+                n.ensure(
+                    planned
+                        .writes
+                        .backends
+                        .iter()
+                        .map(|(_, b)| abi::addr_of_be(b.addr)),
+                );
+            } else {
+                n.ensure(
+                    desired
+                        .iter()
+                        .flat_map(|d| d.backends.iter().map(|b| b.addr)),
+                );
+                self.neighbours_primed = true;
+            }
         }
         let resolved_at = Instant::now();
-        self.dp.maps.reset_counters("svc_stats", &new_svc_ids)?;
-        self.dp
-            .maps
-            .reset_counters("backend_stats", &new_backend_ids)?;
-        self.dp.maps.apply(&planned.writes)?;
+        if let Err(e) = self.dp.maps.apply(&planned.writes) {
+            // Some writes may have landed: what the maps hold is the truth
+            // (as after a restart; every table is rebuilt once).
+            (self.programmed, self.ring) = bookkeeping(&self.dp.maps)?;
+            return Err(e.into());
+        }
         let cost = &mut self.last_apply;
         cost.plan += planned_at - started;
         cost.neighbours += resolved_at - planned_at;

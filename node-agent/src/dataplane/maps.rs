@@ -274,6 +274,8 @@ impl Maps {
 
     /// Applies writes in the order that never leaves a VIP without backends.
     pub fn apply(&mut self, w: &MapWrites) -> Result<(), DataplaneError> {
+        self.reset_counters("svc_stats", &w.svc_counter_resets)?;
+        self.reset_counters("backend_stats", &w.backend_counter_resets)?;
         {
             let mut arr: Array<_, BackendValue> =
                 Array::try_from(self.get("backends")).map_err(map_err("backends"))?;
@@ -387,6 +389,9 @@ impl Maps {
     /// Resets the counters of slots about to be reused by another service or
     /// backend, so that figures never carry over.
     pub fn reset_counters(&mut self, map: &'static str, ids: &[u32]) -> Result<(), DataplaneError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
             map,
             reason: e.to_string(),

@@ -44,7 +44,7 @@ impl World {
     fn step(&mut self, desired: &[DesiredService]) -> (MapWrites, Vec<PlanError>) {
         let mut g = self.gen_;
         let p = plan(
-            &self.cur,
+            self.cur.clone(),
             desired,
             &mut self.ring,
             &self.limits,
@@ -94,6 +94,15 @@ fn new_service_writes_backends_ring_service_and_vip() {
     );
     assert_eq!(writes.services.len(), 1);
     assert_eq!(writes.services[0].1.ring_size, 257);
+    assert_eq!(writes.svc_counter_resets, vec![writes.services[0].1.id]);
+    assert_eq!(
+        writes.backend_counter_resets,
+        writes
+            .backends
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(
         writes.vips_set,
         vec![(
@@ -153,6 +162,7 @@ fn one_backend_replaced_rewrites_only_its_service() {
                     svc_id: old.id,
                 }
             )],
+            backend_counter_resets: vec![new_id],
             rings: vec![(new_off, writes.rings[0].1.clone())],
             services: vec![(
                 key,
