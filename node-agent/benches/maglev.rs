@@ -5,77 +5,20 @@
 //! Target: automatic <= 1.2x ideal at every N.
 //! Run: `cargo bench -p ballast-agent --bench maglev` (no root needed).
 //!
-//! Flows are counted as table slots: a flow lands on slot hash % M, so the
-//! share of slots whose backend changed is the share of uniformly hashed
-//! flows that move. Each figure is the mean over several leaving backends
-//! (all of them for N <= 10, ten spread over the list otherwise). Build
-//! times are printed as a ratio to the baseline's, with the tables' ring
-//! memory (8 bytes a slot). A second table shows each automatic size at
-//! its worst: for the most backends that still get it.
-use std::time::{Duration, Instant};
+//! How flows are counted: `shared/maglev_disruption.rs` (the `scale` bench
+//! prints the same figures). Build times are printed as a ratio to the
+//! baseline's, with the tables' ring memory (8 bytes a slot). A second
+//! table shows each automatic size at its worst: for the most backends
+//! that still get it.
+use ballast_agent::maglev;
 
-use ballast_agent::maglev::{self, MaglevBackend};
+#[path = "shared/maglev_disruption.rs"]
+mod maglev_disruption;
+use maglev_disruption::{backends, disruption};
 
 const BASELINE_SIZE: u32 = maglev::CLASSIC_TABLE_SIZE;
 const NS: [usize; 4] = [4, 10, 100, 1000];
 const TARGET: f64 = 1.2;
-
-/// N backends keyed as the planner keys them (address << 16 | port).
-fn backends(n: usize) -> Vec<MaglevBackend> {
-    (0..n)
-        .map(|i| {
-            let addr = u32::from(std::net::Ipv4Addr::new(
-                10,
-                1,
-                (i / 250) as u8,
-                (i % 250) as u8 + 1,
-            ));
-            MaglevBackend {
-                key: (u64::from(addr) << 16) | 8080,
-                weight: 1,
-            }
-        })
-        .collect()
-}
-
-struct Figure {
-    ratio: f64,
-    build: Duration,
-}
-
-/// Mean disruption ratio when one of `all` leaves a table of `size` slots.
-fn disruption(all: &[MaglevBackend], size: u32) -> Figure {
-    let n = all.len();
-    let start = Instant::now();
-    let before = maglev::build_table(all, size).expect("table");
-    let build = start.elapsed();
-    let leavers: Vec<usize> = if n <= 10 {
-        (0..n).collect()
-    } else {
-        (0..10).map(|i| i * n / 10 + n / 20).collect()
-    };
-    let mut sum = 0.0;
-    for &gone in &leavers {
-        let rest: Vec<MaglevBackend> = all
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != gone)
-            .map(|(_, b)| *b)
-            .collect();
-        let after = maglev::build_table(&rest, size).expect("table");
-        // Compare by key: indices shift once an element is removed.
-        let moved = before
-            .iter()
-            .zip(&after)
-            .filter(|&(&b, &a)| all[b as usize].key != rest[a as usize].key)
-            .count();
-        sum += (moved as f64 / f64::from(size)) / (1.0 / n as f64);
-    }
-    Figure {
-        ratio: sum / leavers.len() as f64,
-        build,
-    }
-}
 
 fn main() {
     println!(

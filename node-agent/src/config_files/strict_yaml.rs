@@ -14,8 +14,8 @@ use ballast_api::{API_VERSION, KIND, VirtualServer, VirtualServerSpec};
 /// Parses one YAML document as a `VirtualServer`, rejecting other kinds and
 /// unknown `spec` fields.
 ///
-/// Serde errors keep their `at line L column C` suffix; pad `doc` with leading
-/// newlines to make those lines match an enclosing file.
+/// Serde errors keep their `at line L column C` suffix, counted in `doc`
+/// (`read_documents` shifts them to the file's lines).
 pub fn parse_virtual_server(doc: &str) -> Result<VirtualServer, String> {
     let raw: serde_yaml::Value = serde_yaml::from_str(doc).map_err(|e| e.to_string())?;
     let serde_yaml::Value::Mapping(map) = &raw else {

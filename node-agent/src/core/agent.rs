@@ -23,12 +23,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
+use super::cost::ApplyPhases;
 use super::desired::{NodeDesired, validate};
 use super::lower;
 use super::report::{ApplyError, ApplyReport, ServiceRef};
@@ -84,6 +85,13 @@ pub struct Agent {
     /// How errors name each service of `wanted`.
     names: BTreeMap<SvcKey, ServiceRef>,
     ages: VerdictAges,
+    /// The verdicts the inventory was last written with.
+    inventory_verdicts: health::Verdicts,
+    /// Whether `wanted` or `checks` changed since the inventory was
+    /// written: if not, and neither the maps nor the verdicts did, it is
+    /// neither rebuilt nor rewritten (it is a function of those four).
+    inventory_stale: bool,
+    last_apply: ApplyPhases,
 }
 
 impl Agent {
@@ -101,7 +109,15 @@ impl Agent {
             checks: ServiceChecks::new(),
             names: BTreeMap::new(),
             ages: VerdictAges::default(),
+            inventory_verdicts: Default::default(),
+            inventory_stale: true,
+            last_apply: ApplyPhases::default(),
         }
+    }
+
+    /// What the last apply (or health re-apply) cost and wrote.
+    pub fn last_apply(&self) -> &ApplyPhases {
+        &self.last_apply
     }
 
     pub fn director(&self) -> &Director {
@@ -124,6 +140,8 @@ impl Agent {
     /// Applies `d` as one transaction (see the module's doc). Needs a tokio
     /// runtime when services have health checks.
     pub fn apply(&mut self, d: NodeDesired) -> Result<ApplyReport, AgentError> {
+        let started = Instant::now();
+        self.last_apply = ApplyPhases::default();
         let mut errors = validate(&d);
         if d.version <= self.applied_version {
             errors.insert(
@@ -134,6 +152,8 @@ impl Agent {
                 },
             );
         }
+        let validated = Instant::now();
+        self.last_apply.validate = validated - started;
         if !errors.is_empty() {
             return Ok(ApplyReport {
                 applied_version: self.applied_version,
@@ -153,8 +173,11 @@ impl Agent {
             info!(snat_addresses = ?next.snat_addrs, snat_ports = ?next.snat_ports, "node settings applied");
             self.settings = next;
         }
-        self.wanted = lower::lower(&d, self.opts.toa_mss);
-        self.checks = lower::checks(&d);
+        let wanted = lower::lower(&d, self.opts.toa_mss);
+        let checks = lower::checks(&d);
+        self.inventory_stale |= wanted != self.wanted || checks != self.checks;
+        self.wanted = wanted;
+        self.checks = checks;
         self.names = self
             .wanted
             .iter()
@@ -163,6 +186,7 @@ impl Agent {
             .collect();
         self.health
             .set_targets(health::targets(&self.wanted, &self.checks));
+        self.last_apply.lower = validated.elapsed();
         let plan_errors = self.program()?;
         self.applied_version = d.version;
         Ok(ApplyReport {
@@ -198,6 +222,8 @@ impl Agent {
     /// Programs the applied version, DOWN backends at weight 0, and writes
     /// the inventory. Returns the services the data plane refused.
     fn program(&mut self) -> Result<Vec<PlanError>, AgentError> {
+        let started = Instant::now();
+        self.last_apply.inventory_written = false;
         let verdicts = self.health.verdicts();
         let effective = health::apply_health(&self.wanted, &self.checks, &verdicts);
         for name in health::without_backends(&self.wanted, &effective) {
@@ -206,12 +232,23 @@ impl Agent {
                 "every backend is DOWN: new connections to the service are refused until one passes its health check"
             );
         }
+        self.last_apply.health = started.elapsed();
         let errors = self.director.apply(&effective)?;
-        if let Some(place) = &self.opts.inventory {
+        self.last_apply.dataplane = self.director.last_apply().clone();
+        let inventory_started = Instant::now();
+        self.inventory_stale |=
+            self.last_apply.dataplane.entries_written > 0 || verdicts != self.inventory_verdicts;
+        if let Some(place) = &self.opts.inventory
+            && self.inventory_stale
+        {
             let mut inv = inventory::build(&self.wanted, self.director.programmed());
             health::annotate(&mut inv, &self.checks, &verdicts);
             inventory::write(&place.pin_root, &place.key, &inv).map_err(AgentError::Inventory)?;
+            self.last_apply.inventory_written = true;
+            self.inventory_stale = false;
+            self.inventory_verdicts = verdicts;
         }
+        self.last_apply.inventory = inventory_started.elapsed();
         Ok(errors)
     }
 

@@ -6,15 +6,18 @@
 //! - `lower`: that state lowered to the map-writing plan's ABI integers
 //!   (pure).
 //! - `report`: what an apply answers, every error typed.
+//! - `cost`: what an apply cost, phase by phase, and what it wrote.
 //! - `agent`: the data plane, health checks, inventory, sweeper and
 //!   `/metrics`, and the run loop (`run(requests, shutdown)`).
 pub mod agent;
+pub mod cost;
 pub mod desired;
 pub mod lower;
 pub mod report;
 pub mod usage;
 
 pub use agent::{Agent, AgentError, AgentHandle, AgentOptions, InventoryPlace, Requests, channel};
+pub use cost::ApplyPhases;
 pub use desired::{Announcements, Backend, NodeDesired, Service, Settings, validate};
 pub use report::{
     AnnounceProblem, ApplyError, ApplyReport, ServiceProblem, ServiceRef, SettingsError,

@@ -2,6 +2,7 @@
 //! set the node's settings, and converge it on a set of desired services.
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use aya::programs::Xdp;
 
@@ -76,6 +77,23 @@ impl NodeSettings {
     }
 }
 
+/// What the last [`Director::apply`] cost, over all its passes: where the
+/// time went and how much it wrote (a no-op writes nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyCost {
+    /// Planning (pure: diff, Maglev tables, slot allocation).
+    pub plan: Duration,
+    /// Resolving new backends' next hops (`neighbours`).
+    pub neighbours: Duration,
+    /// Counter resets and map writes.
+    pub writes: Duration,
+    /// Map entries written or deleted, a Maglev table counting as one.
+    pub entries_written: usize,
+    /// Maglev tables written.
+    pub tables_written: usize,
+    pub passes: u32,
+}
+
 pub struct Director {
     dp: Dataplane,
     programmed: Programmed,
@@ -84,6 +102,23 @@ pub struct Director {
     forced_maglev_size: Option<u32>,
     next_gen: u32,
     neighbours: Option<NeighbourKeeper>,
+    /// Whether every desired backend's next hop was looked at once since
+    /// open (adopted backends included); after that, only new slots are.
+    neighbours_primed: bool,
+    last_apply: ApplyCost,
+}
+
+/// What the maps hold, and the ring allocator that matches it.
+fn bookkeeping(maps: &Maps) -> Result<(Programmed, RingAllocator), DataplaneError> {
+    let programmed = maps.read_programmed()?;
+    let ring = RingAllocator::with_used(
+        maps.ring_slots(),
+        programmed
+            .services
+            .values()
+            .map(|v| (v.ring_offset, v.ring_size)),
+    );
+    Ok((programmed, ring))
 }
 
 impl Director {
@@ -114,14 +149,7 @@ impl Director {
             _ => dp.clock()?.hz()?,
         };
         dp.maps.write_config(&cfg)?;
-        let programmed = dp.maps.read_programmed()?;
-        let ring = RingAllocator::with_used(
-            dp.maps.ring_slots(),
-            programmed
-                .services
-                .values()
-                .map(|v| (v.ring_offset, v.ring_size)),
-        );
+        let (programmed, ring) = bookkeeping(&dp.maps)?;
         // Generations only need to differ from those stale flows hold:
         // seeding from the clock makes a restarted agent's new ones differ.
         let next_gen = std::time::SystemTime::now()
@@ -136,11 +164,18 @@ impl Director {
             forced_maglev_size,
             next_gen,
             neighbours,
+            neighbours_primed: false,
+            last_apply: ApplyCost::default(),
         })
     }
 
     pub fn programmed(&self) -> &Programmed {
         &self.programmed
+    }
+
+    /// What the last [`Self::apply`] cost and wrote.
+    pub fn last_apply(&self) -> &ApplyCost {
+        &self.last_apply
     }
 
     /// The data plane's maps (counters, flow tables, configuration).
@@ -187,6 +222,7 @@ impl Director {
         // nearly full storage (e.g. tables of 65537 slots from an older
         // agent, each shrinking to its automatic size) frees room pass by
         // pass. Passes stop when one programs no new table.
+        self.last_apply = ApplyCost::default();
         loop {
             let (errors, rings_written) = self.apply_once(desired)?;
             let ring_full = errors
@@ -198,11 +234,13 @@ impl Director {
         }
     }
 
-    /// One planning pass: its errors and how many tables it wrote.
+    /// One planning pass: its errors and how many tables it wrote. Adds its
+    /// cost to `last_apply`.
     fn apply_once(
         &mut self,
         desired: &[DesiredService],
     ) -> Result<(Vec<PlanError>, usize), DirectorError> {
+        let started = Instant::now();
         let limits = PlanLimits {
             forced_maglev_size: self.forced_maglev_size,
             max_services: abi::MAX_SERVICES,
@@ -211,37 +249,44 @@ impl Director {
         };
         let mut ring = self.ring.clone();
         let mut gen_counter = self.next_gen;
-        let planned = plan::plan(&self.programmed, desired, &mut ring, &limits, &mut || {
+        let cur = std::mem::take(&mut self.programmed);
+        let planned = plan::plan(cur, desired, &mut ring, &limits, &mut || {
             gen_counter = gen_counter.wrapping_add(1).max(1);
             gen_counter
         });
-        // Counters of reused slots start from zero.
-        let new_svc_ids: Vec<u32> = planned
-            .writes
-            .services
-            .iter()
-            .filter(|(k, _)| !self.programmed.services.contains_key(k))
-            .map(|(_, v)| v.id)
-            .collect();
-        let new_backend_ids: Vec<u32> = planned
-            .writes
-            .backends
-            .iter()
-            .filter(|(id, _)| !self.programmed.backends.contains_key(id))
-            .map(|(id, _)| *id)
-            .collect();
+        let planned_at = Instant::now();
         if let Some(n) = &mut self.neighbours {
-            n.ensure(
-                desired
-                    .iter()
-                    .flat_map(|d| d.backends.iter().map(|b| b.addr)),
-            );
+            if self.neighbours_primed {
+                n.ensure(
+                    planned
+                        .writes
+                        .backends
+                        .iter()
+                        .map(|(_, b)| abi::addr_of_be(b.addr)),
+                );
+            } else {
+                n.ensure(
+                    desired
+                        .iter()
+                        .flat_map(|d| d.backends.iter().map(|b| b.addr)),
+                );
+                self.neighbours_primed = true;
+            }
         }
-        self.dp.maps.reset_counters("svc_stats", &new_svc_ids)?;
-        self.dp
-            .maps
-            .reset_counters("backend_stats", &new_backend_ids)?;
-        self.dp.maps.apply(&planned.writes)?;
+        let resolved_at = Instant::now();
+        if let Err(e) = self.dp.maps.apply(&planned.writes) {
+            // Some writes may have landed: what the maps hold is the truth
+            // (as after a restart; every table is rebuilt once).
+            (self.programmed, self.ring) = bookkeeping(&self.dp.maps)?;
+            return Err(e.into());
+        }
+        let cost = &mut self.last_apply;
+        cost.plan += planned_at - started;
+        cost.neighbours += resolved_at - planned_at;
+        cost.writes += resolved_at.elapsed();
+        cost.entries_written += planned.writes.entries();
+        cost.tables_written += planned.writes.rings.len();
+        cost.passes += 1;
         self.programmed = planned.next;
         self.ring = ring;
         self.next_gen = gen_counter;

@@ -179,6 +179,11 @@ impl Maps {
         self.maps.get_mut(name).expect("all maps taken at open")
     }
 
+    /// Every map, by name.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&'static str, &Map)> {
+        self.maps.iter().map(|(&name, map)| (name, map))
+    }
+
     pub(crate) fn get_ref(&self, name: &'static str) -> &Map {
         self.maps.get(name).expect("all maps taken at open")
     }
@@ -262,12 +267,15 @@ impl Maps {
             backends,
             vips,
             ring_inputs: BTreeMap::new(),
+            planned: BTreeMap::new(),
             src_ranges,
         })
     }
 
     /// Applies writes in the order that never leaves a VIP without backends.
     pub fn apply(&mut self, w: &MapWrites) -> Result<(), DataplaneError> {
+        self.reset_counters("svc_stats", &w.svc_counter_resets)?;
+        self.reset_counters("backend_stats", &w.backend_counter_resets)?;
         {
             let mut arr: Array<_, BackendValue> =
                 Array::try_from(self.get("backends")).map_err(map_err("backends"))?;
@@ -381,6 +389,9 @@ impl Maps {
     /// Resets the counters of slots about to be reused by another service or
     /// backend, so that figures never carry over.
     pub fn reset_counters(&mut self, map: &'static str, ids: &[u32]) -> Result<(), DataplaneError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
             map,
             reason: e.to_string(),

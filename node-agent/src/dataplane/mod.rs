@@ -1,20 +1,21 @@
 //! The XDP data plane seen from user space: loading and attaching the
 //! program with its maps pinned (`loader`), planning map writes (`plan`,
 //! pure) and applying them (`maps`), reading the data plane's clock
-//! (`clock`), and sweeping expired flows (`sweeper`); `error` is what these
-//! can fail with.
+//! (`clock`), sweeping expired flows (`sweeper`), and the maps' kernel
+//! memory (`map_memory`); `error` is what these can fail with.
 pub mod batch;
 pub mod clock;
 pub mod director;
 pub mod error;
 pub mod loader;
+pub mod map_memory;
 pub mod maps;
 pub mod neighbours;
 pub mod plan;
 pub mod ring_alloc;
 pub mod sweeper;
 
-pub use director::{Director, DirectorError, NodeSettings};
+pub use director::{ApplyCost, Director, DirectorError, NodeSettings};
 pub use error::DataplaneError;
 pub use loader::{Dataplane, LoadOptions, XdpAttachMode};
 pub use plan::{DesiredBackend, DesiredService, PlanError, Programmed};

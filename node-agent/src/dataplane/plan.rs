@@ -9,6 +9,9 @@ use ipnet::IpNet;
 
 use crate::abi::{self, BackendValue, SrcRangeData, SvcKey, SvcValue};
 use crate::dataplane::ring_alloc::{RingAllocator, RingFull};
+use slots::{ByService, FreeSlots};
+
+mod slots;
 use crate::maglev;
 
 /// One (VIP, port, protocol) as the data plane needs it.
@@ -94,6 +97,12 @@ pub struct Programmed {
     /// The Maglev input each service's current ring was built from; absent
     /// after a restart, which forces one rebuild.
     pub ring_inputs: BTreeMap<SvcKey, Vec<(u32, u32)>>,
+    /// The desired service each programmed service was last planned from,
+    /// and the table size it was planned with: one asked for again
+    /// unchanged, at the same size, has nothing to write and is skipped
+    /// whole, so a reload costs what changed. Absent after a restart (and
+    /// for a service refused since), which plans the service in full.
+    pub planned: BTreeMap<SvcKey, (DesiredService, u32)>,
     /// `src_ranges` trie entries by service id.
     pub src_ranges: BTreeMap<u32, BTreeSet<SrcRange>>,
 }
@@ -138,6 +147,10 @@ impl SrcRange {
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MapWrites {
+    /// Step 0: the counters of the slots new services and backends take
+    /// start from zero (a slot may be reused).
+    pub svc_counter_resets: Vec<u32>,
+    pub backend_counter_resets: Vec<u32>,
     /// Step 1: backend slots, new or with changed flags.
     pub backends: Vec<(u32, BackendValue)>,
     /// Step 2: ring regions (offset, backend ids).
@@ -156,6 +169,37 @@ pub struct MapWrites {
     /// Source-range entries a service lost, or those of a deleted service:
     /// removed after the flip, so a narrowing edit is widest in between.
     pub src_ranges_delete: Vec<(u32, SrcRange)>,
+}
+
+impl MapWrites {
+    /// Entries written or deleted, a Maglev table counting as one: zero for
+    /// a plan that changes nothing.
+    pub fn entries(&self) -> usize {
+        let MapWrites {
+            svc_counter_resets,
+            backend_counter_resets,
+            backends,
+            rings,
+            src_ranges_add,
+            services,
+            vips_set,
+            service_deletes,
+            vips_delete,
+            backend_retires,
+            src_ranges_delete,
+        } = self;
+        svc_counter_resets.len()
+            + backend_counter_resets.len()
+            + backends.len()
+            + rings.len()
+            + src_ranges_add.len()
+            + services.len()
+            + vips_set.len()
+            + service_deletes.len()
+            + vips_delete.len()
+            + backend_retires.len()
+            + src_ranges_delete.len()
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -242,41 +286,53 @@ fn backend_identity(addr: Ipv4Addr, port: u16) -> u64 {
     ((u32::from(addr) as u64) << 16) | port as u64
 }
 
-/// Plans the writes from `cur` to `desired`. `ring` is the allocator matching
-/// `cur`; `next_gen` yields fresh backend generations.
+/// Plans the writes from `cur` to `desired`, taking `cur` over (it becomes
+/// `next`: cloning it per reload would cost as much as the whole plan of a
+/// reload that changes nothing). `ring` is the allocator matching `cur`;
+/// `next_gen` yields fresh backend generations.
 pub fn plan(
-    cur: &Programmed,
+    cur: Programmed,
     desired: &[DesiredService],
     ring: &mut RingAllocator,
     limits: &PlanLimits,
     next_gen: &mut impl FnMut() -> u32,
 ) -> Planned {
     let mut w = MapWrites::default();
-    let mut next = cur.clone();
+    // Read as the state before the plan for each service until that
+    // service is planned: each one's entries are its own.
+    let mut next = cur;
     let mut errors = Vec::new();
     let mut freed_regions = Vec::new();
 
-    let used_svc_ids: BTreeSet<u32> = cur.services.values().map(|v| v.id).collect();
-    let mut free_svc_ids = (0..limits.max_services).filter(|i| !used_svc_ids.contains(i));
-    let used_backend_ids: BTreeSet<u32> = cur.backends.keys().copied().collect();
-    let mut free_backend_ids = (0..limits.max_backends).filter(|i| !used_backend_ids.contains(i));
+    let mut free_svc_ids = FreeSlots::new(limits.max_services);
+    // Service slots in use, listed when a new service first needs one.
+    let mut svc_ids: Option<BTreeSet<u32>> = None;
+    let mut free_backend_ids = FreeSlots::new(limits.max_backends);
+    // Backend slots this plan retires: removed from `next` at the end, as
+    // they are in use until the flip.
+    let mut retired: Vec<u32> = Vec::new();
+    let mut by_service: Option<ByService> = None;
 
     let wanted: BTreeMap<SvcKey, &DesiredService> = desired.iter().map(|d| (d.key(), d)).collect();
-    // Backend slots grouped by service once: filtering per service would be
-    // quadratic at 100k services.
-    let mut by_service: BTreeMap<u32, Vec<(u32, BackendValue)>> = BTreeMap::new();
-    for (&id, b) in &cur.backends {
-        by_service.entry(b.svc_id).or_default().push((id, *b));
-    }
-    let no_backends = Vec::new();
-    let no_ranges = BTreeSet::new();
     // Entries the trie holds once this plan's additions are in (its
     // deletions come after the flip, so they do not make room for them).
-    let mut src_range_total: u64 = cur.src_ranges.values().map(|r| r.len() as u64).sum();
+    let mut src_range_total: u64 = next.src_ranges.values().map(|r| r.len() as u64).sum();
 
     for (key, d) in &wanted {
-        let existing = cur.services.get(key);
-        let Some(svc_id) = existing.map(|v| v.id).or_else(|| free_svc_ids.next()) else {
+        let size = table_size(d, limits);
+        if next
+            .planned
+            .get(key)
+            .is_some_and(|(p, s)| p == *d && *s == size)
+        {
+            continue;
+        }
+        let existing = next.services.get(key).copied();
+        let Some(svc_id) = existing.map(|v| v.id).or_else(|| {
+            let used =
+                svc_ids.get_or_insert_with(|| next.services.values().map(|v| v.id).collect());
+            free_svc_ids.take(|from| used.range(from..).copied())
+        }) else {
             errors.push(PlanError::TooManyServices {
                 service: d.name.clone(),
                 key: *key,
@@ -287,13 +343,13 @@ pub fn plan(
 
         // Backend slots: keep the slot (and generation) of a backend that
         // stays, so its established flows keep going.
-        let mine: BTreeMap<(u32, u16), (u32, BackendValue)> = by_service
-            .get(&svc_id)
-            .unwrap_or(&no_backends)
-            .iter()
-            .map(|&(id, b)| ((b.addr, b.port), (id, b)))
-            .collect();
+        let mine: BTreeMap<(u32, u16), (u32, BackendValue)> =
+            slots::backends_of(&next, key, svc_id, &mut by_service)
+                .into_iter()
+                .map(|(id, b)| ((b.addr, b.port), (id, b)))
+                .collect();
         let mut slots = Vec::with_capacity(d.backends.len());
+        let mut new_backends = Vec::new();
         let mut out_of_slots = false;
         for b in &d.backends {
             let k = (abi::be_addr(b.addr), abi::be_port(b.port));
@@ -305,7 +361,9 @@ pub fn plan(
                 };
             let (id, value) = match mine.get(&k) {
                 Some(&(id, v)) => (id, BackendValue { flags, ..v }),
-                None => match free_backend_ids.next() {
+                None => match free_backend_ids
+                    .take(|from| next.backends.range(from..).map(|(&id, _)| id))
+                {
                     Some(id) => (
                         id,
                         BackendValue {
@@ -323,6 +381,9 @@ pub fn plan(
                     }
                 },
             };
+            if !mine.contains_key(&k) {
+                new_backends.push(id);
+            }
             slots.push((id, value, b));
         }
         if out_of_slots {
@@ -335,8 +396,8 @@ pub fn plan(
         }
 
         let ranges: BTreeSet<SrcRange> = d.source_ranges.iter().map(SrcRange::of).collect();
-        let old_ranges = cur.src_ranges.get(&svc_id).unwrap_or(&no_ranges);
-        let range_adds = ranges.difference(old_ranges).count() as u64;
+        let old_ranges = next.src_ranges.get(&svc_id).cloned().unwrap_or_default();
+        let range_adds = ranges.difference(&old_ranges).count() as u64;
         if src_range_total + range_adds > u64::from(limits.max_src_ranges) {
             errors.push(PlanError::TooManySourceRanges {
                 service: d.name.clone(),
@@ -348,7 +409,7 @@ pub fn plan(
 
         // The ring, rebuilt only when its input changed.
         let ring_input: Vec<(u32, u32)> = slots.iter().map(|(id, _, b)| (*id, b.weight)).collect();
-        let old = existing.copied();
+        let old = existing;
         let mut value = SvcValue {
             id: svc_id,
             ring_offset: old.map_or(0, |o| o.ring_offset),
@@ -364,9 +425,8 @@ pub fn plan(
             mss_max: d.mss_max,
         };
         let mut new_ring = None;
-        let size = table_size(d, limits);
         let active = ring_input.iter().any(|&(_, weight)| weight > 0);
-        if cur.ring_inputs.get(key) != Some(&ring_input)
+        if next.ring_inputs.get(key) != Some(&ring_input)
             || old.is_none()
             || (active && old.is_some_and(|o| o.ring_size != size))
         {
@@ -416,7 +476,7 @@ pub fn plan(
         }
 
         for (id, v, _) in &slots {
-            if cur.backends.get(id) != Some(v) {
+            if next.backends.get(id) != Some(v) {
                 w.backends.push((*id, *v));
             }
             next.backends.insert(*id, *v);
@@ -426,7 +486,7 @@ pub fn plan(
         }
         src_range_total += range_adds;
         w.src_ranges_add
-            .extend(ranges.difference(old_ranges).map(|r| (svc_id, *r)));
+            .extend(ranges.difference(&old_ranges).map(|r| (svc_id, *r)));
         w.src_ranges_delete
             .extend(old_ranges.difference(&ranges).map(|r| (svc_id, *r)));
         if ranges.is_empty() {
@@ -437,34 +497,45 @@ pub fn plan(
         if old != Some(value) {
             w.services.push((*key, value));
         }
+        if old.is_none() {
+            w.svc_counter_resets.push(svc_id);
+        }
+        w.backend_counter_resets.extend(new_backends);
         next.services.insert(*key, value);
+        next.planned.insert(*key, ((*d).clone(), size));
         // Backends of this service that are no longer wanted.
         let kept: BTreeSet<u32> = slots.iter().map(|(id, _, _)| *id).collect();
         for &(id, b) in mine.values() {
             if !kept.contains(&id) {
                 w.backend_retires.push((id, BackendValue { flags: 0, ..b }));
-                next.backends.remove(&id);
+                retired.push(id);
             }
         }
     }
 
-    for (key, v) in &cur.services {
-        if wanted.contains_key(key) {
-            continue;
+    let gone: Vec<(SvcKey, SvcValue)> = next
+        .services
+        .iter()
+        .filter(|(key, _)| !wanted.contains_key(key))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    for (key, v) in &gone {
+        for (id, b) in slots::backends_of(&next, key, v.id, &mut by_service) {
+            w.backend_retires.push((id, BackendValue { flags: 0, ..b }));
+            retired.push(id);
         }
         w.service_deletes.push(*key);
         next.services.remove(key);
         next.ring_inputs.remove(key);
+        next.planned.remove(key);
         if let Some(ranges) = next.src_ranges.remove(&v.id) {
             w.src_ranges_delete
                 .extend(ranges.into_iter().map(|r| (v.id, r)));
         }
         freed_regions.push((v.ring_offset, v.ring_size));
-        for (&id, b) in cur.backends.iter().filter(|(_, b)| b.svc_id == v.id) {
-            w.backend_retires
-                .push((id, BackendValue { flags: 0, ..*b }));
-            next.backends.remove(&id);
-        }
+    }
+    for id in retired {
+        next.backends.remove(&id);
     }
 
     // VIPs: every address of a programmed service; announced if any of its
@@ -479,11 +550,11 @@ pub fn plan(
         }
     }
     for (a, f) in &vips {
-        if cur.vips.get(a) != Some(f) {
+        if next.vips.get(a) != Some(f) {
             w.vips_set.push((*a, *f));
         }
     }
-    w.vips_delete = cur
+    w.vips_delete = next
         .vips
         .keys()
         .filter(|a| !vips.contains_key(a))

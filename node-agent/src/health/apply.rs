@@ -13,6 +13,7 @@
 //! send clients to backends known to be down, and a refused connection is
 //! what lets a client retry elsewhere promptly.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -58,11 +59,16 @@ pub fn targets(desired: &[DesiredService], checks: &ServiceChecks) -> BTreeSet<T
 
 /// `desired` with every backend whose target is DOWN at weight 0. A target
 /// without a verdict (not probed yet) counts as UP, like a new backend.
-pub fn apply_health(
-    desired: &[DesiredService],
+/// With no backend DOWN, `desired` itself: no copy of 10k services on a
+/// reload.
+pub fn apply_health<'a>(
+    desired: &'a [DesiredService],
     checks: &ServiceChecks,
     verdicts: &Verdicts,
-) -> Vec<DesiredService> {
+) -> Cow<'a, [DesiredService]> {
+    if verdicts.values().all(|h| h.up) {
+        return Cow::Borrowed(desired);
+    }
     desired
         .iter()
         .map(|d| {

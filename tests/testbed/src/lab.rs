@@ -2,7 +2,7 @@
 //! tests share it. The director is opened and programmed from inside the
 //! testbed's director namespace, as an agent started there would be. Everything it creates (namespaces, pinned maps, the
 //! attached program) goes away on Drop.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -40,26 +40,7 @@ impl Lab {
             .context("XDP_PASS on the director's bridge port")?;
 
         let pin_dir = lab_pin_dir(prefix);
-        let ifname = tb.director_if().to_string();
-        let settings = NodeSettings {
-            // The testbed gives the director's interface a fixed MAC.
-            mac: world::DIRECTOR_MAC,
-            snat_addrs: vec![world::SNAT_ADDR],
-            ..Default::default()
-        };
-        let load = LoadOptions {
-            interface: Some(ifname),
-            pin_dir: pin_dir.clone(),
-            ring_slots: 16 * 65537,
-            conntrack_entries: Some(65536),
-            mode: XdpAttachMode::Native,
-        };
-        // Attaching resolves the interface name, so it happens in the
-        // director's namespace.
-        let director = in_netns(tb.director_ns(), move || {
-            // Table sizes as an agent without --maglev-size chooses them.
-            Director::open(&load, &settings, None)
-        })??;
+        let director = open_director(&tb, &pin_dir, 16 * 65537)?;
         Ok(Self {
             director,
             servers: Vec::new(),
@@ -90,6 +71,33 @@ impl Lab {
         let inv = inventory::build(&self.desired, self.director.programmed());
         Ok(stats::snapshot(self.director.maps(), &inv)?)
     }
+}
+
+/// The director's settings in the testbed: its fixed MAC, the SNAT address.
+pub fn director_settings() -> NodeSettings {
+    NodeSettings {
+        mac: world::DIRECTOR_MAC,
+        snat_addrs: vec![world::SNAT_ADDR],
+        ..Default::default()
+    }
+}
+
+/// Opens the director on the testbed's director interface (native XDP),
+/// its maps pinned in `pin_dir`, with table sizes as an agent without
+/// --maglev-size chooses them.
+pub fn open_director(tb: &Testbed, pin_dir: &Path, ring_slots: u32) -> Result<Director> {
+    let load = LoadOptions {
+        interface: Some(tb.director_if().to_string()),
+        pin_dir: pin_dir.to_path_buf(),
+        ring_slots,
+        conntrack_entries: Some(65536),
+        mode: XdpAttachMode::Native,
+    };
+    // Attaching resolves the interface name, so it happens in the
+    // director's namespace.
+    Ok(in_netns(tb.director_ns(), move || {
+        Director::open(&load, &director_settings(), None)
+    })??)
 }
 
 impl Drop for Lab {

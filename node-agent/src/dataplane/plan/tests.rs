@@ -44,7 +44,7 @@ impl World {
     fn step(&mut self, desired: &[DesiredService]) -> (MapWrites, Vec<PlanError>) {
         let mut g = self.gen_;
         let p = plan(
-            &self.cur,
+            self.cur.clone(),
             desired,
             &mut self.ring,
             &self.limits,
@@ -94,6 +94,15 @@ fn new_service_writes_backends_ring_service_and_vip() {
     );
     assert_eq!(writes.services.len(), 1);
     assert_eq!(writes.services[0].1.ring_size, 257);
+    assert_eq!(writes.svc_counter_resets, vec![writes.services[0].1.id]);
+    assert_eq!(
+        writes.backend_counter_resets,
+        writes
+            .backends
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(
         writes.vips_set,
         vec![(
@@ -111,6 +120,65 @@ fn unchanged_configuration_writes_nothing() {
     let (writes, errors) = w.step(&d);
     assert!(errors.is_empty());
     assert_eq!(writes, MapWrites::default());
+}
+
+#[test]
+fn one_backend_replaced_rewrites_only_its_service() {
+    // Room for the three tables and the new one beside the old.
+    let mut w = World::new(4 * 257);
+    let before = [
+        svc(80, &[(1, 1), (2, 1)]),
+        svc(81, &[(3, 1), (4, 1)]),
+        svc(82, &[(5, 1), (6, 1)]),
+    ];
+    w.step(&before);
+    let key = before[1].key();
+    let old = w.cur.services[&key];
+    let (old_id, old_b4) = w
+        .cur
+        .backends
+        .iter()
+        .find(|(_, b)| b.addr == abi::be_addr(Ipv4Addr::new(198, 51, 100, 14)))
+        .map(|(&id, &b)| (id, b))
+        .unwrap();
+    let mut after = before.clone();
+    after[1] = svc(81, &[(3, 1), (7, 1)]);
+    let (writes, errors) = w.step(&after);
+    assert!(errors.is_empty(), "{errors:?}");
+    // The new backend takes the lowest free slot, with the next generation.
+    let new_id = 6;
+    let new_off = writes.rings.first().map(|r| r.0).expect("one table");
+    assert_eq!(
+        writes,
+        MapWrites {
+            backends: vec![(
+                new_id,
+                BackendValue {
+                    addr: abi::be_addr(Ipv4Addr::new(198, 51, 100, 17)),
+                    port: abi::be_port(8080),
+                    flags: abi::BACKEND_LIVE | abi::BACKEND_ACCEPTS,
+                    pad: 0,
+                    gen_: 7,
+                    svc_id: old.id,
+                }
+            )],
+            backend_counter_resets: vec![new_id],
+            rings: vec![(new_off, writes.rings[0].1.clone())],
+            services: vec![(
+                key,
+                SvcValue {
+                    ring_offset: new_off,
+                    ..old
+                }
+            )],
+            backend_retires: vec![(old_id, BackendValue { flags: 0, ..old_b4 })],
+            ..Default::default()
+        }
+    );
+    assert_ne!(new_off, old.ring_offset, "new table in a new region");
+    let in_ring: BTreeSet<u32> = writes.rings[0].1.iter().copied().collect();
+    assert_eq!(in_ring.len(), 2, "backend 3 and the new one");
+    assert!(in_ring.contains(&new_id) && !in_ring.contains(&old_id));
 }
 
 #[test]
