@@ -352,47 +352,39 @@ async fn an_agents_heartbeat_shows_in_the_controllers_metrics() {
             packets,
         }],
     };
-    let shows = |lines: [&'static str; 4]| {
-        let metrics = metrics.clone();
-        async move {
-            tokio::time::timeout(std::time::Duration::from_secs(10), async {
-                loop {
-                    let text = metrics.render();
-                    if lines.iter().all(|l| text.contains(l)) {
-                        return;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("{lines:?} never all in\n{}", metrics.render()));
-        }
-    };
-    send(
-        &agent.tx,
-        agent_message::Kind::Heartbeat(heartbeat(12, false, 3)),
-    )
-    .await;
-    shows([
-        r#"ballast_controller_agent_snat_ports_in_use{address="198.51.100.3",node="node-a"} 12"#,
-        r#"ballast_controller_agent_snat_ports_total{address="198.51.100.3",node="node-a"} 55536"#,
-        r#"ballast_controller_agent_backend_up{backend="10.0.0.1:53",node="node-a",object="Service apps/dns"} 0"#,
-        r#"ballast_controller_agent_dropped_packets{node="node-a",reason="no_backend"} 3"#,
-    ])
-    .await;
-    // The next heartbeat replaces the values.
-    send(
-        &agent.tx,
-        agent_message::Kind::Heartbeat(heartbeat(13, true, 4)),
-    )
-    .await;
-    shows([
-        r#"ballast_controller_agent_snat_ports_in_use{address="198.51.100.3",node="node-a"} 13"#,
-        r#"ballast_controller_agent_backends_down{node="node-a"} 0"#,
-        r#"ballast_controller_agent_backend_up{backend="10.0.0.1:53",node="node-a",object="Service apps/dns"} 1"#,
-        r#"ballast_controller_agent_dropped_packets{node="node-a",reason="no_backend"} 4"#,
-    ])
-    .await;
+    // Each heartbeat in turn, and lines the metrics then show (the second
+    // replaces the first's values).
+    let steps = [
+        (
+            heartbeat(12, false, 3),
+            [
+                r#"snat_ports_in_use{address="198.51.100.3",node="node-a"} 12"#,
+                r#"snat_ports_total{address="198.51.100.3",node="node-a"} 55536"#,
+                r#"backend_up{backend="10.0.0.1:53",node="node-a",object="Service apps/dns"} 0"#,
+                r#"dropped_packets{node="node-a",reason="no_backend"} 3"#,
+            ],
+        ),
+        (
+            heartbeat(13, true, 4),
+            [
+                r#"snat_ports_in_use{address="198.51.100.3",node="node-a"} 13"#,
+                r#"backends_down{node="node-a"} 0"#,
+                r#"backend_up{backend="10.0.0.1:53",node="node-a",object="Service apps/dns"} 1"#,
+                r#"dropped_packets{node="node-a",reason="no_backend"} 4"#,
+            ],
+        ),
+    ];
+    for (hb, lines) in steps {
+        send(&agent.tx, agent_message::Kind::Heartbeat(hb)).await;
+        let lines = lines.map(|l| format!("ballast_controller_agent_{l}"));
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !lines.iter().all(|l| metrics.render().contains(l)) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{lines:?} never all in\n{}", metrics.render()));
+    }
     exporter.abort();
     h.shutdown().await;
 }
