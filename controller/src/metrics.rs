@@ -1,9 +1,8 @@
 //! Prometheus metrics of the controller.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod agents;
 
-use crate::link::{AgentReport, AgentReports};
+pub use agents::{AgentSeries, MAX_BACKEND_SERIES_PER_NODE, export_agents, record_agents};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
@@ -26,6 +25,17 @@ pub struct Metrics {
     pub agent_refused: IntGaugeVec,
     pub agent_conntrack_entries: IntGaugeVec,
     pub agent_conntrack_capacity: IntGaugeVec,
+    pub agent_snat_ports_in_use: IntGaugeVec,
+    pub agent_snat_ports_total: IntGaugeVec,
+    /// A gauge although the agent's figure is a counter: the controller
+    /// only learns the agent's running total, which starts again from zero
+    /// when the data plane is recreated. A gauge mirrors that total as it
+    /// is (a client-side counter cannot be set, nor go down); PromQL's
+    /// `rate()` and `increase()` work on it as on any counter, resets
+    /// included.
+    pub agent_dropped_packets: IntGaugeVec,
+    pub agent_backend_up: IntGaugeVec,
+    pub agent_backends_down: IntGaugeVec,
 }
 
 impl Metrics {
@@ -83,6 +93,49 @@ impl Metrics {
                 "agent_conntrack_capacity",
                 "Conntrack capacity, from the agent's last heartbeat",
             ),
+            agent_snat_ports_in_use: IntGaugeVec::new(
+                Opts::new(
+                    "agent_snat_ports_in_use",
+                    "SNAT ports of the address held by live flows towards its busiest \
+                     backend, from the agent's last heartbeat",
+                ),
+                &["node", "address"],
+            )
+            .unwrap(),
+            agent_snat_ports_total: IntGaugeVec::new(
+                Opts::new(
+                    "agent_snat_ports_total",
+                    "SNAT ports the address may use (the port range), from the agent's \
+                     last heartbeat",
+                ),
+                &["node", "address"],
+            )
+            .unwrap(),
+            agent_dropped_packets: IntGaugeVec::new(
+                Opts::new(
+                    "agent_dropped_packets",
+                    "Packets the node's data plane dropped since it was created, per \
+                     reason: the agent's counter mirrored (use rate() as on a counter)",
+                ),
+                &["node", "reason"],
+            )
+            .unwrap(),
+            agent_backend_up: IntGaugeVec::new(
+                Opts::new(
+                    "agent_backend_up",
+                    format!(
+                        "1 when the node's health check passes for the backend, 0 when it \
+                         is taken out of new flows (none for a node checking more than \
+                         {MAX_BACKEND_SERIES_PER_NODE} backends)"
+                    ),
+                ),
+                &["node", "object", "backend"],
+            )
+            .unwrap(),
+            agent_backends_down: node_gauge(
+                "agent_backends_down",
+                "Health-checked backends the node takes out of new flows",
+            ),
             registry,
         };
         for c in [&m.reconciles, &m.reconcile_errors, &m.status_writes] {
@@ -101,6 +154,11 @@ impl Metrics {
             &m.agent_refused,
             &m.agent_conntrack_entries,
             &m.agent_conntrack_capacity,
+            &m.agent_snat_ports_in_use,
+            &m.agent_snat_ports_total,
+            &m.agent_dropped_packets,
+            &m.agent_backend_up,
+            &m.agent_backends_down,
         ] {
             m.registry.register(Box::new(g.clone())).unwrap();
         }
@@ -120,92 +178,8 @@ fn node_gauge(name: &str, help: &str) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), &["node"]).unwrap()
 }
 
-/// Sets the per-node agent gauges from `reports` (every node an agent ever
-/// reported for keeps its series: a disconnected node reads connected 0).
-pub fn record_agents(metrics: &Metrics, reports: &BTreeMap<String, AgentReport>) {
-    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    for (node, r) in reports {
-        let labels = [node.as_str()];
-        let set = |g: &IntGaugeVec, v: i64| g.with_label_values(&labels).set(v);
-        set(&metrics.agent_connected, i64::from(r.connected));
-        set(&metrics.agent_applied_version, clamp(r.applied_version));
-        set(&metrics.agent_refused, i64::from(r.refused.is_some()));
-        let conntrack = r.heartbeat.as_ref().and_then(|h| h.conntrack.as_ref());
-        if let Some(ct) = conntrack {
-            set(&metrics.agent_conntrack_entries, clamp(ct.entries));
-            set(&metrics.agent_conntrack_capacity, clamp(ct.capacity));
-        }
-    }
-}
-
-/// Keeps the agent gauges current, at most once a second (heartbeats from
-/// many agents would otherwise rewrite every series many times a second).
-pub async fn export_agents(metrics: Arc<Metrics>, reports: AgentReports) {
-    let mut changes = reports.changes();
-    loop {
-        record_agents(&metrics, &reports.snapshot());
-        if changes.changed().await.is_err() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::SystemTime;
-
-    use ballast_proto::v1::{ConntrackUsage, Heartbeat};
-
-    use super::*;
-
-    #[test]
-    fn agent_reports_become_per_node_gauges() {
-        let report = AgentReport {
-            connected: true,
-            connected_at: SystemTime::UNIX_EPOCH,
-            last_heard: SystemTime::UNIX_EPOCH,
-            agent_version: "0.1.0".into(),
-            applied_version: 7,
-            applied_hash: vec![],
-            refused: None,
-            heartbeat: Some(Heartbeat {
-                applied_version: 7,
-                conntrack: Some(ConntrackUsage {
-                    entries: 12,
-                    capacity: 1000,
-                }),
-                ..Heartbeat::default()
-            }),
-        };
-        let gone = AgentReport {
-            connected: false,
-            heartbeat: None,
-            ..report.clone()
-        };
-        let reports = [("node-a".to_string(), report), ("node-b".to_string(), gone)];
-        let metrics = Metrics::new();
-        record_agents(&metrics, &reports.into_iter().collect());
-        let text = metrics.render();
-        for line in [
-            r#"ballast_controller_agent_connected{node="node-a"} 1"#,
-            r#"ballast_controller_agent_connected{node="node-b"} 0"#,
-            r#"ballast_controller_agent_applied_version{node="node-a"} 7"#,
-            r#"ballast_controller_agent_refused{node="node-a"} 0"#,
-            r#"ballast_controller_agent_conntrack_entries{node="node-a"} 12"#,
-            r#"ballast_controller_agent_conntrack_capacity{node="node-a"} 1000"#,
-        ] {
-            assert!(text.contains(line), "{line} missing from\n{text}");
-        }
-        assert!(
-            !text.contains(r#"conntrack_entries{node="node-b"}"#),
-            "{text}"
-        );
     }
 }

@@ -1,7 +1,8 @@
 //! The controller's `NodeSync` server over real TCP on 127.0.0.1 with mutual
 //! TLS (certificates made here with rcgen): what a fresh agent receives,
 //! deltas on plan changes, acks and nacks recorded, reconnects that resend
-//! nothing, leadership, and every way a client is refused on its first RPC.
+//! nothing, leadership, every way a client is refused on its first RPC, and
+//! heartbeats reaching the controller's metrics.
 
 mod link_support;
 
@@ -309,5 +310,81 @@ async fn a_controller_that_has_not_planned_tells_agents_nothing() {
     };
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("applied_hash"), "{e:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agents_heartbeat_shows_in_the_controllers_metrics() {
+    use ballast_controller::metrics::{Metrics, export_agents};
+    use ballast_proto::v1::{
+        BackendHealth, DropCounter, Heartbeat, ObjectKind, ObjectRef, SnatUsage,
+    };
+
+    let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
+    let h = Harness::start(Security::Insecure, Some(plan), true).await;
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let exporter = tokio::spawn(export_agents(metrics.clone(), h.reports.clone()));
+    let ch = channel(h.addr, None).await;
+    let mut agent = open(&ch, hello(NODE, 0, &[])).await.unwrap();
+    snapshot_of(next(&mut agent).await.unwrap());
+    let heartbeat = |in_use, healthy, packets| Heartbeat {
+        applied_version: 0,
+        conntrack: None,
+        snat: vec![SnatUsage {
+            address: vec![198, 51, 100, 3],
+            ports_in_use: in_use,
+            ports_total: 55_536,
+        }],
+        health: vec![BackendHealth {
+            object: Some(ObjectRef {
+                kind: ObjectKind::Service as i32,
+                namespace: "apps".into(),
+                name: "dns".into(),
+            }),
+            address: vec![10, 0, 0, 1],
+            port: 53,
+            healthy,
+            since_ms: 10,
+            last_error: String::new(),
+        }],
+        drops: vec![DropCounter {
+            reason: "no_backend".into(),
+            packets,
+        }],
+    };
+    // Each heartbeat in turn, and lines the metrics then show (the second
+    // replaces the first's values).
+    let steps = [
+        (
+            heartbeat(12, false, 3),
+            [
+                r#"snat_ports_in_use{address="198.51.100.3",node="node-a"} 12"#,
+                r#"snat_ports_total{address="198.51.100.3",node="node-a"} 55536"#,
+                r#"backend_up{backend="10.0.0.1:53",node="node-a",object="Service apps/dns"} 0"#,
+                r#"dropped_packets{node="node-a",reason="no_backend"} 3"#,
+            ],
+        ),
+        (
+            heartbeat(13, true, 4),
+            [
+                r#"snat_ports_in_use{address="198.51.100.3",node="node-a"} 13"#,
+                r#"backends_down{node="node-a"} 0"#,
+                r#"backend_up{backend="10.0.0.1:53",node="node-a",object="Service apps/dns"} 1"#,
+                r#"dropped_packets{node="node-a",reason="no_backend"} 4"#,
+            ],
+        ),
+    ];
+    for (hb, lines) in steps {
+        send(&agent.tx, agent_message::Kind::Heartbeat(hb)).await;
+        let lines = lines.map(|l| format!("ballast_controller_agent_{l}"));
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !lines.iter().all(|l| metrics.render().contains(l)) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{lines:?} never all in\n{}", metrics.render()));
+    }
+    exporter.abort();
     h.shutdown().await;
 }

@@ -6,6 +6,7 @@
 //! with the data plane changing entries between the sweep's read and its
 //! delete.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ballast_agent::abi::{self, CtValue, FlowKey, PersistKey, PersistValue, SvcKey};
@@ -294,6 +295,19 @@ fn sweep_deletes_exactly_the_expired_entries() {
         let changed = r.conntrack.changed + r.persist.changed;
         assert_eq!(changed, 0);
         assert!(r.elapsed >= r.busy);
+        // SNAT ports held: the reply entries of the live FullNAT flows (a1
+        // and a3 over TCP, u2 over UDP; a2's and u1's were swept), per SNAT
+        // address its busiest destination (backend, port, protocol).
+        let mut per_destination = BTreeMap::new();
+        for (f, proto) in [(&a1, TCP), (&a3, TCP), (&u2, UDP)] {
+            *per_destination.entry((f.src.0, f.dst, proto)).or_insert(0) += 1;
+        }
+        let mut snat_in_use = BTreeMap::new();
+        for ((snat, ..), n) in per_destination {
+            let busiest = snat_in_use.entry(snat).or_insert(0);
+            *busiest = n.max(*busiest);
+        }
+        assert_eq!(r.snat_in_use, snat_in_use);
 
         // --- Live flows forward as before: same backend, same SNAT port.
         let again = forward(&mut l, &tcp_frame(c(40000), (VIP, 80), TCP_ACK, &[], b"y"));

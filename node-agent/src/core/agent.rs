@@ -35,7 +35,7 @@ use super::lower;
 use super::report::{ApplyError, ApplyReport, ServiceRef};
 use super::usage::{self, Usage, VerdictAges};
 use crate::abi::SvcKey;
-use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions};
+use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions, SweepReport};
 use crate::dataplane::{self, DesiredService, Director, DirectorError, NodeSettings, PlanError};
 use crate::health::{self, HealthChecker, ServiceChecks};
 use crate::lifecycle::identity::InterfaceKey;
@@ -296,10 +296,10 @@ impl Agent {
                         let _ = reply.send(self.apply(desired));
                     }
                     Request::Usage { reply } => {
-                        let last = tables.as_ref().and_then(|t| {
-                            t.lock().expect("not poisoned").last.as_ref().map(|l| l.occupancy())
-                        });
-                        let _ = reply.send(self.usage(last));
+                        let last = tables
+                            .as_ref()
+                            .and_then(|t| t.lock().expect("not poisoned").last.clone());
+                        let _ = reply.send(self.usage(last.as_ref()));
                     }
                 },
                 () = &mut shutdown => break,
@@ -309,12 +309,9 @@ impl Agent {
         Ok(())
     }
 
-    /// What the link's heartbeat reports; `tables`: the sweeper's last
-    /// count (None before its first pass).
-    fn usage(
-        &mut self,
-        tables: Option<Vec<dataplane::maps::FlowTable>>,
-    ) -> Result<Usage, AgentError> {
+    /// What the link's heartbeat reports; `swept`: the sweeper's last
+    /// pass, whose counts it reports (None before its first pass).
+    fn usage(&mut self, swept: Option<&SweepReport>) -> Result<Usage, AgentError> {
         let counters = self
             .director
             .maps()
@@ -323,11 +320,13 @@ impl Agent {
         let verdicts = self.health.verdicts();
         Ok(Usage {
             applied_version: self.applied_version,
-            conntrack: tables.and_then(|t| {
-                t.into_iter()
+            conntrack: swept.and_then(|r| {
+                r.occupancy()
+                    .into_iter()
                     .find(|t| t.table == "conntrack")
                     .map(|t| (t.entries, u64::from(t.capacity)))
             }),
+            snat: swept.map(|r| usage::snat(&self.settings, &r.snat_in_use)),
             health: self.ages.report(
                 &self.wanted,
                 &self.checks,

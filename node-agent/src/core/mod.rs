@@ -22,4 +22,4 @@ pub use desired::{Announcements, Backend, NodeDesired, Service, Settings, valida
 pub use report::{
     AnnounceProblem, ApplyError, ApplyReport, ServiceProblem, ServiceRef, SettingsError,
 };
-pub use usage::{BackendVerdict, Usage};
+pub use usage::{BackendVerdict, SnatUsage, Usage};

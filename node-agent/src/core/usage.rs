@@ -1,7 +1,8 @@
 //! What the agent reports about its node between versions (the link's
-//! heartbeat): flow-table fill, health verdicts, drop counters. Gathered
-//! by the running core from what it already keeps: the sweeper's last count
-//! of the tables (no extra walk per report), the health checker's verdicts,
+//! heartbeat): flow-table fill, SNAT ports in use, health verdicts, drop
+//! counters. Gathered by the running core from what it already keeps: the
+//! sweeper's last count of the tables and of SNAT ports (no extra walk per
+//! report), the health checker's verdicts,
 //! the data plane's per-CPU reason counters.
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -12,6 +13,7 @@ use ballast_api::HealthCheckSpec;
 use super::report::ServiceRef;
 use crate::abi::{self, SvcKey};
 use crate::dataplane::DesiredService;
+use crate::dataplane::director::NodeSettings;
 use crate::health::{Verdicts, target_of};
 
 /// One report.
@@ -22,11 +24,43 @@ pub struct Usage {
     /// Conntrack entries and capacity, as the sweeper last counted them;
     /// None before its first pass (or with sweeping off).
     pub conntrack: Option<(u64, u64)>,
+    /// Per configured SNAT address, in configuration order, from the
+    /// sweeper's last pass; None before its first pass (or with sweeping
+    /// off), as `conntrack`.
+    pub snat: Option<Vec<SnatUsage>>,
     /// One per (object, backend address, port) of every health-checked
     /// service, in object order.
     pub health: Vec<BackendVerdict>,
     /// Packets dropped per reason (drop reasons only), summed over CPUs.
     pub drops: Vec<(&'static str, u64)>,
+}
+
+/// SNAT port usage of one SNAT address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnatUsage {
+    pub address: Ipv4Addr,
+    /// Ports held by live flows towards the address's busiest destination
+    /// (sweeper/snat.rs says why that one).
+    pub in_use: u32,
+    /// The SNAT port range's size.
+    pub total: u32,
+}
+
+/// Every SNAT address of `settings` with the ports the sweeper counted
+/// (`counted`, by address; an address it did not see has none in use, and
+/// one no longer configured is left out).
+pub fn snat(settings: &NodeSettings, counted: &BTreeMap<Ipv4Addr, u32>) -> Vec<SnatUsage> {
+    let (lo, hi) = settings.snat_ports;
+    let total = (u32::from(hi) + 1).saturating_sub(u32::from(lo));
+    settings
+        .snat_addrs
+        .iter()
+        .map(|&address| SnatUsage {
+            address,
+            in_use: counted.get(&address).copied().unwrap_or(0),
+            total,
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +223,39 @@ mod tests {
         );
         assert!(recovered[1].healthy);
         assert_eq!(recovered[1].since, Duration::ZERO);
+    }
+
+    #[test]
+    fn every_configured_snat_address_is_reported_with_the_port_range_size() {
+        let a = Ipv4Addr::new(198, 51, 100, 3);
+        let b = Ipv4Addr::new(198, 51, 100, 4);
+        let settings = NodeSettings {
+            snat_addrs: vec![b, a],
+            snat_ports: (20_000, 29_999),
+            ..NodeSettings::default()
+        };
+        // Counted: a, and an address no longer configured.
+        let counted = BTreeMap::from([(a, 7), (Ipv4Addr::new(198, 51, 100, 9), 3)]);
+        assert_eq!(
+            snat(&settings, &counted),
+            [
+                SnatUsage {
+                    address: b,
+                    in_use: 0,
+                    total: 10_000
+                },
+                SnatUsage {
+                    address: a,
+                    in_use: 7,
+                    total: 10_000
+                },
+            ]
+        );
+        let one_port = NodeSettings {
+            snat_ports: (65_535, 65_535),
+            ..settings
+        };
+        assert_eq!(snat(&one_port, &counted)[1].total, 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - `delete`: deleting an expired entry only if still unchanged;
 //! - `pacer`: the sweep's CPU share;
 //! - `report`: what a sweep did;
+//! - `snat`: SNAT ports in use, counted from the conntrack pass;
 //! - `periodic`: the sweeping thread and its totals.
 //!
 //! Time is the data plane's own clock, jiffies, read through the pinned
@@ -18,6 +19,7 @@ mod pacer;
 mod periodic;
 mod report;
 mod rules;
+mod snat;
 mod walk;
 
 pub use pacer::Pacer;

@@ -1,5 +1,8 @@
 //! What a sweep reports: per table, entries read, expired, deleted, left
-//! because they changed, and held; and the tables' occupancy.
+//! because they changed, and held; the tables' occupancy; SNAT ports in
+//! use.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -48,6 +51,9 @@ pub struct SweepReport {
     pub busy: Duration,
     /// False when cancelled part way.
     pub complete: bool,
+    /// SNAT ports held by live flows, per SNAT address that has any, as
+    /// the conntrack pass counted them (snat.rs says which count).
+    pub snat_in_use: BTreeMap<Ipv4Addr, u32>,
 }
 
 impl SweepReport {

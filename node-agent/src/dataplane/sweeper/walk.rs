@@ -14,6 +14,7 @@ use super::delete::delete_if_unchanged;
 use super::pacer::Pacer;
 use super::report::{SweepReport, TableSweep};
 use super::rules::{ForwardEntry, PersistOwner, Verdict, ct_verdict, persist_expired};
+use super::snat::SnatCount;
 use crate::abi::{self, CtValue, FlowKey, PersistKey, PersistValue};
 use crate::dataplane::batch::BatchReader;
 use crate::dataplane::clock::DataplaneClock;
@@ -137,6 +138,7 @@ pub fn sweep(
     }
     let mut pacer = Pacer::new(opts.max_cpu);
     let mut report = SweepReport::default();
+    let mut snat = SnatCount::default();
 
     let complete = sweep_table::<FlowKey, CtValue>(
         maps,
@@ -146,7 +148,7 @@ pub fn sweep(
         &mut pacer,
         &mut report.conntrack,
         |maps, k, v, now| {
-            ct_verdict(&cfg, k, v, now, |fk| {
+            let verdict = ct_verdict(&cfg, k, v, now, |fk| {
                 let Ok(ct) =
                     HashMap::<&MapData, FlowKey, CtValue>::try_from(maps.get_ref("conntrack"))
                 else {
@@ -157,7 +159,9 @@ pub fn sweep(
                     Err(MapError::KeyNotFound) => ForwardEntry::Absent,
                     Err(_) => ForwardEntry::Unreadable,
                 }
-            })
+            });
+            snat.observe(k, v, verdict);
+            verdict
         },
     )? && {
         // Read before the snapshot: an entry of a service published after
@@ -182,6 +186,7 @@ pub fn sweep(
         )?
     };
     report.complete = complete;
+    report.snat_in_use = snat.in_use();
     report.busy = pacer.busy();
     report.elapsed = start.elapsed();
     Ok(report)
