@@ -12,6 +12,9 @@ use prometheus::{
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: IntCounter,
+    /// Planning runs that only re-resolved the objects of changed
+    /// EndpointSlices (a subset of `reconciles`).
+    pub endpoint_replans: IntCounter,
     pub reconcile_errors: IntCounter,
     pub reconcile_duration: Histogram,
     pub status_writes: IntCounter,
@@ -44,6 +47,11 @@ impl Metrics {
             Registry::new_custom(Some("ballast_controller".into()), None).expect("valid prefix");
         let m = Metrics {
             reconciles: IntCounter::new("reconciles_total", "Planning runs").unwrap(),
+            endpoint_replans: IntCounter::new(
+                "endpoint_replans_total",
+                "Planning runs that re-resolved only the objects using changed EndpointSlices",
+            )
+            .unwrap(),
             reconcile_errors: IntCounter::new(
                 "reconcile_errors_total",
                 "Status writes or events that failed",
@@ -138,7 +146,12 @@ impl Metrics {
             ),
             registry,
         };
-        for c in [&m.reconciles, &m.reconcile_errors, &m.status_writes] {
+        for c in [
+            &m.reconciles,
+            &m.endpoint_replans,
+            &m.reconcile_errors,
+            &m.status_writes,
+        ] {
             m.registry.register(Box::new(c.clone())).unwrap();
         }
         m.registry

@@ -262,7 +262,7 @@ async fn services_get_ingress_and_endpoint_changes_replan() {
         "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node-a", "conditions": {"ready": ready}}]})
     };
     apply(&c, slice(true)).await;
-    let (mut h, _) = controller(&s, "a").await;
+    let (mut h, metrics) = controller(&s, "a").await;
 
     let ingress = eventually("service ingress", || async {
         let o = s.object("v1", "services", Some("default"), "web")?;
@@ -289,6 +289,9 @@ async fn services_get_ingress_and_endpoint_changes_replan() {
         (weight(&h) == Some(0)).then_some(())
     })
     .await;
+    // Only the slice changed: the planner re-resolved the objects using it
+    // rather than planning everything again.
+    assert!(metrics.endpoint_replans.get() >= 1, "{}", metrics.render());
     let svc = eventually("Ready False on the Service", || async {
         let o = s.object("v1", "services", Some("default"), "web")?;
         o["status"]["conditions"]

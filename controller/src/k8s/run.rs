@@ -19,11 +19,12 @@ use super::crd_check;
 use super::leader::{LeaderElector, LeaseConfig};
 use super::programmed::FactsStamp;
 use super::settle::{Gate, Settling};
+use super::stores::SliceChange;
 use super::stores::Stores;
 use super::writer::{FIELD_MANAGER, Writer};
 use crate::link::{AgentReports, LinkInputs};
 use crate::metrics::Metrics;
-use crate::plan::{AgentPresence, CondStatus, Plan, PlanOptions, plan, usable_nodes};
+use crate::plan::{AgentPresence, CondStatus, Plan, PlanOptions, Planner, usable_nodes};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -173,6 +174,9 @@ async fn run(
     // What the last plan was made with; `None` before the first.
     let mut planned_with: Option<(bool, AgentPresence)> = None;
     let mut planned: Option<Arc<Plan>> = None;
+    // Kept between runs: when only EndpointSlices changed, it re-resolves
+    // just the objects that use them.
+    let mut planner: Option<Planner> = None;
     // What the last write pass read of the reports, while leading.
     let mut written: Option<FactsStamp> = None;
     let mut wake_at: Option<SystemTime> = None;
@@ -223,10 +227,36 @@ async fn run(
         let current = match planned.clone() {
             Some(p) if !replan => p,
             _ => {
-                let mut observed = stores.observed();
-                observed.agents = agents.clone();
-                let p = Arc::new(plan(&observed, options.plan));
-                next_resync = tokio::time::Instant::now() + options.resync;
+                let changes = stores.take_changes();
+                // Presence, leadership, a relist, the periodic resync or
+                // any other kind: everything again.
+                let everything = changes.other
+                    || !matches!(wake, Wake::World)
+                    || tokio::time::Instant::now() >= next_resync
+                    || planned_with
+                        .as_ref()
+                        .is_none_or(|(s, a)| *s != settled || *a != agents);
+                let p = match planner.as_mut() {
+                    Some(incremental) if !everything => {
+                        for change in changes.slices {
+                            match change {
+                                SliceChange::Applied(s) => incremental.apply_endpoint_slice(s),
+                                SliceChange::Deleted(s) => incremental.remove_endpoint_slice(&s),
+                            }
+                        }
+                        metrics.endpoint_replans.inc();
+                        Arc::new(incremental.plan().clone())
+                    }
+                    _ => {
+                        let mut observed = stores.observed();
+                        observed.agents = agents.clone();
+                        let fresh = Planner::new(&observed, options.plan);
+                        let p = Arc::new(fresh.plan().clone());
+                        planner = Some(fresh);
+                        next_resync = tokio::time::Instant::now() + options.resync;
+                        p
+                    }
+                };
                 metrics.reconciles.inc();
                 record_plan_metrics(&metrics, &p, &mut pool_series);
                 // The plan made with presence known goes out before

@@ -1,8 +1,11 @@
 //! Reflectors: one watch per kind, each keeping an in-memory store and
-//! poking the planner when anything changes.
+//! poking the planner when anything changes. What changed is recorded too
+//! ([`Changes`]): when only EndpointSlices did, the planner re-resolves just
+//! the objects that take their backends from those slices' Services
+//! (`Planner::apply_endpoint_slice`) instead of planning everything again.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
@@ -27,20 +30,74 @@ pub struct Stores {
     pub endpoint_slices: Store<EndpointSlice>,
     pub nodes: Store<Node>,
     pub namespaces: Store<Namespace>,
+    changes: Arc<Mutex<Changes>>,
+}
+
+/// What the watches saw since the planner last took it.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// EndpointSlice events, in order.
+    pub slices: Vec<SliceChange>,
+    /// Anything else changed (another kind, or a relist of any kind): the
+    /// whole world must be planned again.
+    pub other: bool,
+}
+
+#[derive(Debug)]
+pub enum SliceChange {
+    Applied(Arc<EndpointSlice>),
+    Deleted(Arc<EndpointSlice>),
+}
+
+impl Changes {
+    /// Records one watch event of kind `K`. Only EndpointSlice adds and
+    /// edits and deletes are kept one by one; a relist (init events) is a
+    /// change of the whole kind.
+    fn record<K: Resource<DynamicType = ()> + 'static>(&mut self, event: &watcher::Event<K>) {
+        let slice = |k: &K| {
+            (k as &dyn std::any::Any)
+                .downcast_ref::<EndpointSlice>()
+                .map(|s| Arc::new(s.clone()))
+        };
+        match event {
+            watcher::Event::Apply(k) => match slice(k) {
+                Some(s) => self.slices.push(SliceChange::Applied(s)),
+                None => self.other = true,
+            },
+            watcher::Event::Delete(k) => match slice(k) {
+                Some(s) => self.slices.push(SliceChange::Deleted(s)),
+                None => self.other = true,
+            },
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {
+                self.other = true
+            }
+        }
+    }
 }
 
 impl Stores {
     /// Starts the reflectors in `tasks`; `changed` is notified after every
     /// event of any kind.
     pub fn start(client: &Client, tasks: &mut JoinSet<()>, changed: Arc<Notify>) -> Stores {
+        let changes = Arc::new(Mutex::new(Changes {
+            slices: Vec::new(),
+            other: true,
+        }));
+        let poke = (changed, changes.clone());
         Stores {
-            virtual_servers: reflect(Api::all(client.clone()), tasks, &changed),
-            pools: reflect(Api::all(client.clone()), tasks, &changed),
-            services: reflect(Api::all(client.clone()), tasks, &changed),
-            endpoint_slices: reflect(Api::all(client.clone()), tasks, &changed),
-            nodes: reflect(Api::all(client.clone()), tasks, &changed),
-            namespaces: reflect(Api::all(client.clone()), tasks, &changed),
+            virtual_servers: reflect(Api::all(client.clone()), tasks, &poke),
+            pools: reflect(Api::all(client.clone()), tasks, &poke),
+            services: reflect(Api::all(client.clone()), tasks, &poke),
+            endpoint_slices: reflect(Api::all(client.clone()), tasks, &poke),
+            nodes: reflect(Api::all(client.clone()), tasks, &poke),
+            namespaces: reflect(Api::all(client.clone()), tasks, &poke),
+            changes,
         }
+    }
+
+    /// What changed since the last call (the first call: everything).
+    pub fn take_changes(&self) -> Changes {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Resolves once every store has completed its initial list, so the
@@ -71,12 +128,17 @@ impl Stores {
     }
 }
 
-fn reflect<K>(api: Api<K>, tasks: &mut JoinSet<()>, changed: &Arc<Notify>) -> Store<K>
+fn reflect<K>(
+    api: Api<K>,
+    tasks: &mut JoinSet<()>,
+    (changed, changes): &(Arc<Notify>, Arc<Mutex<Changes>>),
+) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
     let changed = changed.clone();
+    let changes = changes.clone();
     let kind = K::kind(&()).to_string();
     // Watch errors (including 410 Gone) are retried with backoff by the
     // watcher, which relists; they are logged, never fatal.
@@ -88,10 +150,58 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(event) => {
+                    // Recorded before the poke, so the planner that wakes
+                    // finds it.
+                    changes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(&event);
+                    changed.notify_one()
+                }
                 Err(e) => tracing::warn!(kind, error = %e, "watch error; retrying"),
             }
         }
     });
     reader
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn slice(name: &str) -> EndpointSlice {
+        serde_json::from_value(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default"}, "addressType": "IPv4", "endpoints": []}))
+        .unwrap()
+    }
+
+    #[test]
+    fn endpoint_slice_events_are_kept_one_by_one_and_anything_else_replans() {
+        let mut c = Changes::default();
+        c.record(&watcher::Event::Apply(slice("a")));
+        c.record(&watcher::Event::Delete(slice("b")));
+        assert!(!c.other);
+        let names: Vec<(&str, String)> = c
+            .slices
+            .iter()
+            .map(|s| match s {
+                SliceChange::Applied(s) => ("applied", s.metadata.name.clone().unwrap()),
+                SliceChange::Deleted(s) => ("deleted", s.metadata.name.clone().unwrap()),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [("applied", "a".to_string()), ("deleted", "b".to_string())]
+        );
+
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
+        c.record(&watcher::Event::Apply(node));
+        assert!(c.other, "a Node changed: plan everything");
+
+        let mut relist = Changes::default();
+        relist.record(&watcher::Event::<EndpointSlice>::InitDone);
+        assert!(relist.other, "a relist may have missed deletions");
+    }
 }
