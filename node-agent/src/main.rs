@@ -6,12 +6,13 @@ use std::time::Duration;
 use anyhow::Context;
 use ballast_agent::dataplane::{self, XdpAttachMode};
 use ballast_agent::lifecycle::identity::Interface;
+use ballast_agent::lifecycle::startup::DataplaneOptions;
 use ballast_agent::lifecycle::{cleanup, signals::Signals};
 use ballast_agent::link::tls::ClientTls;
 use ballast_agent::node::{Node, NodeOptions};
 use ballast_agent::standalone::{Standalone, StandaloneOptions};
 use ballast_agent::{inventory, maglev, realserver, stats};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -36,12 +37,65 @@ enum ModeArg {
     Generic,
 }
 
+/// The data plane's flags, the same in both modes.
+#[derive(Args)]
+struct DataplaneArgs {
+    #[arg(long)]
+    interface: String,
+    /// Give every service this Maglev table size (a prime). Without it
+    /// each service's size follows its backend count: 2 slots for one
+    /// backend, else the smallest prime >= 2^k that is
+    /// >= 8*N^2*ceil(log2 N), from 257 up to 65537.
+    #[arg(long, value_parser = parse_maglev_size)]
+    maglev_size: Option<u32>,
+    /// Slots of the shared Maglev ring storage, 8 bytes each, allocated
+    /// at start: the sum of every service's table size, plus the
+    /// largest (a changed table is written before the old one is freed).
+    /// The default (32 MiB) holds 16,320 services of 2-4 backends, or 3
+    /// of 100 or more.
+    #[arg(long, default_value_t = ballast_agent::abi::RING_SLOTS_DEFAULT)]
+    ring_slots: u32,
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: ModeArg,
+    /// Serve Prometheus metrics here, e.g. 127.0.0.1:9469.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// MSS clamp on SYN/SYN-ACK of TOA services.
+    #[arg(long, default_value_t = ballast_agent::standalone::desired::DEFAULT_TOA_MSS)]
+    toa_mss: u16,
+    /// Pause between sweeps deleting expired flows (conntrack, NAT
+    /// replies, persistence); 0 disables sweeping (the LRU evicts). A
+    /// dead flow keeps its slot and SNAT port at most this long past
+    /// its timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    sweep_interval: Duration,
+}
+
+impl DataplaneArgs {
+    fn options(self, pin_root: PathBuf) -> DataplaneOptions {
+        DataplaneOptions {
+            interface: self.interface,
+            pin_root,
+            maglev_size: self.maglev_size,
+            ring_slots: self.ring_slots,
+            mode: match self.xdp_mode {
+                ModeArg::Auto => XdpAttachMode::Auto,
+                ModeArg::Native => XdpAttachMode::Native,
+                ModeArg::Generic => XdpAttachMode::Generic,
+            },
+            metrics: self.metrics,
+            toa_mss: self.toa_mss,
+            sweep_interval: self.sweep_interval,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the data plane from VirtualServer YAML (file or directory), reloading on change and SIGHUP.
     Standalone {
-        #[arg(long)]
-        interface: String,
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
         /// Source addresses for FullNAT, comma separated.
         #[arg(long, value_delimiter = ',', required = true)]
         snat_address: Vec<Ipv4Addr>,
@@ -50,39 +104,12 @@ enum Cmd {
         /// SNAT port range, e.g. 10000-65000.
         #[arg(long, default_value = "10000-65000", value_parser = parse_range)]
         snat_ports: (u16, u16),
-        /// Give every service this Maglev table size (a prime). Without it
-        /// each service's size follows its backend count: 2 slots for one
-        /// backend, else the smallest prime >= 2^k that is
-        /// >= 8*N^2*ceil(log2 N), from 257 up to 65537.
-        #[arg(long, value_parser = parse_maglev_size)]
-        maglev_size: Option<u32>,
-        /// Slots of the shared Maglev ring storage, 8 bytes each, allocated
-        /// at start: the sum of every service's table size, plus the
-        /// largest (a changed table is written before the old one is freed).
-        /// The default (32 MiB) holds 16,320 services of 2-4 backends, or 3
-        /// of 100 or more.
-        #[arg(long, default_value_t = ballast_agent::abi::RING_SLOTS_DEFAULT)]
-        ring_slots: u32,
-        #[arg(long, value_enum, default_value = "auto")]
-        xdp_mode: ModeArg,
-        /// Serve Prometheus metrics here, e.g. 127.0.0.1:9469.
-        #[arg(long)]
-        metrics: Option<SocketAddr>,
         /// How often to check the configuration for changes.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         poll: Duration,
         /// Do not answer ARP for the VIPs (another speaker announces them).
         #[arg(long)]
         no_announce: bool,
-        /// MSS clamp on SYN/SYN-ACK of TOA services.
-        #[arg(long, default_value_t = ballast_agent::standalone::desired::DEFAULT_TOA_MSS)]
-        toa_mss: u16,
-        /// Pause between sweeps deleting expired flows (conntrack, NAT
-        /// replies, persistence); 0 disables sweeping (the LRU evicts). A
-        /// dead flow keeps its slot and SNAT port at most this long past
-        /// its timeout.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        sweep_interval: Duration,
     },
     /// Kubernetes mode: serve the node state the controller streams (the
     /// agent dials the controller; it keeps forwarding its last applied
@@ -115,8 +142,8 @@ enum Cmd {
         /// tests only: anyone on the path can read and forge the node's state).
         #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
         insecure: bool,
-        #[arg(long)]
-        interface: String,
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
         /// FullNAT source addresses, comma separated; default: the
         /// interface's first IPv4 address (the node's InternalIP on its
         /// uplink). The controller's node settings, when it sends any, win.
@@ -126,21 +153,6 @@ enum Cmd {
         /// (net.ipv4.ip_local_reserved_ports).
         #[arg(long, default_value = "10000-29999", value_parser = parse_range)]
         snat_ports: (u16, u16),
-        /// As for `standalone`.
-        #[arg(long, value_parser = parse_maglev_size)]
-        maglev_size: Option<u32>,
-        /// As for `standalone`.
-        #[arg(long, default_value_t = ballast_agent::abi::RING_SLOTS_DEFAULT)]
-        ring_slots: u32,
-        #[arg(long, value_enum, default_value = "auto")]
-        xdp_mode: ModeArg,
-        /// Serve Prometheus metrics here, e.g. 0.0.0.0:9469.
-        #[arg(long)]
-        metrics: Option<SocketAddr>,
-        #[arg(long, default_value_t = ballast_agent::standalone::desired::DEFAULT_TOA_MSS)]
-        toa_mss: u16,
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        sweep_interval: Duration,
         /// How often the agent reports usage and health to the controller.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         heartbeat: Duration,
@@ -171,14 +183,6 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn attach_mode(m: ModeArg) -> XdpAttachMode {
-    match m {
-        ModeArg::Auto => XdpAttachMode::Auto,
-        ModeArg::Native => XdpAttachMode::Native,
-        ModeArg::Generic => XdpAttachMode::Generic,
-    }
 }
 
 /// The link's TLS files, or None under `--insecure`; neither is an error
@@ -259,35 +263,22 @@ fn main() -> anyhow::Result<()> {
     let pin_root = cli.pin_root;
     match cli.command {
         Cmd::Standalone {
-            interface,
+            dataplane,
             snat_address,
             config,
             snat_ports,
-            maglev_size,
-            ring_slots,
-            xdp_mode,
-            metrics,
             poll,
             no_announce,
-            toa_mss,
-            sweep_interval,
         } => {
             // Before anything touches the system: a bad flag changes nothing.
             ballast_agent::standalone::snat_check::check(&snat_address)?;
             let opts = StandaloneOptions {
-                interface,
-                pin_root,
+                dataplane: dataplane.options(pin_root),
                 snat_addrs: snat_address,
                 snat_ports,
                 config,
-                maglev_size,
-                ring_slots,
-                mode: attach_mode(xdp_mode),
-                metrics,
                 poll,
                 announce: !no_announce,
-                toa_mss,
-                sweep_interval,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -311,15 +302,9 @@ fn main() -> anyhow::Result<()> {
             tls_ca,
             tls_server_name,
             insecure,
-            interface,
+            dataplane,
             snat_address,
             snat_ports,
-            maglev_size,
-            ring_slots,
-            xdp_mode,
-            metrics,
-            toa_mss,
-            sweep_interval,
             heartbeat,
             reconnect_max,
         } => {
@@ -341,19 +326,12 @@ fn main() -> anyhow::Result<()> {
                 ballast_agent::standalone::snat_check::check(addrs)?;
             }
             let opts = NodeOptions {
-                interface,
-                pin_root,
+                dataplane: dataplane.options(pin_root),
                 node_name,
                 controllers: controller,
                 tls,
                 snat_addrs: snat_address,
                 snat_ports,
-                maglev_size,
-                ring_slots,
-                mode: attach_mode(xdp_mode),
-                metrics,
-                toa_mss,
-                sweep_interval,
                 heartbeat,
                 backoff: (Duration::from_millis(250).min(reconnect_max), reconnect_max),
             };
@@ -507,9 +485,9 @@ mod tests {
         ];
         let size = |extra: &[&str]| match Cli::try_parse_from(base.iter().chain(extra)) {
             Ok(Cli {
-                command: Cmd::Standalone { maglev_size, .. },
+                command: Cmd::Standalone { dataplane, .. },
                 ..
-            }) => Ok(maglev_size),
+            }) => Ok(dataplane.maglev_size),
             Ok(_) => unreachable!("standalone parsed"),
             Err(e) => Err(e.to_string()),
         };

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod legacy;
 pub mod lock;
 pub mod signals;
+pub mod startup;
 pub mod veth;
 
 use std::path::Path;

@@ -12,24 +12,23 @@
 //! reserved from the kernel's ephemeral ports (see `reserved_ports`).
 pub mod reserved_ports;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::Context;
 use ballast_proto::v1::{ControllerMessage, controller_message::Kind};
 use tracing::{info, warn};
 
-use crate::core::{self, Agent, AgentHandle, AgentOptions, InventoryPlace};
-use crate::dataplane::{Director, LoadOptions, NodeSettings, XdpAttachMode};
+use crate::core::{self, Agent, AgentHandle};
 use crate::lifecycle::Claim;
-use crate::lifecycle::signals::{self, Signals};
+use crate::lifecycle::signals::Signals;
+use crate::lifecycle::startup::{DataplaneOptions, open_agent, open_watching_signals};
 use crate::link::client::{self, LinkOptions};
 use crate::link::convert::Defaults;
 use crate::link::persist;
 use crate::link::session::{Session, Step};
 use crate::link::tls::ClientTls;
-use crate::standalone::{enable_ip_forward, interface_mac, snat_check};
+use crate::standalone::snat_check;
 
 /// The node's SNAT port range when `--snat-ports` is not given: below the
 /// kernel's default ephemeral range (32768-60999) and the NodePort range
@@ -38,8 +37,7 @@ pub const DEFAULT_SNAT_PORTS: (u16, u16) = (10_000, 29_999);
 
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
-    pub interface: String,
-    pub pin_root: PathBuf,
+    pub dataplane: DataplaneOptions,
     pub node_name: String,
     /// `https://host:port`, or `http://host:port` with `tls: None`; several
     /// are tried in turn.
@@ -48,12 +46,6 @@ pub struct NodeOptions {
     /// None: the interface's first IPv4 address.
     pub snat_addrs: Option<Vec<Ipv4Addr>>,
     pub snat_ports: (u16, u16),
-    pub maglev_size: Option<u32>,
-    pub ring_slots: u32,
-    pub mode: XdpAttachMode,
-    pub metrics: Option<SocketAddr>,
-    pub toa_mss: u16,
-    pub sweep_interval: Duration,
     pub heartbeat: Duration,
     /// Reconnect backoff: first and largest pause.
     pub backoff: (Duration, Duration),
@@ -70,94 +62,52 @@ pub struct Node {
 /// The SNAT addresses to use: the flag's, else the interface's first IPv4
 /// address.
 fn snat_addresses(opts: &NodeOptions) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let interface = &opts.dataplane.interface;
     if let Some(addrs) = &opts.snat_addrs {
-        for w in snat_check::at_start(addrs, &opts.interface)? {
+        for w in snat_check::at_start(addrs, interface)? {
             warn!("{w}");
         }
         return Ok(addrs.clone());
     }
-    let subnets = snat_check::interface_subnets(&opts.interface)
-        .with_context(|| format!("reading the addresses of {}", opts.interface))?;
+    let subnets = snat_check::interface_subnets(interface)
+        .with_context(|| format!("reading the addresses of {interface}"))?;
     let first = subnets.first().with_context(|| {
         format!(
-            "interface {} has no IPv4 address to be the FullNAT source: give --snat-address",
-            opts.interface
+            "interface {interface} has no IPv4 address to be the FullNAT source: give --snat-address"
         )
     })?;
-    info!(interface = %opts.interface, snat_address = %first.addr, "FullNAT source: the interface's address (the node's InternalIP on its uplink)");
+    info!(%interface, snat_address = %first.addr, "FullNAT source: the interface's address (the node's InternalIP on its uplink)");
     Ok(vec![first.addr])
 }
 
 impl Node {
-    /// As `Standalone::start`: opens the data plane on a thread that blocks
-    /// the agent's signals; a stop signal during start-up stops the agent
-    /// once it is open (None).
+    /// Opens the agent (see `lifecycle::startup`); None when a stop signal
+    /// came during start-up.
     pub async fn start(opts: NodeOptions, signals: &mut Signals) -> anyhow::Result<Option<Self>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("open-dataplane".into())
-            .spawn(move || {
-                let opened = signals::block_in_this_thread()
-                    .context("blocking signals")
-                    .and_then(|()| Node::open(opts));
-                let _ = tx.send(opened);
-            })
-            .context("spawning the start-up thread")?;
-        tokio::pin!(rx);
-        let stop = tokio::select! {
-            opened = &mut rx => return opened.context("start-up thread died")?.map(Some),
-            name = signals.stop.recv() => name,
-        };
-        info!("{stop} during start-up: stopping as soon as the data plane is open");
-        let node = rx.await.context("start-up thread died")??;
-        info!("{}", node.claim.persistence.stop_note());
-        Ok(None)
+        open_watching_signals(
+            signals,
+            move || Node::open(opts),
+            |node| info!("{}", node.claim.persistence.stop_note()),
+        )
+        .await
     }
 
     pub fn open(opts: NodeOptions) -> anyhow::Result<Self> {
+        let dp = &opts.dataplane;
         let snat_addrs = snat_addresses(&opts)?;
         // Before anything slow: a second agent on this interface exits at once.
-        let claim = Claim::take(&opts.pin_root, &opts.interface)?;
+        let claim = Claim::take(&dp.pin_root, &dp.interface)?;
         if let Some(line) = reserved_ports::reserve(opts.snat_ports)? {
             info!(reserved = %line, "SNAT ports reserved from the kernel's ephemeral ports (net.ipv4.ip_local_reserved_ports)");
         }
-        let pin_dir = claim.iface.pin_dir(&opts.pin_root);
-        info!(interface = %opts.interface, pins = %pin_dir.display(), node = %opts.node_name, "opening the data plane");
-        enable_ip_forward()?;
-        let settings = NodeSettings {
-            mac: interface_mac(&opts.interface)?,
-            snat_addrs: snat_addrs.clone(),
-            snat_ports: opts.snat_ports,
-            ..Default::default()
-        };
-        let load = LoadOptions {
-            interface: Some(opts.interface.clone()),
-            pin_dir,
-            ring_slots: opts.ring_slots,
-            conntrack_entries: None,
-            mode: opts.mode,
-        };
-        let director =
-            Director::open(&load, &settings, opts.maglev_size).context("opening the data plane")?;
-        let agent = Agent::new(
-            director,
-            settings,
-            AgentOptions {
-                toa_mss: opts.toa_mss,
-                inventory: Some(InventoryPlace {
-                    pin_root: opts.pin_root.clone(),
-                    key: claim.iface.key,
-                }),
-                metrics: opts.metrics,
-                sweep_interval: opts.sweep_interval,
-            },
-        );
+        info!(node = %opts.node_name, "node mode");
+        let agent = open_agent(dp, &claim, (snat_addrs.clone(), opts.snat_ports))?;
         let link = LinkOptions {
             node_name: opts.node_name,
             controllers: opts.controllers,
             tls: opts.tls,
             heartbeat: opts.heartbeat,
-            state_file: Some(claim.iface.run_dir(&opts.pin_root).join("node-state.pb")),
+            state_file: Some(claim.iface.run_dir(&dp.pin_root).join("node-state.pb")),
             backoff: opts.backoff,
         };
         Ok(Node {
