@@ -328,6 +328,40 @@ fn status_shows_what_each_agent_programmed_and_a_refusal_names_the_object() {
     assert_eq!(condition(&alpha, "Programmed")["status"], "True", "{alpha}");
 }
 
+#[test]
+fn an_agent_with_a_certificate_from_another_ca_is_refused_and_serves_nothing() {
+    let mut c = Cluster::new(&prefix('t'), 1, &[1]);
+    c.start_controller("ctl-1", 0);
+    let stranger = ballast_testbed::pki::Ca::new("another CA");
+    c.start_agent_as(0, stranger.agent(NODES[0]), &[]);
+    c.start_agent(1);
+    // node-a's agent is refused on its first RPC and keeps retrying.
+    c.agent(0).wait_log("controller link: ");
+    std::thread::sleep(Duration::from_secs(2));
+    let log = c.agents[0].as_ref().unwrap().process.log();
+    assert!(!log.contains("controller link up"), "{log}");
+    let refused = c.agent(0).line_with("controller link: ");
+    assert!(
+        refused.contains("Unavailable")
+            || refused.contains("Unknown")
+            || refused.contains("certificate"),
+        "{refused}"
+    );
+    // The controller counts it absent: node-b alone directs, so a VIP
+    // node-a would have announced is served by node-b.
+    let vip = Cluster::vip_announced_by(NODES[0], &[]);
+    c.virtual_server("alpha", vip);
+    c.wait_served(vip, "alpha through node-b");
+    assert!(c.new_flows(1, vip) >= 1);
+    let status = status_when(&c, "alpha", "node-a absent", |s| {
+        s["nodes"].as_array().is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n["name"] == NODES[0] && n["programmed"] == false)
+        })
+    });
+    assert_eq!(status["programmedNodes"], "1/1", "{status}");
+}
+
 /// Polls `check` every 200 ms for up to 30 s.
 #[track_caller]
 fn eventually(c: &Cluster, what: &str, check: impl Fn(&Cluster) -> bool) {

@@ -134,7 +134,23 @@ async fn connect(opts: &LinkOptions, controller: &str) -> Result<Channel, String
     endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot connect: {e}"))
+        .map_err(|e| format!("cannot connect: {}", chain(&e)))
+}
+
+/// An error with its causes, `a: b: c` (tonic's own text is only the
+/// outermost, e.g. "transport error").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// One stream, from dialling to its end.
@@ -243,5 +259,13 @@ async fn handle(
 /// A status as the log shows it; UNAVAILABLE from a standby names the
 /// leader in its message.
 fn describe(status: &tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
+    match std::error::Error::source(status) {
+        Some(cause) => format!(
+            "{:?}: {}: {}",
+            status.code(),
+            status.message(),
+            chain(cause)
+        ),
+        None => format!("{:?}: {}", status.code(), status.message()),
+    }
 }

@@ -341,8 +341,13 @@ impl Cluster {
 
     /// [`Self::start_agent`] with `extra` flags.
     pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
+        let leaf = self.ca.agent(NODES[i]);
+        self.start_agent_as(i, leaf, extra);
+    }
+
+    /// Node `i`'s agent presenting `leaf` as its client certificate.
+    pub fn start_agent_as(&mut self, i: usize, leaf: ballast_testbed::pki::Leaf, extra: &[&str]) {
         let node = NODES[i];
-        let leaf = self.ca.agent(node);
         let cert = write(self.work.file(&format!("{node}.crt")), &leaf.cert);
         let key = write(self.work.file(&format!("{node}.key")), &leaf.key);
         let ca = self.work.file("ca.crt");
