@@ -554,7 +554,10 @@ fn validate_spec(spec: &TestbedSpec) -> Result<()> {
     ensure!(spec.backends <= 200, "at most 200 backends");
     let longest = format!("{p}-b{}", spec.backends)
         .len()
-        .max(format!("{p}-dir{}", spec.directors).len());
+        .max(match spec.directors {
+            1 => format!("{p}-dir").len(),
+            n => format!("{p}-dir{n}").len(),
+        });
     if longest > MAX_IFNAME_LEN {
         bail!(
             "testbed prefix {p:?} too long: interface names would be {longest} characters, max {MAX_IFNAME_LEN}"

@@ -172,6 +172,10 @@ fn rejects_bad_prefixes() {
     assert!(validate_spec(&TestbedSpec::new("abcdefghijk").backends(10)).is_ok());
     assert!(validate_spec(&TestbedSpec::new("abcdefghijk").backends(100)).is_err());
     assert!(validate_spec(&TestbedSpec::new("blt").backends(0)).is_err());
+    // Directors 2.. are `<p>-dir<i>`: one more character.
+    assert!(validate_spec(&TestbedSpec::new("abcdefghijk").directors(2)).is_err());
+    assert!(validate_spec(&TestbedSpec::new("abcdefghij").directors(2)).is_ok());
+    assert!(validate_spec(&TestbedSpec::new("blt").directors(0)).is_err());
 }
 
 #[test]
