@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use ballast_controller::k8s::leader::LeaseConfig;
-use ballast_controller::k8s::run::{Options, start};
+use ballast_controller::k8s::run::{DEFAULT_DEBOUNCE, DEFAULT_RESYNC, Options, start};
 use ballast_controller::link::tls::TlsFiles;
 use ballast_controller::link::{AgentReports, Security};
 use ballast_controller::metrics::Metrics;
@@ -148,8 +148,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             duration: Duration::from_secs(args.lease_duration),
         },
         retry_period: Duration::from_secs((args.lease_duration / 5).max(1)),
-        debounce: Duration::from_millis(100),
-        resync: Duration::from_secs(60),
+        debounce: DEFAULT_DEBOUNCE,
+        resync: DEFAULT_RESYNC,
         agent_grace: args.agent_grace,
     };
     let metrics = Arc::new(Metrics::new());

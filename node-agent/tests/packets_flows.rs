@@ -294,3 +294,25 @@ fn snat_ports_fill_without_clustering() {
         }
     });
 }
+
+#[test]
+fn point_lookups_read_what_the_full_read_reads() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = PacketLab::small(ifindex);
+        let served = svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1), (2, 1)]);
+        l.apply(std::slice::from_ref(&served));
+        let maps = l.director.maps();
+        let programmed = maps.read_programmed().unwrap();
+        assert_eq!(
+            maps.service(&served.key()).unwrap(),
+            Some(programmed.services[&served.key()])
+        );
+        assert_eq!(programmed.backends.len(), 2);
+        for (id, backend) in &programmed.backends {
+            assert_eq!(maps.backend(*id).unwrap(), *backend, "slot {id}");
+        }
+        let absent = svc(MODE_FULLNAT, TCP, 81, 8080, &[(1, 1)]);
+        assert_eq!(maps.service(&absent.key()).unwrap(), None);
+    });
+}

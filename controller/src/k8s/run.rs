@@ -26,6 +26,14 @@ use crate::link::{AgentReports, LinkInputs};
 use crate::metrics::Metrics;
 use crate::plan::{AgentPresence, CondStatus, Plan, PlanOptions, Planner, usable_nodes};
 
+/// The controller's debounce (`Options::debounce` in the binary): long
+/// enough to plan a burst of changes (a rollout's EndpointSlice updates,
+/// agents reconnecting together) once, short enough to be a small part of
+/// an endpoint change's way to the data planes.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+/// The binary's periodic replan.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(60);
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub plan: PlanOptions,

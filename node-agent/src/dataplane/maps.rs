@@ -272,6 +272,25 @@ impl Maps {
         })
     }
 
+    /// One service's entry; None when it is not programmed. A point lookup,
+    /// for watching one service among many without reading every map.
+    pub fn service(&self, key: &SvcKey) -> Result<Option<SvcValue>, DataplaneError> {
+        let h: HashMap<_, SvcKey, SvcValue> =
+            HashMap::try_from(self.get_ref("services")).map_err(map_err("services"))?;
+        match h.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("services")(e)),
+        }
+    }
+
+    /// Backend slot `id` (live or not: see `BackendValue::flags`).
+    pub fn backend(&self, id: u32) -> Result<BackendValue, DataplaneError> {
+        let arr: Array<_, BackendValue> =
+            Array::try_from(self.get_ref("backends")).map_err(map_err("backends"))?;
+        arr.get(&id, 0).map_err(map_err("backends"))
+    }
+
     /// Applies writes in the order that never leaves a VIP without backends.
     pub fn apply(&mut self, w: &MapWrites) -> Result<(), DataplaneError> {
         self.reset_counters("svc_stats", &w.svc_counter_resets)?;
