@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -43,6 +44,43 @@ pub struct Changes {
     pub other: bool,
 }
 
+/// What the planner reads of a VirtualServer or a Service besides its
+/// status, per object: an event that leaves it unchanged is the
+/// controller's own status write coming back, which must not make every
+/// endpoint change after it plan the whole world again.
+#[derive(Debug, Default)]
+struct Seen(std::collections::HashMap<(String, String, String), u64>);
+
+impl Seen {
+    /// Records `meta` and says whether anything but the status changed:
+    /// the generation (spec), labels, annotations or deletion.
+    fn changed(&mut self, kind: &str, meta: &ObjectMeta) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            meta.generation,
+            &meta.labels,
+            &meta.annotations,
+            meta.deletion_timestamp.is_some(),
+        )
+            .hash(&mut h);
+        let key = (
+            kind.to_string(),
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        self.0.insert(key, h.finish()) != Some(h.finish())
+    }
+
+    fn forget(&mut self, kind: &str, meta: &ObjectMeta) {
+        self.0.remove(&(
+            kind.to_string(),
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        ));
+    }
+}
+
 #[derive(Debug)]
 pub enum SliceChange {
     Applied(Arc<EndpointSlice>),
@@ -53,24 +91,39 @@ impl Changes {
     /// Records one watch event of kind `K`. Only EndpointSlice adds and
     /// edits and deletes are kept one by one; a relist (init events) is a
     /// change of the whole kind.
-    fn record<K: Resource<DynamicType = ()> + 'static>(&mut self, event: &watcher::Event<K>) {
+    fn record<K: Resource<DynamicType = ()> + 'static>(
+        &mut self,
+        seen: &mut Seen,
+        event: &watcher::Event<K>,
+    ) {
         let slice = |k: &K| {
             (k as &dyn std::any::Any)
                 .downcast_ref::<EndpointSlice>()
                 .map(|s| Arc::new(s.clone()))
         };
+        let kind = K::kind(&());
+        // Objects whose status this controller writes.
+        let ours = kind == "VirtualServer" || kind == "Service";
         match event {
             watcher::Event::Apply(k) => match slice(k) {
                 Some(s) => self.slices.push(SliceChange::Applied(s)),
+                None if ours => self.other |= seen.changed(&kind, k.meta()),
                 None => self.other = true,
             },
-            watcher::Event::Delete(k) => match slice(k) {
-                Some(s) => self.slices.push(SliceChange::Deleted(s)),
-                None => self.other = true,
-            },
-            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {
+            watcher::Event::Delete(k) => {
+                seen.forget(&kind, k.meta());
+                match slice(k) {
+                    Some(s) => self.slices.push(SliceChange::Deleted(s)),
+                    None => self.other = true,
+                }
+            }
+            watcher::Event::InitApply(k) => {
+                if ours {
+                    seen.changed(&kind, k.meta());
+                }
                 self.other = true
             }
+            watcher::Event::Init | watcher::Event::InitDone => self.other = true,
         }
     }
 }
@@ -139,6 +192,7 @@ where
     let (reader, writer) = reflector::store();
     let changed = changed.clone();
     let changes = changes.clone();
+    let mut seen = Seen::default();
     let kind = K::kind(&()).to_string();
     // Watch errors (including 410 Gone) are retried with backoff by the
     // watcher, which relists; they are logged, never fatal.
@@ -156,7 +210,7 @@ where
                     changes
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .record(&event);
+                        .record(&mut seen, &event);
                     changed.notify_one()
                 }
                 Err(e) => tracing::warn!(kind, error = %e, "watch error; retrying"),
@@ -180,8 +234,9 @@ mod tests {
     #[test]
     fn endpoint_slice_events_are_kept_one_by_one_and_anything_else_replans() {
         let mut c = Changes::default();
-        c.record(&watcher::Event::Apply(slice("a")));
-        c.record(&watcher::Event::Delete(slice("b")));
+        let mut seen = Seen::default();
+        c.record(&mut seen, &watcher::Event::Apply(slice("a")));
+        c.record(&mut seen, &watcher::Event::Delete(slice("b")));
         assert!(!c.other);
         let names: Vec<(&str, String)> = c
             .slices
@@ -197,11 +252,35 @@ mod tests {
         );
 
         let node: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
-        c.record(&watcher::Event::Apply(node));
+        c.record(&mut seen, &watcher::Event::Apply(node));
         assert!(c.other, "a Node changed: plan everything");
 
         let mut relist = Changes::default();
-        relist.record(&watcher::Event::<EndpointSlice>::InitDone);
+        relist.record(&mut seen, &watcher::Event::<EndpointSlice>::InitDone);
         assert!(relist.other, "a relist may have missed deletions");
+    }
+
+    #[test]
+    fn a_status_only_event_of_our_objects_plans_nothing_more() {
+        let svc = |generation: i64, annotation: &str, ready: &str| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default",
+                "generation": generation, "annotations": {"ballast.dev/address-pool": annotation}},
+                "status": {"conditions": [{"type": "ballast.dev/Ready", "status": ready,
+                    "reason": "r", "message": "", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}}))
+            .unwrap()
+        };
+        let mut seen = Seen::default();
+        let mut first = Changes::default();
+        first.record(&mut seen, &watcher::Event::Apply(svc(1, "a", "False")));
+        assert!(first.other, "a new Service");
+        let mut status = Changes::default();
+        status.record(&mut seen, &watcher::Event::Apply(svc(1, "a", "True")));
+        assert!(!status.other, "only the status this controller wrote");
+        let mut spec = Changes::default();
+        spec.record(&mut seen, &watcher::Event::Apply(svc(2, "a", "True")));
+        assert!(spec.other, "the spec changed (generation)");
+        let mut annotation = Changes::default();
+        annotation.record(&mut seen, &watcher::Event::Apply(svc(2, "b", "True")));
+        assert!(annotation.other, "an annotation the planner reads changed");
     }
 }

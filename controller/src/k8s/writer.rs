@@ -29,7 +29,8 @@ pub const CONCURRENT_WRITES: usize = 16;
 
 pub struct Writer {
     client: Client,
-    recorder: Recorder,
+    /// Events to record, in the order their statuses were stored.
+    events: tokio::sync::mpsc::UnboundedSender<(ObjectKey, ObjectReference, Vec<EventNote>)>,
 }
 
 /// What one write pass did.
@@ -40,8 +41,19 @@ pub struct WriteReport {
 }
 
 impl Writer {
+    /// Events are recorded by a task of their own: kube's `Recorder` walks
+    /// its whole cache on every publish, which at 10k objects costs more
+    /// than the status write it follows, and the planning loop must not
+    /// wait for it (an endpoint change waits behind the write pass).
     pub fn new(client: Client, recorder: Recorder) -> Writer {
-        Writer { client, recorder }
+        let (events, mut queue) =
+            tokio::sync::mpsc::unbounded_channel::<(ObjectKey, ObjectReference, Vec<EventNote>)>();
+        tokio::spawn(async move {
+            while let Some((key, reference, notes)) = queue.recv().await {
+                record(&recorder, &key, &reference, &notes).await;
+            }
+        });
+        Writer { client, events }
     }
 
     fn params() -> PatchParams {
@@ -94,8 +106,11 @@ impl Writer {
         };
         match result {
             Ok(()) => {
-                if let Some((key, reference)) = &w.subject {
-                    self.record(key, reference, &w.notes).await;
+                if let Some((key, reference)) = w.subject
+                    && !w.notes.is_empty()
+                {
+                    // Closed only if the task died: events are best effort.
+                    let _ = self.events.send((key, reference, w.notes));
                 }
                 true
             }
@@ -105,24 +120,29 @@ impl Writer {
             }
         }
     }
+}
 
-    async fn record(&self, key: &ObjectKey, reference: &ObjectReference, notes: &[EventNote]) {
-        for n in notes {
-            let ev = Event {
-                type_: if n.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: n.reason.clone(),
-                note: Some(n.note.clone()),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            if let Err(e) = self.recorder.publish(&ev, reference).await {
-                // Events are best effort; status carries the same facts.
-                tracing::debug!(object = %key, error = %e, "event not recorded");
-            }
+/// Publishes `notes` about `key`; best effort (status carries the same facts).
+async fn record(
+    recorder: &Recorder,
+    key: &ObjectKey,
+    reference: &ObjectReference,
+    notes: &[EventNote],
+) {
+    for n in notes {
+        let ev = Event {
+            type_: if n.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: n.reason.clone(),
+            note: Some(n.note.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, reference).await {
+            tracing::debug!(object = %key, error = %e, "event not recorded");
         }
     }
 }
