@@ -94,6 +94,25 @@ fn survived(what: &str, t: std::thread::JoinHandle<anyhow::Result<TransferReport
     assert_eq!(report.bytes_received, report.bytes_sent, "{what}");
 }
 
+/// After a restart or a leader change: no agent applied anything new and
+/// both data planes program what they did before.
+#[track_caller]
+fn nothing_changed<W: PartialEq + std::fmt::Debug>(
+    c: &Cluster,
+    versions: [usize; 2],
+    wire: &impl Fn(&Cluster) -> W,
+    before: &W,
+) {
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        [applied(c, 0), applied(c, 1)],
+        versions,
+        "nothing was resent:\n{}",
+        c.logs()
+    );
+    assert_eq!(&wire(c), before);
+}
+
 /// How many versions node `i`'s agent has applied from controllers.
 fn applied(c: &Cluster, i: usize) -> usize {
     c.agents[i]
@@ -171,14 +190,7 @@ fn agent_and_controller_restarts_a_leader_change_and_a_lost_api_server_change_no
         c.agent(i).wait_log_count("controller link up", up);
     }
     survived("controller restart", t);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        [applied(&c, 0), applied(&c, 1)],
-        versions,
-        "nothing was resent:\n{}",
-        c.logs()
-    );
-    assert_eq!(wire(&c), before);
+    nothing_changed(&c, versions, &wire, &before);
     // Still announced by node-a: new connections cross it, none node-b.
     // (At least one more new flow: a connection whose source port repeats
     // an earlier one's may find that flow's entry still there.)
@@ -207,14 +219,7 @@ fn agent_and_controller_restarts_a_leader_change_and_a_lost_api_server_change_no
         });
     }
     survived("leader change", t);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        [applied(&c, 0), applied(&c, 1)],
-        versions,
-        "nothing was resent:\n{}",
-        c.logs()
-    );
-    assert_eq!(wire(&c), before);
+    nothing_changed(&c, versions, &wire, &before);
     assert!(
         c.controllers[standby]
             .handle
