@@ -345,18 +345,23 @@ fn an_agent_with_a_certificate_from_another_ca_is_refused_and_serves_nothing() {
     let stranger = ballast_testbed::pki::Ca::new("another CA");
     c.start_agent_as(0, stranger.agent(NODES[0]), &[]);
     c.start_agent(1);
-    // node-a's agent is refused on its first RPC and keeps retrying.
-    c.agent(0).wait_log("controller link: ");
+    // node-a's agent is refused on its first RPC (under TLS 1.3 its
+    // handshake seems to succeed) and keeps retrying.
+    let refused = |c: &Cluster| {
+        let log = c.agents[0].as_ref().unwrap().process.log();
+        log.lines()
+            .rfind(|l| l.contains("controller link: ") && l.contains(":9443"))
+            .map(str::to_string)
+    };
+    eventually(&c, "node-a's agent refused", |c| refused(c).is_some());
     std::thread::sleep(Duration::from_secs(2));
     let log = c.agents[0].as_ref().unwrap().process.log();
     assert!(!log.contains("controller link up"), "{log}");
-    let refused = c.agent(0).line_with("controller link: ");
-    assert!(
-        refused.contains("Unavailable")
-            || refused.contains("Unknown")
-            || refused.contains("certificate"),
-        "{refused}"
-    );
+    // What the agent sees at its first RPC varies with the race between
+    // the controller's TLS alert and its close (UnknownCA, the connection
+    // closed, a broken pipe); that it never got a stream is what counts,
+    // and the controller never counted it connected (status below).
+    assert!(refused(&c).is_some());
     // The controller counts it absent: node-b alone directs, so a VIP
     // node-a would have announced is served by node-b.
     let vip = Cluster::vip_announced_by(NODES[0], &[]);
