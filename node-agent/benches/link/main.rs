@@ -27,13 +27,14 @@
 //! next hop per new backend address (`ip route get`, a few ms each), which
 //! these figures leave out.
 //!
-//! Measured here (2 shared, loaded cores; 10k objects, 1,000 changes): full
-//! sync 970 kB in 4.7 s (22x the agent's direct apply, 0.22 s); one change
-//! to the maps p50 568 / p99 1028 ms with the 100 ms debounce (450 / 1142
-//! with 20 ms), against a watch p99 of ~100 ms: each change costs a full
-//! replan of the world in the controller (~290 ms mean) and a whole-state
-//! convert + apply in the agent (~0.2-0.3 s), far above the debounce. The
-//! delta is 95 bytes, 1/10211 of the snapshot.
+//! Measured here (2 shared, loaded cores; 10k objects, 20 changes, the
+//! code of stop 9): full sync 970 kB in 1.3 s (6x the agent's direct
+//! apply, 0.22 s); one change to the maps p50 2240 / p99 2678 ms with the
+//! 100 ms debounce, against a watch p99 of ~10 ms: the controller loop
+//! costs ~0.8 s per change at 10k objects (status pass over every object,
+//! plan clone, stamping: still to be profiled), and the agent converts and
+//! applies its whole state per delta (~50 ms). The delta is 95 bytes,
+//! 1/10211 of the snapshot.
 //!
 //! Run as root: `nice cargo bench -p ballast-agent --bench link`. Knobs
 //! (environment): BALLAST_LINK_OBJECTS (10000), BALLAST_LINK_CHANGES (1000),
