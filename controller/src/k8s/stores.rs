@@ -52,12 +52,14 @@ pub struct Changes {
 struct Seen(std::collections::HashMap<(String, String, String), u64>);
 
 impl Seen {
-    /// Records `meta` and says whether anything but the status changed:
-    /// the generation (spec), labels, annotations or deletion.
-    fn changed(&mut self, kind: &str, meta: &ObjectMeta) -> bool {
+    /// Records `meta` (and `spec`, a digest of the spec where the API
+    /// server keeps no generation for it) and says whether anything but
+    /// the status changed: the spec, labels, annotations or deletion.
+    fn changed(&mut self, kind: &str, meta: &ObjectMeta, spec: Option<u64>) -> bool {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (
+            spec,
             meta.generation,
             &meta.labels,
             &meta.annotations,
@@ -101,13 +103,27 @@ impl Changes {
                 .downcast_ref::<EndpointSlice>()
                 .map(|s| Arc::new(s.clone()))
         };
+        // A Service's generation is not a spec change counter on every API
+        // server version: its spec is compared itself (it is small).
+        let spec = |k: &K| {
+            (k as &dyn std::any::Any)
+                .downcast_ref::<Service>()
+                .map(|svc| {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    serde_json::to_string(&svc.spec)
+                        .unwrap_or_default()
+                        .hash(&mut h);
+                    h.finish()
+                })
+        };
         let kind = K::kind(&());
         // Objects whose status this controller writes.
         let ours = kind == "VirtualServer" || kind == "Service";
         match event {
             watcher::Event::Apply(k) => match slice(k) {
                 Some(s) => self.slices.push(SliceChange::Applied(s)),
-                None if ours => self.other |= seen.changed(&kind, k.meta()),
+                None if ours => self.other |= seen.changed(&kind, k.meta(), spec(k)),
                 None => self.other = true,
             },
             watcher::Event::Delete(k) => {
@@ -119,7 +135,7 @@ impl Changes {
             }
             watcher::Event::InitApply(k) => {
                 if ours {
-                    seen.changed(&kind, k.meta());
+                    seen.changed(&kind, k.meta(), spec(k));
                 }
                 self.other = true
             }
@@ -282,5 +298,13 @@ mod tests {
         let mut annotation = Changes::default();
         annotation.record(&mut seen, &watcher::Event::Apply(svc(2, "b", "True")));
         assert!(annotation.other, "an annotation the planner reads changed");
+        let mut ports = svc(2, "b", "True");
+        ports.spec = Some(serde_json::from_value(json!({"ports": [{"port": 80}]})).unwrap());
+        let mut spec_only = Changes::default();
+        spec_only.record(&mut seen, &watcher::Event::Apply(ports));
+        assert!(
+            spec_only.other,
+            "the spec changed though the generation did not"
+        );
     }
 }
