@@ -12,11 +12,11 @@ use ballast_controller::k8s::run::Options;
 use ballast_controller::link::AgentReports;
 use ballast_controller::plan::PlanOptions;
 use ballast_fake_apiserver::FakeApiServer;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::CustomResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 /// Options for controller `identity` on the Lease `default/ballast-controller`.
@@ -113,21 +113,8 @@ where
     api.patch(name, &pp, &Patch::Apply(body)).await.unwrap();
 }
 
-pub async fn ready_node(client: &Client, name: &str) {
-    let api: Api<Node> = Api::all(client.clone());
-    let node: Node = serde_json::from_value(
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}),
-    )
-    .unwrap();
-    api.create(&PostParams::default(), &node).await.unwrap();
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
-    )
-    .await
-    .unwrap();
-}
+#[allow(unused_imports)] // as dead_code above: each test binary uses a part
+pub use ballast_fake_apiserver::fixtures::ready_node;
 
 pub fn pool(addresses: &[&str]) -> Value {
     json!({"apiVersion": "ballast.dev/v1alpha1", "kind": "AddressPool",

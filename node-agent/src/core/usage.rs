@@ -8,13 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use ballast_api::HealthCheckSpec;
-
 use super::report::ServiceRef;
 use crate::abi::{self, SvcKey};
 use crate::dataplane::DesiredService;
 use crate::dataplane::director::NodeSettings;
-use crate::health::{Verdicts, target_of};
+use crate::health::{ServiceChecks, Verdicts, target_of};
 
 /// One report.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -85,7 +83,7 @@ impl VerdictAges {
     pub fn report(
         &mut self,
         wanted: &[DesiredService],
-        checks: &HashMap<(Ipv4Addr, u16, u8), HealthCheckSpec>,
+        checks: &ServiceChecks,
         names: &BTreeMap<SvcKey, ServiceRef>,
         verdicts: &Verdicts,
         now: Instant,
@@ -140,7 +138,7 @@ pub fn drops(counters: &[u64]) -> Vec<(&'static str, u64)> {
 mod tests {
     use super::*;
     use crate::health::Health;
-    use ballast_api::{Probe, Protocol};
+    use ballast_api::{HealthCheckSpec, Probe, Protocol};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 

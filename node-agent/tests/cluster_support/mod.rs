@@ -32,10 +32,10 @@ use ballast_fake_apiserver::FakeApiServer;
 use ballast_testbed::agent::{Agent, PinRoot, WorkDir};
 use ballast_testbed::pki::{Ca, SERVER_NAME};
 use ballast_testbed::{BackendRouting, BackendServer, Testbed, TestbedSpec, in_netns};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::CustomResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
@@ -148,23 +148,8 @@ impl Cluster {
 
     fn ready_node(&self, name: &str) {
         let client = self.client();
-        self.rt.block_on(async {
-            let api: Api<Node> = Api::all(client);
-            let node: Node = serde_json::from_value(
-                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}),
-            )
-            .unwrap();
-            api.create(&PostParams::default(), &node).await.unwrap();
-            api.patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
-                ),
-            )
-            .await
-            .unwrap();
-        });
+        self.rt
+            .block_on(ballast_fake_apiserver::fixtures::ready_node(&client, name));
     }
 
     /// Server-side applies `body` as manager "test".

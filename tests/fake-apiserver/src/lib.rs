@@ -112,6 +112,7 @@ pub mod apply;
 pub mod clock;
 pub mod discovery;
 mod faults;
+pub mod fixtures;
 mod hooks;
 pub mod list;
 pub mod managed;
