@@ -1,12 +1,13 @@
 //! The controller -> agent link's contract: the types and tonic stubs
 //! generated from `ballast.proto` (package `ballast.v1`), and the rules both
-//! ends share about node states ([`state`]: canonical order, content hash,
-//! applying a delta).
+//! ends share about node states ([`state`]: canonical order, applying a
+//! delta; [`digest`]: the content hash, kept incrementally).
 //!
 //! The agent dials and the controller streams: the controller implements
 //! [`v1::node_sync_server::NodeSync`], the agent uses
 //! [`v1::node_sync_client::NodeSyncClient`].
 
+pub mod digest;
 pub mod state;
 
 /// Generated from `ballast.proto` by `tonic-prost-build` (via `protox`).
@@ -15,4 +16,5 @@ pub mod v1 {
     tonic::include_proto!("ballast.v1");
 }
 
-pub use state::{ContentHash, DeltaError, apply_delta, canonicalize, content_hash, delta_is_empty};
+pub use digest::{ContentHash, DigestSum, content_hash, content_hash_of, service_digest};
+pub use state::{DeltaError, apply_delta, canonicalize, delta_is_empty};

@@ -1,19 +1,14 @@
 //! The rules both ends of the link share about node states: the canonical
-//! order of their lists, the content hash, and how a delta applies. The
-//! controller builds states in canonical order; the agent keeps the state it
-//! holds canonical by applying deltas here, so both compute the same hash
-//! for the same content.
+//! order of their lists and how a delta applies. The controller builds
+//! states in canonical order; the agent keeps the state it holds canonical
+//! by applying deltas here, so both hold the same lists in the same order
+//! (the content hash is in `digest`).
 
 use std::cmp::Ordering;
-
-use prost::Message;
 
 use std::collections::BTreeSet;
 
 use crate::v1::{Announcements, Delta, NodeSettings, NodeState, ObjectKind, ObjectRef, Service};
-
-/// SHA-256 of a node state's content.
-pub type ContentHash = [u8; 32];
 
 /// Canonical order of addresses: IPv4 (4 bytes) before IPv6 (16 bytes), then
 /// by bytes, which is numeric order within a family (and `IpAddr`'s order).
@@ -69,36 +64,6 @@ fn drop_empty(state: &mut NodeState) {
     {
         state.announcements = None;
     }
-}
-
-/// SHA-256 over the state's canonical encoding with `version` taken as 0:
-/// the hash names the content, so the same services and announcements hash
-/// the same at any version, in any process, on any build that encodes this
-/// schema (protobuf field order is fixed by tag; lists must be in canonical
-/// order, see [`canonicalize`]; empty settings and announcements count as
-/// absent). Computed without copying the state: a `version` of 0 is not
-/// encoded, so the other fields' encodings, in tag order, are the message's.
-pub fn content_hash(state: &NodeState) -> ContentHash {
-    let mut buf = Vec::with_capacity(state.encoded_len());
-    if let Some(settings) = state
-        .settings
-        .as_ref()
-        .filter(|s| **s != NodeSettings::default())
-    {
-        prost::encoding::message::encode(2, settings, &mut buf);
-    }
-    for service in &state.services {
-        prost::encoding::message::encode(3, service, &mut buf);
-    }
-    let announced = |a: &&Announcements| !(a.l2.is_empty() && a.bgp.is_empty());
-    if let Some(announcements) = state.announcements.as_ref().filter(announced) {
-        prost::encoding::message::encode(4, announcements, &mut buf);
-    }
-    let digest = ring::digest::digest(&ring::digest::SHA256, &buf);
-    digest
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 digests are 32 bytes")
 }
 
 /// Whether a delta changes nothing but the version.
@@ -269,4 +234,4 @@ fn apply_set_change(held: &mut Vec<Vec<u8>>, added: &[Vec<u8>], removed: &[Vec<u
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

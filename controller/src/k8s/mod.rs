@@ -7,5 +7,6 @@ pub mod programmed;
 pub mod run;
 pub mod settle;
 pub mod status;
+pub mod status_passes;
 pub mod stores;
 pub mod writer;

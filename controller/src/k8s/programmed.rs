@@ -34,7 +34,7 @@ pub struct NodeFacts<'a> {
     pub announcing: bool,
     /// `None`: no agent of this node has reported to this controller.
     pub agent: Option<AgentFacts<'a>>,
-    /// The node's applied version when the stored status says it programmed
+    /// The stored status's `appliedVersion` when it says the node programmed
     /// the object's current generation (read only while `agent` is `None`).
     pub stored: Option<u64>,
     /// The version since which the node's state holds this object's current
@@ -66,7 +66,8 @@ pub struct NodeProgram {
     pub node: String,
     pub announcing: bool,
     pub programmed: bool,
-    /// The node state version its agent applied (0: none known).
+    /// The node state version that brought the object's current service,
+    /// once its agent applied it (0 while not programmed).
     pub applied_version: u64,
     /// Why it is not programmed.
     pub message: Option<String>,
@@ -182,11 +183,19 @@ pub fn programmed(key: &ObjectKey, generation: Option<i64>, directors: &[NodeFac
             Verdict::Waiting(why) => (false, Some(why)),
         };
         ready += usize::from(programmed);
+        // The version that brought the object's current service, not the
+        // agent's latest: every push raises that one, and writing it would
+        // rewrite the status of every object on the node per change.
+        let applied_version = match (programmed, n.agent) {
+            (false, _) => 0,
+            (true, Some(_)) => n.since.unwrap_or(0),
+            (true, None) => n.stored.unwrap_or(0),
+        };
         nodes.push(NodeProgram {
             node: n.node.to_string(),
             announcing: n.announcing,
             programmed,
-            applied_version: n.agent.map_or(n.stored.unwrap_or(0), |a| a.applied_version),
+            applied_version,
             message,
         });
     }

@@ -19,6 +19,7 @@ use super::crd_check;
 use super::leader::{LeaderElector, LeaseConfig};
 use super::programmed::FactsStamp;
 use super::settle::{Gate, Settling};
+use super::status_passes::{MayWrite, StatusPasses};
 use super::stores::SliceChange;
 use super::stores::Stores;
 use super::writer::{FIELD_MANAGER, Writer};
@@ -26,10 +27,12 @@ use crate::link::{AgentReports, LinkInputs};
 use crate::metrics::Metrics;
 use crate::plan::{AgentPresence, CondStatus, Plan, PlanOptions, Planner, usable_nodes};
 
-/// The controller's debounce (`Options::debounce` in the binary): long
-/// enough to plan a burst of changes (a rollout's EndpointSlice updates,
-/// agents reconnecting together) once, short enough to be a small part of
-/// an endpoint change's way to the data planes.
+/// The controller's debounce (`Options::debounce` in the binary): the
+/// least time between two plans. A change after a quiet spell is planned
+/// at once (an endpoint change's way to the data planes waits for no
+/// timer); changes that follow within the window are planned together at
+/// its end, so a burst (a rollout's EndpointSlice updates, agents
+/// reconnecting together) costs two plans, not one per change.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
 /// The binary's periodic replan.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(60);
@@ -40,7 +43,7 @@ pub struct Options {
     pub lease: LeaseConfig,
     /// How often the leader renews, and a standby retries.
     pub retry_period: Duration,
-    /// Changes arriving within this window are planned together.
+    /// The least time between two plans (see [`DEFAULT_DEBOUNCE`]).
     pub debounce: Duration,
     /// Replan at least this often, even without changes.
     pub resync: Duration,
@@ -151,6 +154,10 @@ async fn run(
     let mut tasks = JoinSet::new();
     let stores = Stores::start(&client, &mut tasks, changed.clone());
     let mut leading = leader_tx.subscribe();
+    let may_write = MayWrite {
+        leading: leader_tx.subscribe(),
+        settled: settled_tx.subscribe(),
+    };
     let election = tokio::spawn(elect(
         LeaderElector::new(client.clone(), options.lease.clone()),
         options.clone(),
@@ -175,6 +182,14 @@ async fn run(
     }
     let _ = ready_tx.send(true);
     tracing::info!("caches synced; planning");
+    let passes = StatusPasses::start(
+        writer,
+        stores.clone(),
+        reports.clone(),
+        may_write,
+        metrics.clone(),
+    );
+    let mut last_plan: Option<Instant> = None;
     let mut pool_series = PoolSeries::default();
     let mut settling = Settling::new(options.agent_grace);
     let mut connections = reports.connections();
@@ -185,7 +200,8 @@ async fn run(
     // Kept between runs: when only EndpointSlices changed, it re-resolves
     // just the objects that use them.
     let mut planner: Option<Planner> = None;
-    // What the last write pass read of the reports, while leading.
+    // What the reports said when the last write pass was asked for, while
+    // leading.
     let mut written: Option<FactsStamp> = None;
     let mut wake_at: Option<SystemTime> = None;
     // A deadline, not a sleep per turn: reports change every heartbeat and
@@ -210,9 +226,16 @@ async fn run(
             _ = report_changes.changed() => Wake::Reports,
             _ = stopped(&mut stop) => break,
         };
-        // Connections are debounced too: agents reconnecting after a
-        // restart arrive together.
-        tokio::time::sleep(options.debounce).await;
+        // Leading edge: plan at once after a quiet spell, else at the end
+        // of the window since the last plan. Connections are debounced
+        // too (agents reconnecting after a restart arrive together);
+        // reports never replan, so they wait for nothing.
+        if !matches!(wake, Wake::Reports)
+            && let Some(quiet) = last_plan.map(|at| at.elapsed())
+            && quiet < options.debounce
+        {
+            tokio::time::sleep(options.debounce - quiet).await;
+        }
         let is_leader = *leading.borrow_and_update();
         let gate = settling.update(
             is_leader,
@@ -266,6 +289,7 @@ async fn run(
                     }
                 };
                 metrics.reconciles.inc();
+                last_plan = Some(Instant::now());
                 record_plan_metrics(&metrics, &p, &mut pool_series);
                 // The plan made with presence known goes out before
                 // `settled`, so the link resyncs agents against it (see
@@ -280,12 +304,9 @@ async fn run(
         if !(is_leader && settled) {
             written = None;
         } else {
-            let facts = reports.facts();
-            let stamp = FactsStamp::of(&facts);
+            let stamp = FactsStamp::of(&reports.facts());
             if replan || written.as_ref() != Some(&stamp) {
-                let report = writer.write(&current, &stores, facts).await;
-                metrics.status_writes.inc_by(report.writes);
-                metrics.reconcile_errors.inc_by(report.errors);
+                passes.request(current);
                 written = Some(stamp);
             }
         }
@@ -295,6 +316,7 @@ async fn run(
                 .observe(started.elapsed().as_secs_f64());
         }
     }
+    passes.shutdown().await;
     let _ = election.await;
     tasks.shutdown().await;
 }

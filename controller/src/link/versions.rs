@@ -8,23 +8,25 @@
 //! higher version when the content is the same (nothing is sent, nothing
 //! moves on the wire) and numbers past it when it is not.
 //!
-//! Content is compared by `ballast_proto::content_hash` (SHA-256 over the
-//! canonical encoding at version 0), which the agent computes over what it
-//! applied with the same function.
+//! Content is compared by `ballast_proto::content_hash`, which the agent
+//! computes over what it applied. Each node keeps its services' digests
+//! and their sum (`ballast_proto::digest`), moved by each delta, so that
+//! checking an agent's Ack costs what the change cost, not a re-encoding
+//! of the node's whole state.
 //!
 //! Alongside each version it keeps, per object, the version from which the
 //! node's state has held the object's current service ([`ObjectSince`]): an
 //! agent that applied that version (or a later one) holds it, which is what
 //! the object's `Programmed` status is judged on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use ballast_proto::v1::{self, ControllerMessage, controller_message::Kind};
-use ballast_proto::{ContentHash, content_hash};
+use ballast_proto::{ContentHash, DigestSum, content_hash, content_hash_of, service_digest};
 
 use super::delta::node_delta;
-use super::encode::node_state;
+use super::encode::{announcements, node_state};
 use crate::object_key::{Kind as ObjectKind, ObjectKey};
 use crate::plan::{NodePlan, Plan};
 
@@ -48,6 +50,10 @@ struct Current {
     plan: NodePlan,
     /// Exactly the keys of `plan.services`.
     since: ObjectSince,
+    /// Each service's digest as sent, and their sum: the services' part
+    /// of the content hash.
+    digests: HashMap<ObjectKey, [u8; 32]>,
+    digest_sum: DigestSum,
 }
 
 impl NodeVersions {
@@ -84,9 +90,17 @@ impl NodeVersions {
         }
     }
 
-    /// The content hash of the node's current state.
+    /// The content hash of the node's current state: equal to
+    /// `content_hash(&self.snapshot(node))`, without encoding the state.
     pub fn content_hash(&self, node: &str) -> ContentHash {
-        content_hash(&self.snapshot(node))
+        match self.nodes.get(node) {
+            Some(c) => content_hash_of(
+                None,
+                announcements(&c.plan.l2_announce, &c.plan.bgp_announce).as_ref(),
+                &c.digest_sum,
+            ),
+            None => content_hash(&v1::NodeState::default()),
+        }
     }
 
     /// Records `plan` as the node's desired state. Returns the delta from the
@@ -104,10 +118,19 @@ impl NodeVersions {
         // Copies the map only while a reader still holds the published one.
         let since = Arc::make_mut(&mut current.since);
         for gone in &delta.removed {
-            since.remove(&object_key(gone));
+            let key = object_key(gone);
+            since.remove(&key);
+            if let Some(digest) = current.digests.remove(&key) {
+                current.digest_sum.sub(&digest);
+            }
         }
         for service in &delta.upserted {
             let key = object_key(service.object.as_ref().expect("encoded with its object"));
+            let digest = service_digest(service);
+            if let Some(old) = current.digests.insert(key.clone(), digest) {
+                current.digest_sum.sub(&old);
+            }
+            current.digest_sum.add(&digest);
             // The plan's own key: its names are shared, not copied.
             let key = plan
                 .services

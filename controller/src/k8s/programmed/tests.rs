@@ -432,3 +432,33 @@ fn heartbeats_alone_leave_the_stamp_alone() {
     facts.sent.revision += 1;
     assert_ne!(FactsStamp::of(&facts), away);
 }
+
+/// A push that changes other objects raises the agent's applied version;
+/// this object's node line must not move with it, or every push would
+/// rewrite the status of every object on the node.
+#[test]
+fn a_node_line_moves_only_with_its_own_service() {
+    let line = |applied: u64, since: Option<u64>| {
+        let got = programmed(&web(), Some(2), &[node("a", agent(applied, None), since)]);
+        got.nodes[0].clone()
+    };
+    let programmed_at_5 = line(5, Some(5));
+    assert!(programmed_at_5.programmed);
+    assert_eq!(programmed_at_5.applied_version, 5);
+    // Versions 6..9 carried other objects' changes.
+    assert_eq!(line(9, Some(5)), programmed_at_5);
+    // This object's service changed in version 10; the agent applied it.
+    assert_eq!(line(10, Some(10)).applied_version, 10);
+    // Not yet applied: no version claimed.
+    let waiting = line(9, Some(10));
+    assert!(!waiting.programmed);
+    assert_eq!(waiting.applied_version, 0);
+    // Unheard agent, stored status said programmed at version 4: kept.
+    let mut unheard = node("a", None, None);
+    unheard.stored = Some(4);
+    let kept = programmed(&web(), Some(2), &[unheard]);
+    assert_eq!(
+        (kept.nodes[0].programmed, kept.nodes[0].applied_version),
+        (true, 4)
+    );
+}

@@ -216,10 +216,17 @@ fn resync_of_a_node_without_a_plan() {
 fn the_agent_computes_the_controller_s_hash_after_deltas() {
     let mut v = NodeVersions::new();
     let mut agent = NodeState::default();
-    for w in [1, 0, 2] {
-        let delta = v.update("a", &web(w)).unwrap();
+    // Kept incrementally (digests in and out per delta): changed, added,
+    // removed services and announcements all end where a full hash does.
+    let mut two = web(1);
+    let api = two.services[&key("web")].clone();
+    two.services.insert(key("api"), api);
+    two.bgp_announce.insert(IpAddr::from([203, 0, 113, 9]));
+    for plan in [web(1), web(0), two, web(2), NodePlan::default()] {
+        let delta = v.update("a", &plan).unwrap();
         apply_delta(&mut agent, &delta).unwrap();
         assert_eq!(content_hash(&agent), v.content_hash("a"));
+        assert_eq!(v.content_hash("a").to_vec(), hash_of(&plan));
         assert_eq!(agent, v.snapshot("a"));
     }
 }
