@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{DEFAULT_DEBOUNCE, DEFAULT_RESYNC, Options, start};
-use ballast_controller::link::tls::TlsFiles;
+use ballast_controller::link::tls::{AgentIdentity, TlsFiles};
 use ballast_controller::link::{AgentReports, Security};
 use ballast_controller::metrics::Metrics;
 use ballast_controller::plan::PlanOptions;
@@ -82,10 +82,17 @@ struct LinkArgs {
     tls_key: Option<PathBuf>,
     /// PEM file: the CA that issues agents' client certificates. Only
     /// certificates from it with the SAN URI spiffe://ballast/agent/<node>
-    /// are accepted, for that node only. All three files are re-read when
-    /// they change.
+    /// are accepted, for that node only (see --agent-identity). All three
+    /// files are re-read when they change.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     tls_client_ca: Option<PathBuf>,
+    /// Which agent certificates are accepted: `node`, only SAN URI
+    /// spiffe://ballast/agent/<node> for that node; `shared`, also
+    /// spiffe://ballast/agent for any node (one certificate for every
+    /// agent: simpler to issue, but a node whose key is stolen can speak
+    /// for every other node).
+    #[arg(long, value_enum, default_value_t = AgentIdentity::Node)]
+    agent_identity: AgentIdentity,
     /// Serve the link over plain TCP, without TLS: any client can claim any
     /// node. For tests only; logged loudly at every start.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca"])]
@@ -95,11 +102,14 @@ struct LinkArgs {
 impl LinkArgs {
     fn security(&self) -> anyhow::Result<Security> {
         match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
-            (Some(cert), Some(key), Some(client_ca)) => Ok(Security::Mtls(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: client_ca.clone(),
-            })),
+            (Some(cert), Some(key), Some(client_ca)) => Ok(Security::Mtls(
+                TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: client_ca.clone(),
+                },
+                self.agent_identity,
+            )),
             _ if self.insecure => Ok(Security::Insecure),
             _ => anyhow::bail!(
                 "the agent link needs --tls-cert, --tls-key and --tls-client-ca \

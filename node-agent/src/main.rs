@@ -125,7 +125,8 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', required = true)]
         controller: Vec<String>,
         /// PEM: this agent's client certificate (SAN URI
-        /// spiffe://ballast/agent/<node name>).
+        /// spiffe://ballast/agent/<node name>, or spiffe://ballast/agent
+        /// when the controller runs with --agent-identity shared).
         #[arg(long, requires_all = ["tls_key", "tls_ca"])]
         tls_cert: Option<PathBuf>,
         /// PEM: its private key.
