@@ -94,13 +94,15 @@ fn each_identity_mode_says_which_claims_speak_for_which_node() {
         hello: hello.into(),
         certified: certified.into(),
     };
-    let cases: &[(
-        &str,
+    /// desc, mode, what the certificate claims, the Hello's node, verdict.
+    type Case = (
+        &'static str,
         AgentIdentity,
         AgentClaim,
-        &str,
+        &'static str,
         Result<(), AuthorizeError>,
-    )] = &[
+    );
+    let cases: &[Case] = &[
         ("node mode, its own node", Node, node("a"), "a", Ok(())),
         (
             "node mode, another node",
