@@ -129,7 +129,7 @@ pub mod store;
 mod verbs;
 mod watch;
 
-pub use recorder::RequestRecord;
+pub use recorder::{ApiRequest, RequestRecord};
 pub use status::ApiError;
 
 use crate::managed::Subresource;
