@@ -19,9 +19,9 @@ use ballast_fake_apiserver::FakeApiServer;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use link_support::{Harness, hello, next, open, plan_for, scratch_dir, service};
+use link_support::{Harness, Leaf, hello, next, open, plan_for, scratch_dir, service, tls_channel};
 use serde_json::Value;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const LINK_NAME: &str = "ballast-link.default.svc";
@@ -188,19 +188,11 @@ async fn agent_channel(
     addr: std::net::SocketAddr,
     agent_secret: &Value,
 ) -> Result<Channel, tonic::transport::Error> {
-    let config = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(data(agent_secret, "ca.crt")))
-        .identity(Identity::from_pem(
-            data(agent_secret, "tls.crt"),
-            data(agent_secret, "tls.key"),
-        ))
-        .domain_name(LINK_NAME);
-    Channel::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(config)
-        .unwrap()
-        .connect()
-        .await
+    let agent = Leaf {
+        cert: data(agent_secret, "tls.crt"),
+        key: data(agent_secret, "tls.key"),
+    };
+    tls_channel(addr, &data(agent_secret, "ca.crt"), Some(&agent), LINK_NAME).await
 }
 
 #[tokio::test]
