@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use ballast_controller::link::Security;
+use ballast_controller::link::tls::AgentIdentity;
 use ballast_proto::apply_delta;
 use ballast_proto::v1::{ObjectKind, controller_message::Kind};
 use link_support::{Ca, LinkedController, channel, hello, next, open, scratch_dir, server_files};
@@ -25,7 +26,12 @@ async fn a_virtual_server_written_to_the_api_reaches_the_agents_stream() {
     let options = options_with_lease("a", Duration::from_secs(2), Duration::from_millis(200));
     let ca = Ca::new("ballast test CA");
     let files = server_files(&scratch_dir("controller"), &ca, &ca);
-    let controller = LinkedController::start(s.client(), options, Security::Mtls(files)).await;
+    let controller = LinkedController::start(
+        s.client(),
+        options,
+        Security::Mtls(files, AgentIdentity::Node),
+    )
+    .await;
     let addr = controller.addr;
 
     // The agent retries while the controller elects itself and plans, as

@@ -6,7 +6,7 @@
 
 mod link_support;
 
-use ballast_controller::link::tls::TlsFiles;
+use ballast_controller::link::tls::{AgentIdentity, TlsFiles};
 use ballast_controller::link::{Security, node_state};
 use ballast_proto::v1::{Ack, Nack, agent_message, controller_message::Kind};
 use ballast_proto::{apply_delta, content_hash};
@@ -37,7 +37,12 @@ fn mtls(test: &str) -> Mtls {
 async fn serving(test: &str, leading: bool) -> (Mtls, Harness, Channel) {
     let m = mtls(test);
     let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
-    let h = Harness::start(Security::Mtls(m.files.clone()), Some(plan), leading).await;
+    let h = Harness::start(
+        Security::Mtls(m.files.clone(), AgentIdentity::Node),
+        Some(plan),
+        leading,
+    )
+    .await;
     let ch = channel(h.addr, Some((&m.ca, Some(&m.agent)))).await;
     (m, h, ch)
 }
@@ -60,7 +65,12 @@ fn delta_of(m: ballast_proto::v1::ControllerMessage) -> ballast_proto::v1::Delta
 async fn a_fresh_agent_gets_the_snapshot_then_one_delta_per_change_and_its_acks_are_recorded() {
     let m = mtls("fresh");
     let first = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
-    let h = Harness::start(Security::Mtls(m.files.clone()), Some(first.clone()), true).await;
+    let h = Harness::start(
+        Security::Mtls(m.files.clone(), AgentIdentity::Node),
+        Some(first.clone()),
+        true,
+    )
+    .await;
     let ch = channel(h.addr, Some((&m.ca, Some(&m.agent)))).await;
 
     let mut agent = open(&ch, hello(NODE, 0, &[])).await.unwrap();
@@ -267,6 +277,48 @@ async fn clients_without_an_agent_certificate_for_their_node_are_refused_on_thei
     let mut agent = open(&ch, hello(NODE, 0, &[])).await.unwrap();
     snapshot_of(next(&mut agent).await.unwrap());
     assert!(h.reports.get("node-b").is_none());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shared_agent_certificate_speaks_for_any_node_only_under_agent_identity_shared() {
+    let m = mtls("shared-identity");
+    let shared = m.ca.client(vec![rcgen::SanType::URI(
+        "spiffe://ballast/agent".try_into().unwrap(),
+    )]);
+    let plan = plan_for(NODE, &[("web", service("192.0.2.10", &["10.0.0.1"]))]);
+
+    // Node mode (the default) refuses it, saying why.
+    let h = Harness::start(
+        Security::Mtls(m.files.clone(), AgentIdentity::Node),
+        Some(plan.clone()),
+        true,
+    )
+    .await;
+    let ch = channel(h.addr, Some((&m.ca, Some(&shared)))).await;
+    refused_on_first_rpc(&ch, Code::PermissionDenied, "shared agent identity").await;
+    h.shutdown().await;
+
+    // Shared mode takes it for any node, and still keeps a node-bound
+    // certificate to its node.
+    let h = Harness::start(
+        Security::Mtls(m.files.clone(), AgentIdentity::Shared),
+        Some(plan),
+        true,
+    )
+    .await;
+    let ch = channel(h.addr, Some((&m.ca, Some(&shared)))).await;
+    let mut agent = open(&ch, hello(NODE, 0, &[])).await.unwrap();
+    snapshot_of(next(&mut agent).await.unwrap());
+    let _other = open(&ch, hello("node-b", 0, &[])).await.unwrap();
+    let ch = channel(h.addr, Some((&m.ca, Some(&m.agent)))).await;
+    let why = "Hello names node \"node-b\" but the client certificate is node \"node-a\"'s";
+    let e = open(&ch, hello("node-b", 0, &[]))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains(why), "{e:?}");
     h.shutdown().await;
 }
 

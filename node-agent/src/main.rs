@@ -120,12 +120,15 @@ enum Cmd {
         node_name: String,
         /// The controller's link address, e.g.
         /// https://ballast-controller.ballast-system.svc:9443 (http:// only
-        /// with --insecure). Several, comma separated, are tried in turn
-        /// (replicas dialled directly, without a Service).
+        /// with --insecure). Each is resolved at every round of dials and
+        /// each address it resolves to is tried in turn (a headless Service
+        /// names every replica; standbys refuse, naming the leader).
+        /// Several, comma separated, are tried in order.
         #[arg(long, value_delimiter = ',', required = true)]
         controller: Vec<String>,
         /// PEM: this agent's client certificate (SAN URI
-        /// spiffe://ballast/agent/<node name>).
+        /// spiffe://ballast/agent/<node name>, or spiffe://ballast/agent
+        /// when the controller runs with --agent-identity shared).
         #[arg(long, requires_all = ["tls_key", "tls_ca"])]
         tls_cert: Option<PathBuf>,
         /// PEM: its private key.
@@ -311,6 +314,10 @@ fn main() -> anyhow::Result<()> {
             // One crypto provider, chosen here: with two in the dependency
             // tree rustls would panic at the first handshake.
             let _ = rustls::crypto::ring::default_provider().install_default();
+            // A malformed entry is a flag error, not something to retry.
+            for entry in &controller {
+                ballast_agent::link::dial::Entry::parse(entry)?;
+            }
             let tls = link_tls(
                 (tls_cert, tls_key, tls_ca),
                 tls_server_name,

@@ -1,5 +1,6 @@
 //! The controller's Kubernetes side: reflectors, leader election, status
-//! writes, events, and the loop that ties them to the pure planner.
+//! writes, events, the loop that ties them to the pure planner, and the
+//! link's certificates when the controller issues them (`tls_bootstrap`).
 
 pub mod crd_check;
 pub mod leader;
@@ -9,4 +10,5 @@ pub mod settle;
 pub mod status;
 pub mod status_passes;
 pub mod stores;
+pub mod tls_bootstrap;
 pub mod writer;

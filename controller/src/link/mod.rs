@@ -3,13 +3,15 @@
 //! plans of a node ([`delta`]), and the per-node version numbers and content
 //! hashes that let an agent and the controller agree on what is applied
 //! ([`versions`]). I/O: the gRPC server that streams them ([`server`], with
-//! its shared state in `hub`), its mutual TLS ([`tls`]), and what agents
-//! report back ([`agents`]).
+//! its shared state in `hub`), its mutual TLS ([`tls`]; with
+//! `--tls-bootstrap`, the certificates the controller issues itself:
+//! [`issue`], pure), and what agents report back ([`agents`]).
 
 pub mod agents;
 pub mod delta;
 pub mod encode;
 mod hub;
+pub mod issue;
 pub mod server;
 pub mod tls;
 pub mod versions;

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::agents::AgentReports;
 use super::hub::{Hub, StreamId};
-use super::tls::{ReloadingConfig, TlsError, TlsFiles, peer_agent_node};
+use super::tls::{AgentIdentity, ReloadingConfig, TlsError, TlsFiles, authorize, peer_agent_claim};
 use crate::plan::Plan;
 
 /// How long a new stream may take to say Hello.
@@ -40,8 +40,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How the link is secured.
 #[derive(Clone, Debug)]
 pub enum Security {
-    /// Mutual TLS with agent certificates from the client CA.
-    Mtls(TlsFiles),
+    /// Mutual TLS with agent certificates from the client CA, identified
+    /// as the mode says.
+    Mtls(TlsFiles, AgentIdentity),
     /// Plain TCP, anyone may claim any node (`--insecure`; tests and labs).
     Insecure,
 }
@@ -72,8 +73,9 @@ pub enum ServeError {
 /// The `NodeSync` service.
 pub struct NodeSyncService {
     hub: Arc<Hub>,
-    /// Under mTLS, the Hello's node must be the certificate's.
-    check_identity: bool,
+    /// Under mTLS, the Hello's node must be one the certificate may speak
+    /// for; None: plain TCP, no identity.
+    identity: Option<AgentIdentity>,
 }
 
 type SyncStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
@@ -86,23 +88,20 @@ impl NodeSync for NodeSyncService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<SyncStream>, Status> {
-        let certified = if self.check_identity {
-            let certs = request.peer_certs();
-            let node = peer_agent_node(certs.as_deref().map(Vec::as_slice))
-                .map_err(|e| Status::permission_denied(e.to_string()))?;
-            Some(node)
-        } else {
-            None
+        let certified = match self.identity {
+            Some(mode) => {
+                let certs = request.peer_certs();
+                let claim = peer_agent_claim(certs.as_deref().map(Vec::as_slice))
+                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+                Some((mode, claim))
+            }
+            None => None,
         };
         let mut inbound = request.into_inner();
         let hello = first_hello(&mut inbound).await?;
-        if let Some(node) = certified
-            && node != hello.node_name
-        {
-            return Err(Status::permission_denied(format!(
-                "Hello names node {:?} but the client certificate is node {node:?}'s",
-                hello.node_name
-            )));
+        if let Some((mode, claim)) = certified {
+            authorize(mode, &claim, &hello.node_name)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
         }
         let (sid, rx, ended) = self.hub.register(&hello)?;
         tracing::info!(node = %sid.node, agent_version = %hello.agent_version, applied_version = hello.applied_version, "agent connected");
@@ -235,7 +234,10 @@ pub async fn serve(
     let follower = tokio::spawn(follow(hub.clone(), inputs));
     let service = NodeSyncServer::new(NodeSyncService {
         hub: hub.clone(),
-        check_identity: matches!(security, Security::Mtls(_)),
+        identity: match security {
+            Security::Mtls(_, mode) => Some(mode),
+            Security::Insecure => None,
+        },
     });
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     let closing = {
@@ -254,7 +256,7 @@ pub async fn serve(
                 let incoming = TcpListenerStream::new(listener);
                 router.serve_with_incoming_shutdown(incoming, closing).await
             }
-            Security::Mtls(files) => {
+            Security::Mtls(files, _) => {
                 let config = Arc::new(ReloadingConfig::load(files)?);
                 let (tx, rx) = mpsc::channel(64);
                 let acceptor = tokio::spawn(accept_tls(listener, config, tx));

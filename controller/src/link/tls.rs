@@ -8,6 +8,14 @@
 //! accepts only chains to `--tls-client-ca`, then requires that URI and that
 //! the Hello's node name equals the node it names.
 //!
+//! `--agent-identity shared` also accepts the URI `spiffe://ballast/agent`
+//! (exactly), for any node: one certificate for every agent, which is what
+//! a Helm chart can hand out through one Secret. The trade-off: a node whose
+//! key is stolen can then speak for every other node (receive their states,
+//! report for them), where a per-node certificate limits it to its own.
+//! Per-node certificates need a per-node issuer, such as cert-manager's
+//! csi-driver or SPIRE; `node` (the default) requires them.
+//!
 //! The files are re-read when they change (checked on every new
 //! connection by modification time and size), so rotating them needs no
 //! restart; a rewrite that does not parse keeps the previous configuration
@@ -25,6 +33,41 @@ use rustls::server::{ServerConfig, WebPkiClientVerifier};
 
 /// Prefix of an agent's SAN URI; the node name follows.
 pub const AGENT_URI_PREFIX: &str = "spiffe://ballast/agent/";
+/// The SAN URI of a certificate shared by every agent (`--agent-identity
+/// shared`).
+pub const SHARED_AGENT_URI: &str = "spiffe://ballast/agent";
+
+/// Which agent certificates the link accepts (`--agent-identity`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentIdentity {
+    /// Only `spiffe://ballast/agent/<node>`, for that node.
+    #[default]
+    Node,
+    /// Also `spiffe://ballast/agent`, for any node.
+    Shared,
+}
+
+/// What an agent's certificate says it may speak for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentClaim {
+    /// `spiffe://ballast/agent/<node>`: that node only.
+    Node(String),
+    /// `spiffe://ballast/agent`: any node, if the link accepts shared
+    /// certificates.
+    Shared,
+}
+
+/// Why an agent may not speak for the node its Hello names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorizeError {
+    #[error("Hello names node {hello:?} but the client certificate is node {certified:?}'s")]
+    OtherNode { hello: String, certified: String },
+    #[error(
+        "the client certificate is the shared agent identity {SHARED_AGENT_URI}, which this \
+         controller refuses (--agent-identity node needs {AGENT_URI_PREFIX}<node>)"
+    )]
+    SharedRefused,
+}
 
 /// The three files `--tls-cert`, `--tls-key`, `--tls-client-ca` name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,9 +116,11 @@ pub enum IdentityError {
     #[error("the client certificate does not parse: {0}")]
     Unparsable(String),
     #[error(
-        "the client certificate names no agent (expected one SAN URI {AGENT_URI_PREFIX}<node>)"
+        "the client certificate names no agent (expected one SAN URI {AGENT_URI_PREFIX}<node> \
+         or {SHARED_AGENT_URI})"
     )]
     NotAnAgent,
+    /// The agent URIs it carries.
     #[error("the client certificate names several agents: {0:?}")]
     Ambiguous(Vec<String>),
 }
@@ -91,29 +136,55 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The node an agent's certificate names.
-pub fn agent_node(cert: &CertificateDer<'_>) -> Result<String, IdentityError> {
+/// What an agent's certificate claims: exactly one agent URI, either
+/// node-bound or the shared one.
+pub fn agent_claim(cert: &CertificateDer<'_>) -> Result<AgentClaim, IdentityError> {
     let parsed = webpki::EndEntityCert::try_from(cert)
         .map_err(|e| IdentityError::Unparsable(e.to_string()))?;
-    let nodes: Vec<String> = parsed
+    let claims: Vec<(&str, AgentClaim)> = parsed
         .valid_uri_names()
-        .filter_map(|uri| uri.strip_prefix(AGENT_URI_PREFIX))
-        .filter(|node| !node.is_empty() && !node.contains('/'))
-        .map(str::to_string)
+        .filter_map(|uri| {
+            if uri == SHARED_AGENT_URI {
+                return Some((uri, AgentClaim::Shared));
+            }
+            let node = uri.strip_prefix(AGENT_URI_PREFIX)?;
+            (!node.is_empty() && !node.contains('/')).then(|| (uri, AgentClaim::Node(node.into())))
+        })
         .collect();
-    match <[String; 1]>::try_from(nodes) {
-        Ok([node]) => Ok(node),
+    match <[_; 1]>::try_from(claims) {
+        Ok([(_, claim)]) => Ok(claim),
         Err(v) if v.is_empty() => Err(IdentityError::NotAnAgent),
-        Err(v) => Err(IdentityError::Ambiguous(v)),
+        Err(v) => Err(IdentityError::Ambiguous(
+            v.into_iter().map(|(uri, _)| uri.to_string()).collect(),
+        )),
     }
 }
 
-/// The node named by the leaf of a peer's chain.
-pub fn peer_agent_node(certs: Option<&[CertificateDer<'static>]>) -> Result<String, IdentityError> {
+/// The claim made by the leaf of a peer's chain.
+pub fn peer_agent_claim(
+    certs: Option<&[CertificateDer<'static>]>,
+) -> Result<AgentClaim, IdentityError> {
     let leaf = certs
         .and_then(|c| c.first())
         .ok_or(IdentityError::NoCertificate)?;
-    agent_node(leaf)
+    agent_claim(leaf)
+}
+
+/// Whether `claim` may speak for `hello_node` under `mode`.
+pub fn authorize(
+    mode: AgentIdentity,
+    claim: &AgentClaim,
+    hello_node: &str,
+) -> Result<(), AuthorizeError> {
+    match (claim, mode) {
+        (AgentClaim::Node(node), _) if node == hello_node => Ok(()),
+        (AgentClaim::Node(node), _) => Err(AuthorizeError::OtherNode {
+            hello: hello_node.into(),
+            certified: node.clone(),
+        }),
+        (AgentClaim::Shared, AgentIdentity::Shared) => Ok(()),
+        (AgentClaim::Shared, AgentIdentity::Node) => Err(AuthorizeError::SharedRefused),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

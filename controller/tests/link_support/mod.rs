@@ -164,7 +164,6 @@ impl LinkedController {
 /// A channel to the harness, with `agent`'s certificate (or none) and
 /// `ca` as the server's trust root.
 pub async fn channel(addr: SocketAddr, tls: Option<(&Ca, Option<&Leaf>)>) -> Channel {
-    ballast_controller::link::tls::install_crypto_provider();
     let Some((ca, agent)) = tls else {
         return Channel::from_shared(format!("http://{addr}"))
             .unwrap()
@@ -172,21 +171,34 @@ pub async fn channel(addr: SocketAddr, tls: Option<(&Ca, Option<&Leaf>)>) -> Cha
             .await
             .unwrap();
     };
+    // Under TLS 1.3 this succeeds even when the server refuses our
+    // certificate; the refusal shows on the first RPC.
+    tls_channel(addr, &ca.pem(), agent, SERVER_NAME)
+        .await
+        .unwrap()
+}
+
+/// A TLS channel trusting `ca_pem`, presenting `agent` (or no
+/// certificate), expecting the server to be `server_name`; the error is
+/// the handshake's when the client refuses the server.
+pub async fn tls_channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    agent: Option<&Leaf>,
+    server_name: &str,
+) -> Result<Channel, tonic::transport::Error> {
+    ballast_controller::link::tls::install_crypto_provider();
     let mut config = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca.pem()))
-        .domain_name(SERVER_NAME);
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(server_name);
     if let Some(leaf) = agent {
         config = config.identity(Identity::from_pem(&leaf.cert, &leaf.key));
     }
-    // Under TLS 1.3 this succeeds even when the server refuses our
-    // certificate; the refusal shows on the first RPC.
     Channel::from_shared(format!("https://{addr}"))
         .unwrap()
-        .tls_config(config)
-        .unwrap()
+        .tls_config(config)?
         .connect()
         .await
-        .unwrap()
 }
 
 /// One agent stream: what we send, what we receive.

@@ -6,8 +6,11 @@
 //! kept open for as long as the process runs: when it ends for any reason
 //! (a standby controller answering UNAVAILABLE, a leader change, a network
 //! cut, a certificate rotation here) the agent keeps forwarding what it
-//! holds and dials again, with exponential backoff and full jitter so that
-//! a thousand agents do not reconnect in step after a controller restart.
+//! holds and dials again: the next address at once (see [`super::dial`]:
+//! every `--controller` entry, resolved at each round, names every
+//! replica), and after a round in which none took the stream, a pause with
+//! exponential backoff and full jitter so that a thousand agents do not
+//! reconnect in step after a controller restart.
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
+use super::dial::{self, Entry, Target};
 use super::heartbeat;
 use super::persist;
 use super::session::{Session, Step};
@@ -30,9 +34,10 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct LinkOptions {
     /// The Kubernetes Node this agent runs on.
     pub node_name: String,
-    /// `https://host:port` (or `http://` with `tls: None`), tried in turn:
-    /// usually one (the controller Service, which routes to the leader);
-    /// several when the replicas are dialled directly.
+    /// `https://host:port` (or `http://` with `tls: None`), tried in turn,
+    /// each resolved to every address it names: usually one (the
+    /// controller's headless link Service); several when the replicas are
+    /// named one by one.
     pub controllers: Vec<String>,
     /// None: plain TCP (`--insecure`).
     pub tls: Option<ClientTls>,
@@ -91,37 +96,55 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(opts.backoff);
     let mut watch = opts.tls.as_ref().map(TlsWatch::new);
-    let mut next = 0;
     loop {
-        let controller = &opts.controllers[next % opts.controllers.len()];
-        let ended = tokio::select! {
-            ended = stream_once(&opts, controller, &agent, &mut session, &mut backoff, watch.as_mut()) => ended,
-            () = &mut shutdown => Ended::Shutdown,
-        };
-        match ended {
-            Ended::Shutdown => return,
-            Ended::Rotated => {
-                info!("link certificates changed on disk: reconnecting with them");
-                continue;
-            }
-            Ended::Retry(why) => {
-                // A standby refuses, a dead replica does not answer: the
-                // next address may be the leader.
-                next += 1;
-                let pause = backoff.next();
-                warn!(%controller, retry_in = ?pause, "controller link: {why}; forwarding continues with applied version {}", session.applied_version());
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = &mut shutdown => return,
+        for given in &opts.controllers {
+            let targets = match Entry::parse(given) {
+                Ok(entry) => entry.resolve(dial::lookup).await,
+                Err(e) => Err(e),
+            };
+            let targets = match targets {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!("controller link: {e}");
+                    continue;
+                }
+            };
+            for target in &targets {
+                loop {
+                    let ended = tokio::select! {
+                        ended = stream_once(&opts, target, &agent, &mut session, &mut backoff, watch.as_mut()) => ended,
+                        () = &mut shutdown => Ended::Shutdown,
+                    };
+                    match ended {
+                        Ended::Shutdown => return,
+                        Ended::Rotated => {
+                            info!("link certificates changed on disk: reconnecting with them");
+                        }
+                        Ended::Retry(why) => {
+                            // A standby refuses, a dead replica does not
+                            // answer: the next address may be the leader.
+                            warn!(controller = %target.entry, address = %target.address, "controller link: {why}; forwarding continues with applied version {}", session.applied_version());
+                            break;
+                        }
+                    }
                 }
             }
+        }
+        // A round in which no address kept the stream: pause before the next.
+        let pause = backoff.next();
+        info!(retry_in = ?pause, "no controller address kept the stream; dialling again after a pause");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = &mut shutdown => return,
         }
     }
 }
 
-async fn connect(opts: &LinkOptions, controller: &str) -> Result<Channel, String> {
-    let mut endpoint = Endpoint::from_shared(controller.to_string())
-        .map_err(|e| format!("--controller {controller}: {e}"))?
+async fn connect(opts: &LinkOptions, target: &Target) -> Result<Channel, String> {
+    // The TLS configuration names the server (the entry's host, or
+    // --tls-server-name): the URI's address is only where to connect.
+    let mut endpoint = Endpoint::from_shared(target.uri.clone())
+        .map_err(|e| format!("--controller {}: {e}", target.entry))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(10)))
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -156,7 +179,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// One stream, from dialling to its end.
 async fn stream_once(
     opts: &LinkOptions,
-    controller: &str,
+    target: &Target,
     agent: &AgentHandle,
     session: &mut Session,
     backoff: &mut Backoff,
@@ -165,7 +188,7 @@ async fn stream_once(
     if let Some(w) = watch.as_deref_mut() {
         w.mark();
     }
-    let channel = match connect(opts, controller).await {
+    let channel = match connect(opts, target).await {
         Ok(c) => c,
         Err(why) => return Ended::Retry(why),
     };
@@ -179,7 +202,7 @@ async fn stream_once(
         Err(status) => return Ended::Retry(describe(&status)),
     };
     // The leader accepted the Hello (a standby refuses at once).
-    info!(%controller, applied_version = session.applied_version(), "controller link up");
+    info!(controller = %target.entry, address = %target.address, applied_version = session.applied_version(), "controller link up");
     let mut beat = tokio::time::interval(opts.heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rotation = tokio::time::interval(Duration::from_secs(5));

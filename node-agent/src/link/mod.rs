@@ -11,10 +11,13 @@
 //! - `heartbeat`: the core's usage report -> the wire's `Heartbeat` (pure).
 //! - `persist`: the applied state kept across agent restarts.
 //! - `tls`: the client certificate, key and CA files, re-read on change.
+//! - `dial`: `--controller` entries -> the addresses to dial, resolved at
+//!   every round (the resolver injected, so the expansion is tested pure).
 //! - `client`: the stream itself: dial, Hello, apply, answer, heartbeat,
 //!   reconnect with backoff and jitter.
 pub mod client;
 pub mod convert;
+pub mod dial;
 pub mod heartbeat;
 pub mod persist;
 pub mod session;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use ballast_api::{AddressPool, VirtualServer};
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{Handle, Options, start};
-use ballast_controller::link::tls::TlsFiles;
+use ballast_controller::link::tls::{AgentIdentity, TlsFiles};
 use ballast_controller::link::{AgentReports, Security};
 use ballast_controller::metrics::Metrics;
 use ballast_controller::plan::PlanOptions;
@@ -272,7 +272,7 @@ impl Cluster {
             let inputs = handle.link_inputs();
             let served = ballast_controller::link::serve(
                 listener,
-                Security::Mtls(files),
+                Security::Mtls(files, AgentIdentity::Node),
                 inputs,
                 reports.clone(),
                 async {

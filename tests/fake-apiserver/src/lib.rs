@@ -10,7 +10,7 @@
 //! # Implemented
 //!
 //! * **Kinds**: the built-ins in [`resources::BUILTINS`] (core `namespaces`,
-//!   `services`, `nodes`, `events`; `discovery.k8s.io/v1` `endpointslices`;
+//!   `services`, `nodes`, `secrets`, `events`; `discovery.k8s.io/v1` `endpointslices`;
 //!   `coordination.k8s.io/v1` `leases`; `events.k8s.io/v1` `events`;
 //!   `apiextensions.k8s.io/v1` `customresourcedefinitions`) and every kind
 //!   declared by a CRD, installed with [`FakeApiServer::install_crd`] or by
@@ -129,7 +129,7 @@ pub mod store;
 mod verbs;
 mod watch;
 
-pub use recorder::RequestRecord;
+pub use recorder::{ApiRequest, RequestRecord};
 pub use status::ApiError;
 
 use crate::managed::Subresource;

@@ -2,6 +2,8 @@
 
 use std::sync::Mutex;
 
+use crate::paths::{ApiPath, parse};
+
 /// One request the server answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
@@ -44,6 +46,62 @@ impl RequestRecord {
     /// `plural` is the resource, e.g. `services`.
     pub fn is_list_of(&self, plural: &str) -> bool {
         self.method == "GET" && !self.is_watch() && self.path.ends_with(&format!("/{plural}"))
+    }
+}
+
+/// A request as Kubernetes RBAC names it: what a Role or ClusterRole rule
+/// must allow for the request to pass authorization.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiRequest {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete` or
+    /// `deletecollection`.
+    pub verb: &'static str,
+    /// API group, `""` for core.
+    pub api_group: String,
+    /// Plural resource name.
+    pub resource: String,
+    /// e.g. `status`.
+    pub subresource: Option<String>,
+    /// None for cluster-scoped objects and requests across all namespaces.
+    pub namespace: Option<String>,
+}
+
+impl ApiRequest {
+    /// `resource` or `resource/subresource`, as RBAC rules spell it.
+    pub fn rbac_resource(&self) -> String {
+        match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource),
+            None => self.resource.clone(),
+        }
+    }
+}
+
+impl RequestRecord {
+    /// The request as RBAC names it; None for discovery and other
+    /// non-resource paths (`/api`, `/apis/...`, `/version`), which every
+    /// authenticated client may read (the `system:discovery` role).
+    pub fn api_request(&self) -> Option<ApiRequest> {
+        let Some(ApiPath::Resource(r)) = parse(&self.path) else {
+            return None;
+        };
+        let verb = match (self.method.as_str(), r.name.is_some()) {
+            ("GET", true) => "get",
+            ("GET", false) if self.is_watch() => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            _ => return None,
+        };
+        Some(ApiRequest {
+            verb,
+            api_group: r.group,
+            resource: r.plural,
+            subresource: r.subresource,
+            namespace: r.namespace,
+        })
     }
 }
 
@@ -106,6 +164,93 @@ impl RequestLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(method: &str, path: &str, query: &str) -> RequestRecord {
+        RequestRecord {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            content_type: None,
+            field_manager: None,
+            status: 200,
+            injected: false,
+        }
+    }
+
+    #[test]
+    fn requests_are_named_as_rbac_names_them() {
+        let cases = [
+            (
+                "GET",
+                "/api/v1/services",
+                "",
+                Some(("list", "", "services", None)),
+            ),
+            (
+                "GET",
+                "/api/v1/services",
+                "watch=true&resourceVersion=5",
+                Some(("watch", "", "services", None)),
+            ),
+            (
+                "GET",
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l",
+                "",
+                Some(("get", "coordination.k8s.io", "leases", Some("ns"))),
+            ),
+            (
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l",
+                "",
+                Some(("update", "coordination.k8s.io", "leases", Some("ns"))),
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/ns/secrets",
+                "",
+                Some(("create", "", "secrets", Some("ns"))),
+            ),
+            (
+                "PATCH",
+                "/apis/ballast.dev/v1alpha1/addresspools/p/status",
+                "fieldManager=x",
+                Some(("patch", "ballast.dev", "addresspools/status", None)),
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/ns/secrets/s",
+                "",
+                Some(("delete", "", "secrets", Some("ns"))),
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/ns/secrets",
+                "",
+                Some(("deletecollection", "", "secrets", Some("ns"))),
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/ns",
+                "",
+                Some(("get", "", "namespaces", None)),
+            ),
+            ("GET", "/apis/ballast.dev/v1alpha1", "", None),
+            ("GET", "/version", "", None),
+        ];
+        for (method, path, query, want) in cases {
+            let got = record(method, path, query).api_request();
+            let got = got.as_ref().map(|r| {
+                (
+                    r.verb,
+                    r.api_group.as_str(),
+                    r.rbac_resource(),
+                    r.namespace.as_deref(),
+                )
+            });
+            let want = want.map(|(v, g, res, ns)| (v, g, res.to_string(), ns));
+            assert_eq!(got, want, "{method} {path}?{query}");
+        }
+    }
 
     #[test]
     fn decodes_query_parameters() {

@@ -17,18 +17,27 @@ fn cert_with(sans: &[&str]) -> CertificateDer<'static> {
     params.self_signed(&key).unwrap().der().clone()
 }
 
+fn node(n: &str) -> AgentClaim {
+    AgentClaim::Node(n.into())
+}
+
 #[test]
-fn the_agent_node_comes_from_exactly_one_spiffe_uri() {
-    let cases: &[(&str, &[&str], Result<&str, IdentityError>)] = &[
+fn the_agent_claim_comes_from_exactly_one_spiffe_uri() {
+    let cases: &[(&str, &[&str], Result<AgentClaim, IdentityError>)] = &[
         (
             "one agent URI",
             &["spiffe://ballast/agent/node-a"],
-            Ok("node-a"),
+            Ok(node("node-a")),
         ),
         (
             "other SANs beside it are fine",
             &["dns:node-a.example", "spiffe://ballast/agent/node-a"],
-            Ok("node-a"),
+            Ok(node("node-a")),
+        ),
+        (
+            "the shared agent URI",
+            &["spiffe://ballast/agent"],
+            Ok(AgentClaim::Shared),
         ),
         ("no SAN", &[], Err(IdentityError::NotAnAgent)),
         (
@@ -39,6 +48,11 @@ fn the_agent_node_comes_from_exactly_one_spiffe_uri() {
         (
             "another SPIFFE path",
             &["spiffe://ballast/controller/x"],
+            Err(IdentityError::NotAnAgent),
+        ),
+        (
+            "a longer trust path is not the shared URI",
+            &["spiffe://ballast/agents"],
             Err(IdentityError::NotAnAgent),
         ),
         (
@@ -54,25 +68,93 @@ fn the_agent_node_comes_from_exactly_one_spiffe_uri() {
         (
             "two agents",
             &["spiffe://ballast/agent/a", "spiffe://ballast/agent/b"],
-            Err(IdentityError::Ambiguous(vec!["a".into(), "b".into()])),
+            Err(IdentityError::Ambiguous(vec![
+                "spiffe://ballast/agent/a".into(),
+                "spiffe://ballast/agent/b".into(),
+            ])),
+        ),
+        (
+            "a node and the shared URI",
+            &["spiffe://ballast/agent/a", "spiffe://ballast/agent"],
+            Err(IdentityError::Ambiguous(vec![
+                "spiffe://ballast/agent/a".into(),
+                "spiffe://ballast/agent".into(),
+            ])),
         ),
     ];
     for (desc, sans, want) in cases {
-        let got = agent_node(&cert_with(sans));
-        assert_eq!(got.as_deref().map_err(Clone::clone), want.clone(), "{desc}");
+        assert_eq!(&agent_claim(&cert_with(sans)), want, "{desc}");
+    }
+}
+
+#[test]
+fn each_identity_mode_says_which_claims_speak_for_which_node() {
+    use AgentIdentity::{Node, Shared};
+    let other = |hello: &str, certified: &str| AuthorizeError::OtherNode {
+        hello: hello.into(),
+        certified: certified.into(),
+    };
+    /// desc, mode, what the certificate claims, the Hello's node, verdict.
+    type Case = (
+        &'static str,
+        AgentIdentity,
+        AgentClaim,
+        &'static str,
+        Result<(), AuthorizeError>,
+    );
+    let cases: &[Case] = &[
+        ("node mode, its own node", Node, node("a"), "a", Ok(())),
+        (
+            "node mode, another node",
+            Node,
+            node("a"),
+            "b",
+            Err(other("b", "a")),
+        ),
+        (
+            "node mode refuses the shared URI",
+            Node,
+            AgentClaim::Shared,
+            "a",
+            Err(AuthorizeError::SharedRefused),
+        ),
+        (
+            "shared mode, the shared URI for any node",
+            Shared,
+            AgentClaim::Shared,
+            "b",
+            Ok(()),
+        ),
+        (
+            "shared mode still takes node certificates",
+            Shared,
+            node("a"),
+            "a",
+            Ok(()),
+        ),
+        (
+            "shared mode keeps node certificates to their node",
+            Shared,
+            node("a"),
+            "b",
+            Err(other("b", "a")),
+        ),
+    ];
+    for (desc, mode, claim, hello, want) in cases {
+        assert_eq!(&authorize(*mode, claim, hello), want, "{desc}");
     }
 }
 
 #[test]
 fn no_certificate_or_garbage_is_refused() {
-    assert_eq!(peer_agent_node(None), Err(IdentityError::NoCertificate));
+    assert_eq!(peer_agent_claim(None), Err(IdentityError::NoCertificate));
     assert_eq!(
-        peer_agent_node(Some(&[])),
+        peer_agent_claim(Some(&[])),
         Err(IdentityError::NoCertificate)
     );
     let garbage = CertificateDer::from(vec![1, 2, 3]);
     assert!(matches!(
-        agent_node(&garbage),
+        agent_claim(&garbage),
         Err(IdentityError::Unparsable(_))
     ));
 }
