@@ -48,6 +48,18 @@ struct Rule {
     api_group: String,
     resources: Vec<String>,
     verbs: Vec<String>,
+    /// `tls-bootstrap`: used only with --tls-bootstrap (the chart drops the
+    /// rule with cert-manager). The flows here run the bootstrap, so such
+    /// rights must still be exercised.
+    #[serde(default)]
+    #[allow(dead_code)] // read only to refuse unknown values
+    only: Option<Only>,
+}
+
+#[derive(Debug, Deserialize)]
+enum Only {
+    #[serde(rename = "tls-bootstrap")]
+    TlsBootstrap,
 }
 
 /// (scope, apiGroup, resource[/subresource], verb): one right.

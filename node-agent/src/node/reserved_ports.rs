@@ -9,6 +9,13 @@
 //! The reservation is left in place when the agent stops: forwarding goes
 //! on with the same ports. A range that would leave the kernel no
 //! ephemeral port at all is refused at start.
+//!
+//! A range wholly outside `net.ipv4.ip_local_port_range` needs no
+//! reservation (the kernel picks ephemeral ports only inside it) and gets
+//! no write: a container's `/proc/sys` is read-only, and the default range
+//! (10000-29999, below the kernel's 32768-60999) must start there. This is
+//! decided at start: widening the ephemeral range over the SNAT ports later
+//! needs the agent restarted (or the ports reserved by hand).
 use std::path::Path;
 
 pub const RESERVED: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
@@ -27,6 +34,15 @@ pub enum ReservedPortsError {
         "SNAT ports {min}-{max} would leave the kernel no ephemeral port of its range {lo}-{hi} (net.ipv4.ip_local_port_range): choose --snat-ports outside it"
     )]
     NoEphemeralLeft {
+        min: u16,
+        max: u16,
+        lo: u16,
+        hi: u16,
+    },
+    #[error(
+        "SNAT ports {min}-{max} overlap the kernel's ephemeral ports {lo}-{hi} (net.ipv4.ip_local_port_range) and {RESERVED} is read-only here (a container): choose --snat-ports outside {lo}-{hi}, or reserve them on the node"
+    )]
+    ReadOnly {
         min: u16,
         max: u16,
         lo: u16,
@@ -95,6 +111,12 @@ pub fn with_reserved(existing: &[(u16, u16)], ours: (u16, u16)) -> Option<Ranges
     (!covered).then(|| merge(existing.iter().copied().chain([ours]).collect()))
 }
 
+/// Whether the kernel could pick a port of `ours` for a connection of its
+/// own: only ports of its ephemeral range `lo..=hi` are picked.
+pub fn overlaps(ours: (u16, u16), (lo, hi): (u16, u16)) -> bool {
+    ours.0 <= hi && lo <= ours.1
+}
+
 /// Ephemeral ports of `lo..=hi` left to the kernel once `reserved` is.
 pub fn ephemeral_left((lo, hi): (u16, u16), reserved: &[(u16, u16)]) -> u32 {
     let total = u32::from(hi) - u32::from(lo) + 1;
@@ -128,6 +150,9 @@ pub fn reserve(ours: (u16, u16)) -> Result<Option<String>, ReservedPortsError> {
             text,
         });
     };
+    if !overlaps(ours, (lo, hi)) {
+        return Ok(None);
+    }
     let text = read(RESERVED)?;
     let existing = parse(&text).ok_or(ReservedPortsError::Parse {
         path: RESERVED,
@@ -145,9 +170,20 @@ pub fn reserve(ours: (u16, u16)) -> Result<Option<String>, ReservedPortsError> {
         });
     }
     let line = render(&next);
-    std::fs::write(RESERVED, &line).map_err(|source| ReservedPortsError::Io {
-        path: RESERVED,
-        source,
+    std::fs::write(RESERVED, &line).map_err(|source| {
+        if source.raw_os_error() == Some(libc::EROFS) {
+            ReservedPortsError::ReadOnly {
+                min: ours.0,
+                max: ours.1,
+                lo,
+                hi,
+            }
+        } else {
+            ReservedPortsError::Io {
+                path: RESERVED,
+                source,
+            }
+        }
     })?;
     Ok(Some(line))
 }
@@ -186,6 +222,17 @@ mod tests {
             with_reserved(&[(29000, 35000)], (10000, 29999)),
             Some(vec![(10000, 35000)])
         );
+    }
+
+    #[test]
+    fn only_a_range_the_kernel_could_pick_from_is_reserved() {
+        let kernel = (32768, 60999);
+        assert!(!overlaps((10000, 29999), kernel), "the default range");
+        assert!(!overlaps((61000, 65535), kernel));
+        assert!(overlaps((30000, 32768), kernel), "first port shared");
+        assert!(overlaps((60999, 65000), kernel), "last port shared");
+        assert!(overlaps((40000, 41000), kernel));
+        assert!(overlaps((1, 65535), kernel));
     }
 
     #[test]
