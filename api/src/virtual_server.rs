@@ -320,10 +320,10 @@ pub struct NodeProgramStatus {
     /// The agent on this node applied the node state version that holds
     /// this server's current service, and refused nothing about it.
     pub programmed: bool,
-    /// The node state version that brought this server's current service
-    /// to the node, once its agent applied it (versions count per node; 0
-    /// while not programmed). It moves only when this server's service on
-    /// the node changes, not with every push to the node.
+    /// A node state version holding this server's current service that
+    /// the node's agent applied (versions count per node; 0 while not
+    /// programmed). It moves when this server's service on the node
+    /// changes, not with every push to the node.
     #[serde(default)]
     pub applied_version: u64,
     /// The generation of this server the node applied, when programmed.

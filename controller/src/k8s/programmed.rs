@@ -35,7 +35,8 @@ pub struct NodeFacts<'a> {
     /// `None`: no agent of this node has reported to this controller.
     pub agent: Option<AgentFacts<'a>>,
     /// The stored status's `appliedVersion` when it says the node programmed
-    /// the object's current generation (read only while `agent` is `None`).
+    /// the object's current generation: stands for the node while no agent
+    /// has reported, and is kept as the line's version while programmed.
     pub stored: Option<u64>,
     /// The version since which the node's state holds this object's current
     /// service; `None` while the link has not stamped it (it plans apart
@@ -66,8 +67,8 @@ pub struct NodeProgram {
     pub node: String,
     pub announcing: bool,
     pub programmed: bool,
-    /// The node state version that brought the object's current service,
-    /// once its agent applied it (0 while not programmed).
+    /// A node state version holding the object's current service that its
+    /// agent applied (0 while not programmed; see `programmed`).
     pub applied_version: u64,
     /// Why it is not programmed.
     pub message: Option<String>,
@@ -183,13 +184,16 @@ pub fn programmed(key: &ObjectKey, generation: Option<i64>, directors: &[NodeFac
             Verdict::Waiting(why) => (false, Some(why)),
         };
         ready += usize::from(programmed);
-        // The version that brought the object's current service, not the
+        // A version that brought the object's current service, not the
         // agent's latest: every push raises that one, and writing it would
-        // rewrite the status of every object on the node per change.
-        let applied_version = match (programmed, n.agent) {
+        // rewrite the status of every object on the node per change. The
+        // stored one stands while it still says this generation is
+        // programmed: a restarted controller renumbers `since` (see
+        // `link::versions`), and must not rewrite every status for it.
+        let applied_version = match (programmed, n.stored) {
             (false, _) => 0,
-            (true, Some(_)) => n.since.unwrap_or(0),
-            (true, None) => n.stored.unwrap_or(0),
+            (true, Some(stored)) => stored,
+            (true, None) => n.since.unwrap_or(0),
         };
         nodes.push(NodeProgram {
             node: n.node.to_string(),

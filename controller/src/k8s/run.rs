@@ -131,7 +131,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// What woke the loop.
 enum Wake {
-    /// Cluster objects changed, or the periodic resync: always replan.
+    /// Cluster objects changed, or the periodic resync: replan if
+    /// anything planning reads changed.
     World,
     /// An agent connected or left, leadership moved, or a grace period ran
     /// out: replan only if presence or settledness changed.
@@ -249,7 +250,14 @@ async fn run(
         } = gate;
         let started = Instant::now();
         let replan = match wake {
-            Wake::World => true,
+            // Events that change nothing planning reads (the controller's
+            // own status writes coming back, kubelets' Node status) wake
+            // the loop but plan nothing.
+            Wake::World => {
+                planned.is_none()
+                    || stores.has_changes()
+                    || tokio::time::Instant::now() >= next_resync
+            }
             Wake::Presence => planned_with
                 .as_ref()
                 .is_none_or(|(s, a)| *s != settled || *a != agents),

@@ -104,22 +104,32 @@ impl Changes {
                 .map(|s| Arc::new(s.clone()))
         };
         // A Service's generation is not a spec change counter on every API
-        // server version: its spec is compared itself (it is small).
+        // server version: its spec is compared itself (it is small). Of a
+        // Node's status the planner reads only whether it is Ready; the
+        // kubelet rewrites the rest every few minutes.
         let spec = |k: &K| {
-            (k as &dyn std::any::Any)
-                .downcast_ref::<Service>()
-                .map(|svc| {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    serde_json::to_string(&svc.spec)
-                        .unwrap_or_default()
-                        .hash(&mut h);
-                    h.finish()
-                })
+            use std::hash::{Hash, Hasher};
+            let any = k as &dyn std::any::Any;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            if let Some(svc) = any.downcast_ref::<Service>() {
+                serde_json::to_string(&svc.spec)
+                    .unwrap_or_default()
+                    .hash(&mut h);
+            } else if let Some(node) = any.downcast_ref::<Node>() {
+                crate::plan::is_ready(node).hash(&mut h);
+            } else {
+                return None;
+            }
+            Some(h.finish())
         };
         let kind = K::kind(&());
-        // Objects whose status this controller writes.
-        let ours = kind == "VirtualServer" || kind == "Service";
+        // Kinds whose events mostly carry status the planner does not read:
+        // its own status writes coming back (VirtualServers, Services,
+        // AddressPools) and kubelets' Node status updates.
+        let ours = matches!(
+            kind.as_ref(),
+            "VirtualServer" | "Service" | "AddressPool" | "Node"
+        );
         match event {
             watcher::Event::Apply(k) => match slice(k) {
                 Some(s) => self.slices.push(SliceChange::Applied(s)),
@@ -162,6 +172,13 @@ impl Stores {
             namespaces: reflect(Api::all(client.clone()), tasks, &poke),
             changes,
         }
+    }
+
+    /// Whether anything the planner reads changed since the last
+    /// [`Self::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        let c = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        c.other || !c.slices.is_empty()
     }
 
     /// What changed since the last call (the first call: everything).

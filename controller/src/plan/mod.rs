@@ -28,7 +28,7 @@ pub use model::{
     BackendPlan, Cond, CondStatus, DirectorStatus, NodePlan, ObjectStatus, Plan, PoolStatus,
     PortPlan, ServicePlan,
 };
-pub use nodes::{EXCLUDE_LABEL, NodeInfo, usable_nodes};
+pub use nodes::{EXCLUDE_LABEL, NodeInfo, is_ready, usable_nodes};
 pub use presence::{AgentPresence, NodeAgent};
 
 use crate::endpoints::EndpointIndex;

@@ -21,14 +21,7 @@ pub fn usable_nodes(nodes: &[Arc<Node>]) -> Vec<NodeInfo> {
     let mut out: Vec<NodeInfo> = nodes
         .iter()
         .filter(|n| n.metadata.deletion_timestamp.is_none())
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
+        .filter(|n| is_ready(n))
         .filter(|n| {
             !n.metadata
                 .labels
@@ -42,6 +35,17 @@ pub fn usable_nodes(nodes: &[Arc<Node>]) -> Vec<NodeInfo> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The node's Ready condition is True: the only part of a Node's status
+/// planning reads.
+pub fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 pub fn selected<'n>(

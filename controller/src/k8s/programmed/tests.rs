@@ -453,12 +453,14 @@ fn a_node_line_moves_only_with_its_own_service() {
     let waiting = line(9, Some(10));
     assert!(!waiting.programmed);
     assert_eq!(waiting.applied_version, 0);
-    // Unheard agent, stored status said programmed at version 4: kept.
-    let mut unheard = node("a", None, None);
-    unheard.stored = Some(4);
-    let kept = programmed(&web(), Some(2), &[unheard]);
-    assert_eq!(
-        (kept.nodes[0].programmed, kept.nodes[0].applied_version),
-        (true, 4)
-    );
+    // The stored status said programmed at version 4 (this generation):
+    // kept while no agent has reported, and after one has (a restarted
+    // controller's `since` is renumbered past it).
+    for agent in [None, agent(12, None)] {
+        let mut restarted = node("a", agent, Some(12));
+        restarted.stored = Some(4);
+        let kept = programmed(&web(), Some(2), &[restarted]);
+        let line = &kept.nodes[0];
+        assert_eq!((line.programmed, line.applied_version), (true, 4));
+    }
 }
