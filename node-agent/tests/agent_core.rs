@@ -85,6 +85,7 @@ fn open_agent(pin_dir: &Path, ring_slots: u32) -> Agent {
         interface: None,
         pin_dir: pin_dir.to_path_buf(),
         ring_slots,
+        backend_slots: None,
         conntrack_entries: Some(65_536),
         mode: XdpAttachMode::Auto,
     };

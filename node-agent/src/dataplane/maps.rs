@@ -192,6 +192,25 @@ impl Maps {
         self.ring.slots
     }
 
+    /// The backend ids the maps hold: the smaller of the `backends` and
+    /// `backend_stats` arrays (pinned maps keep the size they were created
+    /// with, whatever `--backend-slots` says now).
+    pub fn backend_slots(&self) -> Result<u32, DataplaneError> {
+        let entries = |name: &'static str| -> Result<u32, DataplaneError> {
+            let data = match self.get_ref(name) {
+                Map::Array(d) | Map::PerCpuArray(d) => d,
+                _ => {
+                    return Err(DataplaneError::Map {
+                        map: name,
+                        reason: "not an array".into(),
+                    });
+                }
+            };
+            Ok(data.info().map_err(map_err(name))?.max_entries())
+        };
+        Ok(entries("backends")?.min(entries("backend_stats")?))
+    }
+
     pub fn ring_read(&self, offset: u32, len: u32) -> Vec<u32> {
         self.ring.read(offset, len)
     }
