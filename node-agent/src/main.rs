@@ -480,6 +480,28 @@ mod tests {
 
     #[test]
     fn maglev_size_flag_is_optional_and_must_be_prime() {
+        let size = |extra: &[&str]| standalone_flags(extra).map(|d| d.maglev_size);
+        assert_eq!(size(&[]), Ok(None), "automatic without the flag");
+        assert_eq!(size(&["--maglev-size", "65537"]), Ok(Some(65537)));
+        let err = size(&["--maglev-size", "65536"]).unwrap_err();
+        assert!(err.contains("65536 is not prime"), "{err}");
+    }
+
+    #[test]
+    fn backend_slots_flag_is_optional_and_positive() {
+        let slots = |extra: &[&str]| standalone_flags(extra).map(|d| d.backend_slots);
+        assert_eq!(
+            slots(&[]),
+            Ok(None),
+            "the object's default without the flag"
+        );
+        assert_eq!(slots(&["--backend-slots", "500000"]), Ok(Some(500_000)));
+        let err = slots(&["--backend-slots", "0"]).unwrap_err();
+        assert!(err.contains("--backend-slots"), "{err}");
+    }
+
+    /// The data-plane flags of a standalone command line with `extra`.
+    fn standalone_flags(extra: &[&str]) -> Result<DataplaneArgs, String> {
         let base = [
             "ballast-agent",
             "standalone",
@@ -490,17 +512,13 @@ mod tests {
             "--config",
             "/etc/ballast",
         ];
-        let size = |extra: &[&str]| match Cli::try_parse_from(base.iter().chain(extra)) {
+        match Cli::try_parse_from(base.iter().chain(extra)) {
             Ok(Cli {
                 command: Cmd::Standalone { dataplane, .. },
                 ..
-            }) => Ok(dataplane.maglev_size),
+            }) => Ok(dataplane),
             Ok(_) => unreachable!("standalone parsed"),
             Err(e) => Err(e.to_string()),
-        };
-        assert_eq!(size(&[]), Ok(None), "automatic without the flag");
-        assert_eq!(size(&["--maglev-size", "65537"]), Ok(Some(65537)));
-        let err = size(&["--maglev-size", "65536"]).unwrap_err();
-        assert!(err.contains("65536 is not prime"), "{err}");
+        }
     }
 }

@@ -80,12 +80,12 @@ fn new_flows(
         .collect()
 }
 
-fn open_agent(pin_dir: &Path, ring_slots: u32) -> Agent {
+fn open_agent(pin_dir: &Path, ring_slots: u32, backend_slots: Option<u32>) -> Agent {
     let load = LoadOptions {
         interface: None,
         pin_dir: pin_dir.to_path_buf(),
         ring_slots,
-        backend_slots: None,
+        backend_slots,
         conntrack_entries: Some(65_536),
         mode: XdpAttachMode::Auto,
     };
@@ -111,7 +111,7 @@ fn a_refused_version_changes_nothing_and_the_next_valid_one_applies() {
                 .join(format!("blco-core-{}-refused", std::process::id())),
         );
         let _ = std::fs::remove_dir_all(&pins.0);
-        let mut agent = open_agent(&pins.0, 64 * 257);
+        let mut agent = open_agent(&pins.0, 64 * 257, None);
         // The program is pinned and opened again, so packets can run while
         // the running agent owns its director.
         let prog_pin = pins.0.join("blco-test-prog");
@@ -226,7 +226,7 @@ fn a_service_the_data_plane_has_no_room_for_is_reported_with_the_applied_version
         );
         let _ = std::fs::remove_dir_all(&pins.0);
         // Room for one table of 257 slots (2 backends), not two.
-        let mut agent = open_agent(&pins.0, 300);
+        let mut agent = open_agent(&pins.0, 300, None);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -281,5 +281,46 @@ fn a_service_the_data_plane_has_no_room_for_is_reported_with_the_applied_version
             .map(|k| u16::from_be(k.port))
             .collect();
         assert_eq!(programmed, [80], "the rest of the version is applied");
+    });
+}
+
+#[test]
+fn backend_slots_set_at_load_bound_the_backends_and_running_out_is_the_services_error() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|_| {
+        let pins = Pins(
+            PathBuf::from("/sys/fs/bpf/ballast-test")
+                .join(format!("blco-core-{}-backend-slots", std::process::id())),
+        );
+        let _ = std::fs::remove_dir_all(&pins.0);
+        // Room for three backends: one service of two, not two.
+        let mut agent = open_agent(&pins.0, 64 * 257, Some(3));
+        assert_eq!(agent.director().maps().backend_slots().unwrap(), 3);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt
+            .block_on(async {
+                agent.apply(version(
+                    1,
+                    SNAT_ADDR,
+                    vec![
+                        web(80, Protocol::Tcp, &[1, 2]),
+                        web(81, Protocol::Tcp, &[1, 2]),
+                    ],
+                ))
+            })
+            .unwrap();
+        assert_eq!(report.programmed, 1);
+        let [ApplyError::Capacity { service, source }] = &report.errors[..] else {
+            panic!("{:?}", report.errors);
+        };
+        assert_eq!(service.port, 81);
+        assert!(
+            matches!(source, PlanError::TooManyBackends { max: 3, .. }),
+            "{source:?}"
+        );
+        assert!(source.to_string().contains("--backend-slots"), "{source}");
     });
 }
