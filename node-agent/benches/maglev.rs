@@ -12,9 +12,11 @@
 //!
 //! How flows are counted: `shared/maglev_disruption.rs` (the `scale` bench
 //! prints the same figures). Build time of the agent's table is printed as
-//! a ratio to plain Maglev's at the same size, with the table's ring
-//! memory (8 bytes a slot). A second table shows each automatic size at
-//! its worst: for the most backends that still get it.
+//! a ratio to plain Maglev's at the same size (fastest of three builds
+//! each), with the table's ring memory (8 bytes a slot). A second table
+//! shows each automatic size at its worst: for the most backends that
+//! still get it; a third, the build time when every backend has a weight
+//! of its own, against equal weights.
 use ballast_agent::maglev;
 
 #[path = "shared/classic_maglev.rs"]
@@ -106,9 +108,63 @@ fn main() {
         }
         n += 1;
     }
+    weighted_build_cost();
     if missed.is_empty() {
         println!("targets (<= {TARGET}x moved, <= {BALANCE_TARGET}x max share): met");
     } else {
         println!("targets MISSED: {}", missed.join(", "));
+    }
+}
+
+/// Weights: backends of one weight step together, distinct weights one
+/// at a time through a heap, so the build's worst case is every weight
+/// different. Printed against equal weights at the same size, with the
+/// fullest backend's slots over its weighted share (shares of 100 slots
+/// or more).
+fn weighted_build_cost() {
+    println!("Build time with every weight different (1..=N) vs equal weights, same size");
+    for n in [100, 1000] {
+        let size = maglev::table_size_for(n);
+        let equal = backends(n);
+        let mut weighted = equal.clone();
+        for (i, b) in weighted.iter_mut().enumerate() {
+            b.weight = i as u32 + 1;
+        }
+        // The fastest of three builds: the machine may be shared.
+        let time = |b: &[maglev::MaglevBackend]| {
+            let mut best = std::time::Duration::MAX;
+            let mut table = Vec::new();
+            for _ in 0..3 {
+                let start = std::time::Instant::now();
+                table = agent_table(b, size);
+                best = best.min(start.elapsed());
+            }
+            (best, table)
+        };
+        let (equal_time, _) = time(&equal);
+        let (weighted_time, table) = time(&weighted);
+        let total: u64 = weighted.iter().map(|b| u64::from(b.weight)).sum();
+        let mut held = vec![0u64; n];
+        for &i in &table {
+            held[i as usize] += 1;
+        }
+        // Over backends whose share is 100 slots or more: below, the
+        // one slot of rounding is most of the excess.
+        let max_share = (0..n)
+            .map(|i| {
+                (
+                    held[i],
+                    f64::from(size) * f64::from(weighted[i].weight) / total as f64,
+                )
+            })
+            .filter(|&(_, share)| share >= 100.0)
+            .map(|(h, share)| h as f64 / share)
+            .fold(0.0, f64::max);
+        println!(
+            "{n:>5} {size:>8} | weighted {:>7.2}ms, equal {:>7.2}ms: {:>5.2}x | max share {max_share:.3}",
+            weighted_time.as_secs_f64() * 1e3,
+            equal_time.as_secs_f64() * 1e3,
+            weighted_time.as_secs_f64() / equal_time.as_secs_f64(),
+        );
     }
 }

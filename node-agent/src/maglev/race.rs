@@ -3,9 +3,9 @@
 //! Every backend walks its permutation of the slots (Maglev's offset +
 //! j·skip), one position per step, and claims the slot it stands on if the
 //! slot is free and the backend is below its cap. Position j of a backend
-//! of weight w is reached at time τ(j)/w, and all steps of all backends
-//! happen in the order of their times (ties: heavier weight first, then key
-//! order). Without caps, a slot would belong to the backend that reaches it
+//! of weight w is reached at time ⌊τ(j)·2^24/w⌋, and all steps of all
+//! backends happen in the order of their times (ties: heavier weight
+//! first, then key order). Without caps, a slot would belong to the backend that reaches it
 //! first: rendezvous hashing, where a leaving backend moves only its own
 //! slots. The caps keep the balance that rendezvous alone lacks at tens of
 //! slots a backend; their price is that a leaving backend's slot may land on
@@ -17,16 +17,17 @@
 //! changes which slot every later turn takes, and that cascade grows like
 //! N²/M (6.7× the ideal at 1000 backends and 65537 slots, 4.8× at 524309).
 //!
-//! τ(j) = Σ_{i=M-j+1}^{M} ⌊2^40/i⌋ is the expected j-th smallest of M
+//! τ(j) = Σ_{i=M-j+1}^{M} ⌊2^32/i⌋ is the expected j-th smallest of M
 //! exponential draws, in fixed point: a backend's positions are uniform
 //! over its permutation, so τ turns them into exponential times, and
 //! exponential times divided by weights make a backend first to a slot
 //! with probability w/W (uniform times divided by weights would favour
-//! heavy backends). Integer arithmetic throughout (times compared as
-//! τa·wb vs τb·wa in u128), so every director gets the same table.
+//! heavy backends). Integer arithmetic throughout, so every director gets
+//! the same table.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 
 use super::EMPTY;
 
@@ -35,9 +36,18 @@ use super::EMPTY;
 /// share plus one slot.
 const CAP_SLACK_DEN: u128 = 20;
 
-/// τ's fixed-point scale: ⌊2^40/i⌋ ≥ 1 for every table size, so τ rises at
-/// every step, and τ·w < 2^(40+5+32) fits in u128.
-const TAU_ONE: u64 = 1 << 40;
+/// τ's fixed-point scale: τ < 2^32·(ln M + 1) < 2^37 for any u32 M.
+const TAU_ONE: u64 = 1 << 32;
+
+/// A step's time is ⌊τ·2^24/w⌋: below 2^61, and it still rises at every
+/// step of the heaviest weight (τ rises by ⌊2^32/(M-j)⌋ ≥ 1, times 2^24,
+/// over w < 2^32) for tables of up to 2^24 slots. One u64 per step keeps
+/// the heap cheap when every backend has a weight of its own.
+const TIME_SHIFT: u32 = 24;
+
+fn time(tau: u64, weight: u32) -> u64 {
+    (tau << TIME_SHIFT) / u64::from(weight)
+}
 
 /// A backend with weight > 0, in key order.
 pub(super) struct Racer {
@@ -76,26 +86,10 @@ struct Group {
     tau: u64,
 }
 
-/// When a group's next step falls: τ/w, compared exactly.
-#[derive(PartialEq, Eq)]
-struct StepAt {
-    tau: u64,
-    weight: u32,
-    rank: usize,
-}
-
-impl Ord for StepAt {
-    fn cmp(&self, o: &Self) -> Ordering {
-        let a = u128::from(self.tau) * u128::from(o.weight);
-        let b = u128::from(o.tau) * u128::from(self.weight);
-        a.cmp(&b).then(self.rank.cmp(&o.rank))
-    }
-}
-
-impl PartialOrd for StepAt {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
+/// When a group's next step falls, then its rank, as one integer (time
+/// above bit 64, rank below): the heap's order at one comparison a level.
+fn step_at(time: u64, rank: usize) -> u128 {
+    (u128::from(time) << 64) | rank as u128
 }
 
 /// Fills a table of `m` slots (prime, ≥ racers.len() ≥ 1).
@@ -117,16 +111,8 @@ pub(super) fn fill(racers: &[Racer], m: u64) -> Vec<u32> {
             tau: 0,
         })
         .collect();
-    let mut heap: BinaryHeap<Reverse<StepAt>> = groups
-        .iter()
-        .map(|g| {
-            Reverse(StepAt {
-                tau: 0,
-                weight: g.weight,
-                rank: g.rank,
-            })
-        })
-        .collect();
+    let mut heap: BinaryHeap<Reverse<u128>> =
+        groups.iter().map(|g| Reverse(step_at(0, g.rank))).collect();
     let mut at: Vec<u64> = racers.iter().map(|r| r.offset).collect();
     let mut load = vec![0u64; racers.len()];
     let mut slots = vec![EMPTY; m as usize];
@@ -134,8 +120,11 @@ pub(super) fn fill(racers: &[Racer], m: u64) -> Vec<u32> {
     // A racer below its cap that has stepped over every slot has found each
     // taken or taken it, so the table is full before any group runs out of
     // members or positions: the heap cannot empty first.
-    while let Some(Reverse(step)) = heap.pop() {
-        let g = &mut groups[step.rank];
+    // The group stepping next is replaced at the top of the heap in place
+    // (one sift instead of a pop and a push).
+    while let Some(mut next) = heap.peek_mut() {
+        let rank = next.0 as u64 as usize;
+        let g = &mut groups[rank];
         let mut capped = false;
         for &i in &g.members {
             let s = at[i] as usize;
@@ -156,15 +145,13 @@ pub(super) fn fill(racers: &[Racer], m: u64) -> Vec<u32> {
         if capped {
             g.members.retain(|&i| load[i] < caps[i]);
         }
-        // τ(j+1) = τ(j) + ⌊2^40/(M-j)⌋.
+        // τ(j+1) = τ(j) + ⌊2^32/(M-j)⌋.
         g.tau += TAU_ONE / (m - g.j);
         g.j += 1;
         if !g.members.is_empty() && g.j < m {
-            heap.push(Reverse(StepAt {
-                tau: g.tau,
-                weight: g.weight,
-                rank: g.rank,
-            }));
+            *next = Reverse(step_at(time(g.tau, g.weight), rank));
+        } else {
+            PeekMut::pop(next);
         }
     }
     unreachable!("the caps sum to at least {m}, so the race fills every slot");
@@ -189,32 +176,20 @@ mod tests {
     }
 
     /// The race as defined: one step of one racer at a time, every racer's
-    /// next step in a heap keyed by (τ/w, weight descending, key order).
+    /// next step in a heap keyed by (time, weight descending, key order).
     fn reference(racers: &[Racer], m: u64) -> Vec<u32> {
         let caps = caps(racers, m);
-        #[derive(PartialEq, Eq)]
-        struct Ev(u64, u32, usize);
-        impl Ord for Ev {
-            fn cmp(&self, o: &Self) -> Ordering {
-                let a = u128::from(self.0) * u128::from(o.1);
-                let b = u128::from(o.0) * u128::from(self.1);
-                a.cmp(&b).then(o.1.cmp(&self.1)).then(self.2.cmp(&o.2))
-            }
-        }
-        impl PartialOrd for Ev {
-            fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-                Some(self.cmp(o))
-            }
-        }
         let tau = |j: u64| (0..j).map(|k| TAU_ONE / (m - k)).sum::<u64>();
-        let mut heap: BinaryHeap<Reverse<(Ev, u64)>> = racers
+        // (time, heavier first, key order, position).
+        type Step = (u64, Reverse<u32>, usize, u64);
+        let mut heap: BinaryHeap<Reverse<Step>> = racers
             .iter()
             .enumerate()
-            .map(|(i, r)| Reverse((Ev(0, r.weight, i), 0)))
+            .map(|(i, r)| Reverse((0, Reverse(r.weight), i, 0)))
             .collect();
         let mut slots = vec![EMPTY; m as usize];
         let mut load = vec![0; racers.len()];
-        while let Some(Reverse((Ev(_, w, i), j))) = heap.pop() {
+        while let Some(Reverse((_, Reverse(w), i, j))) = heap.pop() {
             let s = ((racers[i].offset + j * racers[i].skip) % m) as usize;
             if slots[s] == EMPTY {
                 slots[s] = racers[i].owner;
@@ -224,7 +199,7 @@ mod tests {
                 break;
             }
             if load[i] < caps[i] {
-                heap.push(Reverse((Ev(tau(j + 1), w, i), j + 1)));
+                heap.push(Reverse((time(tau(j + 1), w), Reverse(w), i, j + 1)));
             }
         }
         slots
