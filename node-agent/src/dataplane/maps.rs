@@ -14,7 +14,9 @@ use crate::dataplane::batch;
 use crate::dataplane::error::DataplaneError;
 use crate::dataplane::plan::{MapWrites, Programmed, SrcRange};
 
-const MAP_NAMES: [&str; 12] = [
+/// Every map of the object (the two next-hop caches are the program's own,
+/// held here so that `map_memory` accounts for them too).
+const MAP_NAMES: [&str; 14] = [
     "services",
     "src_ranges",
     "vips",
@@ -27,6 +29,8 @@ const MAP_NAMES: [&str; 12] = [
     "svc_stats",
     "backend_stats",
     "reasons",
+    "nexthops",
+    "backend_nexthops",
 ];
 
 /// The user-space end of the mmapped `ring` array. Array maps lay values
@@ -192,9 +196,9 @@ impl Maps {
         self.ring.slots
     }
 
-    /// The backend ids the maps hold: the smaller of the `backends` and
-    /// `backend_stats` arrays (pinned maps keep the size they were created
-    /// with, whatever `--backend-slots` says now).
+    /// The backend ids the maps hold: the smallest of the arrays indexed
+    /// by backend id (pinned maps keep the size they were created with,
+    /// whatever `--backend-slots` says now).
     pub fn backend_slots(&self) -> Result<u32, DataplaneError> {
         let entries = |name: &'static str| -> Result<u32, DataplaneError> {
             let data = match self.get_ref(name) {
@@ -208,7 +212,9 @@ impl Maps {
             };
             Ok(data.info().map_err(map_err(name))?.max_entries())
         };
-        Ok(entries("backends")?.min(entries("backend_stats")?))
+        Ok(entries("backends")?
+            .min(entries("backend_stats")?)
+            .min(entries("backend_nexthops")?))
     }
 
     pub fn ring_read(&self, offset: u32, len: u32) -> Vec<u32> {
