@@ -5,9 +5,9 @@
 //! slot is free and the backend is below its cap. Position j of a backend
 //! of weight w is reached at time ⌊τ(j)·2^24/w⌋, and all steps of all
 //! backends happen in the order of their times (ties: heavier weight
-//! first, then key order). Without caps, a slot would belong to the backend that reaches it
-//! first: rendezvous hashing, where a leaving backend moves only its own
-//! slots. The caps keep the balance that rendezvous alone lacks at tens of
+//! first, then key order). Without caps, a slot would belong to the backend
+//! that reaches it first: rendezvous hashing, where a leaving backend moves
+//! only its own slots. The caps keep the balance that rendezvous alone lacks at tens of
 //! slots a backend; their price is that a leaving backend's slot may land on
 //! a backend at its cap and push a later slot on — measured in `cargo bench
 //! --bench maglev` and kept under 1.2× the ideal by the table size.
@@ -39,10 +39,11 @@ const CAP_SLACK_DEN: u128 = 20;
 /// τ's fixed-point scale: τ < 2^32·(ln M + 1) < 2^37 for any u32 M.
 const TAU_ONE: u64 = 1 << 32;
 
-/// A step's time is ⌊τ·2^24/w⌋: below 2^61, and it still rises at every
-/// step of the heaviest weight (τ rises by ⌊2^32/(M-j)⌋ ≥ 1, times 2^24,
-/// over w < 2^32) for tables of up to 2^24 slots. One u64 per step keeps
-/// the heap cheap when every backend has a weight of its own.
+/// A step's time is ⌊τ·2^24/w⌋: below 2^61, and it rises at every step
+/// of any weight in tables of up to 2^24 slots (τ rises by ⌊2^32/(M-j)⌋ ≥
+/// 2^8, so τ·2^24 by ≥ 2^32 > w); in larger ones (`--maglev-size` only) a
+/// heavy backend's steps may share a time, ordered as ties are. One u64 a
+/// step keeps the heap cheap when every backend has a weight of its own.
 const TIME_SHIFT: u32 = 24;
 
 fn time(tau: u64, weight: u32) -> u64 {
