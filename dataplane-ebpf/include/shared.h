@@ -12,6 +12,8 @@
 #include <linux/types.h>
 
 #define BALLAST_MAX_SERVICES 131072
+/* Default backend slots: --backend-slots resizes the arrays indexed by
+ * backend id (backends, backend_nexthops, backend_stats) at load time. */
 #define BALLAST_MAX_BACKENDS 262144
 #define BALLAST_MAX_SNAT_ADDRS 16
 #define BALLAST_MAX_VIPS 65536
@@ -25,8 +27,8 @@
  * per-node budget of 32 MiB (8-byte elements), allocated whole at load,
  * as before tables were sized per service. Tables are sized from their
  * backend count (node-agent/src/maglev/size.rs): it holds 16,319 services
- * of 2-4 backends (257 slots) or 3 of 97 and more (1048583), keeping one
- * largest table free for a rebuild. */
+ * of 2-4 backends (257 slots) or 6 of 1000 (524309), keeping one largest
+ * table free for a rebuild. */
 #define BALLAST_RING_SLOTS_DEFAULT 4194368
 
 /* Forwarding modes (svc_value.mode). */

@@ -12,6 +12,8 @@ pub static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ballast.bpf.o"));
 
 pub const MAX_SERVICES: u32 = 131_072;
+/// Default backend slots (`--backend-slots` resizes the per-backend arrays
+/// at load; `Maps::backend_slots` says what the loaded maps hold).
 pub const MAX_BACKENDS: u32 = 262_144;
 pub const MAX_SNAT_ADDRS: usize = 16;
 /// `--ring-slots` default: 32 MiB of ring (see shared.h for what it holds).

@@ -1,24 +1,31 @@
-//! Weighted Maglev lookup tables (Eisenbud et al., "Maglev: A Fast and
-//! Reliable Software Network Load Balancer", NSDI 2016, §3.4).
+//! Weighted lookup tables in the shape of Maglev's (Eisenbud et al.,
+//! "Maglev: A Fast and Reliable Software Network Load Balancer", NSDI 2016,
+//! §3.4): a prime number M of slots, each naming a backend, the data plane
+//! picking slot hash % M. The slots are filled by a bounded-load race along
+//! Maglev's permutations ([`race`] says how and why), not by Maglev's own
+//! fill, whose disruption grows like N²/M: one of 1000 backends leaving
+//! moved 6.7× the flows it had at 65537 slots. The race keeps it under 1.2×
+//! at every size the agent chooses, each backend within 1.05× its share.
 //!
 //! Every node builds its table independently, and upstream ECMP may send the
 //! packets of one flow to different nodes over time; consistent forwarding
 //! therefore needs every node — and every agent version during a rolling
 //! upgrade — to compute the identical table from the same backend set. That
-//! is why the hashes below are spelled out instead of taken from `std`, and
-//! why a golden test pins the output.
+//! is why the hashes below are spelled out instead of taken from `std`, the
+//! race uses integer arithmetic only, and a golden test pins the output.
+//! (Agents from before the race fill tables differently: during an upgrade
+//! from one, flows that change directors may move once, as after a
+//! table-size change; established flows keep their conntrack entries.)
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
+mod race;
 mod size;
 pub use size::{
     MAX_TABLE_SIZE, SINGLE_BACKEND_TABLE_SIZE, SIZE_LADDER, slots_wanted, table_size_for,
 };
 
 /// The size the Maglev paper evaluates, and the one this agent gave every
-/// service before sizes were chosen per service ([`table_size_for`]): the
-/// benchmark's baseline, and a large table for the tests below.
+/// service before sizes were chosen per service ([`table_size_for`]): a
+/// large table for the tests below.
 pub const CLASSIC_TABLE_SIZE: u32 = 65537;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,111 +110,30 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Result<Vec<u32>, Ma
     }
 
     let m = u64::from(size);
-    // Per backend: next candidate slot in its permutation and its step. The
-    // permutation is offset + j·skip (mod M); with M prime and 1 ≤ skip < M
-    // it visits every slot exactly once.
-    let mut table = Table {
-        slots: vec![EMPTY; size as usize],
-        next: active.iter().map(|a| offset_hash(a.0) % m).collect(),
-        skip: active
-            .iter()
-            .map(|a| skip_hash(a.0) % (m - 1) + 1)
-            .collect(),
-        m,
-        filled: 0,
-    };
-    let weights: Vec<u32> = active.iter().map(|a| a.2).collect();
-    let place = |i: usize| table.place(i, active[i].1);
-    let max = u64::from(*weights.iter().max().unwrap_or(&1));
-    let sum: u64 = weights.iter().map(|&w| u64::from(w)).sum();
-    // Both orders are identical (tested); rounds are cheaper while weights
-    // are similar, the heap when a few heavy backends would make most rounds
-    // skip over light ones.
-    if max * weights.len() as u64 <= 8 * sum {
-        claims_by_rounds(&weights, place);
-    } else {
-        claims_by_heap(&weights, place);
-    }
-    Ok(table.slots)
+    let racers: Vec<race::Racer> = active
+        .iter()
+        .map(|&(key, owner, weight)| {
+            let (offset, skip) = permutation(key, size);
+            race::Racer {
+                owner,
+                weight,
+                offset,
+                skip,
+            }
+        })
+        .collect();
+    Ok(race::fill(&racers, m))
+}
+
+/// A backend's permutation of the slots of a table of `size` (prime)
+/// slots, as Maglev defines it: its j-th slot is (offset + j·skip) mod
+/// size, which visits every slot once since 1 ≤ skip < size.
+pub fn permutation(key: u64, size: u32) -> (u64, u64) {
+    let m = u64::from(size);
+    (offset_hash(key) % m, skip_hash(key) % (m - 1).max(1) + 1)
 }
 
 const EMPTY: u32 = u32::MAX;
-
-struct Table {
-    slots: Vec<u32>,
-    next: Vec<u64>,
-    skip: Vec<u64>,
-    m: u64,
-    filled: u64,
-}
-
-impl Table {
-    /// Gives backend `i` the next free slot in its permutation; true once
-    /// the table is full.
-    fn place(&mut self, i: usize, owner: u32) -> bool {
-        let (skip, m) = (self.skip[i], self.m);
-        let mut c = self.next[i];
-        while self.slots[c as usize] != EMPTY {
-            c += skip;
-            if c >= m {
-                c -= m;
-            }
-        }
-        self.slots[c as usize] = owner;
-        c += skip;
-        if c >= m {
-            c -= m;
-        }
-        self.next[i] = c;
-        self.filled += 1;
-        self.filled == m
-    }
-}
-
-// Weighting: in every round each backend (in key order) gains `weight` credit
-// and claims one slot whenever its credit reaches the maximum weight. Slot
-// counts thus track weight ratios, and the heaviest backend claims one slot
-// per round like an unweighted backend in the paper. `place` is called for
-// each claim in order and returns true to stop.
-
-fn claims_by_rounds(weights: &[u32], mut place: impl FnMut(usize) -> bool) {
-    let max = u64::from(*weights.iter().max().unwrap_or(&1));
-    let mut credit = vec![0u64; weights.len()];
-    loop {
-        for (i, &w) in weights.iter().enumerate() {
-            // w ≤ max, so at most one claim per backend per round.
-            credit[i] += u64::from(w);
-            if credit[i] >= max {
-                credit[i] -= max;
-                if place(i) {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Same order as [`claims_by_rounds`]: backend i's k-th claim falls in the
-/// first round r (0-based) with (r+1)·w ≥ k·max, so claims are replayed from
-/// a heap keyed by (round, backend) without visiting idle backends.
-fn claims_by_heap(weights: &[u32], mut place: impl FnMut(usize) -> bool) {
-    let max = u64::from(*weights.iter().max().unwrap_or(&1));
-    let round_of = |k: u64, w: u32| (k * max).div_ceil(u64::from(w)) - 1;
-    let mut claims = vec![0u64; weights.len()];
-    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = weights
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| **w > 0)
-        .map(|(i, &w)| Reverse((round_of(1, w), i)))
-        .collect();
-    while let Some(Reverse((_, i))) = heap.pop() {
-        if place(i) {
-            return;
-        }
-        claims[i] += 1;
-        heap.push(Reverse((round_of(claims[i] + 1, weights[i]), i)));
-    }
-}
 
 /// SplitMix64's finaliser: a fixed, well-studied 64-bit mixer, so slot
 /// preferences never change with the Rust version or the process.
@@ -231,7 +157,6 @@ fn skip_hash(key: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     fn backends(n: usize) -> Vec<MaglevBackend> {
         (0..n)
@@ -275,10 +200,10 @@ mod tests {
         let c = counts(&t, b.len());
         let ideal = CLASSIC_TABLE_SIZE as f64 / 7.0;
         for (i, n) in c.iter().enumerate() {
-            assert!(
-                (*n as f64 - ideal).abs() / ideal < 0.01,
-                "backend {i}: {n} vs {ideal}"
-            );
+            // At most the cap (1.05× the share, rounded up), and the
+            // race's rendezvous leaves little below it at 9362 slots each.
+            assert!(*n as f64 <= (ideal * 1.05).ceil(), "backend {i}: {n}");
+            assert!(*n as f64 >= ideal * 0.95, "backend {i}: {n} vs {ideal}");
         }
     }
 
@@ -303,11 +228,13 @@ mod tests {
             let c = counts(&t, b.len());
             let total: u32 = weights.iter().sum();
             for (i, &w) in weights.iter().enumerate() {
-                let want = f64::from(w) / f64::from(total);
-                let got = c[i] as f64 / f64::from(CLASSIC_TABLE_SIZE);
+                let want = f64::from(CLASSIC_TABLE_SIZE) * f64::from(w) / f64::from(total);
+                let got = c[i] as f64;
+                // Above: the cap. Below: what rendezvous leaves a backend,
+                // a binomial draw around its share (within 3 deviations).
                 assert!(
-                    (got - want).abs() <= want * 0.01,
-                    "weights {weights:?}: backend {i} got {got:.5}, want {want:.5}"
+                    got <= (want * 1.05).ceil() && got >= want - 3.0 * want.sqrt(),
+                    "weights {weights:?}: backend {i} got {got} slots, share {want:.1}"
                 );
             }
         }
@@ -359,21 +286,22 @@ mod tests {
         assert_eq!(sorted, [0, 1, 2]);
     }
 
-    #[test]
-    fn removal_is_minimally_disruptive() {
-        for n in [3usize, 10, 50, 100] {
-            let all = backends(n);
-            let before = build_table(&all, CLASSIC_TABLE_SIZE).unwrap();
-            let removed = n / 2;
+    /// Flows moved when each of `leavers` leaves, as a ratio to the
+    /// ideal (only its own 1/N), averaged; and the largest share of the
+    /// other backends' slots that moved.
+    fn removal_cost(all: &[MaglevBackend], size: u32, leavers: &[usize]) -> (f64, f64) {
+        let n = all.len();
+        let before = build_table(all, size).unwrap();
+        let (mut ratio_sum, mut worst_kept) = (0.0, 0.0f64);
+        for &removed in leavers {
             let rest: Vec<MaglevBackend> = all
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != removed)
                 .map(|(_, b)| *b)
                 .collect();
-            let after = build_table(&rest, CLASSIC_TABLE_SIZE).unwrap();
-            let mut moved_total = 0usize;
-            let (mut kept_slots, mut kept_moved) = (0usize, 0usize);
+            let after = build_table(&rest, size).unwrap();
+            let (mut moved_total, mut kept_slots, mut kept_moved) = (0usize, 0usize, 0usize);
             for (&old, &new) in before.iter().zip(&after) {
                 // Compare by identity: indices shift once an element is removed.
                 let moved = all[old as usize].key != rest[new as usize].key;
@@ -383,16 +311,32 @@ mod tests {
                     kept_moved += usize::from(moved);
                 }
             }
-            let moved_frac = moved_total as f64 / before.len() as f64;
-            let kept_frac = kept_moved as f64 / kept_slots as f64;
+            ratio_sum += moved_total as f64 / (f64::from(size) / n as f64);
+            worst_kept = worst_kept.max(kept_moved as f64 / kept_slots as f64);
+        }
+        (ratio_sum / leavers.len() as f64, worst_kept)
+    }
+
+    #[test]
+    fn removal_moves_at_most_1_2_times_the_ideal_at_automatic_sizes() {
+        for n in [3usize, 10, 50, 100] {
+            let all = backends(n);
+            let leavers: Vec<usize> = (0..5).map(|i| i * n / 5).collect();
+            let (ratio, kept) = removal_cost(&all, table_size_for(n), &leavers);
+            assert!(ratio <= 1.2, "n={n}: {ratio:.3}x the ideal");
             assert!(
-                moved_frac < 1.0 / n as f64 + 0.02,
-                "n={n}: {moved_frac:.4} of all slots moved"
+                kept < 0.03,
+                "n={n}: {kept:.4} of surviving backends' slots moved"
             );
-            assert!(
-                kept_frac < 0.02,
-                "n={n}: {kept_frac:.4} of surviving backends' slots moved"
-            );
+        }
+    }
+
+    #[test]
+    fn removal_from_a_large_table_moves_little_but_the_leavers_slots() {
+        for n in [3usize, 10, 100] {
+            let (ratio, kept) = removal_cost(&backends(n), CLASSIC_TABLE_SIZE, &[n / 2]);
+            assert!(ratio <= 1.05, "n={n}: {ratio:.3}x the ideal");
+            assert!(kept < 0.01, "n={n}: {kept:.4}");
         }
     }
 
@@ -440,50 +384,18 @@ mod tests {
         assert_eq!(t, build_table(&b, 13).unwrap());
         assert_eq!(t, GOLDEN_13);
         let big = build_table(&backends(5), CLASSIC_TABLE_SIZE).unwrap();
-        let digest = big.iter().fold(0u64, |h, &e| mix64(h ^ u64::from(e)));
-        assert_eq!(digest, GOLDEN_DIGEST);
-    }
-
-    const GOLDEN_13: [u32; 13] = [0, 1, 1, 1, 0, 1, 0, 2, 1, 2, 1, 1, 2];
-    const GOLDEN_DIGEST: u64 = 11286293312192582543;
-
-    #[test]
-    fn claim_orders_agree() {
-        let mut state = 0x5eed_u64;
-        let mut rnd = || {
-            state = mix64(state);
-            state
-        };
-        for _ in 0..200 {
-            let n = 1 + (rnd() % 40) as usize;
-            let cap = [1, 3, 100, 65535][(rnd() % 4) as usize];
-            let mut weights: Vec<u32> = (0..n).map(|_| (rnd() % (cap + 1)) as u32).collect();
-            weights[0] = weights[0].max(1);
-            let order = |by_heap: bool| {
-                let mut seen = Vec::new();
-                let place = |i| {
-                    seen.push(i);
-                    seen.len() == 3000
-                };
-                if by_heap {
-                    claims_by_heap(&weights, place);
-                } else {
-                    claims_by_rounds(&weights, place);
-                }
-                seen
-            };
-            assert_eq!(order(false), order(true), "weights {weights:?}");
+        let digest = |t: &[u32]| t.iter().fold(0u64, |h, &e| mix64(h ^ u64::from(e)));
+        assert_eq!(digest(&big), GOLDEN_DIGEST);
+        // Several weights: the race's steps interleave groups of weights.
+        let mut weighted = backends(40);
+        for (i, b) in weighted.iter_mut().enumerate() {
+            b.weight = [1, 2, 3, 100][i % 4];
         }
+        let t = build_table(&weighted, 4099).unwrap();
+        assert_eq!(digest(&t), GOLDEN_WEIGHTED_DIGEST);
     }
 
-    #[test]
-    fn builds_large_tables_fast() {
-        let b = backends(100);
-        let start = Instant::now();
-        let t = build_table(&b, CLASSIC_TABLE_SIZE).unwrap();
-        let elapsed = start.elapsed();
-        assert_eq!(t.len(), CLASSIC_TABLE_SIZE as usize);
-        // Generous for debug builds on a loaded CI machine; release is ~1 ms.
-        assert!(elapsed.as_millis() < 500, "took {elapsed:?}");
-    }
+    const GOLDEN_13: [u32; 13] = [0, 1, 0, 2, 0, 1, 1, 2, 1, 2, 1, 1, 2];
+    const GOLDEN_DIGEST: u64 = 783424917703243807;
+    const GOLDEN_WEIGHTED_DIGEST: u64 = 13128651373893649158;
 }

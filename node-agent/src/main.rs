@@ -45,16 +45,22 @@ struct DataplaneArgs {
     /// Give every service this Maglev table size (a prime). Without it
     /// each service's size follows its backend count: 2 slots for one
     /// backend, else the smallest prime >= 2^k that is
-    /// >= 8*N^2*ceil(log2 N), from 257 up to 65537.
+    /// >= 32*N*ceil(log2 N), from 257 up to 1048583.
     #[arg(long, value_parser = parse_maglev_size)]
     maglev_size: Option<u32>,
     /// Slots of the shared Maglev ring storage, 8 bytes each, allocated
     /// at start: the sum of every service's table size, plus the
     /// largest (a changed table is written before the old one is freed).
-    /// The default (32 MiB) holds 16,320 services of 2-4 backends, or 3
-    /// of 100 or more.
+    /// The default (32 MiB) holds 16,319 services of 2-4 backends, or 6
+    /// of 1000.
     #[arg(long, default_value_t = ballast_agent::abi::RING_SLOTS_DEFAULT)]
     ring_slots: u32,
+    /// Backend slots of the data plane, allocated at start: one per
+    /// backend of every service (default 262,144; 100,000 services of 4
+    /// backends need 400,000). Each costs 16 bytes, a next-hop entry and
+    /// 40 bytes of counters per CPU.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    backend_slots: Option<u32>,
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: ModeArg,
     /// Serve Prometheus metrics here, e.g. 127.0.0.1:9469.
@@ -78,6 +84,7 @@ impl DataplaneArgs {
             pin_root,
             maglev_size: self.maglev_size,
             ring_slots: self.ring_slots,
+            backend_slots: self.backend_slots,
             mode: match self.xdp_mode {
                 ModeArg::Auto => XdpAttachMode::Auto,
                 ModeArg::Native => XdpAttachMode::Native,
@@ -480,6 +487,28 @@ mod tests {
 
     #[test]
     fn maglev_size_flag_is_optional_and_must_be_prime() {
+        let size = |extra: &[&str]| standalone_flags(extra).map(|d| d.maglev_size);
+        assert_eq!(size(&[]), Ok(None), "automatic without the flag");
+        assert_eq!(size(&["--maglev-size", "65537"]), Ok(Some(65537)));
+        let err = size(&["--maglev-size", "65536"]).unwrap_err();
+        assert!(err.contains("65536 is not prime"), "{err}");
+    }
+
+    #[test]
+    fn backend_slots_flag_is_optional_and_positive() {
+        let slots = |extra: &[&str]| standalone_flags(extra).map(|d| d.backend_slots);
+        assert_eq!(
+            slots(&[]),
+            Ok(None),
+            "the object's default without the flag"
+        );
+        assert_eq!(slots(&["--backend-slots", "500000"]), Ok(Some(500_000)));
+        let err = slots(&["--backend-slots", "0"]).unwrap_err();
+        assert!(err.contains("--backend-slots"), "{err}");
+    }
+
+    /// The data-plane flags of a standalone command line with `extra`.
+    fn standalone_flags(extra: &[&str]) -> Result<DataplaneArgs, String> {
         let base = [
             "ballast-agent",
             "standalone",
@@ -490,17 +519,13 @@ mod tests {
             "--config",
             "/etc/ballast",
         ];
-        let size = |extra: &[&str]| match Cli::try_parse_from(base.iter().chain(extra)) {
+        match Cli::try_parse_from(base.iter().chain(extra)) {
             Ok(Cli {
                 command: Cmd::Standalone { dataplane, .. },
                 ..
-            }) => Ok(dataplane.maglev_size),
+            }) => Ok(dataplane),
             Ok(_) => unreachable!("standalone parsed"),
             Err(e) => Err(e.to_string()),
-        };
-        assert_eq!(size(&[]), Ok(None), "automatic without the flag");
-        assert_eq!(size(&["--maglev-size", "65537"]), Ok(Some(65537)));
-        let err = size(&["--maglev-size", "65536"]).unwrap_err();
-        assert!(err.contains("65536 is not prime"), "{err}");
+        }
     }
 }

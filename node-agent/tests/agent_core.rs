@@ -15,7 +15,7 @@ use ballast_agent::core::{
     Service, ServiceProblem, ServiceRef, Settings,
 };
 use ballast_agent::dataplane::ring_alloc::RingFull;
-use ballast_agent::dataplane::{Director, LoadOptions, PlanError, XdpAttachMode};
+use ballast_agent::dataplane::{Director, LoadOptions, PlanError, XdpAttachMode, map_memory};
 use ballast_api::{Forwarding, Protocol};
 use ballast_testbed::frames::*;
 use ballast_testbed::packet::*;
@@ -80,11 +80,12 @@ fn new_flows(
         .collect()
 }
 
-fn open_agent(pin_dir: &Path, ring_slots: u32) -> Agent {
+fn open_agent(pin_dir: &Path, ring_slots: u32, backend_slots: Option<u32>) -> Agent {
     let load = LoadOptions {
         interface: None,
         pin_dir: pin_dir.to_path_buf(),
         ring_slots,
+        backend_slots,
         conntrack_entries: Some(65_536),
         mode: XdpAttachMode::Auto,
     };
@@ -101,16 +102,41 @@ fn open_agent(pin_dir: &Path, ring_slots: u32) -> Agent {
     )
 }
 
+/// This process's pin directory for one test, emptied of leftovers.
+fn fresh_pins(test: &str) -> Pins {
+    let pins = Pins(
+        PathBuf::from("/sys/fs/bpf/ballast-test")
+            .join(format!("blco-core-{}-{test}", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&pins.0);
+    pins
+}
+
+/// Applies version 1: two services of two backends each (ports 80, 81).
+fn apply_two_services(agent: &mut Agent) -> ApplyReport {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        agent.apply(version(
+            1,
+            SNAT_ADDR,
+            vec![
+                web(80, Protocol::Tcp, &[1, 2]),
+                web(81, Protocol::Tcp, &[1, 2]),
+            ],
+        ))
+    })
+    .unwrap()
+}
+
 #[test]
 fn a_refused_version_changes_nothing_and_the_next_valid_one_applies() {
     require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
-        let pins = Pins(
-            PathBuf::from("/sys/fs/bpf/ballast-test")
-                .join(format!("blco-core-{}-refused", std::process::id())),
-        );
-        let _ = std::fs::remove_dir_all(&pins.0);
-        let mut agent = open_agent(&pins.0, 64 * 257);
+        let pins = fresh_pins("refused");
+        let mut agent = open_agent(&pins.0, 64 * 257, None);
         // The program is pinned and opened again, so packets can run while
         // the running agent owns its director.
         let prog_pin = pins.0.join("blco-test-prog");
@@ -219,29 +245,10 @@ fn a_refused_version_changes_nothing_and_the_next_valid_one_applies() {
 fn a_service_the_data_plane_has_no_room_for_is_reported_with_the_applied_version() {
     require_root("BPF programs and network namespaces");
     in_private_netns(|_| {
-        let pins = Pins(
-            PathBuf::from("/sys/fs/bpf/ballast-test")
-                .join(format!("blco-core-{}-capacity", std::process::id())),
-        );
-        let _ = std::fs::remove_dir_all(&pins.0);
+        let pins = fresh_pins("capacity");
         // Room for one table of 257 slots (2 backends), not two.
-        let mut agent = open_agent(&pins.0, 300);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let report = rt
-            .block_on(async {
-                agent.apply(version(
-                    1,
-                    SNAT_ADDR,
-                    vec![
-                        web(80, Protocol::Tcp, &[1, 2]),
-                        web(81, Protocol::Tcp, &[1, 2]),
-                    ],
-                ))
-            })
-            .unwrap();
+        let mut agent = open_agent(&pins.0, 300, None);
+        let report = apply_two_services(&mut agent);
         assert_eq!(
             report,
             ApplyReport {
@@ -280,5 +287,34 @@ fn a_service_the_data_plane_has_no_room_for_is_reported_with_the_applied_version
             .map(|k| u16::from_be(k.port))
             .collect();
         assert_eq!(programmed, [80], "the rest of the version is applied");
+    });
+}
+
+#[test]
+fn backend_slots_set_at_load_bound_the_backends_and_running_out_is_the_services_error() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|_| {
+        let pins = fresh_pins("backend-slots");
+        // Room for three backends: one service of two, not two.
+        let mut agent = open_agent(&pins.0, 64 * 257, Some(3));
+        assert_eq!(agent.director().maps().backend_slots().unwrap(), 3);
+        let memory = map_memory::read(agent.director().maps()).unwrap();
+        for map in ["backends", "backend_nexthops", "backend_stats"] {
+            assert!(
+                memory.iter().any(|m| m.map == map && m.bytes > 0),
+                "{map} in {memory:?}"
+            );
+        }
+        let report = apply_two_services(&mut agent);
+        assert_eq!(report.programmed, 1);
+        let [ApplyError::Capacity { service, source }] = &report.errors[..] else {
+            panic!("{:?}", report.errors);
+        };
+        assert_eq!(service.port, 81);
+        assert!(
+            matches!(source, PlanError::TooManyBackends { max: 3, .. }),
+            "{source:?}"
+        );
+        assert!(source.to_string().contains("--backend-slots"), "{source}");
     });
 }

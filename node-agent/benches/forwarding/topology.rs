@@ -227,6 +227,7 @@ pub fn start_director(ns: &str, ifname: &str, floor: bool) -> RunningDirector {
             interface: if floor { None } else { Some(if_s) },
             pin_dir: pin_c,
             ring_slots: 4 * 65537,
+            backend_slots: None,
             conntrack_entries: None,
             mode: XdpAttachMode::Native,
         };

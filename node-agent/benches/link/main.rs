@@ -161,6 +161,7 @@ fn agent(pin_dir: &Path) -> Agent {
         interface: None,
         pin_dir: pin_dir.to_path_buf(),
         ring_slots: abi::RING_SLOTS_DEFAULT,
+        backend_slots: None,
         conntrack_entries: Some(65_536),
         mode: XdpAttachMode::Auto,
     };

@@ -100,6 +100,8 @@ pub struct Director {
     ring: RingAllocator,
     /// `--maglev-size`: one table size for every service; None: automatic.
     forced_maglev_size: Option<u32>,
+    /// Backend ids the maps hold (`Maps::backend_slots`).
+    backend_slots: u32,
     next_gen: u32,
     neighbours: Option<NeighbourKeeper>,
     /// Whether every desired backend's next hop was looked at once since
@@ -150,6 +152,7 @@ impl Director {
         };
         dp.maps.write_config(&cfg)?;
         let (programmed, ring) = bookkeeping(&dp.maps)?;
+        let backend_slots = dp.maps.backend_slots()?;
         // Generations only need to differ from those stale flows hold:
         // seeding from the clock makes a restarted agent's new ones differ.
         let next_gen = std::time::SystemTime::now()
@@ -162,6 +165,7 @@ impl Director {
             programmed,
             ring,
             forced_maglev_size,
+            backend_slots,
             next_gen,
             neighbours,
             neighbours_primed: false,
@@ -244,7 +248,7 @@ impl Director {
         let limits = PlanLimits {
             forced_maglev_size: self.forced_maglev_size,
             max_services: abi::MAX_SERVICES,
-            max_backends: abi::MAX_BACKENDS,
+            max_backends: self.backend_slots,
             max_src_ranges: abi::MAX_SRC_RANGES,
         };
         let mut ring = self.ring.clone();

@@ -30,6 +30,10 @@ pub struct LoadOptions {
     pub interface: Option<String>,
     pub pin_dir: PathBuf,
     pub ring_slots: u32,
+    /// Backend slots (`--backend-slots`): entries of the per-backend
+    /// arrays (`backends`, `backend_nexthops`, `backend_stats`); None: the
+    /// object's `BALLAST_MAX_BACKENDS`.
+    pub backend_slots: Option<u32>,
     pub conntrack_entries: Option<u32>,
     pub mode: XdpAttachMode,
 }
@@ -43,6 +47,8 @@ pub struct Dataplane {
 }
 
 const PROGRAM: &str = "ballast_xdp";
+/// The arrays indexed by backend id, sized together by `backend_slots`.
+const BACKEND_ARRAYS: [&str; 3] = ["backends", "backend_nexthops", "backend_stats"];
 const LINK_PIN: &str = "link";
 const LOAD_RETRIES: u32 = 5;
 
@@ -92,6 +98,11 @@ impl Dataplane {
             .map_max_entries("ring", opts.ring_slots);
         if let Some(ct) = opts.conntrack_entries {
             loader.map_max_entries("conntrack", ct);
+        }
+        if let Some(n) = opts.backend_slots {
+            for map in BACKEND_ARRAYS {
+                loader.map_max_entries(map, n);
+            }
         }
         let mut ebpf = loader
             .load(abi::BPF_OBJECT)

@@ -14,7 +14,9 @@ use crate::dataplane::batch;
 use crate::dataplane::error::DataplaneError;
 use crate::dataplane::plan::{MapWrites, Programmed, SrcRange};
 
-const MAP_NAMES: [&str; 12] = [
+/// Every map of the object (the two next-hop caches are the program's own,
+/// held here so that `map_memory` accounts for them too).
+const MAP_NAMES: [&str; 14] = [
     "services",
     "src_ranges",
     "vips",
@@ -27,6 +29,8 @@ const MAP_NAMES: [&str; 12] = [
     "svc_stats",
     "backend_stats",
     "reasons",
+    "nexthops",
+    "backend_nexthops",
 ];
 
 /// The user-space end of the mmapped `ring` array. Array maps lay values
@@ -190,6 +194,27 @@ impl Maps {
 
     pub fn ring_slots(&self) -> u32 {
         self.ring.slots
+    }
+
+    /// The backend ids the maps hold: the smallest of the arrays indexed
+    /// by backend id (pinned maps keep the size they were created with,
+    /// whatever `--backend-slots` says now).
+    pub fn backend_slots(&self) -> Result<u32, DataplaneError> {
+        let entries = |name: &'static str| -> Result<u32, DataplaneError> {
+            let data = match self.get_ref(name) {
+                Map::Array(d) | Map::PerCpuArray(d) => d,
+                _ => {
+                    return Err(DataplaneError::Map {
+                        map: name,
+                        reason: "not an array".into(),
+                    });
+                }
+            };
+            Ok(data.info().map_err(map_err(name))?.max_entries())
+        };
+        Ok(entries("backends")?
+            .min(entries("backend_stats")?)
+            .min(entries("backend_nexthops")?))
     }
 
     pub fn ring_read(&self, offset: u32, len: u32) -> Vec<u32> {

@@ -225,7 +225,7 @@ pub enum PlanError {
         key: SvcKey,
         max: u32,
     },
-    #[error("{service}: no free backend slot ({max} in use)")]
+    #[error("{service}: no free backend slot ({max} in use; raise --backend-slots)")]
     TooManyBackends {
         service: String,
         key: SvcKey,

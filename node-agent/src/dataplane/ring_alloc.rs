@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How a service's table size is chosen, for the error that says why the
 /// storage ran out.
 const SIZE_RULE: &str = "2 slots for one listed backend, else the smallest prime >= 2^k (k >= 8) \
-    that is >= 8*N^2*ceil(log2 N) for N listed backends, at most 65537; or --maglev-size";
+    that is >= 32*N*ceil(log2 N) for N listed backends, at most 1048583; or --maglev-size";
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error(
@@ -199,7 +199,7 @@ mod tests {
         for needle in [
             "--ring-slots",
             "largest free region 100",
-            "8*N^2*ceil(log2 N)",
+            "32*N*ceil(log2 N)",
             &cap,
         ] {
             assert!(msg.contains(needle), "{msg}");

@@ -25,6 +25,8 @@ pub struct DataplaneOptions {
     /// from its backend count (`maglev::table_size_for`).
     pub maglev_size: Option<u32>,
     pub ring_slots: u32,
+    /// Backend slots of the data plane; None: `abi::MAX_BACKENDS`.
+    pub backend_slots: Option<u32>,
     pub mode: XdpAttachMode,
     pub metrics: Option<SocketAddr>,
     pub toa_mss: u16,
@@ -95,6 +97,7 @@ pub fn open_agent(
         interface: Some(opts.interface.clone()),
         pin_dir,
         ring_slots: opts.ring_slots,
+        backend_slots: opts.backend_slots,
         conntrack_entries: None,
         mode: opts.mode,
     };

@@ -90,6 +90,7 @@ pub fn open_director(tb: &Testbed, pin_dir: &Path, ring_slots: u32) -> Result<Di
         interface: Some(tb.director_if().to_string()),
         pin_dir: pin_dir.to_path_buf(),
         ring_slots,
+        backend_slots: None,
         conntrack_entries: Some(65536),
         mode: XdpAttachMode::Native,
     };

@@ -166,6 +166,7 @@ impl PacketLab {
             interface: None,
             pin_dir: pin_dir.clone(),
             ring_slots,
+            backend_slots: None,
             conntrack_entries: Some(conntrack),
             mode: XdpAttachMode::Auto,
         };

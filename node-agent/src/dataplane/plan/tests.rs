@@ -418,14 +418,14 @@ fn table_sizes_follow_the_backend_count() {
     };
     // Best fit from an empty storage: back to back, in key order.
     let sizes: Vec<(u32, usize)> = writes.rings.iter().map(|(o, t)| (*o, t.len())).collect();
-    assert_eq!(sizes, [(0, 2), (2, 257), (259, 1031)]);
+    assert_eq!(sizes, [(0, 2), (2, 257), (259, 521)]);
     assert_eq!(writes.rings[0].1, [id(1), id(1)], "one backend, two slots");
     let svcs: Vec<(u16, u32, u32)> = writes
         .services
         .iter()
         .map(|(k, v)| (u16::from_be(k.port), v.ring_offset, v.ring_size))
         .collect();
-    assert_eq!(svcs, [(80, 0, 2), (81, 2, 257), (82, 259, 1031)]);
+    assert_eq!(svcs, [(80, 0, 2), (81, 2, 257), (82, 259, 521)]);
 }
 
 #[test]
@@ -452,12 +452,12 @@ fn crossing_a_size_boundary_moves_to_a_new_region_without_a_gap() {
     let (writes, _) = w.step(&[svc_n(80, 5)]);
     assert_eq!(
         (writes.rings[0].0, writes.rings[0].1.len()),
-        (2, 1031),
+        (2, 521),
         "written beside the live 2-slot table"
     );
     let v = writes.services[0].1;
-    assert_eq!((v.ring_offset, v.ring_size), (2, 1031));
-    assert_eq!(w.ring.free_slots(), 2000 - 1031, "the old table is freed");
+    assert_eq!((v.ring_offset, v.ring_size), (2, 521));
+    assert_eq!(w.ring.free_slots(), 2000 - 521, "the old table is freed");
 
     let (writes, _) = w.step(&[svc_n(80, 1)]);
     assert_eq!(
@@ -484,8 +484,8 @@ fn drains_and_down_backends_keep_the_size() {
         let b: Vec<(u8, u32)> = (1..=5).zip(weights).collect();
         let (writes, errors) = w.step(&[svc(80, &b)]);
         assert!(errors.is_empty());
-        assert_eq!(writes.rings[0].1.len(), 1031, "{weights:?}");
-        assert_eq!(writes.services[0].1.ring_size, 1031, "{weights:?}");
+        assert_eq!(writes.rings[0].1.len(), 521, "{weights:?}");
+        assert_eq!(writes.services[0].1.ring_size, 521, "{weights:?}");
     }
 }
 
@@ -562,4 +562,26 @@ fn a_full_storage_of_larger_tables_shrinks_pass_by_pass() {
     assert_eq!(writes, MapWrites::default(), "settled");
     assert!(w.cur.services.values().all(|v| v.ring_size == 2));
     assert_eq!(w.ring.free_slots(), 41 - 6);
+}
+
+#[test]
+fn out_of_backend_slots_is_the_error_of_the_service_that_does_not_fit() {
+    let mut w = World::new(10_000);
+    w.limits.max_backends = 4;
+    let d = [
+        svc(80, &[(1, 1), (2, 1), (3, 1)]),
+        svc(81, &[(4, 1), (5, 1)]),
+    ];
+    let (writes, errors) = w.step(&d);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        matches!(&errors[0], PlanError::TooManyBackends { service, max: 4, .. } if service == "t/s:81")
+    );
+    assert!(
+        errors[0].to_string().contains("--backend-slots"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(writes.services.len(), 1, ":80 is programmed");
+    assert_eq!(w.cur.backends.len(), 3);
 }
