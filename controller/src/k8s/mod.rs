@@ -11,4 +11,5 @@ pub mod status;
 pub mod status_passes;
 pub mod stores;
 pub mod tls_bootstrap;
+pub mod unchanged;
 pub mod writer;

@@ -41,7 +41,7 @@ impl MayWrite {
 
 impl StatusPasses {
     pub fn start(
-        writer: Writer,
+        mut writer: Writer,
         stores: Stores,
         reports: AgentReports,
         may_write: MayWrite,

@@ -18,6 +18,7 @@ use super::status::{
     service_status_current, virtual_server_status,
 };
 use super::stores::Stores;
+use super::unchanged::Unchanged;
 use crate::link::LinkFacts;
 use crate::object_key::{Kind, ObjectKey};
 use crate::plan::Plan;
@@ -29,6 +30,8 @@ pub const CONCURRENT_WRITES: usize = 16;
 
 pub struct Writer {
     client: Client,
+    /// Objects the last pass found current, skipped while nothing moves.
+    unchanged: Unchanged,
     /// Events to record, in the order their statuses were stored.
     events: tokio::sync::mpsc::UnboundedSender<(ObjectKey, ObjectReference, Vec<EventNote>)>,
 }
@@ -53,7 +56,11 @@ impl Writer {
                 record(&recorder, &key, &reference, &notes).await;
             }
         });
-        Writer { client, events }
+        Writer {
+            client,
+            unchanged: Unchanged::default(),
+            events,
+        }
     }
 
     fn params() -> PatchParams {
@@ -66,9 +73,10 @@ impl Writer {
     /// [`CONCURRENT_WRITES`] at a time: the first pass after a leader change
     /// may touch every object, and 10k sequential round trips would hold
     /// status back for minutes.
-    pub async fn write(&self, plan: &Plan, stores: &Stores, facts: LinkFacts) -> WriteReport {
+    pub async fn write(&mut self, plan: &Plan, stores: &Stores, facts: LinkFacts) -> WriteReport {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let pending = pending_writes(plan, stores, &facts, &now);
+        let pending = pending_writes(plan, stores, &facts, &now, &mut self.unchanged);
+        self.unchanged.end_pass();
         // Let go before the API round trips: while held, the link copies
         // each node's map it stamps instead of editing it in place.
         drop(facts);
@@ -175,12 +183,14 @@ impl PendingWrite {
 }
 
 /// The statuses in `plan` that differ from the stores' copies. Objects the
-/// stores no longer hold are skipped: they were deleted since planning.
+/// stores no longer hold are skipped: they were deleted since planning; so
+/// are those `unchanged` vouches for.
 fn pending_writes(
     plan: &Plan,
     stores: &Stores,
     facts: &LinkFacts,
     now: &Time,
+    unchanged: &mut Unchanged,
 ) -> Vec<PendingWrite> {
     let mut out = Vec::new();
     for (key, planned) in &plan.statuses {
@@ -198,8 +208,13 @@ fn pending_writes(
                         .then_some(line.applied_version)
                 };
                 let verdict = programmed::of(key, planned, plan, facts, stored);
+                let version = current.metadata.resource_version.as_deref();
+                if unchanged.still_current(key, planned, &verdict, version) {
+                    continue;
+                }
                 let desired = virtual_server_status(planned, &verdict, &current, now);
                 if current.status.as_ref() == Some(&desired) {
+                    unchanged.current(key, planned, verdict, version);
                     continue;
                 }
                 let old = current.status.clone().unwrap_or_default();
@@ -237,8 +252,13 @@ fn pending_writes(
                             && c.observed_generation == planned.generation
                     });
                 let verdict = programmed::of(key, planned, plan, facts, |_| kept.then_some(0));
+                let version = current.metadata.resource_version.as_deref();
+                if unchanged.still_current(key, planned, &verdict, version) {
+                    continue;
+                }
                 let desired = service_status(planned, &verdict, &current, now);
                 if service_status_current(&desired, &current) {
+                    unchanged.current(key, planned, verdict, version);
                     continue;
                 }
                 let old = current.status.clone().unwrap_or_default();

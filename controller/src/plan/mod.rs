@@ -270,12 +270,14 @@ impl Planner {
             }
             touched_vips.extend(new.addresses.iter().copied());
             touched_vips.extend(old.addresses.iter().copied());
-            self.plan.statuses.insert(key.clone(), self.status_of(&key));
+            self.plan
+                .statuses
+                .insert(key.clone(), Arc::new(self.status_of(&key)));
         }
         if !touched_vips.is_empty() {
             for key in self.announce(Some(&touched_vips)) {
                 let s = self.status_of(&key);
-                self.plan.statuses.insert(key, s);
+                self.plan.statuses.insert(key, Arc::new(s));
             }
             self.plan.nodes.retain(|_, np| !np.services.is_empty());
         }
@@ -319,12 +321,15 @@ impl Planner {
             .zip(self.resolved.values())
             .map(|((key, f), r)| {
                 let stranded = stranded_on(&self.l2_stranded, key);
-                (key.clone(), status_of(f, r, &self.plan.nodes, stranded))
+                (
+                    key.clone(),
+                    Arc::new(status_of(f, r, &self.plan.nodes, stranded)),
+                )
             });
         self.plan.statuses = self
             .invalid
             .iter()
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .map(|(k, s)| (k.clone(), Arc::new(s.clone())))
             .chain(valid)
             .collect();
     }

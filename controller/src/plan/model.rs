@@ -15,8 +15,10 @@ pub struct Plan {
     /// Director node name → what it serves and announces. Nodes that direct
     /// nothing are absent.
     pub nodes: BTreeMap<String, NodePlan>,
-    /// Every object that is ours, valid or not.
-    pub statuses: BTreeMap<ObjectKey, ObjectStatus>,
+    /// Every object that is ours, valid or not. Shared (`Arc`) so that
+    /// publishing a plan after an endpoint change copies pointers, not 10k
+    /// statuses' strings.
+    pub statuses: BTreeMap<ObjectKey, Arc<ObjectStatus>>,
     /// Pool name → usage.
     pub pools: BTreeMap<String, PoolStatus>,
 }

@@ -367,7 +367,7 @@ fn plan(backend: u8) -> Arc<Plan> {
     };
     Arc::new(Plan {
         nodes: [("a".to_string(), np)].into(),
-        statuses: [(web(), status)].into(),
+        statuses: [(web(), Arc::new(status))].into(),
         pools: BTreeMap::new(),
     })
 }
@@ -401,7 +401,7 @@ fn a_stamp_from_a_plan_that_sent_other_content_is_not_trusted() {
         Some("the current service is not yet sent to the agent")
     );
     // Not accepted: the planner's verdict stands, no node lines.
-    let mut invalid = status.clone();
+    let mut invalid = ObjectStatus::clone(status);
     invalid.accepted.status = CondStatus::False;
     invalid.programmed = Cond::new(CondStatus::False, "NotAccepted", "x");
     let got = of(&web(), &invalid, &sent_plan, &facts, |_| None);
