@@ -52,14 +52,7 @@ pub fn resolve(asked: Option<&Path>) -> Result<PathBuf, ToaError> {
 }
 
 fn is_cgroup2(p: &Path) -> std::io::Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out-pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st.f_type as i64 == CGROUP2_SUPER_MAGIC)
+    Ok(crate::lifecycle::bpffs::fs_type(p)? == CGROUP2_SUPER_MAGIC)
 }
 
 #[cfg(test)]

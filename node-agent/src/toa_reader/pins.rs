@@ -196,6 +196,23 @@ pub fn install(
     result.map(|()| InstallOutcome::Installed { cgroup })
 }
 
+/// Loads program `$name` of type `$ty` and attaches it to the cgroup
+/// `$cg`; evaluates to its link, detached again when dropped unpinned. A
+/// macro: aya's program types share these methods but no trait for them.
+macro_rules! attach {
+    ($ebpf:expr, $ty:ty, $name:expr, $cg:expr, $mode:expr) => {{
+        let name = $name;
+        let prog: &mut $ty = program(&mut $ebpf, name)?;
+        prog.load().map_err(prog_err(name))?;
+        let id = prog.attach($cg, $mode).map_err(prog_err(name))?;
+        let link = prog.take_link(id).map_err(prog_err(name))?;
+        FdLink::try_from(link).map_err(|e| ToaError::Program {
+            name,
+            reason: e.to_string(),
+        })?
+    }};
+}
+
 fn load_and_attach(
     pin_dir: &Path,
     cgroup: &Path,
@@ -240,30 +257,8 @@ fn load_and_attach(
     // running beside the reader. The kernel refuses link flags, so the
     // mode is Single (no flags), not AllowMultiple.
     let mode = CgroupAttachMode::Single;
-    let sockops_link: FdLink = {
-        let name = abi::SOCKOPS_PROGRAM;
-        let prog: &mut SockOps = program(&mut ebpf, name)?;
-        prog.load().map_err(prog_err(name))?;
-        let id = prog.attach(&cg, mode).map_err(prog_err(name))?;
-        let link = prog.take_link(id).map_err(prog_err(name))?;
-        link.try_into()
-            .map_err(|e: aya::programs::links::LinkError| ToaError::Program {
-                name,
-                reason: e.to_string(),
-            })?
-    };
-    let peername_link: FdLink = {
-        let name = abi::GETPEERNAME4_PROGRAM;
-        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        prog.load().map_err(prog_err(name))?;
-        let id = prog.attach(&cg, mode).map_err(prog_err(name))?;
-        let link = prog.take_link(id).map_err(prog_err(name))?;
-        link.try_into()
-            .map_err(|e: aya::programs::links::LinkError| ToaError::Program {
-                name,
-                reason: e.to_string(),
-            })?
-    };
+    let sockops_link = attach!(ebpf, SockOps, abi::SOCKOPS_PROGRAM, &cg, mode);
+    let peername_link = attach!(ebpf, CgroupSockAddr, abi::GETPEERNAME4_PROGRAM, &cg, mode);
     for (link, pin) in [
         (sockops_link, abi::SOCKOPS_LINK),
         (peername_link, abi::GETPEERNAME4_LINK),
