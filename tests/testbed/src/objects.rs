@@ -37,3 +37,8 @@ pub static EXPIRY_RULES: &[u8] =
 /// spoofing its address), for node-agent/tests/toa_reader.rs.
 pub static TOA_WRITER: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/toa_writer.bpf.o"));
+
+/// `toa_find_case`: the TOA reader's option search (include/toa_find.h)
+/// on one TCP header per BPF_PROG_TEST_RUN, for node-agent/tests/toa_find.rs.
+pub static TOA_FIND: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/toa_find.bpf.o"));
