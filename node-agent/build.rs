@@ -1,5 +1,6 @@
-//! Compiles the C XDP program (dataplane-ebpf/src/ballast.c) with clang into
-//! OUT_DIR so that the agent embeds it. Test and benchmark programs are
+//! Compiles the C XDP program (dataplane-ebpf/src/ballast.c) and the TOA
+//! reader (src/toa_reader.c) with clang into OUT_DIR so that the agent
+//! embeds them. Test and benchmark programs are
 //! built by tests/testbed, not here: the agent ships only what it loads.
 use std::path::PathBuf;
 
@@ -17,4 +18,11 @@ fn main() {
         dp.join("build_bpf.rs").display()
     );
     build_bpf::compile_bpf(&dp, "src/ballast.c", None, &out_dir.join("ballast.bpf.o"));
+    // The TOA reader (`realserver --toa`), for backends rather than directors.
+    build_bpf::compile_bpf(
+        &dp,
+        "src/toa_reader.c",
+        None,
+        &out_dir.join("toa_reader.bpf.o"),
+    );
 }

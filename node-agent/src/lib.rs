@@ -12,3 +12,4 @@ pub mod node;
 pub mod realserver;
 pub mod standalone;
 pub mod stats;
+pub mod toa_reader;

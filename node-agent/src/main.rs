@@ -179,13 +179,9 @@ enum Cmd {
         #[arg(long)]
         interface: String,
     },
-    /// Configure this host as an LVS-DR real server for the given VIPs.
-    Realserver {
-        #[arg(long, num_args = 1.., required = true)]
-        vip: Vec<Ipv4Addr>,
-        #[arg(long)]
-        remove: bool,
-    },
+    /// Configure this host as a real server: DR (--vip on lo) and/or the
+    /// FullNAT TOA reader (--toa); --status shows what is installed.
+    Realserver(realserver::RealserverArgs),
     /// Per-service and per-backend counters (run it in the agent's network namespace).
     Stats {
         #[arg(long)]
@@ -367,7 +363,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Realserver { vip, remove } => realserver::apply(&vip, remove),
+        Cmd::Realserver(args) => realserver::run(&args, &pin_root),
         Cmd::Stats { interface, json } => {
             let iface = Interface::resolve(&interface)?;
             let dir = iface.pin_dir(&pin_root);

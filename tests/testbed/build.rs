@@ -1,7 +1,9 @@
 //! Compiles the programs that never ship (dataplane-ebpf/test/) into
 //! OUT_DIR: the XDP_PASS and floor programs, the benchmark wrappers around
 //! the director, the forwarding benchmark's traffic generator, and the
-//! data plane's expiry predicates for node-agent/tests/expiry_rules.rs.
+//! data plane's expiry predicates for node-agent/tests/expiry_rules.rs, and
+//! a TOA-sending client and the TOA option search for node-agent/tests/
+//! toa_reader.rs and toa_find.rs.
 use std::path::PathBuf;
 
 #[path = "../../dataplane-ebpf/build_bpf.rs"]
@@ -19,6 +21,8 @@ fn main() {
         ("test/bench.c", "ballast-bench.bpf.o"),
         ("test/traffic.c", "traffic.bpf.o"),
         ("test/rules.c", "rules.bpf.o"),
+        ("test/toa_writer.c", "toa_writer.bpf.o"),
+        ("test/toa_find.c", "toa_find.bpf.o"),
     ] {
         build_bpf::compile_bpf(&dp, src, Some("test"), &out_dir.join(out));
     }

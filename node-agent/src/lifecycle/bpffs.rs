@@ -194,6 +194,11 @@ fn nearest_existing(p: &Path) -> std::io::Result<PathBuf> {
 }
 
 fn is_bpffs(p: &Path) -> std::io::Result<bool> {
+    Ok(fs_type(p)? == BPF_FS_MAGIC)
+}
+
+/// statfs(2)'s file-system type (magic number) of the file system at `p`.
+pub fn fs_type(p: &Path) -> std::io::Result<i64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -201,7 +206,7 @@ fn is_bpffs(p: &Path) -> std::io::Result<bool> {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+    Ok(st.f_type as i64)
 }
 
 #[cfg(test)]

@@ -31,3 +31,14 @@ pub fn write_test_programs(dir: &Path, name: &str) -> Result<PathBuf> {
 /// (`expiry_rules`), for node-agent/tests/expiry_rules.rs.
 pub static EXPIRY_RULES: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rules.bpf.o"));
+
+/// `toa_writer`: a sockops program that adds a TOA option claiming
+/// 10.66.66.66:6666 to every SYN of the cgroup it is attached to (a client
+/// spoofing its address), for node-agent/tests/toa_reader.rs.
+pub static TOA_WRITER: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/toa_writer.bpf.o"));
+
+/// `toa_find_case`: the TOA reader's option search (include/toa_find.h)
+/// on one TCP header per BPF_PROG_TEST_RUN, for node-agent/tests/toa_find.rs.
+pub static TOA_FIND: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/toa_find.bpf.o"));

@@ -1,4 +1,4 @@
-//! `ballast-agent realserver`: the LVS-DR real-server setup. The VIP goes on
+//! `ballast-agent realserver --vip`: the LVS-DR real-server setup. The VIP goes on
 //! `lo` so the backend accepts packets for it, and ARP is restricted so that
 //! the backend never answers or announces the VIP on the shared segment.
 use std::net::Ipv4Addr;
