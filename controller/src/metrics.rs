@@ -18,6 +18,8 @@ pub struct Metrics {
     pub reconcile_errors: IntCounter,
     pub reconcile_duration: Histogram,
     pub status_writes: IntCounter,
+    /// Events whose status is stored, waiting for the Event task.
+    pub events_queued: IntGauge,
     pub leader: IntGauge,
     pub pool_allocated: IntGaugeVec,
     pub pool_total: IntGaugeVec,
@@ -68,6 +70,11 @@ impl Metrics {
             )
             .unwrap(),
             status_writes: IntCounter::new("status_writes_total", "Status patches sent").unwrap(),
+            events_queued: IntGauge::new(
+                "events_queued",
+                "Objects whose Events wait to be recorded (after their status write)",
+            )
+            .unwrap(),
             leader: IntGauge::new("leader", "1 while this replica holds the lease").unwrap(),
             pool_allocated: IntGaugeVec::new(
                 Opts::new("pool_addresses_allocated", "Addresses in use per pool"),
@@ -161,6 +168,9 @@ impl Metrics {
             .register(Box::new(m.reconcile_duration.clone()))
             .unwrap();
         m.registry.register(Box::new(m.leader.clone())).unwrap();
+        m.registry
+            .register(Box::new(m.events_queued.clone()))
+            .unwrap();
         for g in [
             &m.pool_allocated,
             &m.pool_total,

@@ -175,7 +175,7 @@ async fn run(
             instance: Some(options.lease.identity.clone()),
         },
     );
-    let writer = Writer::new(client, recorder);
+    let writer = Writer::new(client, recorder, metrics.events_queued.clone());
 
     tokio::select! {
         _ = stores.wait_until_ready() => {}

@@ -9,6 +9,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
+use prometheus::IntGauge;
 
 use ballast_api::{AddressPool, VirtualServer};
 
@@ -34,6 +35,8 @@ pub struct Writer {
     unchanged: Unchanged,
     /// Events to record, in the order their statuses were stored.
     events: tokio::sync::mpsc::UnboundedSender<(ObjectKey, ObjectReference, Vec<EventNote>)>,
+    /// How many wait in `events` (the `events_queued` gauge).
+    queued: IntGauge,
 }
 
 /// What one write pass did.
@@ -48,18 +51,21 @@ impl Writer {
     /// its whole cache on every publish, which at 10k objects costs more
     /// than the status write it follows, and the planning loop must not
     /// wait for it (an endpoint change waits behind the write pass).
-    pub fn new(client: Client, recorder: Recorder) -> Writer {
+    pub fn new(client: Client, recorder: Recorder, queued: IntGauge) -> Writer {
         let (events, mut queue) =
             tokio::sync::mpsc::unbounded_channel::<(ObjectKey, ObjectReference, Vec<EventNote>)>();
+        let recorded = queued.clone();
         tokio::spawn(async move {
             while let Some((key, reference, notes)) = queue.recv().await {
                 record(&recorder, &key, &reference, &notes).await;
+                recorded.dec();
             }
         });
         Writer {
             client,
             unchanged: Unchanged::default(),
             events,
+            queued,
         }
     }
 
@@ -118,7 +124,11 @@ impl Writer {
                     && !w.notes.is_empty()
                 {
                     // Closed only if the task died: events are best effort.
-                    let _ = self.events.send((key, reference, w.notes));
+                    // Counted before sending: the task may record it first.
+                    self.queued.inc();
+                    if self.events.send((key, reference, w.notes)).is_err() {
+                        self.queued.dec();
+                    }
                 }
                 true
             }
