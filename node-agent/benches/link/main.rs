@@ -56,8 +56,8 @@ use ballast_agent::core::{self, Agent, AgentOptions};
 use ballast_agent::dataplane::maps::Maps;
 use ballast_agent::dataplane::{Director, LoadOptions, NodeSettings, XdpAttachMode};
 use ballast_agent::link::client::{self, LinkOptions};
-use ballast_agent::link::convert::{Defaults, node_desired};
-use ballast_agent::link::session::Session;
+use ballast_agent::link::convert::Defaults;
+use ballast_agent::link::session::{Session, Step, Work};
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{DEFAULT_DEBOUNCE, DEFAULT_RESYNC, Handle, Options, start};
 use ballast_controller::link::{AgentReports, Security, node_state, serve, wire_sizes};
@@ -65,7 +65,7 @@ use ballast_controller::metrics::Metrics;
 use ballast_controller::plan::{NodePlan, PlanOptions};
 use ballast_fake_apiserver::FakeApiServer;
 use ballast_proto::content_hash;
-use ballast_proto::v1::{ControllerMessage, controller_message::Kind};
+use ballast_proto::v1::{ControllerMessage, agent_message, controller_message::Kind};
 use ballast_testbed::packet::in_private_netns;
 use measure::{Samples, SeenAt, ms};
 use prost::Message;
@@ -220,11 +220,11 @@ async fn synced(handle: &Handle, reports: &AgentReports, objects: usize) -> (u64
     }
 }
 
-/// The agent's own share, without controller or link: `state` converted
-/// and applied straight through an agent core on a second data plane (the
-/// baseline of the full sync), then the same state with one endpoint of
-/// the edited service replaced, at the next version. A delta reaches the
-/// core the same way: the whole state, converted and applied.
+/// The agent's own share, without controller or link: `state` taken
+/// through a link session and an agent core on a second data plane, as
+/// the link client takes it (the baseline of the full sync), then a delta
+/// replacing one endpoint of the edited service at the next version, taken
+/// the same way (session, core, answer; the state file left out).
 fn direct_apply(
     rt: &Runtime,
     pin_dir: &Path,
@@ -232,26 +232,40 @@ fn direct_apply(
 ) -> (Duration, Duration) {
     let _in_runtime = rt.enter();
     let mut agent = agent(pin_dir);
-    let mut timed_apply = |state: &ballast_proto::v1::NodeState| {
+    let mut session = Session::new(defaults(), None);
+    let mut timed = |msg: Kind, version: u64| {
         let t = Instant::now();
-        let converted = node_desired(state, &defaults()).expect("the state converts");
-        let report = agent.apply(converted.desired).expect("applying directly");
+        let Step::Apply(mut c) = session.receive(ControllerMessage { kind: Some(msg) }) else {
+            panic!("version {version} not applied")
+        };
+        let report = match c.take_work() {
+            Work::Whole(d) => agent.apply(d),
+            Work::Change(ch) => agent.apply_change(ch),
+        }
+        .expect("applying directly");
+        let answer = session.applied(*c, &report);
         let took = t.elapsed();
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert_eq!(report.applied_version, state.version);
+        assert_eq!(report.applied_version, version);
         assert_eq!(report.programmed, state.services.len());
+        assert!(matches!(answer.kind, Some(agent_message::Kind::Ack(_))));
         took
     };
-    let full = timed_apply(state);
-    let mut changed = state.clone();
-    changed.version += 1;
-    let edited = changed
+    let full = timed(Kind::Snapshot(state.clone()), state.version);
+    let mut edited = state
         .services
-        .iter_mut()
+        .iter()
         .find(|s| s.object.as_ref().is_some_and(|o| o.name == world::EDITED))
-        .expect("the edited service");
+        .expect("the edited service")
+        .clone();
     edited.ports[0].backends[0].address = Ipv4Addr::new(172, 18, 0, 1).octets().to_vec();
-    (full, timed_apply(&changed))
+    let delta = ballast_proto::v1::Delta {
+        base_version: state.version,
+        version: state.version + 1,
+        upserted: vec![edited],
+        ..Default::default()
+    };
+    (full, timed(Kind::Delta(delta), state.version + 1))
 }
 
 /// Waits until the API server's resourceVersion holds still for a second
@@ -557,7 +571,7 @@ struct FullSync {
     time: Duration,
     /// The same state applied straight through an Agent.
     direct: Duration,
-    /// Then one endpoint changed, the same way.
+    /// Then one endpoint changed by a delta, the same way.
     direct_one: Duration,
     snapshot_bytes: usize,
 }
@@ -590,7 +604,7 @@ fn print(cfg: &Config, sync: &FullSync, changes: Changes, reconcile: (u64, Durat
         sync.time.as_secs_f64()
     );
     println!(
-        "  baseline: convert + apply the same state straight through an Agent {:.3} s",
+        "  baseline: the same state taken straight through a session and an Agent {:.3} s",
         sync.direct.as_secs_f64()
     );
     println!(
@@ -629,7 +643,8 @@ fn print(cfg: &Config, sync: &FullSync, changes: Changes, reconcile: (u64, Durat
         ms(reconcile.1)
     );
     println!(
-        "  the agent core's own apply of one endpoint change (whole state converted + applied, no link): {:.1} ms",
+        "  the agent's own share of one endpoint change (session + core + answer, no link; a {:.3} s full sync the same way): {:.2} ms",
+        sync.direct.as_secs_f64(),
         ms(sync.direct_one)
     );
     println!(

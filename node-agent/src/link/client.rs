@@ -19,9 +19,9 @@ use tracing::{info, warn};
 
 use super::heartbeat;
 use super::persist;
-use super::session::{Session, Step};
+use super::session::{Session, Step, Work};
 use super::tls::{ClientTls, TlsWatch};
-use crate::core::AgentHandle;
+use crate::core::{AgentError, AgentHandle, ApplyReport};
 
 /// The agent's build version, sent in every Hello.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -224,12 +224,12 @@ async fn handle(
     session: &mut Session,
     msg: ballast_proto::v1::ControllerMessage,
 ) -> AgentMessage {
-    let candidate = match session.receive(msg) {
+    let mut candidate = match session.receive(msg) {
         Step::Answer(a) => return a,
         Step::Apply(c) => c,
     };
-    let version = candidate.desired.version;
-    match agent.apply(candidate.desired.clone()).await {
+    let version = candidate.version;
+    match apply(agent, candidate.take_work()).await {
         Ok(report) => {
             for e in &report.errors {
                 warn!(version, "{e}");
@@ -253,6 +253,15 @@ async fn handle(
             warn!(version, "applying the controller's version: {e}");
             session.failed(&candidate, &e.to_string())
         }
+    }
+}
+
+/// Hands `work` to the running core: a whole version, or a change to the
+/// applied one.
+pub async fn apply(agent: &AgentHandle, work: Work) -> Result<ApplyReport, AgentError> {
+    match work {
+        Work::Whole(d) => agent.apply(d).await,
+        Work::Change(c) => agent.apply_change(c).await,
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::abi::SrcRangeData;
 
 fn svc(port: u16, backends: &[(u8, u32)]) -> DesiredService {
     DesiredService::new(
@@ -563,3 +564,5 @@ fn a_full_storage_of_larger_tables_shrinks_pass_by_pass() {
     assert!(w.cur.services.values().all(|v| v.ring_size == 2));
     assert_eq!(w.ring.free_slots(), 41 - 6);
 }
+
+mod keys;

@@ -1,0 +1,272 @@
+//! The agent's side of one link delta (issue 14's latency target, issue
+//! 11's "a reload costs what changed"): N services (10k by default, four
+//! backends each, one VirtualServer each, as the controller sends them)
+//! held by a link `Session` over a real `Agent` and data plane; then
+//! deltas that each replace one backend of one service, taken through the
+//! path the link client takes (session receive -> core apply -> session
+//! answer -> node-state.pb kept), phase by phase. No controller, no
+//! network: what the agent itself costs per change.
+//!
+//! Baseline, in the same run: the snapshot of the whole state taken the
+//! same way (the full sync's agent share); the per-delta figures are
+//! printed beside it as a ratio. A version-only delta (nothing changed)
+//! is measured too.
+//!
+//! Run as root: `nice cargo bench -p ballast-agent --bench delta`. Knobs:
+//! BALLAST_DELTA_SERVICES (10000), BALLAST_DELTA_CHANGES (200).
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ballast_agent::abi;
+use ballast_agent::core::{Agent, AgentOptions};
+use ballast_agent::dataplane::{Director, LoadOptions, NodeSettings, XdpAttachMode};
+use ballast_agent::link::convert::Defaults;
+use ballast_agent::link::persist;
+use ballast_agent::link::session::{Session, Step, Work};
+use ballast_proto::v1::{self, ControllerMessage, agent_message, controller_message::Kind};
+use ballast_testbed::packet::in_private_netns;
+
+const SNAT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const SNAT_PORTS: (u16, u16) = (10_000, 29_999);
+const BACKENDS: usize = 4;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|e| panic!("{name}={v}: {e}")))
+        .unwrap_or(default)
+}
+
+fn backend(i: usize, b: usize) -> Vec<u8> {
+    Ipv4Addr::new(10, (i >> 8) as u8, (i & 0xff) as u8, b as u8 + 1)
+        .octets()
+        .to_vec()
+}
+
+/// VirtualServer `svc-i`: a VIP of its own, port 80, four backends.
+fn service(i: usize) -> v1::Service {
+    let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i as u32);
+    v1::Service {
+        object: Some(v1::ObjectRef {
+            kind: v1::ObjectKind::VirtualServer as i32,
+            namespace: "bench".into(),
+            name: format!("svc-{i:05}"),
+        }),
+        vips: vec![vip.octets().to_vec()],
+        ports: vec![v1::Port {
+            port: 80,
+            protocol: v1::Protocol::Tcp as i32,
+            backends: (0..BACKENDS)
+                .map(|b| v1::Backend {
+                    address: backend(i, b),
+                    port: 8080,
+                    weight: 1,
+                })
+                .collect(),
+        }],
+        forwarding: v1::Forwarding::FullNat as i32,
+        ..Default::default()
+    }
+}
+
+fn settings() -> NodeSettings {
+    NodeSettings {
+        snat_addrs: vec![SNAT_ADDR],
+        snat_ports: SNAT_PORTS,
+        ..Default::default()
+    }
+}
+
+fn agent(pin_dir: PathBuf, n: usize) -> Agent {
+    let load = LoadOptions {
+        interface: None,
+        pin_dir,
+        ring_slots: abi::RING_SLOTS_DEFAULT.max(n as u32 * 300),
+        conntrack_entries: Some(65_536),
+        mode: XdpAttachMode::Auto,
+    };
+    let director = Director::open(&load, &settings(), None).expect("opening the data plane");
+    Agent::new(
+        director,
+        settings(),
+        AgentOptions {
+            toa_mss: 1452,
+            inventory: None,
+            metrics: None,
+            sweep_interval: Duration::ZERO,
+        },
+    )
+}
+
+/// One message's trip through the agent, by phase.
+#[derive(Default, Clone, Copy)]
+struct Trip {
+    receive: Duration,
+    apply: Duration,
+    answer: Duration,
+    persist: Duration,
+}
+
+impl Trip {
+    fn total(&self) -> Duration {
+        self.receive + self.apply + self.answer + self.persist
+    }
+}
+
+/// What the link client does with one message (`link::client::handle`).
+fn trip(session: &mut Session, agent: &mut Agent, msg: ControllerMessage, state: &Path) -> Trip {
+    let mut t = Trip::default();
+    let start = Instant::now();
+    let step = session.receive(msg);
+    t.receive = start.elapsed();
+    let Step::Apply(mut candidate) = step else {
+        panic!("not applied")
+    };
+    let version = candidate.version;
+    let start = Instant::now();
+    let report = match candidate.take_work() {
+        Work::Whole(d) => agent.apply(d),
+        Work::Change(c) => agent.apply_change(c),
+    }
+    .expect("apply");
+    t.apply = start.elapsed();
+    let start = Instant::now();
+    let answer = session.applied(*candidate, &report);
+    t.answer = start.elapsed();
+    assert!(
+        matches!(answer.kind, Some(agent_message::Kind::Ack(_))),
+        "{answer:?}"
+    );
+    assert_eq!(session.applied_version(), version);
+    let start = Instant::now();
+    persist::save(state, &session.held().expect("held").state).expect("persist");
+    t.persist = start.elapsed();
+    t
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn pct(sorted: &[Trip], p: f64) -> Trip {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn row(name: &str, t: &Trip, full: &Trip) {
+    println!(
+        "  {name:<22} {:>9.3} {:>9.3} {:>9.3} {:>9.3} | {:>9.3} {:>9.5}x",
+        ms(t.receive),
+        ms(t.apply),
+        ms(t.answer),
+        ms(t.persist),
+        ms(t.total()),
+        t.total().as_secs_f64() / full.total().as_secs_f64()
+    );
+}
+
+fn run(n: usize, changes: usize) {
+    let dir = PathBuf::from("/sys/fs/bpf/ballast-bench-delta").join(std::process::id().to_string());
+    let run_dir = std::env::temp_dir().join(format!("ballast-bench-delta-{}", std::process::id()));
+    let state_file = run_dir.join("node-state.pb");
+    let mut agent = agent(dir.clone(), n);
+    let defaults = Defaults {
+        snat_addrs: vec![SNAT_ADDR],
+        snat_ports: SNAT_PORTS,
+    };
+    let mut session = Session::new(defaults, None);
+    let mut state = v1::NodeState {
+        version: 1,
+        services: (0..n).map(service).collect(),
+        ..Default::default()
+    };
+    let full = trip(
+        &mut session,
+        &mut agent,
+        ControllerMessage {
+            kind: Some(Kind::Snapshot(state.clone())),
+        },
+        &state_file,
+    );
+    let mut trips = Vec::new();
+    let mut empty = Vec::new();
+    for k in 0..changes {
+        let i = (k * 7919) % n;
+        let mut s = state.services[i].clone();
+        s.ports[0].backends[k % BACKENDS].address = Ipv4Addr::new(172, 17, (k >> 8) as u8, k as u8)
+            .octets()
+            .to_vec();
+        state.services[i] = s.clone();
+        let delta = v1::Delta {
+            base_version: state.version,
+            version: state.version + 1,
+            upserted: vec![s],
+            ..Default::default()
+        };
+        state.version += 1;
+        trips.push(trip(
+            &mut session,
+            &mut agent,
+            ControllerMessage {
+                kind: Some(Kind::Delta(delta)),
+            },
+            &state_file,
+        ));
+        if k % 10 == 0 {
+            let delta = v1::Delta {
+                base_version: state.version,
+                version: state.version + 1,
+                ..Default::default()
+            };
+            state.version += 1;
+            empty.push(trip(
+                &mut session,
+                &mut agent,
+                ControllerMessage {
+                    kind: Some(Kind::Delta(delta)),
+                },
+                &state_file,
+            ));
+        }
+    }
+    assert_eq!(
+        session.held().expect("held").hash,
+        ballast_proto::content_hash(&state),
+        "the held hash is the whole state's"
+    );
+    trips.sort_by_key(Trip::total);
+    empty.sort_by_key(Trip::total);
+    println!(
+        "{n} services x {BACKENDS} backends; {changes} one-backend deltas (+{} version-only), no controller, no network",
+        empty.len()
+    );
+    println!(
+        "  {:<22} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>10}",
+        "ms", "receive", "apply", "answer", "persist", "total", "vs full"
+    );
+    row("full snapshot (base)", &full, &full);
+    row("one delta p50", &pct(&trips, 0.5), &full);
+    row("one delta p99", &pct(&trips, 0.99), &full);
+    row("version-only p50", &pct(&empty, 0.5), &full);
+    println!(
+        "  node-state.pb: {} bytes",
+        std::fs::metadata(&state_file).map_or(0, |m| m.len())
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&run_dir);
+}
+
+fn main() {
+    ballast_testbed::require_root("the delta benchmark loads the XDP data plane");
+    let n = env_or("BALLAST_DELTA_SERVICES", 10_000);
+    let changes = env_or("BALLAST_DELTA_CHANGES", 200);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    in_private_netns(move |_| {
+        let _in_runtime = rt.enter();
+        run(n, changes)
+    });
+}
