@@ -4,7 +4,8 @@
 //! held by a link `Session` over a real `Agent` and data plane; then
 //! deltas that each replace one backend of one service, taken through the
 //! path the link client takes (session receive -> core apply -> session
-//! answer -> node-state.pb kept), phase by phase. No controller, no
+//! answer -> the state file kept), phase by phase (each phase's own
+//! percentile; the total's beside them). No controller, no
 //! network: what the agent itself costs per change.
 //!
 //! Baseline, in the same run: the snapshot of the whole state taken the
@@ -15,7 +16,7 @@
 //! Run as root: `nice cargo bench -p ballast-agent --bench delta`. Knobs:
 //! BALLAST_DELTA_SERVICES (10000), BALLAST_DELTA_CHANGES (200).
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
@@ -115,7 +116,12 @@ impl Trip {
 }
 
 /// What the link client does with one message (`link::client::handle`).
-fn trip(session: &mut Session, agent: &mut Agent, msg: ControllerMessage, state: &Path) -> Trip {
+fn trip(
+    session: &mut Session,
+    agent: &mut Agent,
+    msg: ControllerMessage,
+    keeper: &mut persist::Keeper,
+) -> Trip {
     let mut t = Trip::default();
     let start = Instant::now();
     let step = session.receive(msg);
@@ -140,7 +146,8 @@ fn trip(session: &mut Session, agent: &mut Agent, msg: ControllerMessage, state:
     );
     assert_eq!(session.applied_version(), version);
     let start = Instant::now();
-    persist::save(state, &session.held().expect("held").state).expect("persist");
+    let held = &session.held().expect("held").state;
+    keeper.keep(held, session.last_delta()).expect("persist");
     t.persist = start.elapsed();
     t
 }
@@ -149,26 +156,40 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn pct(sorted: &[Trip], p: f64) -> Trip {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+/// Each phase's own percentile (and the total's).
+fn pct(trips: &[Trip], p: f64) -> (Trip, Duration) {
+    let at = |f: fn(&Trip) -> Duration| {
+        let mut v: Vec<Duration> = trips.iter().map(f).collect();
+        v.sort();
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    let t = Trip {
+        receive: at(|t| t.receive),
+        apply: at(|t| t.apply),
+        answer: at(|t| t.answer),
+        persist: at(|t| t.persist),
+    };
+    (t, at(Trip::total))
 }
 
-fn row(name: &str, t: &Trip, full: &Trip) {
+fn row(name: &str, (t, total): (Trip, Duration), full: &Trip) {
     println!(
         "  {name:<22} {:>9.3} {:>9.3} {:>9.3} {:>9.3} | {:>9.3} {:>9.5}x",
         ms(t.receive),
         ms(t.apply),
         ms(t.answer),
         ms(t.persist),
-        ms(t.total()),
-        t.total().as_secs_f64() / full.total().as_secs_f64()
+        ms(total),
+        total.as_secs_f64() / full.total().as_secs_f64()
     );
 }
 
 fn run(n: usize, changes: usize) {
     let dir = PathBuf::from("/sys/fs/bpf/ballast-bench-delta").join(std::process::id().to_string());
-    let run_dir = std::env::temp_dir().join(format!("ballast-bench-delta-{}", std::process::id()));
+    // Under /run, as the agent keeps it (tmpfs).
+    let run_dir = PathBuf::from(format!("/run/ballast-bench-delta-{}", std::process::id()));
     let state_file = run_dir.join("node-state.pb");
+    let mut keeper = persist::Keeper::new(state_file.clone());
     let mut agent = agent(dir.clone(), n);
     let defaults = Defaults {
         snat_addrs: vec![SNAT_ADDR],
@@ -186,7 +207,7 @@ fn run(n: usize, changes: usize) {
         ControllerMessage {
             kind: Some(Kind::Snapshot(state.clone())),
         },
-        &state_file,
+        &mut keeper,
     );
     let mut trips = Vec::new();
     let mut empty = Vec::new();
@@ -210,7 +231,7 @@ fn run(n: usize, changes: usize) {
             ControllerMessage {
                 kind: Some(Kind::Delta(delta)),
             },
-            &state_file,
+            &mut keeper,
         ));
         if k % 10 == 0 {
             let delta = v1::Delta {
@@ -225,7 +246,7 @@ fn run(n: usize, changes: usize) {
                 ControllerMessage {
                     kind: Some(Kind::Delta(delta)),
                 },
-                &state_file,
+                &mut keeper,
             ));
         }
     }
@@ -234,8 +255,11 @@ fn run(n: usize, changes: usize) {
         ballast_proto::content_hash(&state),
         "the held hash is the whole state's"
     );
-    trips.sort_by_key(Trip::total);
-    empty.sort_by_key(Trip::total);
+    assert_eq!(
+        persist::load(&state_file).expect("reading the kept state"),
+        Some(state.clone()),
+        "the kept state (snapshot and log) reads back as the whole state"
+    );
     println!(
         "{n} services x {BACKENDS} backends; {changes} one-backend deltas (+{} version-only), no controller, no network",
         empty.len()
@@ -244,13 +268,14 @@ fn run(n: usize, changes: usize) {
         "  {:<22} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>10}",
         "ms", "receive", "apply", "answer", "persist", "total", "vs full"
     );
-    row("full snapshot (base)", &full, &full);
-    row("one delta p50", &pct(&trips, 0.5), &full);
-    row("one delta p99", &pct(&trips, 0.99), &full);
-    row("version-only p50", &pct(&empty, 0.5), &full);
+    row("full snapshot (base)", (full, full.total()), &full);
+    row("one delta p50", pct(&trips, 0.5), &full);
+    row("one delta p99", pct(&trips, 0.99), &full);
+    row("version-only p50", pct(&empty, 0.5), &full);
     println!(
-        "  node-state.pb: {} bytes",
-        std::fs::metadata(&state_file).map_or(0, |m| m.len())
+        "  node-state.pb {} bytes, node-state.log {} bytes (appended per delta, folded past a quarter of the snapshot)",
+        std::fs::metadata(&state_file).map_or(0, |m| m.len()),
+        std::fs::metadata(persist::log_path(&state_file)).map_or(0, |m| m.len())
     );
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);

@@ -91,11 +91,12 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(opts.backoff);
     let mut watch = opts.tls.as_ref().map(TlsWatch::new);
+    let mut keeper = opts.state_file.clone().map(persist::Keeper::new);
     let mut next = 0;
     loop {
         let controller = &opts.controllers[next % opts.controllers.len()];
         let ended = tokio::select! {
-            ended = stream_once(&opts, controller, &agent, &mut session, &mut backoff, watch.as_mut()) => ended,
+            ended = stream_once(&opts, controller, &agent, &mut session, &mut backoff, watch.as_mut(), keeper.as_mut()) => ended,
             () = &mut shutdown => Ended::Shutdown,
         };
         match ended {
@@ -161,6 +162,7 @@ async fn stream_once(
     session: &mut Session,
     backoff: &mut Backoff,
     mut watch: Option<&mut TlsWatch>,
+    mut keeper: Option<&mut persist::Keeper>,
 ) -> Ended {
     if let Some(w) = watch.as_deref_mut() {
         w.mark();
@@ -192,7 +194,7 @@ async fn stream_once(
                     Err(status) => return Ended::Retry(describe(&status)),
                 };
                 backoff.reset();
-                let answer = handle(opts, agent, session, msg).await;
+                let answer = handle(agent, session, keeper.as_deref_mut(), msg).await;
                 if tx.send(answer).await.is_err() {
                     return Ended::Retry("the stream closed".into());
                 }
@@ -219,9 +221,9 @@ async fn stream_once(
 
 /// Applies what one controller message asks and returns the answer.
 async fn handle(
-    opts: &LinkOptions,
     agent: &AgentHandle,
     session: &mut Session,
+    keeper: Option<&mut persist::Keeper>,
     msg: ballast_proto::v1::ControllerMessage,
 ) -> AgentMessage {
     let mut candidate = match session.receive(msg) {
@@ -241,10 +243,13 @@ async fn handle(
                     services = report.programmed,
                     "applied the controller's version"
                 );
-                if let (Some(path), Some(held)) = (&opts.state_file, session.held())
-                    && let Err(e) = persist::save(path, &held.state)
+                if let (Some(keeper), Some(held)) = (keeper, session.held())
+                    && let Err(e) = keeper.keep(&held.state, session.last_delta())
                 {
-                    warn!("keeping the applied state in {}: {e}", path.display());
+                    warn!(
+                        "keeping the applied state in {}: {e}",
+                        keeper.path().display()
+                    );
                 }
             }
             answer

@@ -147,6 +147,9 @@ pub enum Step {
 pub struct Session {
     defaults: Defaults,
     held: Option<Held>,
+    /// The delta that took the held state from the one before, when it was
+    /// taken in place (None: replaced whole): what the state file appends.
+    last_delta: Option<Box<v1::Delta>>,
 }
 
 impl Session {
@@ -154,11 +157,21 @@ impl Session {
     /// disk), if anything; its version and hash go into the Hello so that a
     /// controller holding the same content sends nothing.
     pub fn new(defaults: Defaults, held: Option<Held>) -> Self {
-        Session { defaults, held }
+        Session {
+            defaults,
+            held,
+            last_delta: None,
+        }
     }
 
     pub fn held(&self) -> Option<&Held> {
         self.held.as_ref()
+    }
+
+    /// The delta that took the held state from the one held before it, if
+    /// it was taken in place (see [`super::persist::Keeper`]).
+    pub fn last_delta(&self) -> Option<&v1::Delta> {
+        self.last_delta.as_deref()
     }
 
     pub fn applied_version(&self) -> u64 {
@@ -379,8 +392,8 @@ impl Session {
                 message: join([version_message(&report.errors).as_str(), &skipped]),
             }));
         }
-        let held = match c.next {
-            Next::State(h) => *h,
+        let (held, last_delta) = match c.next {
+            Next::State(h) => (*h, None),
             Next::Delta {
                 delta,
                 sum,
@@ -400,9 +413,10 @@ impl Session {
                 h.sum = sum;
                 h.hash = hash;
                 h.clean = Some(clean);
-                h
+                (h, Some(delta))
             }
         };
+        self.last_delta = last_delta;
         errors.extend(service_errors(&report.errors, &held.objects));
         let answer = if errors.is_empty() && skipped.is_empty() {
             ack(&held)
