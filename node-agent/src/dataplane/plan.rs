@@ -180,7 +180,8 @@ pub fn plan_keys(
     let mut free_svc_ids = FreeSlots::new(limits.max_services);
     // Service slots in use, listed when a new service first needs one.
     let mut svc_ids: Option<BTreeSet<u32>> = None;
-    let mut free_backend_ids = FreeSlots::new(limits.max_backends);
+    let used_below = next.backends_used_below;
+    let mut free_backend_ids = FreeSlots::from(limits.max_backends, used_below);
     // Backend slots this plan retires: removed from `next` at the end, as
     // they are in use until the flip.
     let mut retired: Vec<u32> = Vec::new();
@@ -409,8 +410,16 @@ pub fn plan_keys(
         }
         freed_regions.push((v.ring_offset, v.ring_size));
     }
+    // Slots handed to a service that then failed stay free: the search
+    // starts where it did when any did.
+    next.backends_used_below = if errors.is_empty() {
+        free_backend_ids.used_below()
+    } else {
+        used_below
+    };
     for id in retired {
         next.backends.remove(&id);
+        next.backends_used_below = next.backends_used_below.min(id);
     }
 
     // VIPs: every address of a programmed service; announced if any of its

@@ -304,3 +304,18 @@ fn a_change_of_nothing_but_the_version_is_empty_and_commits_to_the_same_state() 
     assert_eq!(after, held);
     assert_eq!(after.len(), 4);
 }
+
+#[test]
+fn an_object_listed_in_several_places_is_gathered() {
+    let held = holding(&held_state());
+    let mut next = held_state();
+    // web's second port after api: the same services, listed apart.
+    next.services.swap(1, 2);
+    let change = held.diff(&next);
+    assert!(change.objects.is_empty(), "{change:?}");
+    next.services[2].port = 444;
+    let change = held.diff(&next);
+    let named: Vec<&str> = change.objects.keys().map(String::as_str).collect();
+    assert_eq!(named, ["default/web"]);
+    assert_eq!(change.objects["default/web"].len(), 2);
+}

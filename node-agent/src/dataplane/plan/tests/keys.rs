@@ -115,3 +115,32 @@ fn a_plan_of_the_touched_keys_writes_what_the_whole_plan_writes() {
         }
     }
 }
+
+#[test]
+fn a_new_backend_takes_the_lowest_free_slot_without_a_pass_over_the_used_ones() {
+    let mut w = World::new(10_000);
+    w.step(&start());
+    // Slots 0..6 in use: the next search starts past them.
+    assert_eq!(w.cur.backends_used_below, 6);
+    // Backend 3 (slot 2) leaves service 81 for backend 7: the new one
+    // takes slot 6 (slot 2 is in use until the flip), and slot 2 is free
+    // from then on.
+    let mut next = start();
+    next[1] = svc(81, &[(7, 1)]);
+    let (writes, _) = w.step(&next);
+    assert_eq!(
+        writes
+            .backends
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>(),
+        [6]
+    );
+    assert_eq!(w.cur.backends_used_below, 2);
+    // The next new backend takes it.
+    next[1] = svc(81, &[(7, 1), (8, 1)]);
+    let (writes, _) = w.step(&next);
+    let new: Vec<u32> = writes.backend_counter_resets.clone();
+    assert_eq!(new, [2]);
+    assert_eq!(w.cur.backends_used_below, 3);
+}
