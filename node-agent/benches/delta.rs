@@ -1,6 +1,7 @@
 //! The agent's side of one link delta (issue 14's latency target, issue
 //! 11's "a reload costs what changed"): N services (10k by default, four
-//! backends each, one VirtualServer each, as the controller sends them)
+//! backends each, one VirtualServer each with a VIP of its own announced
+//! over L2, as the controller sends them)
 //! held by a link `Session` over a real `Agent` and data plane; then
 //! deltas that each replace one backend of one service, taken through the
 //! path the link client takes (session receive -> core apply -> session
@@ -12,6 +13,14 @@
 //! same way (the full sync's agent share); the per-delta figures are
 //! printed beside it as a ratio. A version-only delta (nothing changed)
 //! is measured too.
+//!
+//! Measured here (2 shared, loaded cores, 200 deltas): one delta p50 0.18
+//! ms / p99 1.4 ms in all (receive 0.13 ms, most of it hashing the 10k
+//! announced VIPs; apply 0.04; the state file 0.007, an append), against
+//! 0.3 s for the full snapshot the same way (ratio 0.0006 at p50). Before
+//! deltas were taken in place the same delta cost ~50-200 ms (the link
+//! bench's former "whole state converted + applied" line) and writing the
+//! whole state file ~4 ms.
 //!
 //! Run as root: `nice cargo bench -p ballast-agent --bench delta`. Knobs:
 //! BALLAST_DELTA_SERVICES (10000), BALLAST_DELTA_CHANGES (200).
@@ -196,9 +205,14 @@ fn run(n: usize, changes: usize) {
         snat_ports: SNAT_PORTS,
     };
     let mut session = Session::new(defaults, None);
+    // Every VIP announced over L2, as a single director announces them.
+    let services: Vec<v1::Service> = (0..n).map(service).collect();
+    let mut l2: Vec<Vec<u8>> = services.iter().map(|s| s.vips[0].clone()).collect();
+    l2.sort_by(|a, b| ballast_proto::state::address_order(a, b));
     let mut state = v1::NodeState {
         version: 1,
-        services: (0..n).map(service).collect(),
+        services,
+        announcements: Some(v1::Announcements { l2, bgp: vec![] }),
         ..Default::default()
     };
     let full = trip(

@@ -6,11 +6,13 @@
 //! Figures, each against a baseline measured in the same run:
 //! - Full sync: wall time from the agent's dial to the controller holding
 //!   its Ack of the whole node state (hash equal to the plan's), and the
-//!   snapshot's encoded size. Baseline: the same state converted and
-//!   applied straight through an `Agent` on a second data plane, i.e. the
-//!   agent's own share of the work; the ratio is what the controller and
-//!   the link add (the replan the agent's arrival causes, encoding, the
-//!   transfer, the session's hashing).
+//!   snapshot's encoded size. Baseline: the same state taken straight
+//!   through a link session and an `Agent` on a second data plane, i.e.
+//!   the agent's own share of the work; the ratio is what the controller
+//!   and the link add (the replan the agent's arrival causes, encoding, the
+//!   transfer). Then the agent's own share of one endpoint delta, the same
+//!   way (session, core, answer; `--bench delta` measures it 200 times,
+//!   phase by phase).
 //! - One endpoint change: an EndpointSlice edit (one endpoint out, one in)
 //!   timed from the API write returning to the new set of backends being
 //!   in the agent's maps (polled: the service entry, its Maglev ring and
@@ -27,14 +29,14 @@
 //! next hop per new backend address (`ip route get`, a few ms each), which
 //! these figures leave out.
 //!
-//! Measured here (2 shared, loaded cores; 10k objects, 20 changes, the
-//! code of stop 9): full sync 970 kB in 1.3 s (6x the agent's direct
-//! apply, 0.22 s); one change to the maps p50 2240 / p99 2678 ms with the
-//! 100 ms debounce, against a watch p99 of ~10 ms: the controller loop
-//! costs ~0.8 s per change at 10k objects (status pass over every object,
-//! plan clone, stamping: still to be profiled), and the agent converts and
-//! applies its whole state per delta (~50 ms). The delta is 95 bytes,
-//! 1/10211 of the snapshot.
+//! Measured here (2 shared, loaded cores; 10k objects, 30 changes): before
+//! the agent took deltas in place, one change reached the maps at p50
+//! 165-259 / p99 355-380 ms and the agent's own share of it was 79-203 ms
+//! (its whole state converted and applied per delta); since, p50 61-62 /
+//! p99 77-144 ms, the agent's share 0.9 ms, the rest the controller's loop
+//! and its 100 ms leading-edge debounce. Full sync 970 kB in 1.1-1.4 s
+//! (its direct baseline 0.5-0.8 s; both vary with the machine's load). The
+//! delta is 95 bytes, 1/10211 of the snapshot.
 //!
 //! Run as root: `nice cargo bench -p ballast-agent --bench link`. Knobs
 //! (environment): BALLAST_LINK_OBJECTS (10000), BALLAST_LINK_CHANGES (1000),

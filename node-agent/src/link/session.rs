@@ -107,7 +107,10 @@ enum Next {
         delta: Box<v1::Delta>,
         sum: DigestSum,
         hash: ContentHash,
-        clean: (Settings, Announcements),
+        /// Its settings and announcements as converted, where it changes
+        /// them.
+        settings: Option<Settings>,
+        announce: Option<Announcements>,
         /// Objects it upserts, by name.
         named: Vec<(String, v1::ObjectRef)>,
     },
@@ -244,7 +247,7 @@ impl Session {
     /// is held with its conversion).
     fn change(&self, delta: &v1::Delta) -> Option<Step> {
         let held = self.held.as_ref()?;
-        let (settings, announce) = held.clean.as_ref()?;
+        let (_, announce) = held.clean.as_ref()?;
         let mut change = NodeChange {
             version: delta.version,
             ..Default::default()
@@ -270,20 +273,16 @@ impl Session {
             sum.sub(&service_digest(find_service(&held.state, o)?));
             change.objects.insert(object_name(o)?, Vec::new());
         }
-        let settings = match &delta.settings {
-            Some(s) => {
-                let converted = clean_settings(Some(s), &self.defaults)?;
-                change.settings = Some(converted.clone());
-                converted
-            }
-            None => settings.clone(),
-        };
+        if let Some(s) = &delta.settings {
+            change.settings = Some(clean_settings(Some(s), &self.defaults)?);
+        }
         let touches_announcements = !(delta.l2_added.is_empty()
             && delta.l2_removed.is_empty()
             && delta.bgp_added.is_empty()
             && delta.bgp_removed.is_empty());
-        let mut announce = announce.clone();
+        let after;
         let announcements = if touches_announcements {
+            let mut announce = announce.clone();
             for (list, added, removed) in [
                 (&mut announce.l2, &delta.l2_added, &delta.l2_removed),
                 (&mut announce.bgp, &delta.bgp_added, &delta.bgp_removed),
@@ -295,13 +294,15 @@ impl Session {
                     list.insert(clean_announced(a)?);
                 }
             }
-            change.announce = Some(announce.clone());
-            announcements_after(&held.state, delta)
+            change.announce = Some(announce);
+            after = announcements_after(&held.state, delta);
+            after.as_ref()
         } else {
-            held.state.announcements.clone()
+            held.state.announcements.as_ref()
         };
         let wire_settings = delta.settings.as_ref().or(held.state.settings.as_ref());
-        let hash = content_hash_of(wire_settings, announcements.as_ref(), &sum);
+        let hash = content_hash_of(wire_settings, announcements, &sum);
+        let (settings, announce) = (change.settings.clone(), change.announce.clone());
         Some(Step::Apply(Box::new(Candidate {
             version: delta.version,
             work: Work::Change(change),
@@ -309,7 +310,8 @@ impl Session {
                 delta: Box::new(delta.clone()),
                 sum,
                 hash,
-                clean: (settings, announce),
+                settings,
+                announce,
                 named,
             },
             unsupported: Vec::new(),
@@ -398,8 +400,9 @@ impl Session {
                 delta,
                 sum,
                 hash,
-                clean,
                 named,
+                settings,
+                announce,
             } => {
                 let mut h = self
                     .held
@@ -412,7 +415,16 @@ impl Session {
                 h.objects.extend(named);
                 h.sum = sum;
                 h.hash = hash;
-                h.clean = Some(clean);
+                let clean = h
+                    .clean
+                    .as_mut()
+                    .expect("a fast path needs a clean held state");
+                if let Some(s) = settings {
+                    clean.0 = s;
+                }
+                if let Some(a) = announce {
+                    clean.1 = a;
+                }
                 (h, Some(delta))
             }
         };
