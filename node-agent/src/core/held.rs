@@ -290,4 +290,4 @@ impl HeldDesired {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -77,6 +77,16 @@ fn svc_key(s: &super::Service) -> SvcKey {
     }
 }
 
+/// The data-plane key of a health-check key.
+fn key_of(&(vip, port, proto): &health::ServiceKey) -> SvcKey {
+    SvcKey {
+        vip: abi::be_addr(vip),
+        port: abi::be_port(port),
+        proto,
+        pad: 0,
+    }
+}
+
 fn health_key(k: &SvcKey) -> health::ServiceKey {
     (abi::addr_of_be(k.vip), u16::from_be(k.port), k.proto)
 }
@@ -145,13 +155,8 @@ impl Wanted {
     /// programmed backends' weights differ from what `verdicts` asks.
     pub fn health_change(&self, verdicts: &Verdicts) -> WantedChange {
         let mut entries = BTreeMap::new();
-        for (&(vip, port, proto), check) in &self.checks {
-            let k = SvcKey {
-                vip: abi::be_addr(vip),
-                port: abi::be_port(port),
-                proto,
-                pad: 0,
-            };
+        for (hk, check) in &self.checks {
+            let k = key_of(hk);
             let Some(lowered) = self.lowered.get(&k) else {
                 continue;
             };
@@ -239,14 +244,12 @@ impl Wanted {
     /// services with the same check appears once.
     pub fn targets(&self) -> BTreeSet<Target> {
         let mut out = BTreeSet::new();
-        for (&(vip, port, proto), check) in &self.checks {
-            let k = SvcKey {
-                vip: abi::be_addr(vip),
-                port: abi::be_port(port),
-                proto,
-                pad: 0,
-            };
-            for b in self.lowered.get(&k).map_or(&[][..], |d| &d.backends) {
+        for (hk, check) in &self.checks {
+            for b in self
+                .lowered
+                .get(&key_of(hk))
+                .map_or(&[][..], |d| &d.backends)
+            {
                 out.insert(health::target_of(b.addr, b.port, check));
             }
         }

@@ -22,7 +22,9 @@ fn backend(last: u8) -> Backend {
     }
 }
 
-fn service(object: &str, vip: Ipv4Addr, port: u16) -> Service {
+/// A FullNAT TCP service of `object` with two backends (shared with the
+/// `wanted` tests).
+pub(crate) fn service(object: &str, vip: Ipv4Addr, port: u16) -> Service {
     Service::new(
         object,
         (vip, port, Protocol::Tcp),

@@ -3,32 +3,16 @@
 //! whole state gives, and each change touches exactly the keys that differ.
 use std::net::Ipv4Addr;
 
-use ballast_api::{Forwarding, HealthCheckSpec, Protocol};
+use ballast_api::HealthCheckSpec;
 
 use super::*;
-use crate::core::desired::{Announcements, Backend, NodeDesired, Service, Settings};
+use crate::core::desired::{Announcements, NodeDesired, Settings};
+use crate::core::held::tests::service;
 use crate::health::Health;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const VIP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 const MSS: u16 = 1452;
-
-fn backend(last: u8) -> Backend {
-    Backend {
-        address: Ipv4Addr::new(198, 51, 100, last),
-        port: 8080,
-        weight: 1,
-    }
-}
-
-fn service(object: &str, vip: Ipv4Addr, port: u16) -> Service {
-    Service::new(
-        object,
-        (vip, port, Protocol::Tcp),
-        Forwarding::FullNat,
-        [backend(11), backend(12)],
-    )
-}
 
 fn state() -> NodeDesired {
     let mut checked = service("default/api", VIP, 8080);
