@@ -11,6 +11,8 @@ use crate::abi;
 use crate::dataplane::{DesiredService, Programmed};
 use crate::lifecycle::identity::{self, InterfaceKey};
 
+pub mod writer;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InventoryService {
     pub name: String,
@@ -74,7 +76,10 @@ pub fn proto_name(proto: u8) -> String {
 }
 
 /// Joins the desired services (names, weights) with the slots the maps use.
-pub fn build(desired: &[DesiredService], programmed: &Programmed) -> Vec<InventoryService> {
+pub fn build<'a>(
+    desired: impl IntoIterator<Item = &'a DesiredService>,
+    programmed: &Programmed,
+) -> Vec<InventoryService> {
     // (service id, address, port) -> backend slot, built once: a per-backend
     // scan would be quadratic at 100k services.
     let slots: std::collections::HashMap<(u32, u32, u16), u32> = programmed

@@ -318,3 +318,105 @@ fn backend_slots_set_at_load_bound_the_backends_and_running_out_is_the_services_
         assert!(source.to_string().contains("--backend-slots"), "{source}");
     });
 }
+
+fn object(name: &str, port: u16, backends: &[usize]) -> Service {
+    Service {
+        object: format!("default/{name}"),
+        ..web(port, Protocol::Tcp, backends)
+    }
+}
+
+#[test]
+fn a_change_writes_what_it_touches_and_a_refused_one_nothing() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|_| {
+        let pins = fresh_pins("change");
+        let mut agent = open_agent(&pins.0, 64 * 257, None);
+        let v1 = version(
+            1,
+            SNAT_ADDR,
+            vec![
+                object("a", 80, &[1, 2]),
+                object("b", 81, &[1, 2]),
+                object("c", 82, &[1, 2]),
+            ],
+        );
+        let report = agent.apply(v1.clone()).unwrap();
+        assert_eq!((report.applied_version, report.programmed), (1, 3));
+        let written = |agent: &Agent| {
+            let d = &agent.last_apply().dataplane;
+            (d.entries_written, d.tables_written)
+        };
+        let programmed = |agent: &Agent| agent.director().programmed().services.clone();
+
+        // Nothing but the version: nothing written.
+        let before = programmed(&agent);
+        let report = agent
+            .apply_change(core::NodeChange {
+                version: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!((report.applied_version, report.programmed), (2, 3));
+        assert_eq!(written(&agent), (0, 0));
+
+        // One object's backend replaced: its new backend (slot and counter
+        // reset), its table, its entry and the old backend's retirement.
+        let report = agent
+            .apply_change(core::NodeChange {
+                version: 3,
+                objects: [("default/b".into(), vec![object("b", 81, &[1, 3])])].into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(report.errors, []);
+        assert_eq!(written(&agent), (5, 1));
+        let after = programmed(&agent);
+        let changed: Vec<u16> = after
+            .iter()
+            .filter(|(k, v)| before.get(k) != Some(v))
+            .map(|(k, _)| u16::from_be(k.port))
+            .collect();
+        assert_eq!(changed, [81], "only its service entry moved");
+
+        // A change taking a key another object holds: refused whole.
+        let report = agent
+            .apply_change(core::NodeChange {
+                version: 4,
+                objects: [
+                    ("default/c".into(), vec![]),
+                    ("default/d".into(), vec![object("d", 80, &[4])]),
+                ]
+                .into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            report,
+            ApplyReport {
+                applied_version: 3,
+                errors: vec![ApplyError::Service {
+                    service: ServiceRef {
+                        object: "default/d".into(),
+                        vip: VIP,
+                        port: 80,
+                        protocol: Protocol::Tcp,
+                    },
+                    problem: ServiceProblem::Duplicate {
+                        first: "default/a".into(),
+                    },
+                }],
+                programmed: 3,
+            }
+        );
+        assert_eq!(programmed(&agent), after, "the maps are as they were");
+        let mut held = v1;
+        held.services[1] = object("b", 81, &[1, 3]);
+        assert_eq!(agent.held().to_desired(1), held, "so is the held state");
+
+        // The whole version with the same content as held: nothing written.
+        held.version = 5;
+        assert_eq!(agent.apply(held).unwrap().applied_version, 5);
+        assert_eq!(written(&agent), (0, 0));
+    });
+}

@@ -17,4 +17,7 @@ pub mod v1 {
 }
 
 pub use digest::{ContentHash, DigestSum, content_hash, content_hash_of, service_digest};
-pub use state::{DeltaError, apply_delta, canonicalize, delta_is_empty};
+pub use state::{
+    DeltaError, announcements_after, apply_delta, canonicalize, check_delta, delta_is_empty,
+    find_service,
+};

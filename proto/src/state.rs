@@ -123,47 +123,10 @@ fn address_name(a: &[u8]) -> String {
 
 /// Applies `delta` to `state`, all or nothing: every precondition (base
 /// version, presence of what is removed, absence of what is added) is
-/// checked before anything changes. `state` must be canonical; it stays so.
+/// checked before anything changes ([`check_delta`]). `state` must be
+/// canonical; it stays so.
 pub fn apply_delta(state: &mut NodeState, delta: &Delta) -> Result<(), DeltaError> {
-    if delta.base_version != state.version {
-        return Err(DeltaError::WrongBase {
-            base: delta.base_version,
-            held: state.version,
-        });
-    }
-    if delta.version <= delta.base_version {
-        return Err(DeltaError::NotNewer {
-            version: delta.version,
-            base: delta.base_version,
-        });
-    }
-    let mut upserted = BTreeSet::new();
-    for service in &delta.upserted {
-        let o = service_object(service).ok_or(DeltaError::MissingObject { field: "upserted" })?;
-        upserted.insert((o.kind, o.namespace.as_str(), o.name.as_str()));
-    }
-    for removed in &delta.removed {
-        if find_index(&state.services, removed).is_err() {
-            return Err(DeltaError::RemovesAbsent {
-                object: object_name(removed),
-            });
-        }
-        if upserted.contains(&(
-            removed.kind,
-            removed.namespace.as_str(),
-            removed.name.as_str(),
-        )) {
-            return Err(DeltaError::UpsertedAndRemoved {
-                object: object_name(removed),
-            });
-        }
-    }
-    let empty = Announcements::default();
-    let held = state.announcements.as_ref().unwrap_or(&empty);
-    check_set_change(&held.l2, &delta.l2_added, &delta.l2_removed, "l2")?;
-    check_set_change(&held.bgp, &delta.bgp_added, &delta.bgp_removed, "bgp")?;
-
-    // Everything checked: now change.
+    check_delta(state, delta)?;
     for removed in &delta.removed {
         let i = find_index(&state.services, removed).expect("checked above");
         state.services.remove(i);
@@ -184,6 +147,73 @@ pub fn apply_delta(state: &mut NodeState, delta: &Delta) -> Result<(), DeltaErro
     drop_empty(state);
     state.version = delta.version;
     Ok(())
+}
+
+/// Whether `delta` applies to `state` (canonical), without changing it:
+/// what [`apply_delta`] checks first. A receiver that applies a version
+/// only once it is accepted checks it on arrival with this.
+pub fn check_delta(state: &NodeState, delta: &Delta) -> Result<(), DeltaError> {
+    if delta.base_version != state.version {
+        return Err(DeltaError::WrongBase {
+            base: delta.base_version,
+            held: state.version,
+        });
+    }
+    if delta.version <= delta.base_version {
+        return Err(DeltaError::NotNewer {
+            version: delta.version,
+            base: delta.base_version,
+        });
+    }
+    let mut upserted = BTreeSet::new();
+    for service in &delta.upserted {
+        let o = service_object(service).ok_or(DeltaError::MissingObject { field: "upserted" })?;
+        upserted.insert((o.kind, o.namespace.as_str(), o.name.as_str()));
+    }
+    let mut removing = BTreeSet::new();
+    for removed in &delta.removed {
+        // Listed twice: the second removes what is no longer there.
+        let first = removing.insert((
+            removed.kind,
+            removed.namespace.as_str(),
+            removed.name.as_str(),
+        ));
+        if !first || find_index(&state.services, removed).is_err() {
+            return Err(DeltaError::RemovesAbsent {
+                object: object_name(removed),
+            });
+        }
+        if upserted.contains(&(
+            removed.kind,
+            removed.namespace.as_str(),
+            removed.name.as_str(),
+        )) {
+            return Err(DeltaError::UpsertedAndRemoved {
+                object: object_name(removed),
+            });
+        }
+    }
+    let empty = Announcements::default();
+    let held = state.announcements.as_ref().unwrap_or(&empty);
+    check_set_change(&held.l2, &delta.l2_added, &delta.l2_removed, "l2")?;
+    check_set_change(&held.bgp, &delta.bgp_added, &delta.bgp_removed, "bgp")
+}
+
+/// The service of object `o` in `state` (canonical), if it has one.
+pub fn find_service<'a>(state: &'a NodeState, o: &ObjectRef) -> Option<&'a Service> {
+    find_index(&state.services, o)
+        .ok()
+        .map(|i| &state.services[i])
+}
+
+/// The announcements `state` has once `delta` (checked) is applied, in
+/// canonical form (empty ones absent): what the content hash after the
+/// delta reads, without applying it.
+pub fn announcements_after(state: &NodeState, delta: &Delta) -> Option<Announcements> {
+    let mut a = state.announcements.clone().unwrap_or_default();
+    apply_set_change(&mut a.l2, &delta.l2_added, &delta.l2_removed);
+    apply_set_change(&mut a.bgp, &delta.bgp_added, &delta.bgp_removed);
+    (!(a.l2.is_empty() && a.bgp.is_empty())).then_some(a)
 }
 
 /// Where `o`'s service is (or would go) in a canonical list.

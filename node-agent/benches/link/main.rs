@@ -6,11 +6,13 @@
 //! Figures, each against a baseline measured in the same run:
 //! - Full sync: wall time from the agent's dial to the controller holding
 //!   its Ack of the whole node state (hash equal to the plan's), and the
-//!   snapshot's encoded size. Baseline: the same state converted and
-//!   applied straight through an `Agent` on a second data plane, i.e. the
-//!   agent's own share of the work; the ratio is what the controller and
-//!   the link add (the replan the agent's arrival causes, encoding, the
-//!   transfer, the session's hashing).
+//!   snapshot's encoded size. Baseline: the same state taken straight
+//!   through a link session and an `Agent` on a second data plane, i.e.
+//!   the agent's own share of the work; the ratio is what the controller
+//!   and the link add (the replan the agent's arrival causes, encoding, the
+//!   transfer). Then the agent's own share of one endpoint delta, the same
+//!   way (session, core, answer; `--bench delta` measures it 200 times,
+//!   phase by phase).
 //! - One endpoint change: an EndpointSlice edit (one endpoint out, one in)
 //!   timed from the API write returning to the new set of backends being
 //!   in the agent's maps (polled: the service entry, its Maglev ring and
@@ -28,14 +30,14 @@
 //! next hop per new backend address (`ip route get`, a few ms each), which
 //! these figures leave out.
 //!
-//! Measured here (2 shared, loaded cores; 10k objects, 20 changes, the
-//! code of stop 9): full sync 970 kB in 1.3 s (6x the agent's direct
-//! apply, 0.22 s); one change to the maps p50 2240 / p99 2678 ms with the
-//! 100 ms debounce, against a watch p99 of ~10 ms: the controller loop
-//! costs ~0.8 s per change at 10k objects (status pass over every object,
-//! plan clone, stamping: still to be profiled), and the agent converts and
-//! applies its whole state per delta (~50 ms). The delta is 95 bytes,
-//! 1/10211 of the snapshot.
+//! Measured here (2 shared, loaded cores; 10k objects, 30 changes): before
+//! the agent took deltas in place, one change reached the maps at p50
+//! 165-259 / p99 355-380 ms and the agent's own share of it was 79-203 ms
+//! (its whole state converted and applied per delta); since, p50 61-62 /
+//! p99 77-144 ms, the agent's share 0.9 ms, the rest the controller's loop
+//! and its 100 ms leading-edge debounce. Full sync 970 kB in 1.1-1.4 s
+//! (its direct baseline 0.5-0.8 s; both vary with the machine's load). The
+//! delta is 95 bytes, 1/10211 of the snapshot.
 //!
 //! Run as root: `nice cargo bench -p ballast-agent --bench link`. Knobs
 //! (environment): BALLAST_LINK_OBJECTS (10000), BALLAST_LINK_CHANGES (1000),
@@ -57,8 +59,8 @@ use ballast_agent::core::{self, Agent, AgentOptions};
 use ballast_agent::dataplane::maps::Maps;
 use ballast_agent::dataplane::{Director, LoadOptions, NodeSettings, XdpAttachMode};
 use ballast_agent::link::client::{self, LinkOptions};
-use ballast_agent::link::convert::{Defaults, node_desired};
-use ballast_agent::link::session::Session;
+use ballast_agent::link::convert::Defaults;
+use ballast_agent::link::session::{Session, Step, Work};
 use ballast_controller::k8s::leader::LeaseConfig;
 use ballast_controller::k8s::run::{DEFAULT_DEBOUNCE, DEFAULT_RESYNC, Handle, Options, start};
 use ballast_controller::link::{AgentReports, Security, node_state, serve, wire_sizes};
@@ -66,7 +68,7 @@ use ballast_controller::metrics::Metrics;
 use ballast_controller::plan::{NodePlan, PlanOptions};
 use ballast_fake_apiserver::FakeApiServer;
 use ballast_proto::content_hash;
-use ballast_proto::v1::{ControllerMessage, controller_message::Kind};
+use ballast_proto::v1::{ControllerMessage, agent_message, controller_message::Kind};
 use ballast_testbed::packet::in_private_netns;
 use measure::{Samples, SeenAt, ms};
 use prost::Message;
@@ -222,11 +224,11 @@ async fn synced(handle: &Handle, reports: &AgentReports, objects: usize) -> (u64
     }
 }
 
-/// The agent's own share, without controller or link: `state` converted
-/// and applied straight through an agent core on a second data plane (the
-/// baseline of the full sync), then the same state with one endpoint of
-/// the edited service replaced, at the next version. A delta reaches the
-/// core the same way: the whole state, converted and applied.
+/// The agent's own share, without controller or link: `state` taken
+/// through a link session and an agent core on a second data plane, as
+/// the link client takes it (the baseline of the full sync), then a delta
+/// replacing one endpoint of the edited service at the next version, taken
+/// the same way (session, core, answer; the state file left out).
 fn direct_apply(
     rt: &Runtime,
     pin_dir: &Path,
@@ -234,26 +236,40 @@ fn direct_apply(
 ) -> (Duration, Duration) {
     let _in_runtime = rt.enter();
     let mut agent = agent(pin_dir);
-    let mut timed_apply = |state: &ballast_proto::v1::NodeState| {
+    let mut session = Session::new(defaults(), None);
+    let mut timed = |msg: Kind, version: u64| {
         let t = Instant::now();
-        let converted = node_desired(state, &defaults()).expect("the state converts");
-        let report = agent.apply(converted.desired).expect("applying directly");
+        let Step::Apply(mut c) = session.receive(ControllerMessage { kind: Some(msg) }) else {
+            panic!("version {version} not applied")
+        };
+        let report = match c.take_work() {
+            Work::Whole(d) => agent.apply(d),
+            Work::Change(ch) => agent.apply_change(ch),
+        }
+        .expect("applying directly");
+        let answer = session.applied(*c, &report);
         let took = t.elapsed();
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert_eq!(report.applied_version, state.version);
+        assert_eq!(report.applied_version, version);
         assert_eq!(report.programmed, state.services.len());
+        assert!(matches!(answer.kind, Some(agent_message::Kind::Ack(_))));
         took
     };
-    let full = timed_apply(state);
-    let mut changed = state.clone();
-    changed.version += 1;
-    let edited = changed
+    let full = timed(Kind::Snapshot(state.clone()), state.version);
+    let mut edited = state
         .services
-        .iter_mut()
+        .iter()
         .find(|s| s.object.as_ref().is_some_and(|o| o.name == world::EDITED))
-        .expect("the edited service");
+        .expect("the edited service")
+        .clone();
     edited.ports[0].backends[0].address = Ipv4Addr::new(172, 18, 0, 1).octets().to_vec();
-    (full, timed_apply(&changed))
+    let delta = ballast_proto::v1::Delta {
+        base_version: state.version,
+        version: state.version + 1,
+        upserted: vec![edited],
+        ..Default::default()
+    };
+    (full, timed(Kind::Delta(delta), state.version + 1))
 }
 
 /// Waits until the API server's resourceVersion holds still for a second
@@ -563,7 +579,7 @@ struct FullSync {
     time: Duration,
     /// The same state applied straight through an Agent.
     direct: Duration,
-    /// Then one endpoint changed, the same way.
+    /// Then one endpoint changed by a delta, the same way.
     direct_one: Duration,
     snapshot_bytes: usize,
 }
@@ -596,7 +612,7 @@ fn print(cfg: &Config, sync: &FullSync, changes: Changes, reconcile: (u64, Durat
         sync.time.as_secs_f64()
     );
     println!(
-        "  baseline: convert + apply the same state straight through an Agent {:.3} s",
+        "  baseline: the same state taken straight through a session and an Agent {:.3} s",
         sync.direct.as_secs_f64()
     );
     println!(
@@ -635,7 +651,8 @@ fn print(cfg: &Config, sync: &FullSync, changes: Changes, reconcile: (u64, Durat
         ms(reconcile.1)
     );
     println!(
-        "  the agent core's own apply of one endpoint change (whole state converted + applied, no link): {:.1} ms",
+        "  the agent's own share of one endpoint change (session + core + answer, no link; a {:.3} s full sync the same way): {:.2} ms",
+        sync.direct.as_secs_f64(),
         ms(sync.direct_one)
     );
     println!(

@@ -18,7 +18,15 @@
 //!   `dataplane::plan`).
 //! - A syscall failing while maps are written is an [`AgentError`]: the
 //!   version is not reported applied.
-use std::collections::BTreeMap;
+//!
+//! What a version costs follows what it changes: the agent holds the
+//! applied version per object ([`HeldDesired`]) and per data-plane key
+//! ([`Wanted`]); a version is taken as a [`NodeChange`] to it (the link
+//! hands one over as it is, [`Agent::apply`] finds one by comparing), and
+//! only what it touches is validated, lowered, health-mapped and planned.
+//! The inventory is written off the apply path, coalesced (see
+//! `inventory::writer`): `stats` and `/metrics` names lag an applied
+//! change by at most [`inventory::writer::INTERVAL`].
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,13 +39,14 @@ use tracing::{error, info, warn};
 
 use super::cost::ApplyPhases;
 use super::desired::{NodeDesired, validate};
-use super::lower;
-use super::report::{ApplyError, ApplyReport, ServiceRef};
+use super::held::{HeldDesired, NodeChange};
+use super::report::{ApplyError, ApplyReport};
 use super::usage::{self, Usage, VerdictAges};
-use crate::abi::SvcKey;
+use super::wanted::{Wanted, WantedChange};
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions, SweepReport};
-use crate::dataplane::{self, DesiredService, Director, DirectorError, NodeSettings, PlanError};
-use crate::health::{self, HealthChecker, ServiceChecks};
+use crate::dataplane::{self, Director, DirectorError, NodeSettings, PlanError};
+use crate::health::{self, HealthChecker};
+use crate::inventory::writer::{self as inventory_writer, Coalescer, Sink, Writer};
 use crate::lifecycle::identity::InterfaceKey;
 use crate::{inventory, metrics, stats};
 
@@ -78,20 +87,27 @@ pub struct Agent {
     settings: NodeSettings,
     health: HealthChecker,
     applied_version: u64,
-    /// The last applied version, lowered: re-applied with fresh verdicts
-    /// when a backend's health changes.
-    wanted: Vec<DesiredService>,
-    checks: ServiceChecks,
-    /// How errors name each service of `wanted`.
-    names: BTreeMap<SvcKey, ServiceRef>,
+    /// The last applied version, per object.
+    held: HeldDesired,
+    /// The same, per data-plane key: lowered, with checks and names, and
+    /// re-applied with fresh verdicts when a backend's health changes.
+    wanted: Wanted,
     ages: VerdictAges,
-    /// The verdicts the inventory was last written with.
+    /// The verdicts the inventory was last marked stale with.
     inventory_verdicts: health::Verdicts,
-    /// Whether `wanted` or `checks` changed since the inventory was
-    /// written: if not, and neither the maps nor the verdicts did, it is
-    /// neither rebuilt nor rewritten (it is a function of those four).
-    inventory_stale: bool,
+    /// When the inventory (a function of `wanted`, the maps and the
+    /// verdicts) is to be written again: stale once one of them changed.
+    inventory: Coalescer,
     last_apply: ApplyPhases,
+}
+
+/// The inventory file as a [`Sink`] for the background writer.
+struct InventoryFile(InventoryPlace);
+
+impl Sink for InventoryFile {
+    fn write(&mut self, inv: &[inventory::InventoryService]) -> std::io::Result<()> {
+        inventory::write(&self.0.pin_root, &self.0.key, inv)
+    }
 }
 
 impl Agent {
@@ -105,12 +121,15 @@ impl Agent {
             settings,
             health: HealthChecker::new(),
             applied_version: 0,
-            wanted: Vec::new(),
-            checks: ServiceChecks::new(),
-            names: BTreeMap::new(),
+            held: HeldDesired::default(),
+            wanted: Wanted::default(),
             ages: VerdictAges::default(),
             inventory_verdicts: Default::default(),
-            inventory_stale: true,
+            inventory: {
+                let mut c = Coalescer::new(inventory_writer::INTERVAL);
+                c.changed();
+                c
+            },
             last_apply: ApplyPhases::default(),
         }
     }
@@ -138,16 +157,46 @@ impl Agent {
     }
 
     /// Applies `d` as one transaction (see the module's doc). Needs a tokio
-    /// runtime when services have health checks.
+    /// runtime when services have health checks. Costs a comparison per
+    /// service, and what the change from the applied version costs.
     pub fn apply(&mut self, d: NodeDesired) -> Result<ApplyReport, AgentError> {
         let started = Instant::now();
+        let change = self.held.diff(&d);
+        let mut errors = self.held.problems(&change);
+        if !errors.is_empty() {
+            // The same verdict, reported as the whole version names it.
+            errors = validate(&d);
+        }
+        self.apply_checked(change, errors, started)
+    }
+
+    /// Applies one version given as a change to the applied one (the
+    /// link's deltas), as one transaction: what [`Self::apply`] of the
+    /// whole version would do, at the cost of what it touches. Its problems
+    /// name the held object as the first of a duplicate.
+    pub fn apply_change(&mut self, change: NodeChange) -> Result<ApplyReport, AgentError> {
+        let started = Instant::now();
+        let errors = self.held.problems(&change);
+        self.apply_checked(change, errors, started)
+    }
+
+    /// The state the applied version is held in, per object.
+    pub fn held(&self) -> &HeldDesired {
+        &self.held
+    }
+
+    fn apply_checked(
+        &mut self,
+        change: NodeChange,
+        mut errors: Vec<ApplyError>,
+        started: Instant,
+    ) -> Result<ApplyReport, AgentError> {
         self.last_apply = ApplyPhases::default();
-        let mut errors = validate(&d);
-        if d.version <= self.applied_version {
+        if change.version <= self.applied_version {
             errors.insert(
                 0,
                 ApplyError::StaleVersion {
-                    version: d.version,
+                    version: change.version,
                     applied: self.applied_version,
                 },
             );
@@ -161,36 +210,34 @@ impl Agent {
                 programmed: self.programmed(),
             });
         }
-        if (&self.settings.snat_addrs, self.settings.snat_ports)
-            != (&d.settings.snat_addrs, d.settings.snat_ports)
+        if let Some(s) = &change.settings
+            && (&self.settings.snat_addrs, self.settings.snat_ports)
+                != (&s.snat_addrs, s.snat_ports)
         {
             let next = NodeSettings {
-                snat_addrs: d.settings.snat_addrs.clone(),
-                snat_ports: d.settings.snat_ports,
+                snat_addrs: s.snat_addrs.clone(),
+                snat_ports: s.snat_ports,
                 ..self.settings.clone()
             };
             self.director.write_settings(&next)?;
             info!(snat_addresses = ?next.snat_addrs, snat_ports = ?next.snat_ports, "node settings applied");
             self.settings = next;
         }
-        let wanted = lower::lower(&d, self.opts.toa_mss);
-        let checks = lower::checks(&d);
-        self.inventory_stale |= wanted != self.wanted || checks != self.checks;
-        self.wanted = wanted;
-        self.checks = checks;
-        self.names = self
+        let verdicts = self.health.verdicts();
+        let wanted = self
             .wanted
-            .iter()
-            .zip(&d.services)
-            .map(|(w, s)| (w.key(), s.id()))
-            .collect();
-        self.health
-            .set_targets(health::targets(&self.wanted, &self.checks));
+            .change(&self.held, &change, self.opts.toa_mss, &verdicts);
+        let checks_changed = self.wanted.checks_change(&wanted);
         self.last_apply.lower = validated.elapsed();
-        let plan_errors = self.program()?;
-        self.applied_version = d.version;
+        let version = change.version;
+        let plan_errors = self.program(wanted, verdicts)?;
+        self.held.commit(change);
+        if checks_changed {
+            self.health.set_targets(self.wanted.targets());
+        }
+        self.applied_version = version;
         Ok(ApplyReport {
-            applied_version: d.version,
+            applied_version: version,
             errors: self.capacity_errors(plan_errors),
             programmed: self.programmed(),
         })
@@ -198,11 +245,17 @@ impl Agent {
 
     /// Services of the applied version that are programmed.
     fn programmed(&self) -> usize {
-        let p = self.director.programmed();
-        self.wanted
-            .iter()
-            .filter(|w| p.services.contains_key(&w.key()))
-            .count()
+        let p = &self.director.programmed().services;
+        if self.director.converged() {
+            // Every programmed service is wanted: a plan deletes the ones
+            // no longer wanted.
+            p.len()
+        } else {
+            self.wanted
+                .lowered()
+                .filter(|w| p.contains_key(&w.key()))
+                .count()
+        }
     }
 
     fn capacity_errors(&self, plan_errors: Vec<PlanError>) -> Vec<ApplyError> {
@@ -210,7 +263,8 @@ impl Agent {
             .into_iter()
             .map(|source| ApplyError::Capacity {
                 service: self
-                    .names
+                    .wanted
+                    .names()
                     .get(&source.key())
                     .cloned()
                     .expect("plan errors name services of the applied version"),
@@ -219,37 +273,89 @@ impl Agent {
             .collect()
     }
 
-    /// Programs the applied version, DOWN backends at weight 0, and writes
-    /// the inventory. Returns the services the data plane refused.
-    fn program(&mut self) -> Result<Vec<PlanError>, AgentError> {
+    /// Programs `change` (DOWN backends at weight 0) and commits it once
+    /// the maps hold it; marks the inventory stale if it shows a change.
+    /// Returns the services the data plane refused.
+    fn program(
+        &mut self,
+        change: WantedChange,
+        verdicts: health::Verdicts,
+    ) -> Result<Vec<PlanError>, AgentError> {
         let started = Instant::now();
-        self.last_apply.inventory_written = false;
-        let verdicts = self.health.verdicts();
-        let effective = health::apply_health(&self.wanted, &self.checks, &verdicts);
-        for name in health::without_backends(&self.wanted, &effective) {
+        for name in change.without_backends() {
             warn!(
                 service = name,
                 "every backend is DOWN: new connections to the service are refused until one passes its health check"
             );
         }
         self.last_apply.health = started.elapsed();
-        let errors = self.director.apply(&effective)?;
+        let errors = self
+            .director
+            .apply_changes(&self.wanted.view(&change), change.keys())?;
         self.last_apply.dataplane = self.director.last_apply().clone();
-        let inventory_started = Instant::now();
-        self.inventory_stale |=
-            self.last_apply.dataplane.entries_written > 0 || verdicts != self.inventory_verdicts;
-        if let Some(place) = &self.opts.inventory
-            && self.inventory_stale
+        if !change.is_empty()
+            || self.last_apply.dataplane.entries_written > 0
+            || verdicts != self.inventory_verdicts
         {
-            let mut inv = inventory::build(&self.wanted, self.director.programmed());
-            health::annotate(&mut inv, &self.checks, &verdicts);
-            inventory::write(&place.pin_root, &place.key, &inv).map_err(AgentError::Inventory)?;
-            self.last_apply.inventory_written = true;
-            self.inventory_stale = false;
+            self.inventory.changed();
             self.inventory_verdicts = verdicts;
         }
-        self.last_apply.inventory = inventory_started.elapsed();
+        self.wanted.commit(change);
         Ok(errors)
+    }
+
+    /// The inventory as of now: what `stats` and `/metrics` name.
+    fn build_inventory(&self) -> Vec<inventory::InventoryService> {
+        let mut inv = inventory::build(self.wanted.lowered(), self.director.programmed());
+        health::annotate(&mut inv, self.wanted.checks(), &self.inventory_verdicts);
+        inv
+    }
+
+    /// Writes the inventory now if something it shows changed since it was
+    /// last written (the run loop writes it in the background, coalesced;
+    /// this is for callers driving [`Self::apply`] themselves, and for
+    /// shutdown). Whether it wrote.
+    pub fn write_inventory(&mut self) -> Result<bool, AgentError> {
+        let started = Instant::now();
+        let Some(place) = &self.opts.inventory else {
+            return Ok(false);
+        };
+        if !self.inventory.is_stale() {
+            return Ok(false);
+        }
+        inventory::write(&place.pin_root, &place.key, &self.build_inventory())
+            .map_err(AgentError::Inventory)?;
+        self.inventory.written(Instant::now());
+        self.last_apply.inventory = started.elapsed();
+        self.last_apply.inventory_written = true;
+        Ok(true)
+    }
+
+    /// Hands the inventory to `writer` if it is stale and due; when it is
+    /// stale but not due, when it will be. Nothing before a first version
+    /// is applied (an empty inventory written then would only spend the
+    /// first write's place in the interval).
+    fn inventory_due(&mut self, writer: Option<&Writer>) -> Option<tokio::time::Instant> {
+        let writer = writer.filter(|_| self.applied_version > 0)?;
+        let now = Instant::now();
+        if self.inventory.take(now) {
+            writer.write(self.build_inventory());
+        }
+        self.inventory.due(now).map(tokio::time::Instant::from_std)
+    }
+
+    /// Re-applies the applied version with fresh health verdicts: the
+    /// checked services whose effective weights changed.
+    fn health_changed(&mut self) {
+        let verdicts = self.health.verdicts();
+        let change = self.wanted.health_change(&verdicts);
+        match self.program(change, verdicts) {
+            Ok(errors) => self
+                .capacity_errors(errors)
+                .iter()
+                .for_each(|e| error!("{e}")),
+            Err(e) => error!("applying a health change: {e:#}"),
+        }
     }
 
     /// Serves until `shutdown` completes: applies what `requests` bring,
@@ -279,21 +385,22 @@ impl Agent {
         }
         let tables = sweeper.as_ref().map(|s| s.totals_handle());
         let mut health_changes = self.health.subscribe();
+        let writer = self
+            .opts
+            .inventory
+            .clone()
+            .map(|place| Writer::start(InventoryFile(place)));
         tokio::pin!(shutdown);
         loop {
+            let due = self.inventory_due(writer.as_ref());
             tokio::select! {
-                Ok(()) = health_changes.changed() => {
-                    match self.program() {
-                        Ok(errors) => self
-                            .capacity_errors(errors)
-                            .iter()
-                            .for_each(|e| error!("{e}")),
-                        Err(e) => error!("applying a health change: {e:#}"),
-                    }
-                }
+                Ok(()) = health_changes.changed() => self.health_changed(),
                 Some(request) = requests.0.recv() => match request {
                     Request::Apply { desired, reply } => {
                         let _ = reply.send(self.apply(desired));
+                    }
+                    Request::Change { change, reply } => {
+                        let _ = reply.send(self.apply_change(change));
                     }
                     Request::Usage { reply } => {
                         let last = tables
@@ -302,8 +409,15 @@ impl Agent {
                         let _ = reply.send(self.usage(last.as_ref()));
                     }
                 },
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {}
                 () = &mut shutdown => break,
             }
+        }
+        // What was handed over is written when the writer stops; a stale
+        // inventory is written now.
+        drop(writer);
+        if let Err(e) = self.write_inventory() {
+            error!("{e}");
         }
         drop(sweeper);
         Ok(())
@@ -328,9 +442,9 @@ impl Agent {
             }),
             snat: swept.map(|r| usage::snat(&self.settings, &r.snat_in_use)),
             health: self.ages.report(
-                &self.wanted,
-                &self.checks,
-                &self.names,
+                self.wanted.lowered(),
+                self.wanted.checks(),
+                self.wanted.names(),
                 &verdicts,
                 std::time::Instant::now(),
             ),
@@ -388,6 +502,11 @@ pub enum Request {
         desired: NodeDesired,
         reply: oneshot::Sender<Result<ApplyReport, AgentError>>,
     },
+    /// Apply one version given as a change to the applied one.
+    Change {
+        change: NodeChange,
+        reply: oneshot::Sender<Result<ApplyReport, AgentError>>,
+    },
     /// Report usage (the link's heartbeat).
     Usage {
         reply: oneshot::Sender<Result<Usage, AgentError>>,
@@ -414,6 +533,18 @@ impl AgentHandle {
         let (reply, report) = oneshot::channel();
         self.0
             .send(Request::Apply { desired, reply })
+            .await
+            .map_err(|_| AgentError::Stopped)?;
+        report.await.map_err(|_| AgentError::Stopped)?
+    }
+
+    /// Applies `change` (a version as a change to the applied one, see
+    /// [`Agent::apply_change`]) on the running agent and waits for its
+    /// report.
+    pub async fn apply_change(&self, change: NodeChange) -> Result<ApplyReport, AgentError> {
+        let (reply, report) = oneshot::channel();
+        self.0
+            .send(Request::Change { change, reply })
             .await
             .map_err(|_| AgentError::Stopped)?;
         report.await.map_err(|_| AgentError::Stopped)?

@@ -135,7 +135,7 @@ fn unusable(a: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
-fn check_settings(s: &Settings) -> Vec<ApplyError> {
+pub(super) fn check_settings(s: &Settings) -> Vec<ApplyError> {
     let mut out = Vec::new();
     if s.snat_addrs.len() > abi::MAX_SNAT_ADDRS {
         out.push(SettingsError::TooManySnatAddresses {
@@ -171,7 +171,7 @@ fn check_health(h: &HealthCheckSpec) -> Option<ServiceProblem> {
 }
 
 /// Everything wrong with one service on its own or against the settings.
-fn check_service(s: &Service, settings: &Settings) -> Vec<ServiceProblem> {
+pub(super) fn check_service(s: &Service, settings: &Settings) -> Vec<ServiceProblem> {
     let mut out = Vec::new();
     if let Some(what) = unusable(s.vip) {
         out.push(ServiceProblem::BadVip(what));

@@ -41,29 +41,34 @@ pub fn service_name(s: &Service) -> String {
 pub fn lower(d: &NodeDesired, toa_mss: u16) -> Vec<DesiredService> {
     d.services
         .iter()
-        .map(|s| DesiredService {
-            name: service_name(s),
-            vip: s.vip,
-            port: s.port,
-            proto: protocol_number(s.protocol),
-            mode: mode_number(s.forwarding),
-            flags: if s.toa { abi::SVC_TOA } else { 0 },
-            mss_max: if s.toa { toa_mss } else { 0 },
-            persist_timeout_s: s.persistence_timeout_s,
-            announce: d.announce.l2.contains(&s.vip),
-            source_ranges: s.source_ranges.clone(),
-            maglev_size: None,
-            backends: s
-                .backends
-                .iter()
-                .map(|b| DesiredBackend {
-                    addr: b.address,
-                    port: b.port,
-                    weight: b.weight,
-                })
-                .collect(),
-        })
+        .map(|s| lower_service(s, d.announce.l2.contains(&s.vip), toa_mss))
         .collect()
+}
+
+/// One service lowered; `announced`: whether its VIP is announced over L2.
+pub fn lower_service(s: &Service, announced: bool, toa_mss: u16) -> DesiredService {
+    DesiredService {
+        name: service_name(s),
+        vip: s.vip,
+        port: s.port,
+        proto: protocol_number(s.protocol),
+        mode: mode_number(s.forwarding),
+        flags: if s.toa { abi::SVC_TOA } else { 0 },
+        mss_max: if s.toa { toa_mss } else { 0 },
+        persist_timeout_s: s.persistence_timeout_s,
+        announce: announced,
+        source_ranges: s.source_ranges.clone(),
+        maglev_size: None,
+        backends: s
+            .backends
+            .iter()
+            .map(|b| DesiredBackend {
+                addr: b.address,
+                port: b.port,
+                weight: b.weight,
+            })
+            .collect(),
+    }
 }
 
 /// The health check of every checked service, by data-plane key.

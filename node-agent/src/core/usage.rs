@@ -80,9 +80,9 @@ pub struct VerdictAges(HashMap<(String, Ipv4Addr, u16), (bool, Instant)>);
 
 impl VerdictAges {
     /// The verdicts of every checked backend of `wanted`, aged.
-    pub fn report(
+    pub fn report<'a>(
         &mut self,
-        wanted: &[DesiredService],
+        wanted: impl IntoIterator<Item = &'a DesiredService>,
         checks: &ServiceChecks,
         names: &BTreeMap<SvcKey, ServiceRef>,
         verdicts: &Verdicts,

@@ -1,18 +1,21 @@
 //! The data plane as the rest of the agent uses it: open (or adopt) it,
 //! set the node's settings, and converge it on a set of desired services.
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aya::programs::Xdp;
 
-use crate::abi::{self, DpConfig};
+use crate::abi::{self, DpConfig, SvcKey};
 use crate::dataplane::clock::DataplaneClock;
 use crate::dataplane::error::DataplaneError;
 use crate::dataplane::loader::{Dataplane, LoadOptions};
 use crate::dataplane::maps::Maps;
 use crate::dataplane::neighbours::NeighbourKeeper;
-use crate::dataplane::plan::{self, DesiredService, PlanError, PlanLimits, Programmed};
+use crate::dataplane::plan::{
+    self, DesiredByKey, DesiredService, Keys, PlanError, PlanLimits, Programmed,
+};
 use crate::dataplane::ring_alloc::RingAllocator;
 use crate::maglev;
 
@@ -107,6 +110,12 @@ pub struct Director {
     /// Whether every desired backend's next hop was looked at once since
     /// open (adopted backends included); after that, only new slots are.
     neighbours_primed: bool,
+    /// Keys the next plan looks at whatever it is asked to touch: every
+    /// programmed key after open or a failed write (what the maps hold was
+    /// read back and is planned in full once, VIPs included), the services
+    /// refused for lack of room (retried on every apply).
+    pending: BTreeSet<SvcKey>,
+    every_vip: bool,
     last_apply: ApplyCost,
 }
 
@@ -162,6 +171,8 @@ impl Director {
         let neighbours = opts.interface.clone().map(NeighbourKeeper::new);
         Ok(Self {
             dp,
+            pending: programmed.services.keys().copied().collect(),
+            every_vip: true,
             programmed,
             ring,
             forced_maglev_size,
@@ -175,6 +186,12 @@ impl Director {
 
     pub fn programmed(&self) -> &Programmed {
         &self.programmed
+    }
+
+    /// Whether every programmed service was planned since open (or since a
+    /// failed write): until then the maps may hold services nothing wants.
+    pub fn converged(&self) -> bool {
+        !self.every_vip
     }
 
     /// What the last [`Self::apply`] cost and wrote.
@@ -221,18 +238,50 @@ impl Director {
     /// Converges the maps on `desired`. Services that cannot be programmed
     /// are returned as errors and keep what they had; the others go on.
     pub fn apply(&mut self, desired: &[DesiredService]) -> Result<Vec<PlanError>, DirectorError> {
+        let wanted: BTreeMap<SvcKey, &DesiredService> =
+            desired.iter().map(|d| (d.key(), d)).collect();
+        let mut touched: BTreeSet<SvcKey> = wanted.keys().copied().collect();
+        touched.extend(self.programmed.services.keys());
+        self.apply_changes(&wanted, touched)
+    }
+
+    /// Converges the maps on `wanted`, looking at the keys in `touched`
+    /// only (plus those [`Self::apply`]-wide work is pending for): every
+    /// other key must be wanted as it was last applied. A change costs
+    /// what it touches.
+    pub fn apply_changes(
+        &mut self,
+        wanted: &impl DesiredByKey,
+        mut touched: BTreeSet<SvcKey>,
+    ) -> Result<Vec<PlanError>, DirectorError> {
         // Old ring regions are freed only after their service flipped, so a
         // service refused for lack of ring space may fit on a next pass; a
         // nearly full storage (e.g. tables of 65537 slots from an older
         // agent, each shrinking to its automatic size) frees room pass by
         // pass. Passes stop when one programs no new table.
         self.last_apply = ApplyCost::default();
+        touched.append(&mut self.pending);
+        let keys = Keys {
+            touched,
+            every_vip: self.every_vip,
+        };
         loop {
-            let (errors, rings_written) = self.apply_once(desired)?;
+            let (errors, rings_written) = match self.apply_once(wanted, &keys) {
+                Ok(done) => done,
+                Err(e) => {
+                    // What the maps hold was read back: plan it all again.
+                    self.pending = keys.touched;
+                    self.pending.extend(self.programmed.services.keys());
+                    self.every_vip = true;
+                    return Err(e);
+                }
+            };
             let ring_full = errors
                 .iter()
                 .any(|e| matches!(e, PlanError::RingFull { .. }));
             if !ring_full || rings_written == 0 {
+                self.every_vip = false;
+                self.pending = errors.iter().map(PlanError::key).collect();
                 return Ok(errors);
             }
         }
@@ -242,7 +291,8 @@ impl Director {
     /// cost to `last_apply`.
     fn apply_once(
         &mut self,
-        desired: &[DesiredService],
+        wanted: &impl DesiredByKey,
+        keys: &Keys,
     ) -> Result<(Vec<PlanError>, usize), DirectorError> {
         let started = Instant::now();
         let limits = PlanLimits {
@@ -254,7 +304,7 @@ impl Director {
         let mut ring = self.ring.clone();
         let mut gen_counter = self.next_gen;
         let cur = std::mem::take(&mut self.programmed);
-        let planned = plan::plan(cur, desired, &mut ring, &limits, &mut || {
+        let planned = plan::plan_keys(cur, wanted, keys, &mut ring, &limits, &mut || {
             gen_counter = gen_counter.wrapping_add(1).max(1);
             gen_counter
         });
@@ -269,9 +319,12 @@ impl Director {
                         .map(|(_, b)| abi::addr_of_be(b.addr)),
                 );
             } else {
+                // Every wanted backend once (adopted ones included): the
+                // first plan after open touches every key.
                 n.ensure(
-                    desired
+                    keys.touched
                         .iter()
+                        .filter_map(|k| wanted.get(k))
                         .flat_map(|d| d.backends.iter().map(|b| b.addr)),
                 );
                 self.neighbours_primed = true;

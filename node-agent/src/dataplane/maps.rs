@@ -294,6 +294,8 @@ impl Maps {
             ring_inputs: BTreeMap::new(),
             planned: BTreeMap::new(),
             src_ranges,
+            // Read back: nothing known, the first search starts at 0.
+            backends_used_below: 0,
         })
     }
 

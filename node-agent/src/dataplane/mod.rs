@@ -18,7 +18,7 @@ pub mod sweeper;
 pub use director::{ApplyCost, Director, DirectorError, NodeSettings};
 pub use error::DataplaneError;
 pub use loader::{Dataplane, LoadOptions, XdpAttachMode};
-pub use plan::{DesiredBackend, DesiredService, PlanError, Programmed};
+pub use plan::{DesiredBackend, DesiredByKey, DesiredService, PlanError, Programmed};
 
 /// Where an interface's maps and link are pinned, under a pin root
 /// (`DEFAULT_PIN_ROOT` unless several agents share a machine, as in tests):

@@ -5,200 +5,31 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use ipnet::IpNet;
-
-use crate::abi::{self, BackendValue, SrcRangeData, SvcKey, SvcValue};
+use crate::abi::{self, BackendValue, SvcKey, SvcValue};
 use crate::dataplane::ring_alloc::{RingAllocator, RingFull};
 use slots::{ByService, FreeSlots};
 
 mod slots;
+mod types;
 use crate::maglev;
+pub use types::{DesiredBackend, DesiredService, MapWrites, Programmed, SrcRange};
 
-/// One (VIP, port, protocol) as the data plane needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredService {
-    /// Human name for stats and errors, e.g. `default/web:http`.
-    pub name: String,
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub proto: u8,
-    pub mode: u8,
-    pub flags: u8,
-    pub mss_max: u16,
-    pub persist_timeout_s: u32,
-    pub announce: bool,
-    /// Clients allowed to start a flow; empty admits everyone.
-    pub source_ranges: Vec<IpNet>,
-    pub backends: Vec<DesiredBackend>,
-    /// This service's Maglev table size, over the agent-wide one and the
-    /// automatic one (`maglev::table_size_for`). Standalone files cannot set
-    /// it (VirtualServer has no such field); a bad size (not prime, fewer
-    /// slots than weighted backends) is this service's error.
-    pub maglev_size: Option<u32>,
+/// Where the planner reads what each key is wanted as (None: not wanted):
+/// a map of the whole desired state, or the agent's state with one
+/// version's change over it.
+pub trait DesiredByKey {
+    fn get(&self, key: &SvcKey) -> Option<&DesiredService>;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredBackend {
-    pub addr: Ipv4Addr,
-    pub port: u16,
-    pub weight: u32,
-}
-
-impl DesiredService {
-    /// A service with no TOA, no persistence, announced, `backends` as
-    /// (address, weight) on `target_port`.
-    pub fn new(
-        name: impl Into<String>,
-        (vip, port, proto): (Ipv4Addr, u16, u8),
-        mode: u8,
-        target_port: u16,
-        backends: impl IntoIterator<Item = (Ipv4Addr, u32)>,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            vip,
-            port,
-            proto,
-            mode,
-            flags: 0,
-            mss_max: 0,
-            persist_timeout_s: 0,
-            announce: true,
-            source_ranges: Vec::new(),
-            maglev_size: None,
-            backends: backends
-                .into_iter()
-                .map(|(addr, weight)| DesiredBackend {
-                    addr,
-                    port: target_port,
-                    weight,
-                })
-                .collect(),
-        }
-    }
-
-    pub fn key(&self) -> SvcKey {
-        SvcKey {
-            vip: abi::be_addr(self.vip),
-            port: abi::be_port(self.port),
-            proto: self.proto,
-            pad: 0,
-        }
+impl DesiredByKey for BTreeMap<SvcKey, &DesiredService> {
+    fn get(&self, key: &SvcKey) -> Option<&DesiredService> {
+        BTreeMap::get(self, key).copied()
     }
 }
 
-/// What the maps hold (rebuilt from them after a restart).
-#[derive(Debug, Clone, Default)]
-pub struct Programmed {
-    pub services: BTreeMap<SvcKey, SvcValue>,
-    /// Live backend slots.
-    pub backends: BTreeMap<u32, BackendValue>,
-    pub vips: BTreeMap<u32, u32>,
-    /// The Maglev input each service's current ring was built from; absent
-    /// after a restart, which forces one rebuild.
-    pub ring_inputs: BTreeMap<SvcKey, Vec<(u32, u32)>>,
-    /// The desired service each programmed service was last planned from,
-    /// and the table size it was planned with: one asked for again
-    /// unchanged, at the same size, has nothing to write and is skipped
-    /// whole, so a reload costs what changed. Absent after a restart (and
-    /// for a service refused since), which plans the service in full.
-    pub planned: BTreeMap<SvcKey, (DesiredService, u32)>,
-    /// `src_ranges` trie entries by service id.
-    pub src_ranges: BTreeMap<u32, BTreeSet<SrcRange>>,
-}
-
-/// One `src_ranges` trie entry without its service id: the prefix length
-/// counted from the start of the address (IPv4 as IPv4-mapped IPv6, see
-/// shared.h `struct src_range_key`) and the address bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SrcRange {
-    // Address first: entries sort by address, then length.
-    pub addr: [u8; 16],
-    pub addr_bits: u32,
-}
-
-impl SrcRange {
-    /// The trie entry of a client prefix (host bits cleared: the trie
-    /// compares whole keys inside a prefix).
-    pub fn of(net: &IpNet) -> Self {
-        match net.trunc() {
-            IpNet::V4(n) => SrcRange {
-                addr_bits: 96 + u32::from(n.prefix_len()),
-                addr: n.addr().to_ipv6_mapped().octets(),
-            },
-            IpNet::V6(n) => SrcRange {
-                addr_bits: u32::from(n.prefix_len()),
-                addr: n.addr().octets(),
-            },
-        }
-    }
-
-    /// The LPM key of this entry for service `svc_id`.
-    pub fn key(&self, svc_id: u32) -> (u32, SrcRangeData) {
-        (
-            abi::SRC_RANGE_SVC_BITS + self.addr_bits,
-            SrcRangeData {
-                svc_id,
-                addr: self.addr,
-            },
-        )
-    }
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct MapWrites {
-    /// Step 0: the counters of the slots new services and backends take
-    /// start from zero (a slot may be reused).
-    pub svc_counter_resets: Vec<u32>,
-    pub backend_counter_resets: Vec<u32>,
-    /// Step 1: backend slots, new or with changed flags.
-    pub backends: Vec<(u32, BackendValue)>,
-    /// Step 2: ring regions (offset, backend ids).
-    pub rings: Vec<(u32, Vec<u32>)>,
-    /// Step 2: source-range entries (service id, range) a service gains:
-    /// written before the flip, so a service that turns ranges on never
-    /// denies an admitted client.
-    pub src_ranges_add: Vec<(u32, SrcRange)>,
-    /// Step 3: service entries (the flip).
-    pub services: Vec<(SvcKey, SvcValue)>,
-    pub vips_set: Vec<(u32, u32)>,
-    /// Step 4: removals once nothing new can reach them.
-    pub service_deletes: Vec<SvcKey>,
-    pub vips_delete: Vec<u32>,
-    pub backend_retires: Vec<(u32, BackendValue)>,
-    /// Source-range entries a service lost, or those of a deleted service:
-    /// removed after the flip, so a narrowing edit is widest in between.
-    pub src_ranges_delete: Vec<(u32, SrcRange)>,
-}
-
-impl MapWrites {
-    /// Entries written or deleted, a Maglev table counting as one: zero for
-    /// a plan that changes nothing.
-    pub fn entries(&self) -> usize {
-        let MapWrites {
-            svc_counter_resets,
-            backend_counter_resets,
-            backends,
-            rings,
-            src_ranges_add,
-            services,
-            vips_set,
-            service_deletes,
-            vips_delete,
-            backend_retires,
-            src_ranges_delete,
-        } = self;
-        svc_counter_resets.len()
-            + backend_counter_resets.len()
-            + backends.len()
-            + rings.len()
-            + src_ranges_add.len()
-            + services.len()
-            + vips_set.len()
-            + service_deletes.len()
-            + vips_delete.len()
-            + backend_retires.len()
-            + src_ranges_delete.len()
+impl DesiredByKey for BTreeMap<SvcKey, DesiredService> {
+    fn get(&self, key: &SvcKey) -> Option<&DesiredService> {
+        BTreeMap::get(self, key)
     }
 }
 
@@ -281,6 +112,18 @@ pub fn table_size(d: &DesiredService, limits: &PlanLimits) -> u32 {
         .unwrap_or_else(|| maglev::table_size_for(d.backends.len()))
 }
 
+/// Every key of one VIP (`vip` as the maps hold it): keys order by VIP
+/// first.
+fn vip_keys(vip: u32) -> std::ops::RangeInclusive<SvcKey> {
+    let key = |port, proto, pad| SvcKey {
+        vip,
+        port,
+        proto,
+        pad,
+    };
+    key(0, 0, 0)..=key(u16::MAX, u8::MAX, u8::MAX)
+}
+
 fn backend_identity(addr: Ipv4Addr, port: u16) -> u64 {
     // Stable across processes: the ring only moves when backends change.
     ((u32::from(addr) as u64) << 16) | port as u64
@@ -297,6 +140,36 @@ pub fn plan(
     limits: &PlanLimits,
     next_gen: &mut impl FnMut() -> u32,
 ) -> Planned {
+    let wanted: BTreeMap<SvcKey, &DesiredService> = desired.iter().map(|d| (d.key(), d)).collect();
+    let keys = Keys {
+        touched: wanted.keys().chain(cur.services.keys()).copied().collect(),
+        every_vip: true,
+    };
+    plan_keys(cur, &wanted, &keys, ring, limits, next_gen)
+}
+
+/// Which keys a plan looks at.
+pub struct Keys {
+    /// Every key whose wanted value may differ from what it was last
+    /// planned with, and every programmed key no longer wanted. The others
+    /// are left as they are, unread: a plan costs what it touches.
+    pub touched: BTreeSet<SvcKey>,
+    /// Recompute the flags of every VIP the maps hold, not only those of
+    /// touched keys (after a restart, when the maps may hold VIPs of
+    /// services no longer there).
+    pub every_vip: bool,
+}
+
+/// [`plan`] of the keys `keys` names only, reading what each is wanted as
+/// from `wanted`.
+pub fn plan_keys(
+    cur: Programmed,
+    wanted: &impl DesiredByKey,
+    keys: &Keys,
+    ring: &mut RingAllocator,
+    limits: &PlanLimits,
+    next_gen: &mut impl FnMut() -> u32,
+) -> Planned {
     let mut w = MapWrites::default();
     // Read as the state before the plan for each service until that
     // service is planned: each one's entries are its own.
@@ -307,23 +180,26 @@ pub fn plan(
     let mut free_svc_ids = FreeSlots::new(limits.max_services);
     // Service slots in use, listed when a new service first needs one.
     let mut svc_ids: Option<BTreeSet<u32>> = None;
-    let mut free_backend_ids = FreeSlots::new(limits.max_backends);
+    let used_below = next.backends_used_below;
+    let mut free_backend_ids = FreeSlots::from(limits.max_backends, used_below);
     // Backend slots this plan retires: removed from `next` at the end, as
     // they are in use until the flip.
     let mut retired: Vec<u32> = Vec::new();
     let mut by_service: Option<ByService> = None;
 
-    let wanted: BTreeMap<SvcKey, &DesiredService> = desired.iter().map(|d| (d.key(), d)).collect();
     // Entries the trie holds once this plan's additions are in (its
     // deletions come after the flip, so they do not make room for them).
     let mut src_range_total: u64 = next.src_ranges.values().map(|r| r.len() as u64).sum();
 
-    for (key, d) in &wanted {
+    for key in &keys.touched {
+        let Some(d) = wanted.get(key) else {
+            continue;
+        };
         let size = table_size(d, limits);
         if next
             .planned
             .get(key)
-            .is_some_and(|(p, s)| p == *d && *s == size)
+            .is_some_and(|(p, s)| p == d && *s == size)
         {
             continue;
         }
@@ -502,7 +378,7 @@ pub fn plan(
         }
         w.backend_counter_resets.extend(new_backends);
         next.services.insert(*key, value);
-        next.planned.insert(*key, ((*d).clone(), size));
+        next.planned.insert(*key, (d.clone(), size));
         // Backends of this service that are no longer wanted.
         let kept: BTreeSet<u32> = slots.iter().map(|(id, _, _)| *id).collect();
         for &(id, b) in mine.values() {
@@ -513,11 +389,11 @@ pub fn plan(
         }
     }
 
-    let gone: Vec<(SvcKey, SvcValue)> = next
-        .services
+    let gone: Vec<(SvcKey, SvcValue)> = keys
+        .touched
         .iter()
-        .filter(|(key, _)| !wanted.contains_key(key))
-        .map(|(k, v)| (*k, *v))
+        .filter(|key| wanted.get(key).is_none())
+        .filter_map(|k| next.services.get(k).map(|v| (*k, *v)))
         .collect();
     for (key, v) in &gone {
         for (id, b) in slots::backends_of(&next, key, v.id, &mut by_service) {
@@ -534,33 +410,47 @@ pub fn plan(
         }
         freed_regions.push((v.ring_offset, v.ring_size));
     }
+    // Slots handed to a service that then failed stay free: the search
+    // starts where it did when any did.
+    next.backends_used_below = if errors.is_empty() {
+        free_backend_ids.used_below()
+    } else {
+        used_below
+    };
     for id in retired {
         next.backends.remove(&id);
+        next.backends_used_below = next.backends_used_below.min(id);
     }
 
     // VIPs: every address of a programmed service; announced if any of its
-    // services asks.
-    let mut vips: BTreeMap<u32, u32> = BTreeMap::new();
-    for d in desired {
-        if next.services.contains_key(&d.key()) {
-            let f = vips.entry(abi::be_addr(d.vip)).or_default();
-            if d.announce {
-                *f |= abi::VIP_ANNOUNCE;
+    // services asks. Only the VIPs of touched keys can change.
+    let mut vips: BTreeSet<u32> = keys.touched.iter().map(|k| k.vip).collect();
+    if keys.every_vip {
+        vips.extend(next.vips.keys().copied());
+    }
+    for vip in vips {
+        let mut flags = None;
+        for (k, _) in next.services.range(vip_keys(vip)) {
+            if let Some(d) = wanted.get(k) {
+                let f = flags.get_or_insert(0);
+                if d.announce {
+                    *f |= abi::VIP_ANNOUNCE;
+                }
+            }
+        }
+        match flags {
+            Some(f) if next.vips.get(&vip) != Some(&f) => {
+                w.vips_set.push((vip, f));
+                next.vips.insert(vip, f);
+            }
+            Some(_) => {}
+            None => {
+                if next.vips.remove(&vip).is_some() {
+                    w.vips_delete.push(vip);
+                }
             }
         }
     }
-    for (a, f) in &vips {
-        if next.vips.get(a) != Some(f) {
-            w.vips_set.push((*a, *f));
-        }
-    }
-    w.vips_delete = next
-        .vips
-        .keys()
-        .filter(|a| !vips.contains_key(a))
-        .copied()
-        .collect();
-    next.vips = vips;
 
     for (off, len) in freed_regions {
         ring.free(off, len);

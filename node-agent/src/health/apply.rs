@@ -88,6 +88,31 @@ pub fn apply_health<'a>(
         .collect()
 }
 
+/// One checked service with every backend whose target is DOWN at weight
+/// 0; None when none is (then it is programmed as it is).
+pub fn apply_health_one(
+    d: &DesiredService,
+    check: &HealthCheckSpec,
+    verdicts: &Verdicts,
+) -> Option<DesiredService> {
+    let down = |b: &crate::dataplane::DesiredBackend| {
+        b.weight > 0
+            && verdicts
+                .get(&target_of(b.addr, b.port, check))
+                .is_some_and(|h| !h.up)
+    };
+    if !d.backends.iter().any(down) {
+        return None;
+    }
+    let mut out = d.clone();
+    for b in &mut out.backends {
+        if down(b) {
+            b.weight = 0;
+        }
+    }
+    Some(out)
+}
+
 /// Names of the services that have backends for new flows in `wanted` but
 /// none left in `effective` (all DOWN), for a warning.
 pub fn without_backends<'a>(

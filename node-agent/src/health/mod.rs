@@ -18,7 +18,8 @@ pub mod probe;
 pub mod state;
 
 pub use apply::{
-    ServiceChecks, annotate, apply_health, describe, target_of, targets, without_backends,
+    ServiceChecks, ServiceKey, annotate, apply_health, apply_health_one, describe, target_of,
+    targets, without_backends,
 };
 pub use checker::{HealthChecker, MAX_PROBES_IN_FLIGHT, Target, Verdicts, phase_offset};
 pub use probe::ProbeError;

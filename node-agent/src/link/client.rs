@@ -23,9 +23,9 @@ use tracing::{info, warn};
 use super::dial::{self, Entry, Target};
 use super::heartbeat;
 use super::persist;
-use super::session::{Session, Step};
+use super::session::{Session, Step, Work};
 use super::tls::{ClientTls, TlsWatch};
-use crate::core::AgentHandle;
+use crate::core::{AgentError, AgentHandle, ApplyReport};
 
 /// The agent's build version, sent in every Hello.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -96,6 +96,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(opts.backoff);
     let mut watch = opts.tls.as_ref().map(TlsWatch::new);
+    let mut keeper = opts.state_file.clone().map(persist::Keeper::new);
     loop {
         for given in &opts.controllers {
             let targets = match Entry::parse(given) {
@@ -112,7 +113,7 @@ pub async fn run(
             for target in &targets {
                 loop {
                     let ended = tokio::select! {
-                        ended = stream_once(&opts, target, &agent, &mut session, &mut backoff, watch.as_mut()) => ended,
+                        ended = stream_once(&opts, target, &agent, &mut session, &mut backoff, watch.as_mut(), keeper.as_mut()) => ended,
                         () = &mut shutdown => Ended::Shutdown,
                     };
                     match ended {
@@ -184,6 +185,7 @@ async fn stream_once(
     session: &mut Session,
     backoff: &mut Backoff,
     mut watch: Option<&mut TlsWatch>,
+    mut keeper: Option<&mut persist::Keeper>,
 ) -> Ended {
     if let Some(w) = watch.as_deref_mut() {
         w.mark();
@@ -215,7 +217,7 @@ async fn stream_once(
                     Err(status) => return Ended::Retry(describe(&status)),
                 };
                 backoff.reset();
-                let answer = handle(opts, agent, session, msg).await;
+                let answer = handle(agent, session, keeper.as_deref_mut(), msg).await;
                 if tx.send(answer).await.is_err() {
                     return Ended::Retry("the stream closed".into());
                 }
@@ -242,17 +244,17 @@ async fn stream_once(
 
 /// Applies what one controller message asks and returns the answer.
 async fn handle(
-    opts: &LinkOptions,
     agent: &AgentHandle,
     session: &mut Session,
+    keeper: Option<&mut persist::Keeper>,
     msg: ballast_proto::v1::ControllerMessage,
 ) -> AgentMessage {
-    let candidate = match session.receive(msg) {
+    let mut candidate = match session.receive(msg) {
         Step::Answer(a) => return a,
         Step::Apply(c) => c,
     };
-    let version = candidate.desired.version;
-    match agent.apply(candidate.desired.clone()).await {
+    let version = candidate.version;
+    match apply(agent, candidate.take_work()).await {
         Ok(report) => {
             for e in &report.errors {
                 warn!(version, "{e}");
@@ -264,10 +266,13 @@ async fn handle(
                     services = report.programmed,
                     "applied the controller's version"
                 );
-                if let (Some(path), Some(held)) = (&opts.state_file, session.held())
-                    && let Err(e) = persist::save(path, &held.state)
+                if let (Some(keeper), Some(held)) = (keeper, session.held())
+                    && let Err(e) = keeper.keep(&held.state, session.last_delta())
                 {
-                    warn!("keeping the applied state in {}: {e}", path.display());
+                    warn!(
+                        "keeping the applied state in {}: {e}",
+                        keeper.path().display()
+                    );
                 }
             }
             answer
@@ -276,6 +281,15 @@ async fn handle(
             warn!(version, "applying the controller's version: {e}");
             session.failed(&candidate, &e.to_string())
         }
+    }
+}
+
+/// Hands `work` to the running core: a whole version, or a change to the
+/// applied one.
+pub async fn apply(agent: &AgentHandle, work: Work) -> Result<ApplyReport, AgentError> {
+    match work {
+        Work::Whole(d) => agent.apply(d).await,
+        Work::Change(c) => agent.apply_change(c).await,
     }
 }
 

@@ -163,6 +163,38 @@ pub fn node_desired(
     })
 }
 
+/// One wire service converted on its own, when it has no problem at all
+/// (None: it has one, INVALID or UNSUPPORTED): its object's name in the
+/// core state and its core services. The fast path of a delta, which
+/// converts only what the delta upserts; a part with a problem sends the
+/// receiver to [`node_desired`] of the whole state, whose report names
+/// every problem where it is in the state.
+pub fn clean_service(s: &v1::Service) -> Option<(String, Vec<crate::core::Service>)> {
+    let mut p = Problems::default();
+    let name = object(0, s.object.as_ref(), &mut BTreeMap::new(), &mut p)?;
+    let expanded = service::expand(0, s, &name, &mut p);
+    (p.invalid.is_empty() && p.unsupported.is_empty()).then_some((name, expanded.services))
+}
+
+/// Node settings converted on their own, when they have no problem (see
+/// [`clean_service`]).
+pub fn clean_settings(s: Option<&v1::NodeSettings>, defaults: &Defaults) -> Option<Settings> {
+    let mut p = Problems::default();
+    let out = settings(s, defaults, &mut p);
+    (p.invalid.is_empty() && p.unsupported.is_empty()).then_some(out)
+}
+
+/// An announced address, when it is one this agent announces as it is
+/// (IPv4; see [`clean_service`]). In a state with no problem every IPv4
+/// VIP a service lists is served, so an IPv4 announcement converts to
+/// itself whatever the services are.
+pub fn clean_announced(raw: &[u8]) -> Option<Ipv4Addr> {
+    match fields::address(raw) {
+        Ok(IpAddr::V4(a)) => Some(a),
+        _ => None,
+    }
+}
+
 /// The object's name, when its reference is complete and its first.
 fn object<'s>(
     i: usize,

@@ -71,14 +71,13 @@ mod tests {
     }
 
     fn held() -> Held {
-        Held {
-            state: v1::NodeState {
+        Held::new(
+            v1::NodeState {
                 version: 4,
                 ..Default::default()
             },
-            hash: [0; 32],
-            objects: [("default/web".to_string(), web())].into(),
-        }
+            [("default/web".to_string(), web())].into(),
+        )
     }
 
     fn usage() -> Usage {

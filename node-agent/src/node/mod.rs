@@ -171,7 +171,7 @@ pub async fn restore(link: &LinkOptions, agent: &AgentHandle, defaults: Defaults
     match session.receive(ControllerMessage {
         kind: Some(Kind::Snapshot(kept)),
     }) {
-        Step::Apply(candidate) => match agent.apply(candidate.desired.clone()).await {
+        Step::Apply(mut candidate) => match client::apply(agent, candidate.take_work()).await {
             Ok(report) => {
                 session.applied(*candidate, &report);
                 if session.applied_version() == version {

@@ -18,7 +18,20 @@ pub(super) struct FreeSlots {
 
 impl FreeSlots {
     pub(super) fn new(max: u32) -> Self {
-        Self { max, next: 0 }
+        Self::from(max, 0)
+    }
+
+    /// Free numbers at or above `used_below` (every one below is in use).
+    pub(super) fn from(max: u32, used_below: u32) -> Self {
+        Self {
+            max,
+            next: used_below,
+        }
+    }
+
+    /// Every number below this one is in use or handed out.
+    pub(super) fn used_below(&self) -> u32 {
+        self.next
     }
 
     /// The lowest free number at or above the last one taken; `used_from`

@@ -1,4 +1,5 @@
 use super::*;
+use crate::abi::SrcRangeData;
 
 fn svc(port: u16, backends: &[(u8, u32)]) -> DesiredService {
     DesiredService::new(
@@ -585,3 +586,5 @@ fn out_of_backend_slots_is_the_error_of_the_service_that_does_not_fit() {
     assert_eq!(writes.services.len(), 1, ":80 is programmed");
     assert_eq!(w.cur.backends.len(), 3);
 }
+
+mod keys;

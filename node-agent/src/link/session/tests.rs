@@ -87,7 +87,25 @@ fn apply(step: Step) -> Candidate {
 fn answer(step: Step) -> Out {
     match step {
         Step::Answer(a) => a.kind.expect("a kind"),
-        Step::Apply(c) => panic!("expected an answer, got an apply of {:?}", c.desired),
+        Step::Apply(c) => panic!("expected an answer, got an apply of {:?}", c.work),
+    }
+}
+
+/// The whole version a candidate hands the core.
+#[track_caller]
+fn whole(c: &Candidate) -> &NodeDesired {
+    match &c.work {
+        Work::Whole(d) => d,
+        Work::Change(ch) => panic!("expected a whole version, got the change {ch:?}"),
+    }
+}
+
+/// The change a candidate hands the core.
+#[track_caller]
+fn change(c: &Candidate) -> &NodeChange {
+    match &c.work {
+        Work::Change(ch) => ch,
+        Work::Whole(d) => panic!("expected a change, got the whole version {d:?}"),
     }
 }
 
@@ -136,10 +154,10 @@ fn a_snapshot_is_applied_acked_with_its_hash_and_held() {
         ],
     );
     let c = apply(session.receive(snapshot(s.clone())));
-    assert_eq!(c.desired.version, 3);
-    assert_eq!(c.desired.services.len(), 2);
+    assert_eq!(c.version, 3);
+    assert_eq!(whole(&c).services.len(), 2);
     assert_eq!(
-        c.desired.settings.snat_addrs,
+        whole(&c).settings.snat_addrs,
         vec![SNAT],
         "the agent's default"
     );
@@ -218,9 +236,9 @@ fn a_delta_applies_on_the_held_version_only() {
     );
 
     let c = apply(session.receive(delta(d.clone())));
-    assert_eq!(c.desired.version, 6);
+    assert_eq!(c.version, 6);
     assert_eq!(
-        c.desired.services[0].backends[0].address,
+        change(&c).objects["default/web"][0].backends[0].address,
         Ipv4Addr::new(198, 51, 100, 12)
     );
     let out = session.applied(c, &clean(6));
@@ -337,7 +355,7 @@ fn ipv6_parts_are_skipped_reported_and_the_rest_held() {
         vec![service("web", [203, 0, 113, 10], [198, 51, 100, 11]), v6],
     );
     let c = apply(session.receive(snapshot(s)));
-    assert_eq!(c.desired.services.len(), 1, "the IPv4 service only");
+    assert_eq!(whole(&c).services.len(), 1, "the IPv4 service only");
     let n = nack(session.applied(c, &clean(1)).kind.unwrap());
     assert_eq!((n.version, n.applied_version), (1, 1), "applied in part");
     assert_eq!(n.errors.len(), 1);
@@ -361,3 +379,5 @@ fn a_write_failure_holds_nothing_new() {
     assert_eq!((n.version, n.applied_version), (2, 1));
     assert!(n.message.contains("ENOMEM"), "{}", n.message);
 }
+
+mod deltas;
