@@ -30,14 +30,15 @@
 //! next hop per new backend address (`ip route get`, a few ms each), which
 //! these figures leave out.
 //!
-//! Measured here (2 shared, loaded cores; 10k objects, 30 changes): before
-//! the agent took deltas in place, one change reached the maps at p50
-//! 165-259 / p99 355-380 ms and the agent's own share of it was 79-203 ms
-//! (its whole state converted and applied per delta); since, p50 61-62 /
-//! p99 77-144 ms, the agent's share 0.9 ms, the rest the controller's loop
-//! and its 100 ms leading-edge debounce. Full sync 970 kB in 1.1-1.4 s
-//! (its direct baseline 0.5-0.8 s; both vary with the machine's load). The
-//! delta is 95 bytes, 1/10211 of the snapshot.
+//! Measured here (2 shared cores, other builds running; 10k objects, 1000
+//! changes, the code of stop 10): one change reaches the agent's maps at
+//! p50 8.9 / p90 12.7 / p99 17.5 ms (max 271), against a watch p99 of 5.3
+//! ms; the controller plans each in 4.7 ms (mean), the agent's share is
+//! ~2 ms. Full sync 970 kB in 0.55 s (1.4x the direct baseline, 0.38 s).
+//! The delta is 95 bytes, 1/10211 of the snapshot. (At stop 9 the same
+//! change took p50 2240 / p99 2678 ms: every push rewrote every object's
+//! status, the status pass held the loop, and the agent converted and
+//! applied its whole state per delta.)
 //!
 //! Run as root: `nice cargo bench -p ballast-agent --bench link`. Knobs
 //! (environment): BALLAST_LINK_OBJECTS (10000), BALLAST_LINK_CHANGES (1000),
