@@ -313,9 +313,16 @@ fn status_shows_what_each_agent_programmed_and_a_refusal_names_the_object() {
         &c,
         "gamma",
         "Programmed False with the agents' reason",
+        // Refused, not Pending: before both agents have answered, the
+        // condition is already False ("0/2 director nodes have applied").
         |s| {
-            condition(s, "Programmed")["status"] == "False"
-                && s["nodes"].as_array().is_some_and(|ns| ns.len() == 2)
+            condition(s, "Programmed")["reason"] == "Refused"
+                && s["nodes"].as_array().is_some_and(|ns| {
+                    ns.len() == 2
+                        && ns
+                            .iter()
+                            .all(|n| n["message"].as_str().is_some_and(|m| m.contains("ring")))
+                })
         },
     );
     let message = condition(&gamma, "Programmed")["message"]

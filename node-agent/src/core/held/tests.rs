@@ -321,3 +321,47 @@ fn an_object_listed_in_several_places_is_gathered() {
     assert_eq!(named, ["default/web"]);
     assert_eq!(change.objects["default/web"].len(), 2);
 }
+
+/// A version listed in name order is walked beside the held objects;
+/// any other order is gathered first. Both must name the same objects.
+#[test]
+fn a_version_in_name_order_and_in_any_order_give_the_same_change() {
+    let sorted = |d: &NodeDesired| {
+        let mut d = d.clone();
+        d.services.sort_by(|a, b| a.object.cmp(&b.object)); // stable: ports keep their order
+        d
+    };
+    let edits: Vec<(&str, Edit)> = vec![
+        ("nothing", |_| {}),
+        ("one backend", |d| {
+            d.services[1].backends[0].address = Ipv4Addr::new(198, 51, 100, 99)
+        }),
+        ("ports reordered", |d| d.services.swap(0, 1)),
+        ("the first object by name removed", |d| {
+            d.services.remove(2);
+        }),
+        ("the last object by name removed", |d| {
+            d.services.drain(0..2);
+        }),
+        ("an object added between others", |d| {
+            d.services.push(service("default/new", VIP2, 80))
+        }),
+        ("an object added after every other", |d| {
+            d.services.push(service("default/zzz", VIP2, 81))
+        }),
+        ("every object removed", |d| d.services.clear()),
+    ];
+    let held_desired = held_state();
+    let h = holding(&sorted(&held_desired));
+    for (desc, edit) in edits {
+        let mut next = held_desired.clone();
+        edit(&mut next);
+        let in_order = sorted(&next);
+        assert!(h.changed_in_order(&in_order).is_some(), "{desc}: walked");
+        assert_eq!(h.diff(&in_order), h.diff(&next), "{desc}");
+        // held_state lists web before api: never walked as it is.
+        if next.services.len() > 2 && next.services != in_order.services {
+            assert!(h.changed_in_order(&next).is_none(), "{desc}: gathered");
+        }
+    }
+}
