@@ -75,12 +75,14 @@ fn backend_addr(service: usize, j: usize) -> Ipv4Addr {
 }
 
 /// Service `i`: VIP 10.96.0.0 + i / 250, port 1000 + i % 250, four backends
-/// of its own on port 8080.
+/// of its own on port 8080. Listed in object-name order (zero-padded names),
+/// as the standalone source hands the agent every version (objects by name,
+/// after address ownership is settled).
 fn service(i: usize) -> Service {
     let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + (i / PORTS_PER_VIP) as u32);
     let port = 1000 + (i % PORTS_PER_VIP) as u16;
     Service::new(
-        format!("bench/svc-{i}"),
+        format!("bench/svc-{i:06}"),
         (vip, port, Protocol::Tcp),
         Forwarding::FullNat,
         (0..BACKENDS).map(|j| Backend {
@@ -115,7 +117,7 @@ fn yaml(n: usize) -> String {
                 .collect();
             format!(
                 "---\napiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\n\
-                 metadata: {{name: svc-{i}, namespace: bench}}\nspec:\n  addresses: [{}]\n  \
+                 metadata: {{name: svc-{i:06}, namespace: bench}}\nspec:\n  addresses: [{}]\n  \
                  ports:\n    - {{port: {}, protocol: TCP, targetPort: 8080}}\n  \
                  forwarding: FullNAT\n  backends:\n    static:\n{backends}",
                 s.vip, s.port
