@@ -2,8 +2,8 @@
 //! hash after every version (the agent's Ack carries it, the controller
 //! checks it), so it must cost what the change costs, not what the state
 //! weighs: one endpoint change among 10k services re-encoding and hashing
-//! a megabyte on each side, per node, per change, was most of the link's
-//! CPU. Services therefore enter the hash as a *sum* of their own
+//! a megabyte on each side, per node, per change (and on every Ack at the
+//! controller), was a large share of the link's CPU. Services therefore enter the hash as a *sum* of their own
 //! digests (SHA-256 of each service's encoding, added as 256-bit integers
 //! mod 2^256, the AdHash construction): a delta subtracts the digests of
 //! what it replaces and adds those of what it brings, without reading the
