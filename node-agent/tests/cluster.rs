@@ -40,6 +40,10 @@ fn a_virtual_server_applied_through_the_api_forwards_through_both_directors() {
     let greeting = c.wait_served(vip_a, "alpha through node-a");
     assert!(greeting.starts_with('b'), "{greeting}");
     c.wait_served(vip_b, "beta through node-b");
+    for i in 0..2 {
+        c.wait_listed(i, vip_a);
+        c.wait_listed(i, vip_b);
+    }
     for _ in 0..4 {
         c.probe(vip_a).unwrap();
         c.probe(vip_b).unwrap();
@@ -138,6 +142,10 @@ fn agent_and_controller_restarts_a_leader_change_and_a_lost_api_server_change_no
     c.virtual_server("beta", vip_b);
     c.wait_served(vip_a, "alpha");
     c.wait_served(vip_b, "beta");
+    for i in 0..2 {
+        c.wait_listed(i, vip_a);
+        c.wait_listed(i, vip_b);
+    }
     let wire = |c: &Cluster| {
         (0..2)
             .map(|i| {
@@ -374,6 +382,7 @@ fn an_agent_with_a_certificate_from_another_ca_is_refused_and_serves_nothing() {
     let vip = Cluster::vip_announced_by(NODES[0], &[]);
     c.virtual_server("alpha", vip);
     c.wait_served(vip, "alpha through node-b");
+    c.wait_listed(1, vip);
     assert!(c.new_flows(1, vip) >= 1);
     let status = status_when(&c, "alpha", "node-a absent", |s| {
         s["nodes"].as_array().is_some_and(|ns| {

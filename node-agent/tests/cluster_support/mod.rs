@@ -420,6 +420,30 @@ impl Cluster {
         serde_json::from_str(&ballast_testbed::agent::stdout_ok(&out)).expect("stats JSON")
     }
 
+    /// Waits until node `i`'s `stats` names `vip`:80: the agent writes the
+    /// inventory `stats` reads in the background, up to
+    /// `inventory::writer::INTERVAL` after the apply, so a service can
+    /// forward before `stats` lists it.
+    pub fn wait_listed(&self, i: usize, vip: Ipv4Addr) {
+        let want = format!("{vip}:80/TCP");
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let s = self.stats(i);
+            let listed = s["services"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|svc| svc["vip"] == want.as_str()));
+            if listed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i}'s stats never listed {want}: {s}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// New flows node `i` has sent to `vip`:80 so far (0: not programmed).
     pub fn new_flows(&self, i: usize, vip: Ipv4Addr) -> u64 {
         let s = self.stats(i);
