@@ -32,32 +32,32 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
-use ballast_agent::config_files;
 use ballast_agent::core::{
     Agent, AgentOptions, ApplyPhases, Backend, InventoryPlace, NodeDesired, Service, Settings,
 };
 use ballast_agent::dataplane::{Director, LoadOptions, XdpAttachMode, map_memory};
 use ballast_agent::lifecycle::identity::{self, Interface};
 use ballast_agent::maglev;
-use ballast_agent::standalone::desired::{LastGood, resolve};
 use ballast_api::{Forwarding, Protocol};
 use ballast_testbed::packet::{in_private_netns, settings};
 use ballast_testbed::{SNAT_ADDR, require_root};
 
 #[path = "shared/maglev_disruption.rs"]
 mod maglev_disruption;
+#[path = "scale/standalone.rs"]
+mod standalone;
 
-const BACKENDS: usize = 4;
-const NO_OP_RELOADS: usize = 10;
+pub(crate) const BACKENDS: usize = 4;
+pub(crate) const NO_OP_RELOADS: usize = 10;
 /// Ports per VIP, as in the issue's configuration (VIPs × 250 ports).
 const PORTS_PER_VIP: usize = 250;
 /// Backends live in 10.128.0.0/9, behind one gateway on the director's
 /// backend subnet.
-const BACKEND_NET: &str = "10.128.0.0/9";
-const GATEWAY: &str = "198.51.100.1";
+pub(crate) const BACKEND_NET: &str = "10.128.0.0/9";
+pub(crate) const GATEWAY: &str = "198.51.100.1";
 const COLD_TARGET: Duration = Duration::from_secs(5);
-const NO_OP_TARGET: Duration = Duration::from_millis(50);
-const ONE_CHANGE_TARGET: Duration = Duration::from_millis(20);
+pub(crate) const NO_OP_TARGET: Duration = Duration::from_millis(50);
+pub(crate) const ONE_CHANGE_TARGET: Duration = Duration::from_millis(20);
 
 fn service_count() -> Vec<usize> {
     let max: usize = std::env::var("BALLAST_SCALE_MAX")
@@ -78,7 +78,7 @@ fn backend_addr(service: usize, j: usize) -> Ipv4Addr {
 /// of its own on port 8080. Listed in object-name order (zero-padded names),
 /// as the standalone source hands the agent every version (objects by name,
 /// after address ownership is settled).
-fn service(i: usize) -> Service {
+pub(crate) fn service(i: usize) -> Service {
     let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + (i / PORTS_PER_VIP) as u32);
     let port = 1000 + (i % PORTS_PER_VIP) as u16;
     Service::new(
@@ -105,75 +105,18 @@ fn desired(version: u64, services: Vec<Service>) -> NodeDesired {
     }
 }
 
-/// The same services as standalone VirtualServer documents, one file.
-fn yaml(n: usize) -> String {
-    (0..n)
-        .map(|i| {
-            let s = service(i);
-            let backends: String = s
-                .backends
-                .iter()
-                .map(|b| format!("      - {{address: {}, weight: 1}}\n", b.address))
-                .collect();
-            format!(
-                "---\napiVersion: ballast.dev/v1alpha1\nkind: VirtualServer\n\
-                 metadata: {{name: svc-{i:06}, namespace: bench}}\nspec:\n  addresses: [{}]\n  \
-                 ports:\n    - {{port: {}, protocol: TCP, targetPort: 8080}}\n  \
-                 forwarding: FullNAT\n  backends:\n    static:\n{backends}",
-                s.vip, s.port
-            )
-        })
-        .collect()
-}
-
-/// What reading the services from YAML cost.
-struct YamlCost {
-    bytes: u64,
-    first: Duration,
-    /// RSS after each reload (read and resolve again, same last-good state).
-    rss: Vec<u64>,
-}
-
-/// Reads and resolves `n` services from a YAML file as the standalone
-/// source does, once and then on each of the no-op reloads.
-fn parse_yaml(n: usize) -> YamlCost {
-    let dir = std::env::temp_dir().join(format!("ballast-bench-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("services.yaml");
-    std::fs::write(&file, yaml(n)).unwrap();
-    let bytes = std::fs::metadata(&file).unwrap().len();
-    let mut last = LastGood::default();
-    let mut reload = || {
-        let docs = config_files::read_documents(&dir).expect("read the files");
-        let outcome = resolve(&docs, &mut last, &[SNAT_ADDR]);
-        assert!(outcome.errors.is_empty(), "{:?}", &outcome.errors[..1]);
-        assert_eq!(outcome.services.len(), n);
-    };
-    let start = Instant::now();
-    reload();
-    let first = start.elapsed();
-    let rss = (0..NO_OP_RELOADS)
-        .map(|_| {
-            reload();
-            rss_bytes()
-        })
-        .collect();
-    std::fs::remove_dir_all(&dir).unwrap();
-    YamlCost { bytes, first, rss }
-}
-
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -239,7 +182,7 @@ fn row(name: &str, s: &Step, cold: Duration) {
     );
 }
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let out = std::process::Command::new("ip")
         .args(args)
         .output()
@@ -252,7 +195,7 @@ fn ip(args: &[&str]) {
 }
 
 /// Removes the bench's pins and inventory however it ends.
-struct Cleanup(PathBuf);
+pub(crate) struct Cleanup(pub(crate) PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -261,7 +204,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn open_agent(pin_root: &Path, n: usize) -> Agent {
+pub(crate) fn open_agent(pin_root: &Path, n: usize) -> Agent {
     let iface = Interface::resolve("dp0").expect("dp0");
     let slots_needed = (n as u64 * u64::from(maglev::table_size_for(BACKENDS)) * 5 / 4) as u32;
     let load = LoadOptions {
@@ -328,17 +271,6 @@ fn run(n: usize) -> Vec<String> {
     let one = apply(&mut agent, desired(100, changed), n);
     row("one change", &one, cold.wall);
 
-    let y = parse_yaml(n);
-    let (y_first, y_last) = (y.rss[0], y.rss[NO_OP_RELOADS - 1]);
-    println!(
-        "  standalone YAML ({:.1} MiB): read and resolved in {:.1} ms ({:.2}x the cold load); RSS over {NO_OP_RELOADS} more reads {:.1} -> {:.1} MiB (last/first {:.3})",
-        mib(y.bytes),
-        ms(y.first),
-        y.first.as_secs_f64() / cold.wall.as_secs_f64(),
-        mib(y_first),
-        mib(y_last),
-        y_last as f64 / y_first as f64,
-    );
     let (first, last) = (rss[0], rss[NO_OP_RELOADS - 1]);
     let drift = last as f64 / first as f64;
     println!(
@@ -414,6 +346,7 @@ fn main() {
     let mut missed = Vec::new();
     for n in service_count() {
         missed.extend(in_private_netns(move |_| run(n)));
+        missed.extend(in_private_netns(move |_| standalone::run(n)));
     }
     missed.extend(disruption());
     if missed.is_empty() {

@@ -7,11 +7,14 @@
 //! Only the path itself being unreadable is a [`ConfigError`]; the caller then
 //! keeps what it has and retries, instead of dropping every service.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::Entry;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ballast_api::VirtualServer;
 
@@ -27,7 +30,7 @@ pub struct Document {
     pub source: String,
     /// The object, or the reason it could not be read (serde errors include
     /// `at line L column C`, counted from the start of the file).
-    pub parsed: Result<VirtualServer, String>,
+    pub parsed: Result<Arc<VirtualServer>, String>,
     /// Top-level and `metadata` keys that the object's type has no field
     /// for (`metadata.lables`, `specs`): serde drops them silently, so they
     /// are collected here to be reported. Unknown `spec` fields are parse
@@ -96,7 +99,53 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ConfigError + '_ {
 
 /// Reads every document under `path` (see the module docs for what is read).
 pub fn read_documents(path: &Path) -> Result<Vec<Document>, ConfigError> {
+    read_documents_with(path, &mut ParseCache::default())
+}
+
+/// What reading one document's text gave: `None` for an empty one
+/// (comments only); errors with lines counted in the document.
+type Reading = Option<(Result<Arc<VirtualServer>, String>, Vec<String>)>;
+
+/// The readings of the documents of the last read, by text: a reload
+/// parses only the documents whose text changed. The texts are the keys
+/// (no hash to trust), so the cache costs about the files' size in memory;
+/// each read keeps only the documents it saw.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    readings: HashMap<String, Reading>,
+}
+
+impl ParseCache {
+    /// Documents held (for tests and figures).
+    pub fn len(&self) -> usize {
+        self.readings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+    }
+}
+
+/// Reads one document's text.
+fn read_document(chunk: &str) -> Reading {
+    match serde_yaml::from_str::<serde_yaml::Value>(chunk) {
+        Ok(serde_yaml::Value::Null) => None,
+        Ok(raw) => Some((
+            strict_yaml::from_parsed(chunk, &raw).map(Arc::new),
+            ignored_keys(&raw),
+        )),
+        Err(e) => Some((Err(e.to_string()), Vec::new())),
+    }
+}
+
+/// [`read_documents`], parsing only the documents `cache` does not hold
+/// from the last read; the cache then holds this read's documents.
+pub fn read_documents_with(
+    path: &Path,
+    cache: &mut ParseCache,
+) -> Result<Vec<Document>, ConfigError> {
     let mut docs = Vec::new();
+    let mut seen: HashMap<String, Reading> = HashMap::with_capacity(cache.readings.len());
     for file in config_files(path)? {
         let bytes = fs::read(&file).map_err(io_error(&file))?;
         let name = file.display().to_string();
@@ -113,23 +162,28 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, ConfigError> {
         };
         let mut index = 0;
         for (lines_before, chunk) in split_documents(&text) {
-            let file_lines = |e: String| at_file_lines(&e, lines_before);
-            let (parsed, ignored_keys) = match serde_yaml::from_str::<serde_yaml::Value>(&chunk) {
-                Ok(serde_yaml::Value::Null) => continue, // empty or comments only
-                Ok(raw) => (
-                    parse_virtual_server(&chunk).map_err(file_lines),
-                    ignored_keys(&raw),
-                ),
-                Err(e) => (Err(file_lines(e.to_string())), Vec::new()),
+            let reading = match seen.entry(chunk) {
+                Entry::Occupied(o) => o.get().clone(),
+                Entry::Vacant(v) => {
+                    let r = match cache.readings.remove(v.key()) {
+                        Some(r) => r,
+                        None => read_document(v.key()),
+                    };
+                    v.insert(r).clone()
+                }
+            };
+            let Some((parsed, ignored_keys)) = reading else {
+                continue;
             };
             index += 1;
             docs.push(Document {
                 source: format!("{name}#{index}"),
-                parsed,
+                parsed: parsed.map_err(|e| at_file_lines(&e, lines_before)),
                 ignored_keys,
             });
         }
     }
+    cache.readings = seen;
     Ok(docs)
 }
 
@@ -316,6 +370,43 @@ mod tests {
         let err = docs[1].parsed.as_ref().unwrap_err();
         assert!(err.contains("kind Service"), "{err}");
         assert_eq!(name_of(&docs[2]), "c");
+    }
+
+    #[test]
+    fn a_reread_parses_only_changed_documents() {
+        let dir = TempDir::new("cache");
+        let a = vs("a", "203.0.113.1");
+        let broken = vs("b", "203.0.113.2").replace("port: 80", "port: eighty");
+        let file = dir.write("svc.yaml", format!("{a}---\n{broken}"));
+        let mut cache = ParseCache::default();
+        let first = read_documents_with(&file, &mut cache).unwrap();
+        assert_eq!(cache.len(), 2);
+        // A comment pushes both down two lines and `a` is changed: `a` is
+        // read again, the broken one is reused and its error follows it.
+        let a2 = vs("a", "203.0.113.9");
+        dir.write("svc.yaml", format!("#\n#\n{a2}---\n{broken}"));
+        let second = read_documents_with(&file, &mut cache).unwrap();
+        let (Ok(a_then), Ok(a_now)) = (&first[0].parsed, &second[0].parsed) else {
+            panic!("{first:?} {second:?}")
+        };
+        assert!(!Arc::ptr_eq(a_then, a_now));
+        assert_eq!(a_now.spec.addresses, ["203.0.113.9".to_string()]);
+        let then = first[1].parsed.as_ref().unwrap_err();
+        let now = second[1].parsed.as_ref().unwrap_err();
+        assert!(then.contains("at line 14 column"), "{then}");
+        assert!(now.contains("at line 16 column"), "{now}");
+        // Unchanged: the same reading, not a new parse; the cache keeps
+        // only what the last read saw.
+        let third = read_documents_with(&file, &mut cache).unwrap();
+        let (Ok(before), Ok(after)) = (&second[0].parsed, &third[0].parsed) else {
+            panic!("{third:?}")
+        };
+        assert!(Arc::ptr_eq(before, after));
+        assert_eq!(third, second);
+        assert_eq!(cache.len(), 2);
+        dir.write("svc.yaml", a2);
+        read_documents_with(&file, &mut cache).unwrap();
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

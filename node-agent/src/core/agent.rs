@@ -516,6 +516,14 @@ pub enum Request {
 /// What [`Agent::run`] reads versions from.
 pub struct Requests(mpsc::Receiver<Request>);
 
+impl Requests {
+    /// The next request; None once every handle is gone. For whatever
+    /// serves requests in place of a running agent (a source's tests).
+    pub async fn recv(&mut self) -> Option<Request> {
+        self.0.recv().await
+    }
+}
+
 /// How a source hands versions to a running agent.
 #[derive(Clone)]
 pub struct AgentHandle(mpsc::Sender<Request>);

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use ballast_api::{FieldError, ValidationError, VirtualServer};
 
+use super::change::{self, ServedChange};
 use super::entries;
 use super::file_errors::{FileError, FileWarning};
 use super::ownership::{self, Candidate};
@@ -37,15 +38,23 @@ struct Warned {
     messages: BTreeSet<String>,
 }
 
-/// What one reload of the files yields: the services to program, and what
-/// to report.
+/// What one reload of the files yields: what it changes in the services
+/// programmed (the services themselves are [`LastGood::services`]), and
+/// what to report.
 #[derive(Debug, Default)]
 pub struct ReloadOutcome {
-    pub services: Vec<Service>,
+    pub change: ServedChange,
     pub errors: Vec<FileError>,
     /// Problems that do not stop an object from being served, each reported
     /// once per version of the object.
     pub warnings: Vec<FileWarning>,
+}
+
+impl LastGood {
+    /// Every service the last round serves, by object.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.served.values().flatten()
+    }
 }
 
 fn file_of(source: &str) -> &str {
@@ -250,7 +259,7 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
             warnings.push((obj.clone(), source.to_string(), w));
         }
     }
-    out.services = assigned.accepted.values().flatten().cloned().collect();
+    out.change = change::between(&last.served, &assigned.accepted);
     out.warnings = warn_once(&mut last.warned, &by_object, &current, warnings);
     last.served = assigned.accepted;
     last.objects = current;
@@ -297,13 +306,13 @@ fn warn_once(
 /// The services resolved from the files as version `version` of the node's
 /// desired state: `settings` from the flags, every VIP announced over L2
 /// unless `announce` is off (`--no-announce`: another speaker does).
-pub fn to_node_desired(
+pub fn to_node_desired<'a>(
     version: u64,
-    specs: &[Service],
+    specs: impl IntoIterator<Item = &'a Service>,
     settings: &Settings,
     announce: bool,
 ) -> NodeDesired {
-    let services = specs.to_vec();
+    let services: Vec<Service> = specs.into_iter().cloned().collect();
     let l2 = if announce {
         services.iter().map(|s| s.vip).collect()
     } else {

@@ -4,6 +4,7 @@
 //! (`crate::core`), which owns the data plane, health checks, sweeper and
 //! metrics; `source` turns the files into its versions. Stopping the agent leaves forwarding running (when its pins
 //! are on the host's bpffs: see `lifecycle::bpffs`).
+pub mod change;
 pub mod desired;
 pub mod entries;
 pub mod file_errors;

@@ -1,8 +1,12 @@
 //! The files as a source of the agent core: read on change and on SIGHUP,
 //! resolved (last-good versions, first-come ownership, warnings), made one
-//! [`NodeDesired`] version per reload and handed to the running
-//! [`crate::core::Agent`]. This is the logging edge: resolve's messages and
-//! the report's typed errors become log lines here.
+//! version per reload and handed to the running [`crate::core::Agent`] as
+//! what changed since the last (a [`NodeChange`]), so a reload costs the
+//! agent what it changes; only unchanged documents' texts are read again
+//! without parsing. This is the logging edge: resolve's messages and the
+//! report's typed errors become log lines here.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,9 +14,27 @@ use anyhow::Context;
 use tracing::{error, info, warn};
 
 use super::desired::{self, LastGood};
-use crate::config_files;
-use crate::core::{AgentHandle, Settings};
+use crate::config_files::{self, ParseCache};
+use crate::core::{AgentHandle, Announcements, ApplyReport, NodeChange, NodeDesired, Settings};
 use crate::lifecycle::signals::Signals;
+
+/// What one reading of the files hands the agent.
+#[derive(Debug)]
+pub enum Handover {
+    /// What changed since the version the agent holds from this source.
+    Change(NodeChange),
+    /// The whole version: the first, or after the agent did not apply the
+    /// last one (it compares with what it holds).
+    Whole(NodeDesired),
+}
+
+/// One reading of the files: the version to hand over, and the errors
+/// found in the files (the agent's are added by [`FileSource::settle`]).
+#[derive(Debug)]
+pub struct Reading {
+    pub handover: Handover,
+    pub errors: Vec<String>,
+}
 
 pub struct FileSource {
     /// A VirtualServer YAML file or a directory of them.
@@ -24,6 +46,16 @@ pub struct FileSource {
     /// How often to look for changes.
     pub poll: Duration,
     last_good: LastGood,
+    /// The documents of the last read: only changed ones are parsed again.
+    parsed: ParseCache,
+    /// Services per VIP in what `last_good` serves: the VIPs announced.
+    vips: BTreeMap<Ipv4Addr, usize>,
+    /// Whether the agent holds what the last round served (the last
+    /// version handed over was applied): then the next is handed over as
+    /// its change, costing the agent what changed; otherwise (the first
+    /// round, or after a refusal or a failure) as the whole version, which
+    /// the agent compares with what it holds.
+    in_step: bool,
     fingerprint: Option<u64>,
     /// The version the last reload handed over.
     version: u64,
@@ -37,6 +69,9 @@ impl FileSource {
             announce,
             poll,
             last_good: LastGood::default(),
+            parsed: ParseCache::default(),
+            vips: BTreeMap::new(),
+            in_step: false,
             fingerprint: None,
             version: 0,
         }
@@ -46,23 +81,52 @@ impl FileSource {
     /// Returns the errors (already logged); valid documents are applied
     /// regardless.
     pub async fn reload(&mut self, agent: &AgentHandle) -> anyhow::Result<Vec<String>> {
+        let reading = self.read()?;
+        let report = match reading.handover {
+            Handover::Change(change) => agent.apply_change(change).await,
+            Handover::Whole(whole) => agent.apply(whole).await,
+        };
+        Ok(self.settle(reading.errors, report?))
+    }
+
+    /// The first half of [`Self::reload`]: reads and resolves the files as
+    /// the next version, and what to hand the agent for it. Warnings are
+    /// logged here; errors are returned to be logged with the agent's.
+    pub fn read(&mut self) -> anyhow::Result<Reading> {
         self.fingerprint = config_files::fingerprint(&self.config).ok();
-        let docs = config_files::read_documents(&self.config)
+        let docs = config_files::read_documents_with(&self.config, &mut self.parsed)
             .with_context(|| format!("reading {}", self.config.display()))?;
         let resolved = desired::resolve(&docs, &mut self.last_good, &self.settings.snat_addrs);
         for w in &resolved.warnings {
             warn!("{w}");
         }
         self.version += 1;
-        let wanted = desired::to_node_desired(
-            self.version,
-            &resolved.services,
-            &self.settings,
-            self.announce,
-        );
-        let report = agent.apply(wanted).await?;
+        let vips_moved = self.count_vips(&resolved.change.vips);
+        let handover = if self.in_step {
+            Handover::Change(NodeChange {
+                version: self.version,
+                settings: None,
+                objects: resolved.change.objects,
+                announce: (self.announce && vips_moved).then(|| self.announcements()),
+            })
+        } else {
+            Handover::Whole(desired::to_node_desired(
+                self.version,
+                self.last_good.services(),
+                &self.settings,
+                self.announce,
+            ))
+        };
+        // Until the agent's report says otherwise.
+        self.in_step = false;
+        let errors = resolved.errors.iter().map(|e| e.to_string()).collect();
+        Ok(Reading { handover, errors })
+    }
+
+    /// The second half of [`Self::reload`]: takes the agent's report on the
+    /// version [`Self::read`] made, logs the errors, and returns them.
+    pub fn settle(&mut self, mut errors: Vec<String>, report: ApplyReport) -> Vec<String> {
         // The logging edge: typed until here.
-        let mut errors: Vec<String> = resolved.errors.iter().map(|e| e.to_string()).collect();
         errors.extend(report.errors.iter().map(|e| e.to_string()));
         for e in &errors {
             error!("{e}");
@@ -76,6 +140,7 @@ impl FileSource {
                 "configuration refused"
             );
         } else {
+            self.in_step = true;
             info!(
                 version = self.version,
                 services = report.programmed,
@@ -83,7 +148,31 @@ impl FileSource {
                 "configuration applied"
             );
         }
-        Ok(errors)
+        errors
+    }
+
+    /// Moves the services per VIP by `moved`; whether the set of VIPs with
+    /// services changed.
+    fn count_vips(&mut self, moved: &BTreeMap<Ipv4Addr, isize>) -> bool {
+        let mut changed = false;
+        for (vip, by) in moved {
+            let n = self.vips.entry(*vip).or_default();
+            let was = *n;
+            *n = n.saturating_add_signed(*by);
+            changed |= (was == 0) != (*n == 0);
+            if *n == 0 {
+                self.vips.remove(vip);
+            }
+        }
+        changed
+    }
+
+    /// Every VIP served, announced over L2.
+    fn announcements(&self) -> Announcements {
+        Announcements {
+            l2: self.vips.keys().copied().collect(),
+            bgp: Default::default(),
+        }
     }
 
     fn changed(&self) -> bool {
@@ -115,3 +204,6 @@ impl FileSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

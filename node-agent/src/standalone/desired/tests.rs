@@ -17,7 +17,7 @@ fn from_yaml(source: &str, yaml: &str) -> Document {
     let raw: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
     Document {
         source: source.into(),
-        parsed: crate::config_files::parse_virtual_server(yaml),
+        parsed: crate::config_files::parse_virtual_server(yaml).map(std::sync::Arc::new),
         ignored_keys: crate::config_files::ignored_keys(&raw),
     }
 }
@@ -46,9 +46,13 @@ fn doc(source: &str, name: &str, vip: &str, forwarding: &str) -> Document {
     )
 }
 
-fn served(r: &ReloadOutcome) -> Vec<(&str, String)> {
-    r.services
-        .iter()
+/// Every service the last round serves.
+fn services(last: &LastGood) -> Vec<Service> {
+    last.services().cloned().collect()
+}
+
+fn served(last: &LastGood) -> Vec<(&str, String)> {
+    last.services()
         .map(|s| (s.object.as_str(), s.backends[0].address.to_string()))
         .collect()
 }
@@ -62,15 +66,15 @@ fn invalid_update_keeps_the_last_valid_version() {
         &SNAT,
     );
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(r.services.len(), 1);
+    assert_eq!(services(&last).len(), 1);
 
     let r = resolve(
         &[doc("a.yaml#1", "web", "203.0.113.10", "Bogus")],
         &mut last,
         &SNAT,
     );
-    assert_eq!(r.services.len(), 1, "still served");
-    assert_eq!(r.services[0].forwarding, Forwarding::Dr);
+    assert_eq!(services(&last).len(), 1, "still served");
+    assert_eq!(services(&last)[0].forwarding, Forwarding::Dr);
     assert!(
         r.errors[0].to_string().starts_with("a.yaml#1: "),
         "{:?}",
@@ -84,11 +88,18 @@ fn invalid_update_keeps_the_last_valid_version() {
         ignored_keys: Vec::new(),
     };
     let r = resolve(&[broken], &mut last, &SNAT);
-    assert_eq!(r.services.len(), 1);
+    assert_eq!(services(&last).len(), 1);
+    assert!(r.change.is_empty(), "kept as it was: nothing to hand over");
 
     // Deleted: gone.
     let r = resolve(&[], &mut last, &SNAT);
-    assert!(r.services.is_empty());
+    assert!(services(&last).is_empty());
+    assert_eq!(r.change.objects.len(), 1);
+    assert!(
+        r.change.objects.values().all(Vec::is_empty),
+        "{:?}",
+        r.change
+    );
 }
 
 #[test]
@@ -99,9 +110,10 @@ fn cold_start_gives_a_contested_address_to_the_first_name() {
             doc("b.yaml#1", "beta", "203.0.113.10", "NAT"),
         ];
         let docs = order.map(|i| docs[i].clone());
-        let r = resolve(&docs, &mut LastGood::default(), &SNAT);
-        assert_eq!(r.services.len(), 1);
-        assert_eq!(r.services[0].object, "default/alpha");
+        let mut last = LastGood::default();
+        let r = resolve(&docs, &mut last, &SNAT);
+        assert_eq!(services(&last).len(), 1);
+        assert_eq!(services(&last)[0].object, "default/alpha");
         assert_eq!(r.errors.len(), 1);
         assert!(
             r.errors[0]
@@ -132,11 +144,12 @@ fn first_come_the_serving_object_keeps_its_address() {
         "[{address: 198.51.100.12}]",
     );
     let r = resolve(std::slice::from_ref(&web), &mut last, &SNAT);
-    assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
+    assert_eq!(served(&last), [("default/web", "198.51.100.11".into())]);
+    assert_eq!(r.change.objects.keys().collect::<Vec<_>>(), ["default/web"]);
 
     // aaa sorts first and comes second: refused whole, web keeps serving.
     let r = resolve(&[aaa.clone(), web.clone()], &mut last, &SNAT);
-    assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
+    assert_eq!(served(&last), [("default/web", "198.51.100.11".into())]);
     assert_eq!(
         lines(&r.errors),
         [
@@ -153,7 +166,7 @@ fn first_come_the_serving_object_keeps_its_address() {
         "[{address: 198.51.100.13}]",
     );
     let r = resolve(&[aaa.clone(), web2], &mut last, &SNAT);
-    assert_eq!(served(&r), [("default/web", "198.51.100.13".into())]);
+    assert_eq!(served(&last), [("default/web", "198.51.100.13".into())]);
     assert_eq!(r.errors.len(), 1);
 
     // An invalid edit of web keeps web's last valid version, and its key.
@@ -164,7 +177,7 @@ fn first_come_the_serving_object_keeps_its_address() {
         "[{address: 127.0.0.1}]",
     );
     let r = resolve(&[aaa.clone(), bad], &mut last, &SNAT);
-    assert_eq!(served(&r), [("default/web", "198.51.100.13".into())]);
+    assert_eq!(served(&last), [("default/web", "198.51.100.13".into())]);
     assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
     assert!(
         r.errors[0].to_string().contains("loopback")
@@ -173,7 +186,7 @@ fn first_come_the_serving_object_keeps_its_address() {
 
     // web goes: aaa gets the address on that reload.
     let r = resolve(std::slice::from_ref(&aaa), &mut last, &SNAT);
-    assert_eq!(served(&r), [("default/aaa", "198.51.100.12".into())]);
+    assert_eq!(served(&last), [("default/aaa", "198.51.100.12".into())]);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
 }
 
@@ -202,7 +215,7 @@ fn duplicate_names_apply_neither_and_keep_what_serves() {
         let mut last = LastGood::default();
         resolve(std::slice::from_ref(&web), &mut last, &SNAT);
         let r = resolve(&[web.clone(), dup.clone()], &mut last, &SNAT);
-        assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
+        assert_eq!(served(&last), [("default/web", "198.51.100.11".into())]);
         assert_eq!(
             lines(&r.errors),
             [format!(
@@ -219,10 +232,11 @@ fn duplicate_names_apply_neither_and_keep_what_serves() {
             "[{address: 198.51.100.13}]",
         );
         let r = resolve(&[edited.clone(), dup.clone()], &mut last, &SNAT);
-        assert_eq!(served(&r), [("default/web", "198.51.100.11".into())]);
+        assert_eq!(served(&last), [("default/web", "198.51.100.11".into())]);
+        assert!(r.change.is_empty(), "web keeps serving as it was");
         // The copy removed: the remaining document applies.
         let r = resolve(&[edited], &mut last, &SNAT);
-        assert_eq!(served(&r), [("default/web", "198.51.100.13".into())]);
+        assert_eq!(served(&last), [("default/web", "198.51.100.13".into())]);
         assert!(r.errors.is_empty());
     }
 
@@ -233,8 +247,9 @@ fn duplicate_names_apply_neither_and_keep_what_serves() {
         "203.0.113.20",
         "[{address: 198.51.100.11}]",
     );
-    let r = resolve(&[web, copy, other], &mut LastGood::default(), &SNAT);
-    assert_eq!(served(&r), [("default/other", "198.51.100.11".into())]);
+    let mut last = LastGood::default();
+    let r = resolve(&[web, copy, other], &mut last, &SNAT);
+    assert_eq!(served(&last), [("default/other", "198.51.100.11".into())]);
     assert_eq!(
         r.errors,
         [FileError::DefinedTwice {
@@ -335,7 +350,7 @@ fn refused_addresses() {
         let x = object("x.yaml#1", "x", vip, backends);
         let r = resolve(&[holder.clone(), x], &mut last, &SNAT);
         assert_eq!(
-            served(&r),
+            served(&last),
             [("default/holder", "198.51.100.50".into())],
             "{desc}"
         );
@@ -356,12 +371,9 @@ fn bgp_announcement_is_an_error_naming_object_and_field() {
                 metadata: {name: web}\nspec:\n  addresses: [203.0.113.10]\n  \
                 ports: [{port: 80}]\n  announce: {bgp: {}}\n  \
                 backends: {static: [{address: 198.51.100.11}]}\n";
-    let r = resolve(
-        &[from_yaml("w.yaml#1", yaml)],
-        &mut LastGood::default(),
-        &SNAT,
-    );
-    assert!(r.services.is_empty());
+    let mut last = LastGood::default();
+    let r = resolve(&[from_yaml("w.yaml#1", yaml)], &mut last, &SNAT);
+    assert!(services(&last).is_empty());
     assert!(
         r.errors[0]
             .to_string()
@@ -383,7 +395,7 @@ fn warnings_are_logged_once_per_version_of_an_object() {
     };
     let mut last = LastGood::default();
     let r = resolve(&[from_yaml("w.yaml#1", &yaml(""))], &mut last, &SNAT);
-    assert_eq!(r.services.len(), 1, "warnings do not refuse");
+    assert_eq!(services(&last).len(), 1, "warnings do not refuse");
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(
         lines(&r.warnings),
@@ -423,7 +435,7 @@ fn a_service_with_nothing_to_forward_to_is_served_with_a_warning() {
         "[{address: 198.51.100.11, weight: 0}, {address: 198.51.100.12, weight: 0}]",
     );
     let r = resolve(&[empty.clone(), drained.clone()], &mut last, &SNAT);
-    assert_eq!(r.services.len(), 2);
+    assert_eq!(services(&last).len(), 2);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(
         lines(&r.warnings),
@@ -442,7 +454,7 @@ fn a_service_with_nothing_to_forward_to_is_served_with_a_warning() {
 #[test]
 fn files_become_one_version_of_the_node_state() {
     let mut last = LastGood::default();
-    let r = resolve(
+    resolve(
         &[doc("a.yaml#1", "web", "203.0.113.10", "NAT")],
         &mut last,
         &SNAT,
@@ -471,7 +483,7 @@ fn files_become_one_version_of_the_node_state() {
         }],
     };
     assert_eq!(
-        to_node_desired(3, &r.services, &settings, true),
+        to_node_desired(3, last.services(), &settings, true),
         NodeDesired {
             version: 3,
             settings: settings.clone(),
@@ -482,7 +494,7 @@ fn files_become_one_version_of_the_node_state() {
             },
         }
     );
-    let quiet = to_node_desired(4, &r.services, &settings, false);
+    let quiet = to_node_desired(4, last.services(), &settings, false);
     assert!(quiet.announce.l2.is_empty(), "--no-announce");
     assert_eq!(quiet.services, [service]);
 }
