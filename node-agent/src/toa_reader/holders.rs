@@ -147,16 +147,29 @@ pub struct Holder {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("ballast-holders-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        p
+    /// A registry directory of the test's own, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("ballast-holders-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn the_last_holder_to_leave_sees_nobody_else() {
-        let dir = scratch("last");
-        let reg = Registry::lock(&dir).unwrap();
+        let scratch = Scratch::new("last");
+        let dir = &scratch.0;
+        let reg = Registry::lock(dir).unwrap();
         let old = reg.join("pod-old").unwrap();
         let new = reg.join("pod-new").unwrap();
         assert_eq!(
@@ -168,31 +181,31 @@ mod tests {
         assert_eq!(reg.leave(old).unwrap(), [new_path]);
         // The uninstall: the new pod is the last.
         assert!(reg.leave(new).unwrap().is_empty());
-        let left: Vec<_> = std::fs::read_dir(&dir)
+        let left: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, [REGISTRY_LOCK], "only the registry lock remains");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_holder_that_died_is_not_counted_and_its_file_goes() {
-        let dir = scratch("dead");
-        let reg = Registry::lock(&dir).unwrap();
+        let scratch = Scratch::new("dead");
+        let dir = &scratch.0;
+        let reg = Registry::lock(dir).unwrap();
         let me = reg.join("pod-a").unwrap();
         // A file nobody locks: what a SIGKILLed holder leaves.
         let dead = dir.join("pod-b-1-2");
         std::fs::write(&dead, "").unwrap();
         assert!(reg.leave(me).unwrap().is_empty());
         assert!(!dead.exists(), "the dead holder's file is deleted");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn the_registry_lock_is_exclusive() {
-        let dir = scratch("excl");
-        let reg = Registry::lock(&dir).unwrap();
+        let scratch = Scratch::new("excl");
+        let dir = &scratch.0;
+        let reg = Registry::lock(dir).unwrap();
         let other = File::open(dir.join(REGISTRY_LOCK)).unwrap();
         assert!(
             !flock(&other, false).unwrap(),
@@ -200,6 +213,5 @@ mod tests {
         );
         drop(reg);
         assert!(flock(&other, false).unwrap(), "free once dropped");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
