@@ -85,3 +85,27 @@ charts/ballast/tests/checks.py holds the same two sets.
 - PERFMON
 {{- end }}
 {{- end }}
+
+{{/*
+The TOA reader's capabilities, by the same kernel choice (measured on Linux
+6.18 with the real binary under a reduced bounding set):
+  bpf      BPF creates the maps and loads; NET_ADMIN is what loading sockops
+           and cgroup sock_addr programs asks for; PERFMON lets the verifier
+           accept the sockops program's pointer arithmetic. Any two fail.
+  sysAdmin SYS_ADMIN alone passes all three checks.
+charts/ballast/tests/checks.py holds the same two sets.
+*/}}
+{{- define "ballast.toaReaderCapabilities" -}}
+{{- if eq .Values.agent.capabilities "sysAdmin" }}
+- SYS_ADMIN
+{{- else }}
+- BPF
+- NET_ADMIN
+- PERFMON
+{{- end }}
+{{- end }}
+
+{{- define "ballast.toaReaderName" -}}{{ include "ballast.fullname" . }}-toa-reader{{- end }}
+
+{{/* Where the node's cgroup2 mount appears in the reader's pod. */}}
+{{- define "ballast.toaCgroupMount" -}}/host{{ .Values.toaReader.cgroupRoot | trimSuffix "/" }}{{- end }}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The chart's checks (CI runs them from scripts/test.sh):
 #   helm lint --strict; helm template with the defaults, with every option on
-#   (values-all-on.yaml) and with a user's cert-manager issuer
-#   (values-issuer.yaml); every rendered object and every example validated
+#   (values-all-on.yaml), with a user's cert-manager issuer
+#   (values-issuer.yaml) and with the TOA reader's defaults
+#   (values-toa-reader.yaml); every rendered object and every example validated
 #   offline (kubernetes-validate for Kubernetes 1.33 --strict, the CRDs'
 #   schemas for ours); the semantic checks of checks.py; each file of
 #   bad-values/ must fail `helm template` with the message on its
@@ -55,7 +56,7 @@ failed=0
 
 echo "chart: helm lint --strict"
 "$helm" lint --strict "$chart" >"$render/lint.log" 2>&1 || { cat "$render/lint.log"; failed=1; }
-for lint_values in "$chart/tests/values-all-on.yaml" "$chart/tests/values-issuer.yaml"; do
+for lint_values in "$chart"/tests/values-{all-on,issuer,toa-reader}.yaml; do
   "$helm" lint --strict "$chart" -f "$lint_values" >"$render/lint.log" 2>&1 \
     || { cat "$render/lint.log"; failed=1; }
 done
@@ -64,6 +65,7 @@ tmpl() { "$helm" template ballast "$chart" --namespace ballast-system --kube-ver
 tmpl >"$render/default.yaml"
 tmpl -f "$chart/tests/values-all-on.yaml" >"$render/all-on.yaml"
 tmpl -f "$chart/tests/values-issuer.yaml" >"$render/issuer.yaml"
+tmpl -f "$chart/tests/values-toa-reader.yaml" >"$render/toa-reader.yaml"
 
 bad_ok=0
 for bad in "$chart"/tests/bad-values/*.yaml; do

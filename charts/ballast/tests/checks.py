@@ -7,8 +7,8 @@ each check prints `ok NAME` or `FAIL NAME: why`, and the last line counts them
 compares against an explicit expectation, never "whatever was rendered".
 
 Usage: checks.py REPO_ROOT RENDER_DIR
-RENDER_DIR holds default.yaml, all-on.yaml and issuer.yaml (helm template
-output for the defaults, tests/values-all-on.yaml and tests/values-issuer.yaml).
+RENDER_DIR holds default.yaml, all-on.yaml, issuer.yaml and toa-reader.yaml
+(helm template output for the defaults and tests/values-<name>.yaml).
 """
 import copy
 import filecmp
@@ -28,6 +28,14 @@ K8S_VERSION = "1.33.0"
 AGENT_CAPABILITIES = {
     "bpf": {"BPF", "NET_ADMIN", "PERFMON"},
     "sysAdmin": {"NET_ADMIN", "SYS_ADMIN"},
+}
+
+# The TOA reader's capabilities per `agent.capabilities`; the same sets as
+# templates/_helpers.tpl "ballast.toaReaderCapabilities" and the README
+# (measured: each set the least that installs the reader).
+TOA_READER_CAPABILITIES = {
+    "bpf": {"BPF", "NET_ADMIN", "PERFMON"},
+    "sysAdmin": {"SYS_ADMIN"},
 }
 
 # Kinds kubernetes-validate has no schema for, and what checks them instead.
@@ -199,12 +207,16 @@ def expected_rbac(repo, scope, cert_manager):
 
 def main(repo, render_dir):
     chart = os.path.join(repo, "charts", "ballast")
-    renders = {n: load_all(os.path.join(render_dir, f"{n}.yaml")) for n in ("default", "all-on", "issuer")}
-    with open(os.path.join(repo, "charts", "ballast", "tests", "values-all-on.yaml")) as f:
-        all_on = yaml.safe_load(f)
+    names = ("default", "all-on", "issuer", "toa-reader")
+    renders = {n: load_all(os.path.join(render_dir, f"{n}.yaml")) for n in names}
+    given = {"default": {}}
+    for n in names[1:]:
+        with open(os.path.join(chart, "tests", f"values-{n}.yaml")) as f:
+            given[n] = yaml.safe_load(f)
+    all_on = given["all-on"]
     schemas = crd_schemas(repo)
-    cert_manager = {"default": False, "all-on": True, "issuer": True}
-    caps_mode = {"default": "bpf", "all-on": all_on["agent"]["capabilities"], "issuer": "bpf"}
+    cert_manager = {"default": False, "all-on": True, "issuer": True, "toa-reader": False}
+    caps_mode = {"default": "bpf", "all-on": all_on["agent"]["capabilities"], "issuer": "bpf", "toa-reader": "bpf"}
     assert caps_mode["all-on"] == "sysAdmin", "values-all-on.yaml must take the other capability set"
 
     for name, objs in renders.items():
@@ -270,6 +282,52 @@ def main(repo, render_dir):
             assert "cleanup" not in yaml.safe_dump(c.get("lifecycle", {})), "a hook would stop forwarding"
             assert c["args"][0] == "node", c["args"]
             assert spec["automountServiceAccountToken"] is False, "the agent needs no API token"
+
+        toa = given[name].get("toaReader", {})
+
+        @check(f"{name}: TOA reader DaemonSet {'runs realserver --toa --hold as values.yaml says' if toa.get('enabled') else 'absent'}")
+        def _():
+            found = [o for o in objs if o["kind"] == "DaemonSet" and o["metadata"]["name"].endswith("-toa-reader")]
+            if not toa.get("enabled"):
+                assert not found, "rendered while toaReader.enabled is false"
+                return
+            (ds,) = found
+            spec = ds["spec"]["template"]["spec"]
+            root = toa.get("cgroupRoot", "/sys/fs/cgroup")
+            mount = "/host" + root.rstrip("/")
+            cgroup = mount + (f"/{toa['cgroup']}" if toa.get("cgroup") else "")
+            (c,) = spec["containers"]
+            assert c["args"] == [
+                "realserver", "--toa", "--hold",
+                "--toa-from=" + ",".join(toa["trustedDirectors"]),
+                f"--cgroup={cgroup}",
+                f"--recheck-seconds={toa.get('recheckSeconds', 30)}",
+            ], c["args"]
+            want_image = all_on["agent"]["image"] if name == "all-on" else {"repository": "ballast/agent"}
+            assert c["image"].startswith(want_image["repository"] + ":"), f"not the agent image: {c['image']}"
+            # The holders' design: the new pod joins before the old one stops.
+            assert ds["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+            assert not c.get("lifecycle"), "SIGTERM decides removal; no hook may remove the reader"
+            assert spec["hostNetwork"] is False and spec["hostPID"] is False
+            assert spec["automountServiceAccountToken"] is False, "the reader calls no API"
+            got = set(c["securityContext"]["capabilities"]["add"])
+            assert got == TOA_READER_CAPABILITIES[caps_mode[name]], f"{sorted(got)}"
+            vols = {v["name"]: v for v in spec["volumes"]}
+            mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+            for path, host, kind in (("/sys/fs/bpf", "/sys/fs/bpf", "Directory"),
+                                     ("/run/ballast", "/run/ballast", "DirectoryOrCreate"),
+                                     (mount, root, "Directory")):
+                assert path in mounts, f"{path} not mounted: {sorted(mounts)}"
+                hp = vols[mounts[path]["name"]].get("hostPath")
+                assert hp == {"path": host, "type": kind}, f"{path}: {hp}"
+            assert mounts[mount].get("readOnly") is True, "the host's cgroup tree is mounted writable"
+            assert not any(m.get("readOnly") for p, m in mounts.items() if p != mount), "pins and holders need writes"
+            if name == "all-on":
+                # Helm merges maps into the defaults' (kubernetes.io/os: linux).
+                assert spec["nodeSelector"] == {"kubernetes.io/os": "linux", **toa["nodeSelector"]}, spec["nodeSelector"]
+                assert spec["tolerations"] == toa["tolerations"], spec["tolerations"]
+                assert c["resources"] == toa["resources"], c["resources"]
+                assert spec["priorityClassName"] == toa["priorityClassName"]
 
         @check(f"{name}: controller pod: non-root, probes on the metrics port, resources, anti-affinity")
         def _():

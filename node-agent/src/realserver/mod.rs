@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 use crate::toa_reader;
 
 pub mod dr;
+pub mod hold;
 
 pub use dr::apply;
 
@@ -34,6 +35,15 @@ pub struct RealserverArgs {
     /// (default: the cgroup2 root, i.e. the whole host).
     #[arg(long, requires = "toa", conflicts_with = "remove")]
     pub cgroup: Option<PathBuf>,
+    /// Install, then keep running as one of the node's holders of the
+    /// reader (a DaemonSet pod): reinstall if its pins vanish; on SIGTERM
+    /// remove it only when no other holder on the node is alive.
+    #[arg(long, requires = "toa", conflicts_with = "remove")]
+    pub hold: bool,
+    /// With --hold: seconds between checks that the reader is still pinned.
+    #[arg(long, default_value_t = 30, requires = "hold",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub recheck_seconds: u64,
     /// Undo: remove the VIPs from lo (--vip) / detach and unpin the reader (--toa).
     #[arg(long)]
     pub remove: bool,
@@ -65,6 +75,15 @@ pub fn run(args: &RealserverArgs, pin_root: &Path) -> anyhow::Result<()> {
                 )
             }
         );
+    } else if args.hold {
+        hold::Hold {
+            toa_dir: &toa_dir,
+            holders_dir: toa_reader::holders::holders_dir(pin_root),
+            cgroup: args.cgroup.as_deref(),
+            trusted: &args.toa_from,
+            recheck: std::time::Duration::from_secs(args.recheck_seconds),
+        }
+        .run()?;
     } else if args.toa {
         let outcome = toa_reader::install(&toa_dir, args.cgroup.as_deref(), &args.toa_from)
             .context("realserver --toa")?;
@@ -123,6 +142,14 @@ mod tests {
         assert!(err.contains("host bits"), "{err}");
         let err = parse(&["--toa", "--remove", "--toa-from", "10.0.0.1"]).unwrap_err();
         assert!(err.contains("cannot be used with"), "{err}");
+        let a = parse(&["--toa", "--toa-from", "10.0.0.1", "--hold"]).unwrap();
+        assert!(a.hold && a.recheck_seconds == 30);
+        let err = parse(&["--toa", "--hold", "--remove"]).unwrap_err();
+        assert!(err.contains("cannot be used with"), "{err}");
+        let err = parse(&["--toa", "--recheck-seconds", "5"]).unwrap_err();
+        assert!(err.contains("--hold"), "{err}");
+        let err = parse(&["--toa", "--hold", "--recheck-seconds", "0"]).unwrap_err();
+        assert!(err.contains("not in 1.."), "{err}");
         let err = parse(&["--status", "--toa"]).unwrap_err();
         assert!(err.contains("cannot be used with"), "{err}");
         assert!(parse(&["--status"]).unwrap().status);

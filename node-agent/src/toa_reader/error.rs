@@ -51,4 +51,9 @@ pub enum ToaError {
     Map { name: &'static str, reason: String },
     #[error("TOA reader: pin {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
+    #[error("TOA reader: holder registry {path}: {source}")]
+    Holders {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

@@ -12,6 +12,7 @@
 pub mod abi;
 pub mod cgroup;
 pub mod error;
+pub mod holders;
 pub mod pins;
 pub mod status;
 pub mod trusted;
