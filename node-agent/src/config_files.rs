@@ -113,6 +113,7 @@ type Reading = Option<(Result<Arc<VirtualServer>, String>, Vec<String>)>;
 #[derive(Debug, Default)]
 pub struct ParseCache {
     readings: HashMap<String, Reading>,
+    parsed_last: usize,
 }
 
 impl ParseCache {
@@ -123,6 +124,11 @@ impl ParseCache {
 
     pub fn is_empty(&self) -> bool {
         self.readings.is_empty()
+    }
+
+    /// Documents the last read parsed (the others it found here).
+    pub fn parsed_last(&self) -> usize {
+        self.parsed_last
     }
 }
 
@@ -146,6 +152,7 @@ pub fn read_documents_with(
 ) -> Result<Vec<Document>, ConfigError> {
     let mut docs = Vec::new();
     let mut seen: HashMap<String, Reading> = HashMap::with_capacity(cache.readings.len());
+    let mut parsed = 0;
     for file in config_files(path)? {
         let bytes = fs::read(&file).map_err(io_error(&file))?;
         let name = file.display().to_string();
@@ -167,7 +174,10 @@ pub fn read_documents_with(
                 Entry::Vacant(v) => {
                     let r = match cache.readings.remove(v.key()) {
                         Some(r) => r,
-                        None => read_document(v.key()),
+                        None => {
+                            parsed += 1;
+                            read_document(v.key())
+                        }
                     };
                     v.insert(r).clone()
                 }
@@ -184,6 +194,7 @@ pub fn read_documents_with(
         }
     }
     cache.readings = seen;
+    cache.parsed_last = parsed;
     Ok(docs)
 }
 
@@ -386,6 +397,7 @@ mod tests {
         let a2 = vs("a", "203.0.113.9");
         dir.write("svc.yaml", format!("#\n#\n{a2}---\n{broken}"));
         let second = read_documents_with(&file, &mut cache).unwrap();
+        assert_eq!(cache.parsed_last(), 1, "a2 alone");
         let (Ok(a_then), Ok(a_now)) = (&first[0].parsed, &second[0].parsed) else {
             panic!("{first:?} {second:?}")
         };
@@ -398,6 +410,7 @@ mod tests {
         // Unchanged: the same reading, not a new parse; the cache keeps
         // only what the last read saw.
         let third = read_documents_with(&file, &mut cache).unwrap();
+        assert_eq!(cache.parsed_last(), 0);
         let (Ok(before), Ok(after)) = (&second[0].parsed, &third[0].parsed) else {
             panic!("{third:?}")
         };

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ballast_agent::core::{Agent, Settings};
-use ballast_agent::standalone::source::{FileSource, Handover};
+use ballast_agent::standalone::source::{FileSource, Handover, ReadCost};
 use ballast_testbed::SNAT_ADDR;
 
 use super::{
@@ -46,6 +46,7 @@ fn yaml(n: usize, edit: Option<(usize, Ipv4Addr)>) -> String {
 /// One reload: the source's share, the agent's, and what was handed over.
 struct Reload {
     read: Duration,
+    cost: ReadCost,
     apply: Duration,
     handed: String,
     entries: usize,
@@ -55,6 +56,7 @@ fn reload(source: &mut FileSource, agent: &mut Agent, n: usize) -> Reload {
     let start = Instant::now();
     let reading = source.read().expect("reading the files");
     let read = start.elapsed();
+    let cost = reading.cost.clone();
     let (report, handed) = match reading.handover {
         Handover::Whole(d) => (agent.apply(d), "whole version".to_string()),
         Handover::Change(c) => {
@@ -71,6 +73,7 @@ fn reload(source: &mut FileSource, agent: &mut Agent, n: usize) -> Reload {
     agent.write_inventory().expect("writing the inventory");
     Reload {
         read,
+        cost,
         apply,
         handed,
         entries: agent.last_apply().dataplane.entries_written,
@@ -79,9 +82,13 @@ fn reload(source: &mut FileSource, agent: &mut Agent, n: usize) -> Reload {
 
 fn row(name: &str, r: &Reload) {
     println!(
-        "  {:<18} {:>10.2} {:>9.2} {:>9.2} {:>8}   {}",
+        "  {:<18} {:>10.2} ({:>7.2} {:>8.2} {:>6} {:>8.2}) {:>9.2} {:>9.2} {:>8}   {}",
         name,
         ms(r.read),
+        ms(r.cost.fingerprint),
+        ms(r.cost.documents),
+        r.cost.parsed,
+        ms(r.cost.resolve),
         ms(r.apply),
         ms(r.read + r.apply),
         r.entries,
@@ -113,8 +120,8 @@ pub fn run(n: usize) -> Vec<String> {
     let mut source = FileSource::new(dir.clone(), settings, true, Duration::from_secs(1));
 
     println!(
-        "  {:<18} {:>10} {:>9} {:>9} {:>8}   handed over",
-        "step", "read ms", "apply ms", "total ms", "entries"
+        "  {:<18} {:>10} ({:>7} {:>8} {:>6} {:>8}) {:>9} {:>9} {:>8}   handed over",
+        "step", "read ms", "hash", "docs", "parsed", "resolve", "apply ms", "total ms", "entries"
     );
     let cold = reload(&mut source, &mut agent, n);
     row(&format!("cold ({:.1} MiB)", mib(bytes)), &cold);

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::net::Ipv4Addr;
 
+use super::ownership::{Version, same};
 use crate::core::Service;
 
 /// One reload's change to the services served.
@@ -31,17 +32,17 @@ impl ServedChange {
 /// are walked side by side: one comparison per object, copies only of the
 /// objects that changed.
 pub fn between(
-    before: &BTreeMap<String, Vec<Service>>,
-    after: &BTreeMap<String, Vec<Service>>,
+    before: &BTreeMap<String, Version>,
+    after: &BTreeMap<String, Version>,
 ) -> ServedChange {
     let mut out = ServedChange::default();
     let mut old = before.iter().peekable();
     for (name, services) in after {
         take_gone(&mut old, Some(name), &mut out);
-        let held = old.next_if(|(o, _)| *o == name).map(|(_, s)| s.as_slice());
-        if held != Some(services.as_slice()) {
+        let held = old.next_if(|(o, _)| *o == name).map(|(_, s)| &s[..]);
+        if !held.is_some_and(|h| same(services, h)) {
             out.moved(held.unwrap_or_default(), services);
-            out.objects.insert(name.clone(), services.clone());
+            out.objects.insert(name.clone(), services.to_vec());
         }
     }
     take_gone(&mut old, None, &mut out);
@@ -50,7 +51,7 @@ pub fn between(
 
 /// Objects of `old` before `until` (all of them for `None`) are gone.
 fn take_gone<'a>(
-    old: &mut Peekable<impl Iterator<Item = (&'a String, &'a Vec<Service>)>>,
+    old: &mut Peekable<impl Iterator<Item = (&'a String, &'a Version)>>,
     until: Option<&String>,
     out: &mut ServedChange,
 ) {
@@ -91,12 +92,12 @@ mod tests {
         )
     }
 
-    fn state(services: &[Service]) -> BTreeMap<String, Vec<Service>> {
+    fn state(services: &[Service]) -> BTreeMap<String, Version> {
         let mut out: BTreeMap<String, Vec<Service>> = BTreeMap::new();
         for s in services {
             out.entry(s.object.clone()).or_default().push(s.clone());
         }
-        out
+        out.into_iter().map(|(o, v)| (o, v.into())).collect()
     }
 
     /// desc, served before, served after, objects changed, VIP (last
@@ -178,8 +179,8 @@ mod tests {
             let names: Vec<&str> = got.objects.keys().map(String::as_str).collect();
             assert_eq!(names, want_objects, "{desc}");
             for (name, services) in &got.objects {
-                let want = after.get(name).cloned().unwrap_or_default();
-                assert_eq!(services, &want, "{desc}: {name}");
+                let want = after.get(name).map_or(&[][..], |v| &v[..]);
+                assert_eq!(&services[..], want, "{desc}: {name}");
             }
             let vips: Vec<(u8, isize)> =
                 got.vips.iter().map(|(v, n)| (v.octets()[3], *n)).collect();

@@ -5,13 +5,14 @@
 //! address is decided by [`super::ownership`] (first come).
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ballast_api::{FieldError, ValidationError, VirtualServer};
 
 use super::change::{self, ServedChange};
 use super::entries;
 use super::file_errors::{FileError, FileWarning};
-use super::ownership::{self, Candidate};
+use super::ownership::{self, Candidate, Version};
 use crate::config_files::Document;
 use crate::core::{Announcements, NodeDesired, Service, Settings};
 
@@ -21,20 +22,36 @@ pub const DEFAULT_TOA_MSS: u16 = 1500 - 40 - 8;
 /// What one round of [`resolve`] leaves for the next.
 #[derive(Debug, Default, Clone)]
 pub struct LastGood {
-    /// object ("namespace/name") -> (document it came from, `file#N`, and its
-    /// last valid services)
-    objects: BTreeMap<String, (String, Vec<Service>)>,
+    /// object ("namespace/name") -> its last valid version
+    objects: BTreeMap<String, Valid>,
     /// object -> the services the last round gave it (what is programmed):
     /// the history first-come ownership is decided by.
-    served: BTreeMap<String, Vec<Service>>,
+    served: BTreeMap<String, Version>,
+    /// The SNAT addresses the versions in `objects` were checked against.
+    snat: Vec<Ipv4Addr>,
     /// Warnings already logged, per object, with the version they were
     /// logged for: logged again only once that object changes.
     warned: BTreeMap<String, Warned>,
 }
 
+/// An object's last valid version and where it came from.
+#[derive(Debug, Clone)]
+struct Valid {
+    /// `file#N`
+    source: String,
+    /// The document it was made from; None when it is a fallback kept
+    /// while the document is broken. The same document (the parse cache
+    /// hands back the same allocation for unchanged text) makes the same
+    /// version: it is not validated again.
+    from: Option<Arc<VirtualServer>>,
+    version: Version,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Warned {
-    seen: Option<VirtualServer>,
+    /// The document last seen for the object (shared with the parse
+    /// cache: an unchanged document is the same allocation).
+    seen: Option<Arc<VirtualServer>>,
     messages: BTreeSet<String>,
 }
 
@@ -53,7 +70,15 @@ pub struct ReloadOutcome {
 impl LastGood {
     /// Every service the last round serves, by object.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
-        self.served.values().flatten()
+        self.served.values().flat_map(|v| v.iter())
+    }
+
+    /// `vs`'s version when it is the document `obj`'s last valid version
+    /// was made from, checked against the same SNAT addresses.
+    fn unchanged(&self, obj: &str, vs: &Arc<VirtualServer>, snat: &[Ipv4Addr]) -> Option<Valid> {
+        let valid = self.objects.get(obj)?;
+        let from = valid.from.as_ref()?;
+        (Arc::ptr_eq(from, vs) && self.snat == snat).then(|| valid.clone())
     }
 }
 
@@ -168,7 +193,7 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
     let mut out = ReloadOutcome::default();
     let mut broken_files = Vec::new();
     // object -> its documents this round, in file order
-    let mut by_object: BTreeMap<String, Vec<(&Document, &VirtualServer)>> = BTreeMap::new();
+    let mut by_object: BTreeMap<String, Vec<(&Document, &Arc<VirtualServer>)>> = BTreeMap::new();
     for d in docs {
         match &d.parsed {
             Err(e) => {
@@ -193,24 +218,46 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
         }
     }
 
-    // object -> (source, version) it asks for this round
-    let mut current: BTreeMap<String, (String, Vec<Service>)> = BTreeMap::new();
+    // object -> the version it asks for this round
+    let mut current: BTreeMap<String, Valid> = BTreeMap::new();
     let mut warnings: Vec<(String, String, FieldError)> = Vec::new();
     for (obj, found) in &by_object {
-        let kept = last.objects.get(obj).cloned();
+        // Cloned only when needed: most objects are valid.
+        let kept = || {
+            last.objects.get(obj).map(|v| Valid {
+                from: None,
+                ..v.clone()
+            })
+        };
         for (d, vs) in found {
             for w in document_warnings(vs, d) {
                 warnings.push((obj.clone(), d.source.clone(), w));
             }
         }
         if let [(d, vs)] = found.as_slice() {
+            if let Some(valid) = last.unchanged(obj, vs, snat) {
+                current.insert(
+                    obj.clone(),
+                    Valid {
+                        source: d.source.clone(),
+                        ..valid
+                    },
+                );
+                continue;
+            }
             let checked =
                 entries::validate(vs).and_then(|specs| check_node(&specs, snat).map(|()| specs));
             match checked {
                 Ok(specs) => {
-                    current.insert(obj.clone(), (d.source.clone(), specs));
+                    let valid = Valid {
+                        source: d.source.clone(),
+                        from: Some(Arc::clone(vs)),
+                        version: specs.into(),
+                    };
+                    current.insert(obj.clone(), valid);
                 }
                 Err(error) => {
+                    let kept = kept();
                     out.errors.push(FileError::Invalid {
                         document: d.source.clone(),
                         error,
@@ -224,6 +271,7 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
         } else {
             // Which one is meant cannot be told: apply neither, so that
             // adding a copy never changes what serves.
+            let kept = kept();
             out.errors.push(FileError::DefinedTwice {
                 object: obj.clone(),
                 documents: found.iter().map(|(d, _)| d.source.clone()).collect(),
@@ -236,25 +284,26 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
     }
     // A document that does not even parse cannot be matched to an object:
     // keep whatever last came from its file.
-    for (obj, entry) in &last.objects {
-        if broken_files.iter().any(|f| f == file_of(&entry.0)) && !by_object.contains_key(obj) {
-            current.insert(obj.clone(), entry.clone());
+    for (obj, valid) in &last.objects {
+        if broken_files.iter().any(|f| f == file_of(&valid.source)) && !by_object.contains_key(obj)
+        {
+            current.insert(obj.clone(), valid.clone());
         }
     }
 
     let candidates = current
         .iter()
-        .map(|(obj, (source, version))| Candidate {
+        .map(|(obj, valid)| Candidate {
             object: obj.clone(),
-            source: source.clone(),
-            version: version.clone(),
+            source: valid.source.clone(),
+            version: valid.version.clone(),
             served: last.served.get(obj).cloned(),
         })
         .collect();
     let assigned = ownership::assign(candidates);
     out.errors.extend(assigned.errors);
     for (obj, version) in &assigned.accepted {
-        let source = current.get(obj).map_or("", |(s, _)| s.as_str());
+        let source = current.get(obj).map_or("", |v| v.source.as_str());
         for w in served_warnings(version) {
             warnings.push((obj.clone(), source.to_string(), w));
         }
@@ -263,6 +312,7 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
     out.warnings = warn_once(&mut last.warned, &by_object, &current, warnings);
     last.served = assigned.accepted;
     last.objects = current;
+    last.snat = snat.to_vec();
     out
 }
 
@@ -270,16 +320,20 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
 /// object, and forgets objects that are gone.
 fn warn_once(
     warned: &mut BTreeMap<String, Warned>,
-    by_object: &BTreeMap<String, Vec<(&Document, &VirtualServer)>>,
-    current: &BTreeMap<String, (String, Vec<Service>)>,
+    by_object: &BTreeMap<String, Vec<(&Document, &Arc<VirtualServer>)>>,
+    current: &BTreeMap<String, Valid>,
     warnings: Vec<(String, String, FieldError)>,
 ) -> Vec<FileWarning> {
     warned.retain(|obj, _| by_object.contains_key(obj) || current.contains_key(obj));
     for (obj, found) in by_object {
         let w = warned.entry(obj.clone()).or_default();
         // The first document stands for a duplicated object.
-        let vs = found.first().map(|(_, vs)| (*vs).clone());
-        if w.seen != vs {
+        let vs = found.first().map(|(_, vs)| Arc::clone(vs));
+        let same = match (&w.seen, &vs) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
             w.seen = vs;
             w.messages.clear();
         }

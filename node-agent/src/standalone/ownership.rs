@@ -10,11 +10,23 @@
 //! VIP, for the same reason).
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ballast_api::{FieldError, Protocol, ValidationError};
 
 use super::file_errors::{FileError, Refusal};
 use crate::core::Service;
+
+/// One object's services, shared between rounds: an object whose document
+/// did not change keeps the same allocation, so carrying it from round to
+/// round and comparing it with what was served costs no copy and no walk.
+pub type Version = Arc<[Service]>;
+
+/// Whether two versions are the same services (the same allocation, the
+/// common case, or equal ones).
+pub fn same(a: &Version, b: &[Service]) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || **a == *b
+}
 
 /// One object asking for addresses this round.
 #[derive(Clone, Debug)]
@@ -25,18 +37,18 @@ pub struct Candidate {
     pub source: String,
     /// What the object asks for now: its new version, or its last valid one
     /// when the new one is invalid.
-    pub version: Vec<Service>,
+    pub version: Version,
     /// What the previous round gave it, if anything. Such an object is an
     /// incumbent: what `served` holds is reserved for it, and it falls back
     /// to `served` when `version` wants what another object holds.
-    pub served: Option<Vec<Service>>,
+    pub served: Option<Version>,
 }
 
 #[derive(Debug, Default)]
 pub struct Assignment {
     /// object -> the version it is given (its `version`, or for an incumbent
     /// refused an extension, its `served`).
-    pub accepted: BTreeMap<String, Vec<Service>>,
+    pub accepted: BTreeMap<String, Version>,
     pub errors: Vec<FileError>,
 }
 
@@ -200,15 +212,17 @@ pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
     let mut on_served: Vec<&Candidate> = Vec::new();
     for c in &incumbents {
         let served = c.served.as_deref().unwrap_or_default();
-        if c.version != served && table.conflicts(&c.object, &c.version).is_empty() {
+        let changed = !same(&c.version, served);
+        if changed && table.conflicts(&c.object, &c.version).is_empty() {
             table.remove(&c.object, served);
             table.add(&c.object, &c.version);
             out.accepted.insert(c.object.clone(), c.version.clone());
         } else {
-            if c.version != served {
+            if changed {
                 on_served.push(c);
             }
-            out.accepted.insert(c.object.clone(), served.to_vec());
+            let served = c.served.clone().unwrap_or_else(|| Arc::from([]));
+            out.accepted.insert(c.object.clone(), served);
         }
     }
     // An incumbent kept on its served version may now fit: another one's new
@@ -306,14 +320,14 @@ mod tests {
         Candidate {
             object: object.into(),
             source: format!("{}.yaml#1", object.rsplit('/').next().unwrap()),
-            version: v,
+            version: v.into(),
             served: None,
         }
     }
 
     fn held(object: &str, v: Vec<Service>, served: Vec<Service>) -> Candidate {
         Candidate {
-            served: Some(served),
+            served: Some(served.into()),
             ..new(object, v)
         }
     }
@@ -335,7 +349,7 @@ mod tests {
             new("default/aaa", version("default/aaa", &[VIP], &[80], &[B2])),
         ]);
         assert_eq!(names(&a), ["default/web"]);
-        assert_eq!(a.accepted["default/web"], web);
+        assert_eq!(a.accepted["default/web"][..], web[..]);
         assert_eq!(
             a.errors,
             [FileError::Contested {
@@ -412,8 +426,8 @@ mod tests {
             ),
             held("default/z-api", api.clone(), api.clone()),
         ]);
-        assert_eq!(a.accepted["default/a-web"], web);
-        assert_eq!(a.accepted["default/z-api"], api);
+        assert_eq!(a.accepted["default/a-web"][..], web[..]);
+        assert_eq!(a.accepted["default/z-api"][..], api[..]);
         assert_eq!(
             lines(&a.errors),
             [

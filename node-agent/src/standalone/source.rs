@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tracing::{error, info, warn};
@@ -34,6 +34,20 @@ pub enum Handover {
 pub struct Reading {
     pub handover: Handover,
     pub errors: Vec<String>,
+    pub cost: ReadCost,
+}
+
+/// Where a reading's time went.
+#[derive(Clone, Debug, Default)]
+pub struct ReadCost {
+    /// Reading and hashing the files for change detection.
+    pub fingerprint: Duration,
+    /// Reading the files and parsing the documents whose text changed.
+    pub documents: Duration,
+    /// Documents parsed this time (the rest came from the cache).
+    pub parsed: usize,
+    /// Validation, last-good fallback, ownership, the change.
+    pub resolve: Duration,
 }
 
 pub struct FileSource {
@@ -86,17 +100,25 @@ impl FileSource {
             Handover::Change(change) => agent.apply_change(change).await,
             Handover::Whole(whole) => agent.apply(whole).await,
         };
-        Ok(self.settle(reading.errors, report?))
+        let errors = self.settle(reading.errors, report?);
+        release_freed_memory();
+        Ok(errors)
     }
 
     /// The first half of [`Self::reload`]: reads and resolves the files as
     /// the next version, and what to hand the agent for it. Warnings are
     /// logged here; errors are returned to be logged with the agent's.
     pub fn read(&mut self) -> anyhow::Result<Reading> {
+        let mut cost = ReadCost::default();
+        let start = Instant::now();
         self.fingerprint = config_files::fingerprint(&self.config).ok();
+        cost.fingerprint = start.elapsed();
         let docs = config_files::read_documents_with(&self.config, &mut self.parsed)
             .with_context(|| format!("reading {}", self.config.display()))?;
+        cost.documents = start.elapsed() - cost.fingerprint;
+        cost.parsed = self.parsed.parsed_last();
         let resolved = desired::resolve(&docs, &mut self.last_good, &self.settings.snat_addrs);
+        cost.resolve = start.elapsed() - cost.documents - cost.fingerprint;
         for w in &resolved.warnings {
             warn!("{w}");
         }
@@ -120,7 +142,11 @@ impl FileSource {
         // Until the agent's report says otherwise.
         self.in_step = false;
         let errors = resolved.errors.iter().map(|e| e.to_string()).collect();
-        Ok(Reading { handover, errors })
+        Ok(Reading {
+            handover,
+            errors,
+            cost,
+        })
     }
 
     /// The second half of [`Self::reload`]: takes the agent's report on the
@@ -202,6 +228,21 @@ impl FileSource {
                 () = agent.closed() => return,
             }
         }
+    }
+}
+
+/// Hands the pages a reload freed back to the kernel. A reload allocates
+/// and frees the whole parsed configuration (tens of MB at 10k services)
+/// on whichever runtime thread runs it; glibc keeps such pages in that
+/// thread's arena, so without this the agent's RSS settles at its peak
+/// during a reload, not at what it holds (measured at 10k services from
+/// one 4 MB file: 169 MB resident after the first reload, without this).
+/// Costs a walk of the heap's free lists, a few ms, once per reload.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases free pages.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -498,3 +498,46 @@ fn files_become_one_version_of_the_node_state() {
     assert!(quiet.announce.l2.is_empty(), "--no-announce");
     assert_eq!(quiet.services, [service]);
 }
+
+#[test]
+fn an_unchanged_document_keeps_its_version_without_validating_again() {
+    let mut last = LastGood::default();
+    let web = doc("a.yaml#1", "web", "203.0.113.10", "NAT");
+    resolve(std::slice::from_ref(&web), &mut last, &SNAT);
+    let first = last.served["default/web"].clone();
+    // The same document (the parse cache hands back the same allocation),
+    // now second in its file: the same version, the new source.
+    let moved = Document {
+        source: "a.yaml#2".into(),
+        ..web.clone()
+    };
+    let r = resolve(&[moved], &mut last, &SNAT);
+    assert!(r.change.is_empty());
+    assert!(
+        Arc::ptr_eq(&first, &last.served["default/web"]),
+        "not rebuilt"
+    );
+    assert_eq!(last.objects["default/web"].source, "a.yaml#2");
+    // Equal text parsed again is another allocation: validated again (a
+    // new version), equal to what is served, so still no change to hand
+    // over and the served version stays.
+    let reparsed = doc("a.yaml#1", "web", "203.0.113.10", "NAT");
+    let r = resolve(&[reparsed], &mut last, &SNAT);
+    assert!(r.change.is_empty());
+    assert!(!Arc::ptr_eq(&first, &last.objects["default/web"].version));
+    assert!(Arc::ptr_eq(&first, &last.served["default/web"]));
+    // Other SNAT addresses: the same document is checked again, against them.
+    let snat_is_vip = [Ipv4Addr::new(203, 0, 113, 10)];
+    let same = Document {
+        source: "a.yaml#1".into(),
+        ..web
+    };
+    resolve(std::slice::from_ref(&same), &mut last, &SNAT);
+    let r = resolve(&[same], &mut last, &snat_is_vip);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert!(
+        r.errors[0].to_string().contains("is a SNAT address"),
+        "{}",
+        r.errors[0]
+    );
+}
