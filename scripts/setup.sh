@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Ballast needs on a Debian machine (as root): clang and
 # libbpf headers for the XDP program, iproute2/ethtool for the namespace
-# tests and the demo, nginx for the TOA reader's end-to-end test (it runs
-# its own instance with its own configuration). Skips the install when everything is present.
+# tests and the demo, nginx for the TOA reader's end-to-end test (which
+# runs its own instance with its own configuration). Skips the install
+# when everything is present.
 set -euo pipefail
 need=()
 for pair in clang:clang llvm-strip:llvm ip:iproute2 ethtool:ethtool nft:nftables iperf3:iperf3 cc:gcc nginx:nginx; do

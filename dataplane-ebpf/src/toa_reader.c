@@ -115,15 +115,21 @@ int toa_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-/* Rewrites the peer address of a translated connection; others untouched.
+/* The client stored for a translated connection's socket, or NULL.
  * Cost: one socket-storage lookup. */
-SEC("cgroup/getpeername4")
-int toa_getpeername4(struct bpf_sock_addr *ctx)
+static __always_inline struct toa_peer *toa_stored(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
-		return 1;
-	struct toa_peer *peer = bpf_sk_storage_get(&toa_peers, sk, 0, 0);
+		return 0;
+	return bpf_sk_storage_get(&toa_peers, sk, 0, 0);
+}
+
+/* Rewrites the peer address of a translated connection; others untouched. */
+SEC("cgroup/getpeername4")
+int toa_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct toa_peer *peer = toa_stored(ctx);
 	if (peer) {
 		ctx->user_ip4 = peer->addr;
 		ctx->user_port = peer->port;
@@ -132,15 +138,11 @@ int toa_getpeername4(struct bpf_sock_addr *ctx)
 }
 
 /* The same for AF_INET6 sockets: only v4-mapped ones have storage (see
- * toa_remember), and their peer becomes ::ffff:client. Cost: one
- * socket-storage lookup. */
+ * toa_remember), and their peer becomes ::ffff:client. */
 SEC("cgroup/getpeername6")
 int toa_getpeername6(struct bpf_sock_addr *ctx)
 {
-	struct bpf_sock *sk = ctx->sk;
-	if (!sk)
-		return 1;
-	struct toa_peer *peer = bpf_sk_storage_get(&toa_peers, sk, 0, 0);
+	struct toa_peer *peer = toa_stored(ctx);
 	if (peer) {
 		ctx->user_ip6[0] = 0;
 		ctx->user_ip6[1] = 0;
