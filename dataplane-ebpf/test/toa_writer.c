@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * A client that sends the TOA option itself, for node-agent/tests/toa_reader.rs:
+ * A client that sends the TOA option itself, for node-agent/tests/toa_reader/:
  * attached to the test client's cgroup, it adds option 254 (length 8, the
  * layout the director writes, see include/toa.h) to every SYN its sockets
  * send, claiming the client is TOA_SPOOF_ADDR:TOA_SPOOF_PORT. The reader

@@ -9,6 +9,8 @@ pub static TOA_OBJECT: &[u8] =
 
 pub const SOCKOPS_PROGRAM: &str = "toa_sockops";
 pub const GETPEERNAME4_PROGRAM: &str = "toa_getpeername4";
+/// Dual-stack servers: v4-mapped peers of AF_INET6 sockets.
+pub const GETPEERNAME6_PROGRAM: &str = "toa_getpeername6";
 
 pub const TRUSTED_MAP: &str = "toa_trusted";
 pub const PEERS_MAP: &str = "toa_peers";
@@ -20,6 +22,9 @@ pub const MAPS: [&str; 4] = [TRUSTED_MAP, PEERS_MAP, COUNTERS_MAP, INSTALL_MAP];
 /// Link pins: while they exist the programs stay attached.
 pub const SOCKOPS_LINK: &str = "link_sockops";
 pub const GETPEERNAME4_LINK: &str = "link_getpeername4";
+pub const GETPEERNAME6_LINK: &str = "link_getpeername6";
+/// Every link pin: installed means all of them exist.
+pub const LINKS: [&str; 3] = [SOCKOPS_LINK, GETPEERNAME4_LINK, GETPEERNAME6_LINK];
 
 /// `TOA_MAX_TRUSTED`: entries of the trusted-director trie.
 pub const MAX_TRUSTED: usize = 256;

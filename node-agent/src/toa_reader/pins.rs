@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use aya::programs::links::FdLink;
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use ipnet::Ipv4Net;
@@ -62,8 +62,10 @@ impl std::fmt::Display for InstallOutcome {
     }
 }
 
+/// Every link pinned. A reader of an older install (fewer links) is not
+/// installed by this rule: the next install replaces it whole.
 fn installed(pin_dir: &Path) -> bool {
-    pin_dir.join(abi::SOCKOPS_LINK).exists() && pin_dir.join(abi::GETPEERNAME4_LINK).exists()
+    abi::LINKS.iter().all(|l| pin_dir.join(l).exists())
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> ToaError {
@@ -258,10 +260,12 @@ fn load_and_attach(
     // mode is Single (no flags), not AllowMultiple.
     let mode = CgroupAttachMode::Single;
     let sockops_link = attach!(ebpf, SockOps, abi::SOCKOPS_PROGRAM, &cg, mode);
-    let peername_link = attach!(ebpf, CgroupSockAddr, abi::GETPEERNAME4_PROGRAM, &cg, mode);
+    let peername4_link = attach!(ebpf, CgroupSockAddr, abi::GETPEERNAME4_PROGRAM, &cg, mode);
+    let peername6_link = attach!(ebpf, CgroupSockAddr, abi::GETPEERNAME6_PROGRAM, &cg, mode);
     for (link, pin) in [
         (sockops_link, abi::SOCKOPS_LINK),
-        (peername_link, abi::GETPEERNAME4_LINK),
+        (peername4_link, abi::GETPEERNAME4_LINK),
+        (peername6_link, abi::GETPEERNAME6_LINK),
     ] {
         let path = pin_dir.join(pin);
         link.pin(&path).map_err(|e| ToaError::Pin {
@@ -287,8 +291,25 @@ where
 
 /// Detaches and unpins the reader (removing the link pins detaches the
 /// programs; removing the map pins frees the maps). Returns whether
-/// anything was there.
+/// anything was there. The links are detached before this returns:
+/// unlinking a link's pin leaves its release to deferred kernel work, so
+/// a connection made just after `--remove` could still be translated;
+/// closing a link's last descriptor releases it before close() returns, so
+/// each link is opened, unpinned, then closed here.
 pub fn remove(pin_dir: &Path) -> Result<bool, ToaError> {
+    for name in abi::LINKS {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let pin_err = |reason: String| ToaError::Pin {
+            path: path.clone(),
+            reason,
+        };
+        let link = PinnedLink::from_pin(&path).map_err(|e| pin_err(with_sources(&e)))?;
+        let last = link.unpin().map_err(|e| pin_err(e.to_string()))?;
+        drop(last);
+    }
     match std::fs::remove_dir_all(pin_dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -315,9 +336,14 @@ pub fn read_status(pin_dir: &Path) -> Result<Option<ToaStatus>, ToaError> {
         let v = counters.get(&i, 0).map_err(map_err(abi::COUNTERS_MAP))?;
         Ok(v.iter().sum())
     };
+    let hooks = abi::LINKS
+        .iter()
+        .map(|l| l.strip_prefix("link_").unwrap_or(l).to_string())
+        .collect();
     Ok(Some(ToaStatus {
         pin_dir: pin_dir.to_path_buf(),
         cgroup,
+        hooks,
         trusted,
         translated: sum(abi::TRANSLATED)?,
         untrusted: sum(abi::UNTRUSTED)?,

@@ -10,6 +10,8 @@ pub struct ToaStatus {
     pub pin_dir: PathBuf,
     /// The cgroup the programs are attached to, as given at install.
     pub cgroup: String,
+    /// The pinned links (one per attached program).
+    pub hooks: Vec<String>,
     pub trusted: Vec<Ipv4Net>,
     /// Connections whose peer is now the client (summed over CPUs).
     pub translated: u64,
@@ -36,6 +38,7 @@ pub fn render(status: Option<&ToaStatus>, pin_dir: &std::path::Path) -> String {
         s.pin_dir.display()
     );
     let _ = writeln!(out, "  cgroup:               {}", s.cgroup);
+    let _ = writeln!(out, "  hooks:                {}", s.hooks.join(", "));
     let _ = writeln!(
         out,
         "  trusted directors:    {}",
@@ -73,6 +76,11 @@ mod tests {
         let s = ToaStatus {
             pin_dir: "/sys/fs/bpf/ballast/toa".into(),
             cgroup: "/sys/fs/cgroup".into(),
+            hooks: vec![
+                "sockops".into(),
+                "getpeername4".into(),
+                "getpeername6".into(),
+            ],
             trusted: vec![
                 "10.0.0.0/24".parse().unwrap(),
                 "10.1.0.7/32".parse().unwrap(),
@@ -85,6 +93,7 @@ mod tests {
             render(Some(&s), Path::new("/unused")),
             "TOA reader: installed (pinned at /sys/fs/bpf/ballast/toa)\n\
              \x20 cgroup:               /sys/fs/cgroup\n\
+             \x20 hooks:                sockops, getpeername4, getpeername6\n\
              \x20 trusted directors:    10.0.0.0/24, 10.1.0.7/32\n\
              \x20 translated:           12\n\
              \x20 ignored (untrusted):  1\n\

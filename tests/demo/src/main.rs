@@ -1,7 +1,9 @@
 //! `ballast-demo` (what `scripts/demo.sh` runs): a client, a director and
 //! three backends in network namespaces on one L2 segment; a few hundred
-//! real TCP connections through the XDP director in FullNAT, then in DR,
-//! with the distribution and the counters printed. Everything is removed at
+//! real TCP connections through the XDP director in FullNAT (backends see
+//! the SNAT address), in FullNAT with the TOA reader on the backends (they
+//! see the client), then in DR, with the distribution and the counters
+//! printed. Everything is removed at
 //! the end, on failure and on Ctrl-C. Built on the test scaffolding
 //! (`ballast-testbed`), so it is not part of the agent users run.
 use std::collections::BTreeMap;
@@ -11,9 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ballast_agent::abi;
 use ballast_agent::standalone::desired::DEFAULT_TOA_MSS;
-use ballast_agent::stats;
+use ballast_agent::{stats, toa_reader};
 use ballast_testbed::lab::{self, Lab};
-use ballast_testbed::{self as testbed, Testbed, is_root, servers};
+use ballast_testbed::{self as testbed, TestCgroup, Testbed, is_root, servers};
 use clap::Parser;
 
 const PREFIX_BASE: &str = "bdemo";
@@ -88,7 +90,13 @@ fn scenario(prefix: &str, connections: usize) -> Result<()> {
     svc.flags = abi::SVC_TOA;
     svc.mss_max = DEFAULT_TOA_MSS;
     lab.apply(vec![svc])?;
-    round(&lab, "FullNAT (with TOA)", 80, connections)?;
+    round(
+        &lab,
+        "FullNAT (with TOA), no reader on the backends",
+        80,
+        connections,
+    )?;
+    toa_round(&mut lab, prefix, connections)?;
 
     // DR: same port on the backends, VIP on their lo, replies go straight back.
     lab.tb
@@ -105,6 +113,37 @@ fn scenario(prefix: &str, connections: usize) -> Result<()> {
     )])?;
     round(&lab, "DR", 81, connections)?;
     println!("Cleaning up.");
+    Ok(())
+}
+
+/// The same service with the TOA reader installed on the backends, as
+/// `ballast-agent realserver --toa --toa-from <SNAT address> --cgroup
+/// <cgroup>` does, trusting the director's SNAT address. The backends'
+/// servers run in this process, so the process joins a cgroup of its own
+/// that the reader attaches to (rather than the host's root cgroup), and
+/// the servers are restarted in it: the reader covers listeners opened
+/// after it.
+fn toa_round(lab: &mut Lab, prefix: &str, connections: usize) -> Result<()> {
+    let cgroup = TestCgroup::create("demo")?;
+    let pin_dir = toa_reader::pin_dir(&lab::lab_pin_dir(prefix));
+    let trusted = [testbed::SNAT_ADDR.into()];
+    toa_reader::install(&pin_dir, Some(cgroup.path()), &trusted)?;
+    {
+        let _inside = cgroup.enter()?;
+        lab.servers.clear();
+        lab.serve(8080)?;
+    }
+    round(
+        lab,
+        "FullNAT (with TOA), TOA reader on the backends",
+        80,
+        connections,
+    )?;
+    let status = toa_reader::read_status(&pin_dir)?;
+    print!("{}", toa_reader::status::render(status.as_ref(), &pin_dir));
+    toa_reader::remove(&pin_dir)?;
+    lab.servers.clear();
+    println!();
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod arp;
+pub mod cgroup;
 pub mod frames;
 pub mod http;
 pub mod lab;
@@ -24,6 +25,7 @@ pub mod sniff;
 pub mod topology;
 pub mod world;
 
+pub use cgroup::TestCgroup;
 pub use netns::{NetnsThread, in_netns, list_netns, spawn_in_netns, sysctl_get};
 pub use root::{is_root, require_root};
 pub use servers::{

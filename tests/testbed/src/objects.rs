@@ -34,7 +34,8 @@ pub static EXPIRY_RULES: &[u8] =
 
 /// `toa_writer`: a sockops program that adds a TOA option claiming
 /// 10.66.66.66:6666 to every SYN of the cgroup it is attached to (a client
-/// spoofing its address), for node-agent/tests/toa_reader.rs.
+/// spoofing its address), for node-agent/tests/toa_reader/ and
+/// benches/toa_reader.rs (SYNs that carry the option, as a director's do).
 pub static TOA_WRITER: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/toa_writer.bpf.o"));
 
