@@ -29,6 +29,12 @@ pub struct LastGood {
     served: BTreeMap<String, Version>,
     /// The SNAT addresses the versions in `objects` were checked against.
     snat: Vec<Ipv4Addr>,
+    /// The documents the last round resolved, and the errors it found: a
+    /// round with the same documents (same sources, the same parsed
+    /// allocations from the parse cache) decides the same, so it is not
+    /// resolved again.
+    documents: Vec<Document>,
+    errors: Vec<FileError>,
     /// Warnings already logged, per object, with the version they were
     /// logged for: logged again only once that object changes.
     warned: BTreeMap<String, Warned>,
@@ -75,10 +81,10 @@ impl LastGood {
 
     /// `vs`'s version when it is the document `obj`'s last valid version
     /// was made from, checked against the same SNAT addresses.
-    fn unchanged(&self, obj: &str, vs: &Arc<VirtualServer>, snat: &[Ipv4Addr]) -> Option<Valid> {
+    fn unchanged(&self, obj: &str, vs: &Arc<VirtualServer>, snat: &[Ipv4Addr]) -> Option<&Valid> {
         let valid = self.objects.get(obj)?;
         let from = valid.from.as_ref()?;
-        (Arc::ptr_eq(from, vs) && self.snat == snat).then(|| valid.clone())
+        (Arc::ptr_eq(from, vs) && self.snat == snat).then_some(valid)
     }
 }
 
@@ -190,6 +196,36 @@ fn served_warnings(version: &[Service]) -> Vec<FieldError> {
 /// duplicates, and gives each contested address to the object that holds it
 /// (see [`super::ownership`]). `snat` are this agent's SNAT addresses.
 pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> ReloadOutcome {
+    if last.snat == snat && same_documents(&last.documents, docs) {
+        // Warnings were reported once; errors are reported every round.
+        return ReloadOutcome {
+            errors: last.errors.clone(),
+            ..Default::default()
+        };
+    }
+    let out = resolve_anew(docs, last, snat);
+    last.documents = docs.to_vec();
+    last.errors = out.errors.clone();
+    out
+}
+
+/// Whether two rounds read the same documents: the same sources and, for
+/// each, the same parsed allocation (or the same error). Equal objects
+/// parsed apart are not the same here (they are resolved again, at worst).
+fn same_documents(a: &[Document], b: &[Document]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.source == b.source
+                && a.ignored_keys == b.ignored_keys
+                && match (&a.parsed, &b.parsed) {
+                    (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
+                    (Err(a), Err(b)) => a == b,
+                    _ => false,
+                }
+        })
+}
+
+fn resolve_anew(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> ReloadOutcome {
     let mut out = ReloadOutcome::default();
     let mut broken_files = Vec::new();
     // object -> its documents this round, in file order
@@ -236,13 +272,12 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
         }
         if let [(d, vs)] = found.as_slice() {
             if let Some(valid) = last.unchanged(obj, vs, snat) {
-                current.insert(
-                    obj.clone(),
-                    Valid {
-                        source: d.source.clone(),
-                        ..valid
-                    },
-                );
+                let valid = Valid {
+                    source: d.source.clone(),
+                    from: valid.from.clone(),
+                    version: valid.version.clone(),
+                };
+                current.insert(obj.clone(), valid);
                 continue;
             }
             let checked =

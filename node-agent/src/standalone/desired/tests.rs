@@ -541,3 +541,41 @@ fn an_unchanged_document_keeps_its_version_without_validating_again() {
         r.errors[0]
     );
 }
+
+#[test]
+fn the_same_documents_again_report_the_same_errors_and_change_nothing() {
+    let mut last = LastGood::default();
+    let broken = Document {
+        source: "b.yaml#1".into(),
+        parsed: Err("bad indentation at line 3".into()),
+        ignored_keys: Vec::new(),
+    };
+    let docs = [
+        doc("a.yaml#1", "alpha", "203.0.113.10", "FullNAT"),
+        doc("c.yaml#1", "gamma", "203.0.113.10", "NAT"),
+        broken,
+    ];
+    let first = resolve(&docs, &mut last, &SNAT);
+    assert_eq!(first.errors.len(), 2, "{:?}", first.errors);
+    assert_eq!(first.change.objects.len(), 1);
+    for round in 0..2 {
+        let again = resolve(&docs, &mut last, &SNAT);
+        assert_eq!(again.errors, first.errors, "round {round}");
+        assert!(again.change.is_empty(), "round {round}");
+        assert!(again.warnings.is_empty());
+    }
+    // One document edited: resolved anew, the change is that object's.
+    let mut edited = docs.clone();
+    edited[0] = object(
+        "a.yaml#1",
+        "alpha",
+        "203.0.113.10",
+        "[{address: 198.51.100.12}]",
+    );
+    let r = resolve(&edited, &mut last, &SNAT);
+    assert_eq!(
+        r.change.objects.keys().collect::<Vec<_>>(),
+        ["default/alpha"]
+    );
+    assert_eq!(served(&last), [("default/alpha", "198.51.100.12".into())]);
+}
