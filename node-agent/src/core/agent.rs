@@ -41,6 +41,7 @@ use super::cost::ApplyPhases;
 use super::desired::{NodeDesired, validate};
 use super::held::{HeldDesired, NodeChange};
 use super::report::{ApplyError, ApplyReport};
+use super::retire;
 use super::usage::{self, Usage, VerdictAges};
 use super::wanted::{Wanted, WantedChange};
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions, SweepReport};
@@ -167,6 +168,8 @@ impl Agent {
             // The same verdict, reported as the whole version names it.
             errors = validate(&d);
         }
+        // What is kept of `d` was copied into `change`.
+        retire::drop_later(d);
         self.apply_checked(change, errors, started)
     }
 

@@ -19,6 +19,7 @@ pub mod desired;
 pub mod held;
 pub mod lower;
 pub mod report;
+pub mod retire;
 pub mod usage;
 pub mod wanted;
 
