@@ -7,9 +7,9 @@
 //! Only the path itself being unreadable is a [`ConfigError`]; the caller then
 //! keeps what it has and retries, instead of dropping every service.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::hash_map::Entry;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -112,7 +112,9 @@ type Reading = Option<(Result<Arc<VirtualServer>, String>, Vec<String>)>;
 /// each read keeps only the documents it saw.
 #[derive(Debug, Default)]
 pub struct ParseCache {
-    readings: HashMap<String, Reading>,
+    /// text -> (its reading, the read that last saw it)
+    readings: HashMap<String, (Reading, u64)>,
+    reads: u64,
     parsed_last: usize,
 }
 
@@ -151,7 +153,8 @@ pub fn read_documents_with(
     cache: &mut ParseCache,
 ) -> Result<Vec<Document>, ConfigError> {
     let mut docs = Vec::new();
-    let mut seen: HashMap<String, Reading> = HashMap::with_capacity(cache.readings.len());
+    cache.reads += 1;
+    let read = cache.reads;
     let mut parsed = 0;
     for file in config_files(path)? {
         let bytes = fs::read(&file).map_err(io_error(&file))?;
@@ -169,17 +172,18 @@ pub fn read_documents_with(
         };
         let mut index = 0;
         for (lines_before, chunk) in split_documents(&text) {
-            let reading = match seen.entry(chunk) {
-                Entry::Occupied(o) => o.get().clone(),
-                Entry::Vacant(v) => {
-                    let r = match cache.readings.remove(v.key()) {
-                        Some(r) => r,
-                        None => {
-                            parsed += 1;
-                            read_document(v.key())
-                        }
-                    };
-                    v.insert(r).clone()
+            // One lookup by the borrowed text; a copy only for a new one.
+            let reading = match cache.readings.get_mut(chunk.as_ref()) {
+                Some((reading, seen)) => {
+                    *seen = read;
+                    reading.clone()
+                }
+                None => {
+                    parsed += 1;
+                    let reading = read_document(&chunk);
+                    let entry = (reading.clone(), read);
+                    cache.readings.insert(chunk.into_owned(), entry);
+                    reading
                 }
             };
             let Some((parsed, ignored_keys)) = reading else {
@@ -193,7 +197,8 @@ pub fn read_documents_with(
             });
         }
     }
-    cache.readings = seen;
+    // Only what this read saw is kept.
+    cache.readings.retain(|_, (_, seen)| *seen == read);
     cache.parsed_last = parsed;
     Ok(docs)
 }
@@ -254,34 +259,55 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 /// Splits a YAML stream at `---` / `...` markers: each document with the
-/// number of file lines before it (content after a `---` on its line is
-/// kept at its column, the marker turned to spaces), so that
-/// [`at_file_lines`] can make parse errors name lines of the whole file.
-/// Not by padding each document with newlines: that made a file of 10k
-/// documents quadratic (seconds and a gigabyte to read 4 MB).
+/// number of file lines before it, so that [`at_file_lines`] can make parse
+/// errors name lines of the whole file. A document is a slice of the text
+/// (no copy: a reload looks each one up in the parse cache, and most are
+/// there), except one starting with content on its `---` line
+/// (`--- {a: 1}`), which is copied with the marker turned to spaces so the
+/// content keeps its column. Not by padding each document with newlines:
+/// that made a file of 10k documents quadratic (seconds and a gigabyte to
+/// read 4 MB).
 ///
 /// The split is done here rather than with serde_yaml's multi-document
 /// deserializer because that one cannot resynchronise after a syntax error:
 /// every later document would report the same error.
-fn split_documents(text: &str) -> Vec<(usize, String)> {
+fn split_documents(text: &str) -> Vec<(usize, Cow<'_, str>)> {
+    enum Chunk {
+        /// From this byte offset to the next marker.
+        Slice(usize),
+        Owned(String),
+    }
+    let finish = |chunk: Chunk, end: usize| match chunk {
+        Chunk::Slice(start) => Cow::Borrowed(&text[start..end]),
+        Chunk::Owned(s) => Cow::Owned(s),
+    };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut docs = Vec::new();
-    let mut cur = (0, String::new());
+    let (mut cur, mut lines_before, mut at) = (Chunk::Slice(0), 0, 0);
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.trim_end_matches(['\n', '\r']);
+        let next = at + line.len();
         if is_marker(bare, "---") {
-            docs.push(std::mem::replace(&mut cur, (lineno, String::new())));
-            // Content may follow the marker on the same line (`--- {a: 1}`).
-            cur.1.push_str("   ");
-            cur.1.push_str(&bare[3..]);
-            cur.1.push('\n');
+            let rest = &bare[3..];
+            let (chunk, before) = if rest.trim().is_empty() {
+                (Chunk::Slice(next), lineno + 1)
+            } else {
+                (Chunk::Owned(format!("   {rest}\n")), lineno)
+            };
+            docs.push((lines_before, finish(std::mem::replace(&mut cur, chunk), at)));
+            lines_before = before;
         } else if is_marker(bare, "...") {
-            docs.push(std::mem::replace(&mut cur, (lineno + 1, String::new())));
-        } else {
-            cur.1.push_str(line);
+            docs.push((
+                lines_before,
+                finish(std::mem::replace(&mut cur, Chunk::Slice(next)), at),
+            ));
+            lines_before = lineno + 1;
+        } else if let Chunk::Owned(s) = &mut cur {
+            s.push_str(line);
         }
+        at = next;
     }
-    docs.push(cur);
+    docs.push((lines_before, finish(cur, at)));
     docs
 }
 
@@ -566,7 +592,7 @@ mod tests {
         let text = "a: |\n  ---\n  x\n---\nb: 1\n";
         let docs = split_documents(text);
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1].0, 3, "three lines before the second document");
+        assert_eq!(docs[1].0, 4, "four lines before the second document");
         let first: serde_yaml::Value = serde_yaml::from_str(&docs[0].1).unwrap();
         assert_eq!(first["a"].as_str(), Some("---\nx\n"));
     }

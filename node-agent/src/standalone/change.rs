@@ -62,6 +62,12 @@ fn take_gone<'a>(
 }
 
 impl ServedChange {
+    /// `object` goes from serving `from` to serving `to` (none: gone).
+    pub fn record(&mut self, object: &str, from: &[Service], to: &[Service]) {
+        self.moved(from, to);
+        self.objects.insert(object.to_string(), to.to_vec());
+    }
+
     fn moved(&mut self, from: &[Service], to: &[Service]) {
         for s in from {
             *self.vips.entry(s.vip).or_default() -= 1;

@@ -203,6 +203,9 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
             ..Default::default()
         };
     }
+    if let Some(out) = edited::resolve_edited(docs, last, snat) {
+        return out;
+    }
     let out = resolve_anew(docs, last, snat);
     last.documents = docs.to_vec();
     last.errors = out.errors.clone();
@@ -418,5 +421,6 @@ pub fn to_node_desired<'a>(
     }
 }
 
+mod edited;
 #[cfg(test)]
 mod tests;

@@ -193,6 +193,33 @@ fn refusal(c: &Candidate, conflicts: Vec<(FieldError, String)>, outcome: Refusal
     }
 }
 
+/// [`assign`] of a round in which every object is an incumbent holding its
+/// version, except that the objects in `changed` ask for new ones: whether
+/// each, in name order, takes its new version without a conflict (what
+/// `assign`'s first pass would decide; then nothing is left for its later
+/// passes). False as soon as one conflicts: then `assign` must decide the
+/// round, and say why. Costs a table of what `served` holds (no copies),
+/// not a candidate per object.
+pub fn changes_fit(
+    served: &BTreeMap<String, Version>,
+    changed: &BTreeMap<String, Version>,
+) -> bool {
+    let mut table = Table::default();
+    for (object, version) in served {
+        table.add(object, version);
+    }
+    for (object, version) in changed {
+        if !table.conflicts(object, version).is_empty() {
+            return false;
+        }
+        if let Some(held) = served.get(object) {
+            table.remove(object, held);
+        }
+        table.add(object, version);
+    }
+    true
+}
+
 /// Gives each candidate a version or nothing; see the module docs.
 /// `candidates` may come in any order.
 pub fn assign(mut candidates: Vec<Candidate>) -> Assignment {
