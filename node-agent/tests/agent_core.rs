@@ -14,6 +14,7 @@ use ballast_agent::core::{
     self, Agent, AgentOptions, Announcements, ApplyError, ApplyReport, Backend, NodeDesired,
     Service, ServiceProblem, ServiceRef, Settings,
 };
+use ballast_agent::dataplane::maps::Maps;
 use ballast_agent::dataplane::ring_alloc::RingFull;
 use ballast_agent::dataplane::{Director, LoadOptions, PlanError, XdpAttachMode, map_memory};
 use ballast_api::{Forwarding, Protocol};
@@ -418,5 +419,58 @@ fn a_change_writes_what_it_touches_and_a_refused_one_nothing() {
         held.version = 5;
         assert_eq!(agent.apply(held).unwrap().applied_version, 5);
         assert_eq!(written(&agent), (0, 0));
+    });
+}
+
+/// The ring's mappings in this process: the kernel populates a BPF array's
+/// mapping whole when it is made, so each costs the ring's size in RSS.
+/// Told apart from other tests' by the length (`slots` is this test's own).
+fn ring_mappings(slots: u32) -> usize {
+    let page = 4096;
+    let len = (slots as u64 * 8).div_ceil(page) * page;
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with("anon_inode:bpf-map"))
+        .filter(|l| {
+            let (range, _) = l.split_once(' ').unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            let (a, b) = (
+                u64::from_str_radix(a, 16).unwrap(),
+                u64::from_str_radix(b, 16).unwrap(),
+            );
+            b - a == len
+        })
+        .count()
+}
+
+#[test]
+fn only_handles_that_write_or_read_tables_map_the_ring() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|_| {
+        let pins = fresh_pins("ring-mapping");
+        // A size no other test here uses (its mappings are told by length).
+        let slots = 50_021;
+        let mut agent = open_agent(&pins.0, slots, None);
+        assert_eq!(agent.director().maps().ring_slots(), slots);
+        assert_eq!(ring_mappings(slots), 0, "opened: nothing written yet");
+        apply_two_services(&mut agent);
+        assert_eq!(ring_mappings(slots), 1, "the tables written through one");
+        // A second handle (the sweeper's, a /metrics scrape's, `stats`)
+        // maps nothing until it reads a table.
+        let pinned = Maps::open_pinned(&pins.0).unwrap();
+        assert_eq!(ring_mappings(slots), 1);
+        let key = SvcKey {
+            vip: abi::be_addr(VIP),
+            port: abi::be_port(80),
+            proto: TCP,
+            pad: 0,
+        };
+        let svc = pinned.service(&key).unwrap().expect("programmed");
+        let table = pinned.ring_read(svc.ring_offset, svc.ring_size).unwrap();
+        assert_eq!(table.len(), svc.ring_size as usize);
+        assert_eq!(ring_mappings(slots), 2);
+        drop(pinned);
+        assert_eq!(ring_mappings(slots), 1, "unmapped with its handle");
     });
 }

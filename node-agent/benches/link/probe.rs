@@ -25,6 +25,7 @@ pub fn ring_backends(maps: &Maps, key: &SvcKey) -> Option<BTreeSet<Ipv4Addr>> {
     let svc = maps.service(key).expect("services lookup")?;
     let ids: BTreeSet<u32> = maps
         .ring_read(svc.ring_offset, svc.ring_size)
+        .expect("mapping the ring")
         .into_iter()
         .collect();
     Some(

@@ -1,6 +1,7 @@
 //! Typed access to the data plane's maps: applying planned writes in order,
 //! reading the programmed state back (adoption after a restart), the node
 //! config, counters, and the mmapped Maglev ring.
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -117,7 +118,12 @@ impl Drop for RingMmap {
 
 pub struct Maps {
     maps: BTreeMap<&'static str, Map>,
-    ring: RingMmap,
+    /// Mapped on first use: the kernel populates a BPF array's mapping
+    /// whole when it is made, so every mapping costs the ring's size in
+    /// RSS (32 MiB by default) at once. Handles that never touch the ring
+    /// (the sweeper's, each `/metrics` scrape's, `stats`) do not map it.
+    ring: OnceCell<RingMmap>,
+    ring_slots: u32,
 }
 
 /// Entries per batch read when counting.
@@ -162,8 +168,30 @@ impl Maps {
             })?;
             maps.insert(name, m);
         }
-        let ring = RingMmap::new(&maps["ring"])?;
-        Ok(Self { maps, ring })
+        Self::with_ring(maps)
+    }
+
+    fn with_ring(maps: BTreeMap<&'static str, Map>) -> Result<Self, DataplaneError> {
+        let Map::Array(ring) = &maps["ring"] else {
+            return Err(DataplaneError::Map {
+                map: "ring",
+                reason: "not an array".into(),
+            });
+        };
+        let ring_slots = ring.info().map_err(map_err("ring"))?.max_entries();
+        Ok(Self {
+            maps,
+            ring: OnceCell::new(),
+            ring_slots,
+        })
+    }
+
+    /// The ring's mapping, made on first use.
+    fn ring(&self) -> Result<&RingMmap, DataplaneError> {
+        if self.ring.get().is_none() {
+            let _ = self.ring.set(RingMmap::new(&self.maps["ring"])?);
+        }
+        Ok(self.ring.get().expect("set above"))
     }
 
     /// Opens the maps pinned under `pin_dir` without loading anything
@@ -175,8 +203,7 @@ impl Maps {
             let m = Map::from_map_data(data).map_err(map_err(name))?;
             maps.insert(name, m);
         }
-        let ring = RingMmap::new(&maps["ring"])?;
-        Ok(Self { maps, ring })
+        Self::with_ring(maps)
     }
 
     pub(crate) fn get(&mut self, name: &'static str) -> &mut Map {
@@ -193,7 +220,7 @@ impl Maps {
     }
 
     pub fn ring_slots(&self) -> u32 {
-        self.ring.slots
+        self.ring_slots
     }
 
     /// The backend ids the maps hold: the smallest of the arrays indexed
@@ -217,8 +244,8 @@ impl Maps {
             .min(entries("backend_nexthops")?))
     }
 
-    pub fn ring_read(&self, offset: u32, len: u32) -> Vec<u32> {
-        self.ring.read(offset, len)
+    pub fn ring_read(&self, offset: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
+        Ok(self.ring()?.read(offset, len))
     }
 
     pub fn write_config(&mut self, cfg: &DpConfig) -> Result<(), DataplaneError> {
@@ -330,7 +357,9 @@ impl Maps {
             }
         }
         for (off, ids) in &w.rings {
-            self.ring.write(*off, ids)?;
+            self.ring()?;
+            let ring = self.ring.get_mut().expect("mapped above");
+            ring.write(*off, ids)?;
         }
         {
             let mut t = self.src_ranges()?;
