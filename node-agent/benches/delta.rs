@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
-use ballast_agent::core::{Agent, AgentOptions};
-use ballast_agent::dataplane::{Director, LoadOptions, NodeSettings, XdpAttachMode};
+use ballast_agent::core::Agent;
+use ballast_agent::dataplane::NodeSettings;
 use ballast_agent::link::convert::Defaults;
 use ballast_agent::link::persist;
 use ballast_agent::link::session::{Session, Step, Work};
@@ -89,25 +89,8 @@ fn settings() -> NodeSettings {
 }
 
 fn agent(pin_dir: PathBuf, n: usize) -> Agent {
-    let load = LoadOptions {
-        interface: None,
-        pin_dir,
-        ring_slots: abi::RING_SLOTS_DEFAULT.max(n as u32 * 300),
-        backend_slots: None,
-        conntrack_entries: Some(65_536),
-        mode: XdpAttachMode::Auto,
-    };
-    let director = Director::open(&load, &settings(), None).expect("opening the data plane");
-    Agent::new(
-        director,
-        settings(),
-        AgentOptions {
-            toa_mss: 1452,
-            inventory: None,
-            metrics: None,
-            sweep_interval: Duration::ZERO,
-        },
-    )
+    let ring_slots = abi::RING_SLOTS_DEFAULT.max(n as u32 * 300);
+    ballast_testbed::in_process::agent(&pin_dir, settings(), ring_slots, None)
 }
 
 /// One message's trip through the agent, by phase.

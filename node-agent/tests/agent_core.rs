@@ -5,18 +5,17 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
 use ballast_agent::abi::{self, SvcKey};
 use ballast_agent::core::{
-    self, Agent, AgentOptions, Announcements, ApplyError, ApplyReport, Backend, NodeDesired,
-    Service, ServiceProblem, ServiceRef, Settings,
+    self, Agent, Announcements, ApplyError, ApplyReport, Backend, NodeDesired, Service,
+    ServiceProblem, ServiceRef, Settings,
 };
 use ballast_agent::dataplane::maps::Maps;
 use ballast_agent::dataplane::ring_alloc::RingFull;
-use ballast_agent::dataplane::{Director, LoadOptions, PlanError, XdpAttachMode, map_memory};
+use ballast_agent::dataplane::{PlanError, map_memory};
 use ballast_api::{Forwarding, Protocol};
 use ballast_testbed::frames::*;
 use ballast_testbed::packet::*;
@@ -82,25 +81,7 @@ fn new_flows(
 }
 
 fn open_agent(pin_dir: &Path, ring_slots: u32, backend_slots: Option<u32>) -> Agent {
-    let load = LoadOptions {
-        interface: None,
-        pin_dir: pin_dir.to_path_buf(),
-        ring_slots,
-        backend_slots,
-        conntrack_entries: Some(65_536),
-        mode: XdpAttachMode::Auto,
-    };
-    let director = Director::open(&load, &settings(), None).expect("open director");
-    Agent::new(
-        director,
-        settings(),
-        AgentOptions {
-            toa_mss: 1452,
-            inventory: None,
-            metrics: None,
-            sweep_interval: Duration::ZERO,
-        },
-    )
+    ballast_testbed::in_process::agent(pin_dir, settings(), ring_slots, backend_slots)
 }
 
 /// This process's pin directory for one test, emptied of leftovers.

@@ -56,9 +56,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_agent::abi;
-use ballast_agent::core::{self, Agent, AgentOptions};
+use ballast_agent::core::{self, Agent};
+use ballast_agent::dataplane::NodeSettings;
 use ballast_agent::dataplane::maps::Maps;
-use ballast_agent::dataplane::{Director, LoadOptions, NodeSettings, XdpAttachMode};
 use ballast_agent::link::client::{self, LinkOptions};
 use ballast_agent::link::convert::Defaults;
 use ballast_agent::link::session::{Session, Step, Work};
@@ -161,25 +161,7 @@ fn defaults() -> Defaults {
 
 /// An agent core over a fresh data plane pinned at `pin_dir`.
 fn agent(pin_dir: &Path) -> Agent {
-    let load = LoadOptions {
-        interface: None,
-        pin_dir: pin_dir.to_path_buf(),
-        ring_slots: abi::RING_SLOTS_DEFAULT,
-        backend_slots: None,
-        conntrack_entries: Some(65_536),
-        mode: XdpAttachMode::Auto,
-    };
-    let director = Director::open(&load, &settings(), None).expect("opening the data plane");
-    Agent::new(
-        director,
-        settings(),
-        AgentOptions {
-            toa_mss: ballast_agent::standalone::desired::DEFAULT_TOA_MSS,
-            inventory: None,
-            metrics: None,
-            sweep_interval: Duration::ZERO,
-        },
-    )
+    ballast_testbed::in_process::agent(pin_dir, settings(), abi::RING_SLOTS_DEFAULT, None)
 }
 
 fn controller_options(debounce: Duration) -> Options {

@@ -13,6 +13,7 @@ pub mod arp;
 pub mod cgroup;
 pub mod frames;
 pub mod http;
+pub mod in_process;
 pub mod lab;
 pub mod netns;
 pub mod objects;
