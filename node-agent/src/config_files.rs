@@ -117,6 +117,7 @@ pub struct ParseCache {
     readings: HashMap<String, (Reading, u64)>,
     reads: u64,
     parsed_last: usize,
+    fingerprint_last: u64,
 }
 
 impl ParseCache {
@@ -132,6 +133,12 @@ impl ParseCache {
     /// Documents the last read parsed (the others it found here).
     pub fn parsed_last(&self) -> usize {
         self.parsed_last
+    }
+
+    /// [`fingerprint`] of what the last read read, taken from the same
+    /// bytes (no second read of the files).
+    pub fn fingerprint_last(&self) -> u64 {
+        self.fingerprint_last
     }
 }
 
@@ -157,8 +164,10 @@ pub fn read_documents_with(
     cache.reads += 1;
     let read = cache.reads;
     let mut parsed = 0;
+    let mut print = DefaultHasher::new();
     for file in config_files(path)? {
         let bytes = fs::read(&file).map_err(io_error(&file))?;
+        hash_file(&mut print, &file, &bytes);
         let name = file.display().to_string();
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
@@ -201,6 +210,7 @@ pub fn read_documents_with(
     // Only what this read saw is kept.
     cache.readings.retain(|_, (_, seen)| *seen == read);
     cache.parsed_last = parsed;
+    cache.fingerprint_last = print.finish();
     Ok(docs)
 }
 
@@ -211,10 +221,16 @@ pub fn read_documents_with(
 pub fn fingerprint(path: &Path) -> Result<u64, ConfigError> {
     let mut h = DefaultHasher::new();
     for file in config_files(path)? {
-        file.hash(&mut h);
-        fs::read(&file).map_err(io_error(&file))?.hash(&mut h);
+        let bytes = fs::read(&file).map_err(io_error(&file))?;
+        hash_file(&mut h, &file, &bytes);
     }
     Ok(h.finish())
+}
+
+/// One file's part of a [`fingerprint`]: its name and contents.
+fn hash_file(h: &mut DefaultHasher, file: &Path, bytes: &[u8]) {
+    file.hash(h);
+    bytes.hash(h);
 }
 
 /// The files to read, in the order their documents are returned.
@@ -344,6 +360,9 @@ mod tests {
         dir.write("svc.yaml", format!("#\n#\n{a2}---\n{broken}"));
         let second = read_documents_with(&file, &mut cache).unwrap();
         assert_eq!(cache.parsed_last(), 1, "a2 alone");
+        // The poll's fingerprint, from the bytes the read read.
+        assert_eq!(cache.fingerprint_last(), fingerprint(&file).unwrap());
+        assert_eq!(cache.fingerprint_last(), fingerprint(&dir.0).unwrap());
         let (Ok(a_then), Ok(a_now)) = (&first[0].parsed, &second[0].parsed) else {
             panic!("{first:?} {second:?}")
         };

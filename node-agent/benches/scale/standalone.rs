@@ -82,10 +82,9 @@ fn reload(source: &mut FileSource, agent: &mut Agent, n: usize) -> Reload {
 
 fn row(name: &str, r: &Reload) {
     println!(
-        "  {:<18} {:>10.2} ({:>7.2} {:>8.2} {:>6} {:>8.2}) {:>9.2} {:>9.2} {:>8}   {}",
+        "  {:<18} {:>10.2} ({:>8.2} {:>6} {:>8.2}) {:>9.2} {:>9.2} {:>8}   {}",
         name,
         ms(r.read),
-        ms(r.cost.fingerprint),
         ms(r.cost.documents),
         r.cost.parsed,
         ms(r.cost.resolve),
@@ -119,8 +118,8 @@ pub fn run(n: usize) -> Vec<String> {
     let mut source = FileSource::new(dir.clone(), settings, true, Duration::from_secs(1));
 
     println!(
-        "  {:<18} {:>10} ({:>7} {:>8} {:>6} {:>8}) {:>9} {:>9} {:>8}   handed over",
-        "step", "read ms", "hash", "docs", "parsed", "resolve", "apply ms", "total ms", "entries"
+        "  {:<18} {:>10} ({:>8} {:>6} {:>8}) {:>9} {:>9} {:>8}   handed over",
+        "step", "read ms", "files", "parsed", "resolve", "apply ms", "total ms", "entries"
     );
     let cold = reload(&mut source, &mut agent, n);
     row(&format!("cold ({:.1} MiB)", mib(bytes)), &cold);

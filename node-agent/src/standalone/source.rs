@@ -40,9 +40,8 @@ pub struct Reading {
 /// Where a reading's time went.
 #[derive(Clone, Debug, Default)]
 pub struct ReadCost {
-    /// Reading and hashing the files for change detection.
-    pub fingerprint: Duration,
-    /// Reading the files and parsing the documents whose text changed.
+    /// Reading the files (and hashing them for change detection) and
+    /// parsing the documents whose text changed.
     pub documents: Duration,
     /// Documents parsed this time (the rest came from the cache).
     pub parsed: usize,
@@ -111,14 +110,16 @@ impl FileSource {
     pub fn read(&mut self) -> anyhow::Result<Reading> {
         let mut cost = ReadCost::default();
         let start = Instant::now();
-        self.fingerprint = config_files::fingerprint(&self.config).ok();
-        cost.fingerprint = start.elapsed();
+        // What the poll compares with: what this read saw (none when it
+        // failed, so that the next poll that can read reloads).
+        self.fingerprint = None;
         let docs = config_files::read_documents_with(&self.config, &mut self.parsed)
             .with_context(|| format!("reading {}", self.config.display()))?;
-        cost.documents = start.elapsed() - cost.fingerprint;
+        self.fingerprint = Some(self.parsed.fingerprint_last());
+        cost.documents = start.elapsed();
         cost.parsed = self.parsed.parsed_last();
         let resolved = desired::resolve(&docs, &mut self.last_good, &self.settings.snat_addrs);
-        cost.resolve = start.elapsed() - cost.documents - cost.fingerprint;
+        cost.resolve = start.elapsed() - cost.documents;
         for w in &resolved.warnings {
             warn!("{w}");
         }
