@@ -73,6 +73,47 @@ pub struct ReloadOutcome {
     pub warnings: Vec<FileWarning>,
 }
 
+impl Warned {
+    /// The object's document this round is `vs` (its first, when it is
+    /// duplicated): another document than the one seen (not an equal one
+    /// read again) makes its warnings new.
+    fn saw(&mut self, vs: Option<&Arc<VirtualServer>>) {
+        let same = match (&self.seen, vs) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
+            self.seen = vs.cloned();
+            self.messages.clear();
+        }
+    }
+}
+
+/// Of `warnings` (object, document, warning), those not yet logged for
+/// their object's current document; marks them logged.
+fn not_yet_logged(
+    warned: &mut BTreeMap<String, Warned>,
+    warnings: Vec<(String, String, FieldError)>,
+) -> Vec<FileWarning> {
+    let mut out = Vec::new();
+    for (object, document, warning) in warnings {
+        let key = format!("{}: {}", warning.field, warning.reason);
+        if warned
+            .entry(object.clone())
+            .or_default()
+            .messages
+            .insert(key)
+        {
+            out.push(FileWarning {
+                document,
+                object,
+                warning,
+            });
+        }
+    }
+    out
+}
+
 impl LastGood {
     /// Every service the last round serves, by object.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
@@ -212,20 +253,22 @@ pub fn resolve(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Rel
     out
 }
 
-/// Whether two rounds read the same documents: the same sources and, for
-/// each, the same parsed allocation (or the same error). Equal objects
-/// parsed apart are not the same here (they are resolved again, at worst).
+/// Whether two rounds read the same documents (see [`same_document`]).
 fn same_documents(a: &[Document], b: &[Document]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(a, b)| {
-            a.source == b.source
-                && a.ignored_keys == b.ignored_keys
-                && match (&a.parsed, &b.parsed) {
-                    (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
-                    (Err(a), Err(b)) => a == b,
-                    _ => false,
-                }
-        })
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_document(a, b))
+}
+
+/// The same source and the same parsed allocation (or the same error).
+/// Equal objects parsed apart are not the same here: they are resolved
+/// again, at worst.
+fn same_document(a: &Document, b: &Document) -> bool {
+    a.source == b.source
+        && a.ignored_keys == b.ignored_keys
+        && match (&a.parsed, &b.parsed) {
+            (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        }
 }
 
 fn resolve_anew(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> ReloadOutcome {
@@ -364,35 +407,10 @@ fn warn_once(
 ) -> Vec<FileWarning> {
     warned.retain(|obj, _| by_object.contains_key(obj) || current.contains_key(obj));
     for (obj, found) in by_object {
-        let w = warned.entry(obj.clone()).or_default();
-        // The first document stands for a duplicated object.
-        let vs = found.first().map(|(_, vs)| Arc::clone(vs));
-        let same = match (&w.seen, &vs) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        if !same {
-            w.seen = vs;
-            w.messages.clear();
-        }
+        let first = found.first().map(|(_, vs)| *vs);
+        warned.entry(obj.clone()).or_default().saw(first);
     }
-    let mut out = Vec::new();
-    for (object, document, warning) in warnings {
-        let key = format!("{}: {}", warning.field, warning.reason);
-        if warned
-            .entry(object.clone())
-            .or_default()
-            .messages
-            .insert(key)
-        {
-            out.push(FileWarning {
-                document,
-                object,
-                warning,
-            });
-        }
-    }
-    out
+    not_yet_logged(warned, warnings)
 }
 
 /// The services resolved from the files as version `version` of the node's

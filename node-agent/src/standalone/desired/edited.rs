@@ -15,11 +15,10 @@ use std::sync::Arc;
 
 use ballast_api::VirtualServer;
 
-use super::super::file_errors::FileWarning;
 use super::super::ownership::{self, Version};
 use super::{
-    LastGood, ReloadOutcome, Valid, Warned, check_node, document_warnings, entries, object_of,
-    served_warnings,
+    LastGood, ReloadOutcome, Valid, check_node, document_warnings, entries, not_yet_logged,
+    object_of, same_document, served_warnings,
 };
 use crate::config_files::Document;
 
@@ -39,14 +38,14 @@ pub(super) fn resolve_edited(
     }
     let mut edited: BTreeMap<String, (usize, &Arc<VirtualServer>, Version)> = BTreeMap::new();
     for (i, (was, now)) in last.documents.iter().zip(docs).enumerate() {
-        if was.source != now.source {
-            return None;
+        if same_document(was, now) {
+            continue;
         }
         let (Ok(was_vs), Ok(now_vs)) = (&was.parsed, &now.parsed) else {
             return None;
         };
-        if Arc::ptr_eq(was_vs, now_vs) && was.ignored_keys == now.ignored_keys {
-            continue;
+        if was.source != now.source {
+            return None;
         }
         let object = object_of(now_vs)?;
         if object_of(was_vs).as_ref() != Some(&object) || edited.len() * MOST_EDITED >= docs.len() {
@@ -64,43 +63,24 @@ pub(super) fn resolve_edited(
         return None;
     }
 
-    let mut out = ReloadOutcome::default();
     // Warnings in the full resolve's order: every document's, then every
     // served version's; each logged once per version of its object.
     let mut warnings = Vec::new();
     for (object, (i, vs, _)) in &edited {
         for w in document_warnings(vs, &docs[*i]) {
-            warnings.push((object.clone(), *i, w));
+            warnings.push((object.clone(), docs[*i].source.clone(), w));
         }
-        // As `warn_once` does: what was logged for an equal document (the
-        // same text read again) stays logged.
-        let warned = last.warned.entry(object.clone()).or_default();
-        if !warned
-            .seen
-            .as_ref()
-            .is_some_and(|seen| Arc::ptr_eq(seen, vs) || seen == *vs)
-        {
-            *warned = Warned {
-                seen: Some(Arc::clone(vs)),
-                ..Default::default()
-            };
-        }
+        last.warned.entry(object.clone()).or_default().saw(Some(vs));
     }
     for (object, (i, _, version)) in &edited {
         for w in served_warnings(version) {
-            warnings.push((object.clone(), *i, w));
+            warnings.push((object.clone(), docs[*i].source.clone(), w));
         }
     }
-    for (object, i, warning) in warnings {
-        let messages = &mut last.warned.entry(object.clone()).or_default().messages;
-        if messages.insert(format!("{}: {}", warning.field, warning.reason)) {
-            out.warnings.push(FileWarning {
-                document: docs[i].source.clone(),
-                object,
-                warning,
-            });
-        }
-    }
+    let mut out = ReloadOutcome {
+        warnings: not_yet_logged(&mut last.warned, warnings),
+        ..Default::default()
+    };
     for (object, (i, vs, version)) in edited {
         let doc = &docs[i];
         let held = last.served.get(&object).cloned();
