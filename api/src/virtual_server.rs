@@ -427,8 +427,24 @@ pub struct Announce {
     pub bgp: Option<BgpAnnounce>,
 }
 
+/// One node answers ARP/NDP for the VIPs; the others of its hot-standby
+/// group take over, in order, when its heartbeats stop.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct L2Announce {}
+pub struct L2Announce {
+    /// Standalone agents with `--peers` only: this node's priority for the
+    /// VIPs (1-254, default 100, as keepalived's): the live node with the
+    /// highest announces them, equal priorities go to the node whose
+    /// `--node-name` sorts first. Refused in a cluster, where the
+    /// controller orders each VIP's director nodes itself, and by a
+    /// standalone agent without `--peers`, which announces every VIP it
+    /// serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 254))]
+    pub priority: Option<u8>,
+}
+
+/// keepalived's default priority for a VRRP instance.
+pub const DEFAULT_L2_PRIORITY: u8 = 100;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BgpAnnounce {}

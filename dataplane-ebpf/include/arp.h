@@ -2,6 +2,9 @@
 /*
  * ARP requests for a VIP this node announces, or for one of its SNAT
  * addresses, are answered here, without the kernel holding the address.
+ * A VIP is announced either by the service plan (vips: BALLAST_VIP_ANNOUNCE,
+ * a node that announces everything it serves) or by the hot-standby
+ * announcer (l2_owned, gated by the announcer's liveness stamp).
  */
 #ifndef BALLAST_ARP_H
 #define BALLAST_ARP_H
@@ -24,11 +27,27 @@ struct arp_ipv4 {
 #define ARPOP_REQUEST_ 1
 #define ARPOP_REPLY_ 2
 
+/* Whether the hot-standby announcer that made this node the owner of a VIP
+ * is still alive: its stamp (jiffies) lies ahead. A stamp of 0 was never
+ * written. Cost: one array lookup and bpf_jiffies64, on ARP only. */
+static __always_inline int l2_owner_alive(void)
+{
+	__u32 zero = 0;
+	__u64 *until = bpf_map_lookup_elem(&l2_liveness, &zero);
+	return until && bpf_jiffies64() < *until;
+}
+
 static __always_inline int arp_should_answer(__be32 addr)
 {
 	__u32 *flags = bpf_map_lookup_elem(&vips, &addr);
 	if (flags && (*flags & BALLAST_VIP_ANNOUNCE))
 		return 1;
+	if (bpf_map_lookup_elem(&l2_owned, &addr)) {
+		if (l2_owner_alive())
+			return 1;
+		count_reason(BALLAST_ARP_STALE_OWNER);
+		return 0;
+	}
 	return bpf_map_lookup_elem(&local_addrs, &addr) != 0;
 }
 
@@ -44,6 +63,11 @@ static __always_inline int handle_arp(struct xdp_md *ctx, struct packet *p)
 		return XDP_PASS;
 	if (arp->htype != bpf_htons(1) || arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != 6 ||
 	    arp->plen != 4 || arp->op != bpf_htons(ARPOP_REQUEST_))
+		return XDP_PASS;
+	/* A gratuitous ARP (sender = target: another node taking a VIP over)
+	 * is an announcement, not a question: answering it would contradict
+	 * the new owner on every host that hears both. */
+	if (arp->spa == arp->tpa)
 		return XDP_PASS;
 	if (!arp_should_answer(arp->tpa))
 		return XDP_PASS;

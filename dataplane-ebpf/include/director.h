@@ -19,11 +19,36 @@
 #include "arp.h"
 #include "icmp.h"
 
+/* Whether the frame is unicast to another host's MAC. Such frames reach us
+ * only on a promiscuous port (a bridge port, tcpdump, some CNIs) or while a
+ * switch floods unknown unicast, e.g. after a dead director's MAC aged out:
+ * every director on the segment sees them, and translating them here would
+ * send the same packet to a backend once per director. Broadcast and
+ * multicast (ARP, NDP) stay ours. Cost: one config lookup (an array,
+ * inlined) and a 6-byte compare. */
+static __always_inline int for_another_host(struct xdp_md *ctx, const struct dp_config *cfg)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if (OUT_OF_BOUNDS(eth, sizeof(*eth), end) || (eth->h_dest[0] & 1))
+		return 0;
+	const __u8 *d = eth->h_dest, *m = cfg->mac;
+	return (d[0] ^ m[0]) | (d[1] ^ m[1]) | (d[2] ^ m[2]) | (d[3] ^ m[3]) | (d[4] ^ m[4]) |
+	       (d[5] ^ m[5]);
+}
+
 static __always_inline int director(struct xdp_md *ctx)
 {
 	struct packet p = {};
 	int l3 = parse_l2(ctx, &p);
+	struct dp_config *cfg = get_config();
 
+	if (cfg && cfg->hz && for_another_host(ctx, cfg)) {
+		count_reason(BALLAST_PASS_OTHER_HOST);
+		return XDP_PASS;
+	}
 	if (l3 == L3_ARP)
 		return handle_arp(ctx, &p);
 	if (l3 == L3_MALFORMED) {
@@ -43,7 +68,6 @@ static __always_inline int director(struct xdp_md *ctx)
 	}
 	if (l4 != L4_OK)
 		return XDP_PASS;
-	struct dp_config *cfg = get_config();
 	if (!cfg || !cfg->hz)
 		return XDP_PASS; /* not configured yet */
 	__u64 now = dp_now();

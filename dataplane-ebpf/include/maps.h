@@ -29,6 +29,31 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vips SEC(".maps");
 
+/* VIPs this node announces as their hot-standby owner. Written only by
+ * the agent's L2 announcer (not by the service plan), so that ownership
+ * can move in a heartbeat's time without a new version of the services;
+ * answered only while l2_liveness says the announcer is alive. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BALLAST_MAX_VIPS);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l2_owned SEC(".maps");
+
+/* [0]: the bpf_jiffies64 value until which the L2 announcer is alive. The
+ * agent pushes it forward at every heartbeat tick; when the agent dies and
+ * stays down, its XDP program stops answering ARP for l2_owned VIPs once
+ * the stamp passes, so the peer that takes over is the only answerer. A
+ * restart within the stamp's lifetime moves nothing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l2_liveness SEC(".maps");
+
 /* SNAT (local) addresses of this node: replies to them are reverse-translated
  * and ARP for them is answered. */
 struct {

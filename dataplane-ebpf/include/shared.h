@@ -48,6 +48,9 @@
 /* vips map value */
 #define BALLAST_VIP_ANNOUNCE (1 << 0)    /* answer ARP for it on this node */
 
+/* l2_owned map value: why this node answers ARP for the VIP. */
+#define BALLAST_L2_OWNER (1 << 0)        /* the hot-standby announcer made this node its owner */
+
 /* ct_value.state */
 #define BALLAST_CT_OPEN 0     /* SYN seen or UDP */
 #define BALLAST_CT_ESTABLISHED 1
@@ -79,7 +82,9 @@ enum ballast_reason {
 	BALLAST_DROP_SOURCE_DENIED = 17, /* client outside every source range of the service */
 	BALLAST_REJECTED = 18,           /* no usable backend: answered with TCP RST / ICMP port unreachable */
 	BALLAST_ECHO_REPLIED = 19,       /* ICMP echo request to a VIP answered */
-	BALLAST_REASON_MAX = 20,
+	BALLAST_PASS_OTHER_HOST = 20,    /* unicast to another MAC (promiscuous port, flooding): not ours to judge */
+	BALLAST_ARP_STALE_OWNER = 21,    /* ARP for a standby-managed VIP not answered: the agent's liveness stamp expired */
+	BALLAST_REASON_MAX = 22,
 };
 
 struct svc_key {

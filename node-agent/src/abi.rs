@@ -28,6 +28,7 @@ pub const MAX_SRC_RANGES: u32 = 262_144;
 pub const BACKEND_LIVE: u8 = 1;
 pub const BACKEND_ACCEPTS: u8 = 2;
 pub const VIP_ANNOUNCE: u32 = 1;
+pub const L2_OWNER: u32 = 1;
 
 pub const CT_OPEN: u8 = 0;
 pub const CT_ESTABLISHED: u8 = 1;
@@ -36,7 +37,7 @@ pub const CT_FORWARD: u8 = 0;
 pub const CT_REPLY: u8 = 1;
 
 /// Indexes of the `reasons` counters; names as shown by `stats` and metrics.
-pub const REASONS: [(&str, bool); 20] = [
+pub const REASONS: [(&str, bool); 22] = [
     ("malformed", true),
     ("no_backend", true),
     ("conntrack_full", true),
@@ -57,6 +58,8 @@ pub const REASONS: [(&str, bool); 20] = [
     ("source_denied", true),
     ("rejected", false),
     ("echo_replied", false),
+    ("pass_other_host", false),
+    ("arp_stale_owner", false),
 ];
 pub const REASON_MALFORMED: u32 = 0;
 pub const REASON_NO_BACKEND: u32 = 1;
@@ -71,6 +74,8 @@ pub const REASON_TOA_INSERTED: u32 = 15;
 pub const REASON_SOURCE_DENIED: u32 = 17;
 pub const REASON_REJECTED: u32 = 18;
 pub const REASON_ECHO_REPLIED: u32 = 19;
+pub const REASON_PASS_OTHER_HOST: u32 = 20;
+pub const REASON_ARP_STALE_OWNER: u32 = 21;
 
 /// Converts an address to the `__be32` the program compares against.
 pub fn be_addr(a: Ipv4Addr) -> u32 {
@@ -363,6 +368,7 @@ mod tests {
             ("BALLAST_BACKEND_LIVE", BACKEND_LIVE.into()),
             ("BALLAST_BACKEND_ACCEPTS", BACKEND_ACCEPTS.into()),
             ("BALLAST_VIP_ANNOUNCE", VIP_ANNOUNCE as usize),
+            ("BALLAST_L2_OWNER", L2_OWNER as usize),
             ("BALLAST_CT_OPEN", CT_OPEN.into()),
             ("BALLAST_CT_ESTABLISHED", CT_ESTABLISHED.into()),
             ("BALLAST_CT_CLOSING", CT_CLOSING.into()),
@@ -379,7 +385,7 @@ mod tests {
         .collect();
         // The enumerator behind each entry of REASONS, in index order; its
         // name also says whether it is a drop.
-        const ENUMERATORS: [&str; 20] = [
+        const ENUMERATORS: [&str; 22] = [
             "BALLAST_DROP_MALFORMED",
             "BALLAST_DROP_NO_BACKEND",
             "BALLAST_DROP_CT_FULL",
@@ -400,6 +406,8 @@ mod tests {
             "BALLAST_DROP_SOURCE_DENIED",
             "BALLAST_REJECTED",
             "BALLAST_ECHO_REPLIED",
+            "BALLAST_PASS_OTHER_HOST",
+            "BALLAST_ARP_STALE_OWNER",
         ];
         for (i, (c, (name, drop))) in ENUMERATORS.iter().zip(REASONS).enumerate() {
             assert_eq!(

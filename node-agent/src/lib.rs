@@ -1,4 +1,5 @@
 pub mod abi;
+pub mod announce;
 pub mod config_files;
 pub mod core;
 pub mod dataplane;

@@ -143,5 +143,10 @@ pub fn check(
         source_ranges,
         static_backends,
         health_check,
+        l2_priority: spec
+            .announce
+            .as_ref()
+            .and_then(|a| a.l2.as_ref())
+            .and_then(|l2| l2.priority),
     })
 }

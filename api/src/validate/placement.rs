@@ -63,6 +63,24 @@ pub(crate) fn address_pool(spec: &VirtualServerSpec, ctx: ValidationContext, err
 /// speaker: accepting `bgp` would leave the VIPs unreachable from beyond the
 /// local segment while the user believes they are routed.
 pub(crate) fn announce(spec: &VirtualServerSpec, ctx: ValidationContext, errs: &mut Errors) {
+    let priority = spec
+        .announce
+        .as_ref()
+        .and_then(|a| a.l2.as_ref())
+        .and_then(|l2| l2.priority);
+    match priority {
+        Some(0 | 255) => errs.push(
+            "spec.announce.l2.priority",
+            "must be between 1 and 254 (as a VRRP priority)",
+        ),
+        Some(_) if ctx == ValidationContext::Controller => errs.push(
+            "spec.announce.l2.priority",
+            "in a cluster the controller orders each VIP's director nodes itself (spread over \
+             the nodes by rendezvous hash); priority orders a standalone hot-standby group \
+             (ballast-agent standalone --node-name --peers)",
+        ),
+        _ => {}
+    }
     if ctx == ValidationContext::Standalone
         && spec.announce.as_ref().is_some_and(|a| a.bgp.is_some())
     {

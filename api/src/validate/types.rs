@@ -73,6 +73,8 @@ pub struct CheckedSpec {
     /// `spec.backends.static`; empty for `serviceRef`.
     pub static_backends: Vec<CheckedBackend>,
     pub health_check: Option<HealthCheckSpec>,
+    /// `announce.l2.priority` (standalone hot standby only).
+    pub l2_priority: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

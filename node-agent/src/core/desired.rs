@@ -67,6 +67,10 @@ pub struct Service {
     pub health_check: Option<HealthCheckSpec>,
     /// In order; empty refuses new clients.
     pub backends: Vec<Backend>,
+    /// This node's hot-standby priority for the VIP (`announce.l2.priority`,
+    /// standalone with `--peers`); None: the default. Announcement only:
+    /// the data plane never sees it.
+    pub l2_priority: Option<u8>,
 }
 
 impl Service {
@@ -90,6 +94,7 @@ impl Service {
             source_ranges: Vec::new(),
             health_check: None,
             backends: backends.into_iter().collect(),
+            l2_priority: None,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::dataplane::plan::{MapWrites, Programmed, SrcRange};
 
 /// Every map of the object (the two next-hop caches are the program's own,
 /// held here so that `map_memory` accounts for them too).
-const MAP_NAMES: [&str; 14] = [
+const MAP_NAMES: [&str; 16] = [
     "services",
     "src_ranges",
     "vips",
@@ -32,6 +32,8 @@ const MAP_NAMES: [&str; 14] = [
     "reasons",
     "nexthops",
     "backend_nexthops",
+    "l2_owned",
+    "l2_liveness",
 ];
 
 /// The user-space end of the mmapped `ring` array. Array maps lay values

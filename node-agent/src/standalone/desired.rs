@@ -38,6 +38,10 @@ pub struct LastGood {
     /// Warnings already logged, per object, with the version they were
     /// logged for: logged again only once that object changes.
     warned: BTreeMap<String, Warned>,
+    /// Whether this agent runs in a hot-standby group (`--peers`): only
+    /// then does `announce.l2.priority` mean something. Fixed for the
+    /// process, so cached verdicts stay right.
+    standby: bool,
 }
 
 /// An object's last valid version and where it came from.
@@ -115,6 +119,15 @@ fn not_yet_logged(
 }
 
 impl LastGood {
+    /// An empty history for an agent that is (`standby`) or is not in a
+    /// hot-standby group.
+    pub fn new(standby: bool) -> Self {
+        LastGood {
+            standby,
+            ..Default::default()
+        }
+    }
+
     /// Every service the last round serves, by object.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         self.served.values().flat_map(|v| v.iter())
@@ -143,8 +156,16 @@ fn object_of(vs: &VirtualServer) -> Option<String> {
 /// Rules that need this agent's settings: a VIP or a backend that is one of
 /// its SNAT addresses would make FullNAT replies and new flows
 /// indistinguishable, or forward the traffic back to the director.
-fn check_node(specs: &[Service], snat: &[Ipv4Addr]) -> Result<(), ValidationError> {
+fn check_node(specs: &[Service], snat: &[Ipv4Addr], standby: bool) -> Result<(), ValidationError> {
     let mut errors = Vec::new();
+    if !standby && specs.iter().any(|s| s.l2_priority.is_some()) {
+        errors.push(FieldError {
+            field: "spec.announce.l2.priority".into(),
+            reason: "this agent runs without --peers, so it announces every VIP it serves; \
+                     priority orders the nodes of a hot-standby group (--node-name, --peers)"
+                .into(),
+        });
+    }
     let mut vips: Vec<Ipv4Addr> = Vec::new();
     for s in specs {
         if !vips.contains(&s.vip) {
@@ -327,7 +348,9 @@ fn resolve_anew(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Re
                 continue;
             }
             let checked =
-                entries::validate(vs).and_then(|specs| check_node(&specs, snat).map(|()| specs));
+                entries::validate(vs).and_then(|specs| {
+                check_node(&specs, snat, last.standby).map(|()| specs)
+            });
             match checked {
                 Ok(specs) => {
                     let valid = Valid {

@@ -59,6 +59,7 @@ fn expand(checked: &CheckedSpec) -> Vec<Service> {
                         weight: b.weight,
                     })
                     .collect(),
+                l2_priority: checked.l2_priority,
             });
         }
     }
@@ -100,6 +101,7 @@ mod tests {
                     weight: 1,
                 }],
                 health_check: None,
+                l2_priority: None,
             }]
         );
     }

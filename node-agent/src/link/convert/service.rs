@@ -63,6 +63,8 @@ pub(super) fn expand(i: usize, s: &v1::Service, object: &str, p: &mut Problems) 
                 source_ranges: source_ranges.clone(),
                 health_check: health_check.clone(),
                 backends: port.backends.clone(),
+                // The controller orders the announcers itself.
+                l2_priority: None,
             });
         }
     }

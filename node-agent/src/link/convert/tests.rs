@@ -179,6 +179,7 @@ fn expected() -> NodeDesired {
             unhealthy_threshold: 1,
         }),
         backends,
+        l2_priority: None,
     };
     let web443 = || {
         vec![

@@ -52,7 +52,7 @@ pub(super) fn resolve_edited(
             return None;
         }
         let specs = entries::validate(now_vs).ok()?;
-        check_node(&specs, snat).ok()?;
+        check_node(&specs, snat, last.standby).ok()?;
         edited.insert(object, (i, now_vs, specs.into()));
     }
     let wanted: BTreeMap<String, Version> = edited

@@ -481,6 +481,7 @@ fn files_become_one_version_of_the_node_state() {
             port: 80,
             weight: 1,
         }],
+        l2_priority: None,
     };
     assert_eq!(
         to_node_desired(3, last.services(), &settings, true),
