@@ -14,8 +14,8 @@ pub use validate::{
     ValidationContext, ValidationError, check, object_key,
 };
 pub use virtual_server::{
-    API_VERSION, Announce, BackendCounts, Backends, BgpAnnounce, ClientAddressMode, ForwardingMode,
-    HealthCheck, HttpHealthCheck, KIND, L2Announce, NodeProgramStatus, Persistence, PortProtocol,
-    ServiceRef, StaticBackend, TcpHealthCheck, VirtualServer, VirtualServerPort, VirtualServerSpec,
-    VirtualServerStatus,
+    API_VERSION, Announce, BackendCounts, Backends, BgpAnnounce, ClientAddressMode,
+    DEFAULT_L2_PRIORITY, ForwardingMode, HealthCheck, HttpHealthCheck, KIND, L2Announce,
+    NodeProgramStatus, Persistence, PortProtocol, ServiceRef, StaticBackend, TcpHealthCheck,
+    VirtualServer, VirtualServerPort, VirtualServerSpec, VirtualServerStatus,
 };

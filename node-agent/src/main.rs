@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use ballast_agent::announce::l2::options::{StandbyArgs, parse_duration};
 use ballast_agent::dataplane::{self, XdpAttachMode};
 use ballast_agent::lifecycle::identity::Interface;
 use ballast_agent::lifecycle::startup::DataplaneOptions;
@@ -115,8 +116,10 @@ enum Cmd {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         poll: Duration,
         /// Do not answer ARP for the VIPs (another speaker announces them).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "peers")]
         no_announce: bool,
+        #[command(flatten)]
+        standby: StandbyArgs,
     },
     /// Kubernetes mode: serve the node state the controller streams (the
     /// agent dials the controller; it keeps forwarding its last applied
@@ -247,23 +250,15 @@ fn parse_maglev_size(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|e| format!("{s}: {e}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s}: unit must be ms, s or m")),
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: `kubectl logs` and
+        // journald show escape codes as text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let pin_root = cli.pin_root;
@@ -275,9 +270,11 @@ fn main() -> anyhow::Result<()> {
             snat_ports,
             poll,
             no_announce,
+            standby,
         } => {
             // Before anything touches the system: a bad flag changes nothing.
             ballast_agent::standalone::snat_check::check(&snat_address)?;
+            let standby = standby.options(&dataplane.interface)?;
             let opts = StandaloneOptions {
                 dataplane: dataplane.options(pin_root),
                 snat_addrs: snat_address,
@@ -285,6 +282,7 @@ fn main() -> anyhow::Result<()> {
                 config,
                 poll,
                 announce: !no_announce,
+                standby,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

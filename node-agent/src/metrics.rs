@@ -223,6 +223,9 @@ pub fn render(s: &Snapshot, max_backend_series: usize) -> prometheus::Result<Str
             .inc_by(r.count);
     }
     render_tables(&reg, s)?;
+    if let Some(standby) = &s.standby {
+        crate::announce::l2::counters::render(&reg, standby)?;
+    }
     let mut buf = Vec::new();
     TextEncoder::new().encode(&reg.gather(), &mut buf)?;
     Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -307,6 +310,7 @@ mod tests {
             }],
             tables: Vec::new(),
             sweeper: None,
+            standby: None,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct Snapshot {
     /// The conntrack sweeper's totals, when it runs in this process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweeper: Option<SweepTotals>,
+    /// The hot-standby announcer's counters, when it runs in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<crate::announce::l2::StandbySnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +121,7 @@ pub fn counters(maps: &Maps, inventory: &[InventoryService]) -> Result<Snapshot,
         reasons,
         tables: Vec::new(),
         sweeper: None,
+        standby: None,
     })
 }
 

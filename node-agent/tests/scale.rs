@@ -104,6 +104,7 @@ fn load_and_forward(n: usize) {
             }),
             metrics: None,
             sweep_interval: Duration::ZERO,
+            standby: None,
         },
     );
     // From the director's namespace: new backends' next hops are resolved

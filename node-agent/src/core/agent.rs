@@ -69,6 +69,9 @@ pub struct AgentOptions {
     pub metrics: Option<SocketAddr>,
     /// Pause between two sweeps of expired flows; zero disables sweeping.
     pub sweep_interval: Duration,
+    /// The hot-standby announcer's counters, served on `/metrics` beside
+    /// the data plane's (the announcer runs beside the core).
+    pub standby: Option<Arc<crate::announce::l2::StandbyCounters>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +139,12 @@ impl Agent {
     }
 
     /// What the last apply (or health re-apply) cost and wrote.
+    /// Serves the announcer's counters on `/metrics` too.
+    pub fn with_standby_counters(mut self, c: Arc<crate::announce::l2::StandbyCounters>) -> Self {
+        self.opts.standby = Some(c);
+        self
+    }
+
     pub fn last_apply(&self) -> &ApplyPhases {
         &self.last_apply
     }
@@ -463,6 +472,7 @@ impl Agent {
         let pin_dir = self.director.pin_dir().to_path_buf();
         let place = self.opts.inventory.clone();
         let sweep_totals = sweeper.map(|s| s.totals_handle());
+        let standby = self.opts.standby.clone();
         let source: Arc<dyn Fn() -> anyhow::Result<stats::Snapshot> + Send + Sync> =
             Arc::new(move || {
                 let maps = dataplane::maps::Maps::open_pinned(&pin_dir)?;
@@ -481,6 +491,7 @@ impl Agent {
                     None => maps.flow_tables()?,
                 };
                 snap.sweeper = totals;
+                snap.standby = standby.as_ref().map(|c| c.snapshot());
                 Ok(snap)
             });
         let listener = tokio::net::TcpListener::bind(addr)

@@ -114,6 +114,7 @@ pub fn open_agent(
             }),
             metrics: opts.metrics,
             sweep_interval: opts.sweep_interval,
+            standby: None,
         },
     ))
 }

@@ -347,10 +347,8 @@ fn resolve_anew(docs: &[Document], last: &mut LastGood, snat: &[Ipv4Addr]) -> Re
                 current.insert(obj.clone(), valid);
                 continue;
             }
-            let checked =
-                entries::validate(vs).and_then(|specs| {
-                check_node(&specs, snat, last.standby).map(|()| specs)
-            });
+            let checked = entries::validate(vs)
+                .and_then(|specs| check_node(&specs, snat, last.standby).map(|()| specs));
             match checked {
                 Ok(specs) => {
                     let valid = Valid {

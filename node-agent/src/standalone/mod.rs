@@ -16,12 +16,21 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use std::sync::Arc;
 
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::announce::{
+    self,
+    l2::{StandbyCounters, StandbyOptions, Table},
+};
 use crate::core::{self, Agent, Settings};
 use crate::lifecycle::Claim;
 use crate::lifecycle::signals::Signals;
-use crate::lifecycle::startup::{DataplaneOptions, open_agent, open_watching_signals};
+use crate::lifecycle::startup::{
+    DataplaneOptions, interface_mac, open_agent, open_watching_signals,
+};
 use source::FileSource;
 
 #[derive(Clone, Debug)]
@@ -32,6 +41,9 @@ pub struct StandaloneOptions {
     pub config: PathBuf,
     pub poll: Duration,
     pub announce: bool,
+    /// A hot-standby group (`--peers`): the announcer decides which VIPs
+    /// this node answers ARP for.
+    pub standby: Option<StandbyOptions>,
 }
 
 /// The standalone agent: the files as the source of the agent core.
@@ -41,6 +53,15 @@ pub struct Standalone {
     claim: Claim,
     agent: Agent,
     source: FileSource,
+    standby: Option<Announcer>,
+}
+
+/// The hot-standby announcer, ready to run beside the core.
+struct Announcer {
+    opts: StandbyOptions,
+    mac: [u8; 6],
+    tables: watch::Receiver<Table>,
+    counters: Arc<StandbyCounters>,
 }
 
 impl Standalone {
@@ -65,8 +86,18 @@ impl Standalone {
         }
         // Before anything slow: a second agent on this interface exits at once.
         let claim = Claim::take(&dp.pin_root, &dp.interface)?;
-        let agent = open_agent(dp, &claim, (opts.snat_addrs.clone(), opts.snat_ports))?;
-        let source = FileSource::new(
+        if let Some(s) = &opts.standby {
+            let pins = claim.iface.pin_dir(&dp.pin_root);
+            match announce::l2::owned::extend_fresh_stamp(&pins, s.stamp_lifetime) {
+                Ok(true) => info!(
+                    "hot standby: the data plane answers on for this node's VIPs while the agent starts"
+                ),
+                Ok(false) => {}
+                Err(e) => warn!("hot standby: the previous liveness stamp: {e}"),
+            }
+        }
+        let mut agent = open_agent(dp, &claim, (opts.snat_addrs.clone(), opts.snat_ports))?;
+        let mut source = FileSource::new(
             opts.config,
             Settings {
                 snat_addrs: opts.snat_addrs,
@@ -75,10 +106,26 @@ impl Standalone {
             opts.announce,
             opts.poll,
         );
+        let standby = match opts.standby {
+            Some(sopts) => {
+                let (tx, tables) = watch::channel(Table::new());
+                source = source.in_standby_group(tx);
+                let counters = Arc::new(StandbyCounters::default());
+                agent = agent.with_standby_counters(counters.clone());
+                Some(Announcer {
+                    mac: interface_mac(&dp.interface)?,
+                    opts: sopts,
+                    tables,
+                    counters,
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             claim,
             agent,
             source,
+            standby,
         })
     }
 
@@ -90,18 +137,48 @@ impl Standalone {
             claim,
             agent,
             mut source,
+            standby,
         } = self;
+        let pin_dir = agent.director().pin_dir().to_path_buf();
         let (handle, requests) = core::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let core = agent.run(requests, async {
-            let _ = stopped.await;
+        // The core stops once the feed and the announcer are done; the
+        // announcer stops when the feed is (a stop signal), so that it
+        // hands its VIPs over while the core still runs: a clean stop moves
+        // them at once instead of after a failover time.
+        let (stop_core, core_stopping) = watch::channel(false);
+        let (stop_announcing, announcing_stopping) = watch::channel(false);
+        let core = agent.run(requests, async move {
+            let mut w = core_stopping;
+            let _ = w.wait_for(|s| *s).await;
         });
+        let announce = async {
+            let Some(a) = standby else {
+                return Ok(());
+            };
+            let stopped = async move {
+                let mut w = announcing_stopping;
+                let _ = w.wait_for(|s| *s).await;
+            };
+            let r = announce::l2::run(a.opts, &pin_dir, a.mac, a.tables, a.counters, stopped).await;
+            if let Err(e) = &r {
+                // Serving without announcing would leave the VIPs dark
+                // with no sign of why: stop the agent instead.
+                error!("hot standby: {e:#}; stopping");
+                let _ = stop_core.send(true);
+            }
+            r
+        };
         let feed = async {
             source.serve(&handle, &mut signals).await;
-            let _ = stop.send(());
+            let _ = stop_announcing.send(true);
         };
-        let (served, ()) = tokio::join!(core, feed);
+        let rest = async {
+            let ((), announced) = tokio::join!(feed, announce);
+            let _ = stop_core.send(true);
+            announced
+        };
+        let (served, announced) = tokio::join!(core, rest);
         info!("{}", claim.persistence.stop_note());
-        served
+        served.and(announced)
     }
 }

@@ -6,14 +6,16 @@
 //! without parsing. This is the logging edge: resolve's messages and the
 //! report's typed errors become log lines here.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::desired::{self, LastGood};
+use crate::announce::l2::Table;
 use crate::config_files::{self, ParseCache};
 use crate::core::{AgentHandle, Announcements, ApplyReport, NodeChange, NodeDesired, Settings};
 use crate::lifecycle::signals::Signals;
@@ -72,6 +74,10 @@ pub struct FileSource {
     fingerprint: Option<u64>,
     /// The version the last reload handed over.
     version: u64,
+    /// In a hot-standby group: where the VIPs served (and this node's
+    /// priority for each) go after each reload, for the announcer; the
+    /// core then announces nothing itself.
+    standby: Option<watch::Sender<Table>>,
 }
 
 impl FileSource {
@@ -87,7 +93,18 @@ impl FileSource {
             in_step: false,
             fingerprint: None,
             version: 0,
+            standby: None,
         }
+    }
+
+    /// A source for a node of a hot-standby group: the announcer decides
+    /// who answers ARP, from the table this source publishes after every
+    /// reload (VIPs with a programmed service, and their priorities).
+    pub fn in_standby_group(mut self, tables: watch::Sender<Table>) -> Self {
+        self.announce = false;
+        self.last_good = LastGood::new(true);
+        self.standby = Some(tables);
+        self
     }
 
     /// Reads, resolves and applies the configuration as the next version.
@@ -99,7 +116,11 @@ impl FileSource {
             Handover::Change(change) => agent.apply_change(change).await,
             Handover::Whole(whole) => agent.apply(whole).await,
         };
-        let errors = self.settle(reading.errors, report?);
+        let report = report?;
+        if let Some(tables) = &self.standby {
+            tables.send_replace(self.standby_table(&report));
+        }
+        let errors = self.settle(reading.errors, report);
         release_freed_memory();
         Ok(errors)
     }
@@ -192,6 +213,27 @@ impl FileSource {
             }
         }
         changed
+    }
+
+    /// The VIPs served with this node's priority for each (the highest of
+    /// its objects' `announce.l2.priority`, keepalived's 100 when unset),
+    /// leaving out VIPs none of whose services the agent programmed: a node
+    /// announces only what it can forward.
+    fn standby_table(&self, report: &ApplyReport) -> Table {
+        let failed: std::collections::BTreeSet<_> =
+            report.errors.iter().filter_map(|e| e.service()).collect();
+        let mut table = Table::new();
+        let mut programmed = std::collections::BTreeSet::new();
+        for s in self.last_good.services() {
+            let prio = s.l2_priority.unwrap_or(ballast_api::DEFAULT_L2_PRIORITY);
+            let entry = table.entry(IpAddr::V4(s.vip)).or_insert(prio);
+            *entry = (*entry).max(prio);
+            if !failed.contains(&s.id()) {
+                programmed.insert(IpAddr::V4(s.vip));
+            }
+        }
+        table.retain(|vip, _| programmed.contains(vip));
+        table
     }
 
     /// Every VIP served, announced over L2.

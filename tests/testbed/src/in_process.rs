@@ -35,6 +35,7 @@ pub fn agent(
             inventory: None,
             metrics: None,
             sweep_interval: Duration::ZERO,
+            standby: None,
         },
     )
 }

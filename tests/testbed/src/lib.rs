@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod arp;
 pub mod cgroup;
+pub mod failover;
 pub mod frames;
 pub mod http;
 pub mod in_process;

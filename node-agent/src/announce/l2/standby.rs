@@ -62,9 +62,15 @@ pub enum Event {
     /// Time passed (the shell ticks several times per interval).
     Tick,
     /// A datagram that passed authentication, from a configured peer.
-    Received { from: SocketAddr, msg: Message },
+    Received {
+        from: SocketAddr,
+        msg: Message,
+    },
     /// An ARP reply for `vip` from `mac`, seen on the segment.
-    ProbeAnswered { vip: IpAddr, mac: [u8; 6] },
+    ProbeAnswered {
+        vip: IpAddr,
+        mac: [u8; 6],
+    },
     /// What this node serves now (the agent core programmed it).
     Serving(Table),
     /// The interface lost its carrier: nothing we announce reaches anyone.
@@ -80,12 +86,21 @@ pub enum Action {
     Claim(IpAddr),
     /// Stop answering at once.
     Release(IpAddr),
-    Send { to: SocketAddr, msg: Message },
+    Send {
+        to: SocketAddr,
+        msg: Message,
+    },
     /// Ask the segment who has `vip` (an ARP request the shell sends).
     Probe(IpAddr),
     /// For the log and the metrics.
-    PeerUp { peer: String, via: &'static str },
-    PeerDown { peer: String, why: &'static str },
+    PeerUp {
+        peer: String,
+        via: &'static str,
+    },
+    PeerDown {
+        peer: String,
+        why: &'static str,
+    },
 }
 
 /// What the shell reports about a peer (metrics).
@@ -366,7 +381,8 @@ impl Standby {
                 p.heard_me = Some((Duration::from_millis(hb.heard_you_ms.into()), now));
                 p.holds_ours = Some(hb.your_digest);
                 if hb.your_digest != self.own_digest
-                    && p.table_sent.is_none_or(|t| now >= t + self.timing.interval * 2)
+                    && p.table_sent
+                        .is_none_or(|t| now >= t + self.timing.interval * 2)
                 {
                     p.table_sent = Some(now);
                     let to = p.addr;
@@ -581,9 +597,8 @@ impl Standby {
             // A higher-ranked peer owns it, unless it is coming back while
             // we cover for it (it announces none of its own yet, and the
             // pair is younger than the hold time).
-            let returning = held
-                && p.pair & PAIR_HOLDS_ABOVE == 0
-                && p.pair_age(now) < self.timing.hold;
+            let returning =
+                held && p.pair & PAIR_HOLDS_ABOVE == 0 && p.pair_age(now) < self.timing.hold;
             if !returning {
                 return false;
             }

@@ -88,7 +88,11 @@ impl Group {
         let n = &mut self.nodes[i];
         n.restarts += 1;
         let mut sm = Standby::new(
-            (n.name.clone(), 1000 * i as u64 + n.restarts, [2, 0, 0, 0, 0, i as u8]),
+            (
+                n.name.clone(),
+                1000 * i as u64 + n.restarts,
+                [2, 0, 0, 0, 0, i as u8],
+            ),
             timing(),
             &peers,
             held.clone(),
@@ -118,13 +122,7 @@ impl Group {
                 Action::Send { to, msg } => {
                     let j = (0..self.nodes.len()).find(|j| addr(*j) == to).unwrap();
                     if !self.cut.contains(&(i, j)) {
-                        queue.push((
-                            j,
-                            Event::Received {
-                                from: addr(i),
-                                msg,
-                            },
-                        ));
+                        queue.push((j, Event::Received { from: addr(i), msg }));
                     }
                 }
                 Action::Probe(v) => {
@@ -167,12 +165,21 @@ impl Group {
                     continue;
                 }
                 let (now, ms) = (self.now, self.ms());
-                let actions = self.nodes[i].sm.as_mut().unwrap().step(now, Event::Tick, ms);
+                let actions = self.nodes[i]
+                    .sm
+                    .as_mut()
+                    .unwrap()
+                    .step(now, Event::Tick, ms);
                 let mut queue = Vec::new();
                 self.apply(i, actions, &mut queue);
                 self.deliver(queue);
             }
-            for v in self.table.iter().flat_map(|t| t.keys()).collect::<BTreeSet<_>>() {
+            for v in self
+                .table
+                .iter()
+                .flat_map(|t| t.keys())
+                .collect::<BTreeSet<_>>()
+            {
                 let n = self
                     .nodes
                     .iter()
@@ -213,7 +220,11 @@ impl Group {
 
     fn stop(&mut self, i: usize) {
         let (now, ms) = (self.now, self.ms());
-        let actions = self.nodes[i].sm.as_mut().unwrap().step(now, Event::Stop, ms);
+        let actions = self.nodes[i]
+            .sm
+            .as_mut()
+            .unwrap()
+            .step(now, Event::Stop, ms);
         let mut queue = Vec::new();
         self.apply(i, actions, &mut queue);
         self.nodes[i].running = false;
@@ -235,7 +246,10 @@ fn pair(prio_a: u8, prio_b: u8) -> Group {
 fn after_listening_exactly_the_highest_priority_announces() {
     let mut g = pair(100, 150);
     g.run(Duration::from_millis(200));
-    assert!(g.answering(vip(10)).is_empty(), "nobody claims while listening");
+    assert!(
+        g.answering(vip(10)).is_empty(),
+        "nobody claims while listening"
+    );
     g.run(Duration::from_secs(1));
     assert_eq!(g.answering(vip(10)), ["dir-b"]);
     assert_eq!(g.most_answering, 1);
@@ -252,7 +266,9 @@ fn a_dead_node_is_replaced_within_the_miss_count() {
         g.run(Duration::from_secs(1));
         g.kill(0, data_plane_too);
         let took = g
-            .until(Duration::from_secs(2), |g| g.answering(vip(10)) == ["dir-b"])
+            .until(Duration::from_secs(2), |g| {
+                g.answering(vip(10)) == ["dir-b"]
+            })
             .expect("dir-b takes over");
         // 3 x 100 ms after the last heartbeat, which came up to one
         // interval before the death; ticks are 25 ms.
@@ -283,14 +299,22 @@ fn a_cut_heartbeat_path_makes_no_second_announcer() {
     assert_eq!(g.answering(vip(11)), ["dir-b"]);
     g.cut_between(0, 1);
     g.run(Duration::from_secs(5));
-    assert_eq!(g.answering(vip(10)), ["dir-a"], "kept alive by its ARP answers");
+    assert_eq!(
+        g.answering(vip(10)),
+        ["dir-a"],
+        "kept alive by its ARP answers"
+    );
     assert_eq!(g.answering(vip(11)), ["dir-b"]);
     g.cut.clear();
     g.run(Duration::from_secs(3));
     assert_eq!(g.answering(vip(10)), ["dir-a"]);
     assert_eq!(g.answering(vip(11)), ["dir-b"]);
     assert_eq!(g.most_answering, 1);
-    assert_eq!((g.nodes[0].claims, g.nodes[1].claims), (1, 1), "nothing moved");
+    assert_eq!(
+        (g.nodes[0].claims, g.nodes[1].claims),
+        (1, 1),
+        "nothing moved"
+    );
 }
 
 #[test]
@@ -314,11 +338,17 @@ fn a_crashed_agent_whose_stamp_expires_is_replaced() {
     g.run(Duration::from_secs(1));
     g.kill(0, false);
     g.run(Duration::from_secs(1));
-    assert_eq!(g.answering(vip(10)), ["dir-a"], "its data plane still answers");
+    assert_eq!(
+        g.answering(vip(10)),
+        ["dir-a"],
+        "its data plane still answers"
+    );
     // The stamp expires: the data plane stops answering.
     g.nodes[0].answers = false;
     let took = g
-        .until(Duration::from_secs(1), |g| g.answering(vip(10)) == ["dir-b"])
+        .until(Duration::from_secs(1), |g| {
+            g.answering(vip(10)) == ["dir-b"]
+        })
         .expect("dir-b takes over");
     assert!(took <= Duration::from_millis(350), "{took:?}");
 }
@@ -335,7 +365,9 @@ fn a_returning_higher_node_waits_the_hold_time_and_never_doubles() {
     g.run(Duration::from_millis(1500));
     assert_eq!(g.answering(vip(10)), ["dir-b"], "within the hold time");
     let back = g
-        .until(Duration::from_secs(3), |g| g.answering(vip(10)) == ["dir-a"])
+        .until(Duration::from_secs(3), |g| {
+            g.answering(vip(10)) == ["dir-a"]
+        })
         .expect("dir-a takes it back")
         + Duration::from_millis(1500);
     assert!(
@@ -371,12 +403,19 @@ fn link_down_releases_and_link_up_comes_back_as_a_start() {
     let mut g = pair(150, 100);
     g.run(Duration::from_secs(1));
     let (now, ms) = (g.now, g.ms());
-    let out = g.nodes[0].sm.as_mut().unwrap().step(now, Event::LinkDown, ms);
+    let out = g.nodes[0]
+        .sm
+        .as_mut()
+        .unwrap()
+        .step(now, Event::LinkDown, ms);
     let mut q = Vec::new();
     g.apply(0, out, &mut q);
     g.cut_between(0, 1);
     g.nodes[0].answers = false;
-    assert!(g.nodes[0].held.is_empty(), "nothing announced without a link");
+    assert!(
+        g.nodes[0].held.is_empty(),
+        "nothing announced without a link"
+    );
     g.run(Duration::from_secs(1));
     assert_eq!(g.answering(vip(10)), ["dir-b"]);
     g.cut.clear();
@@ -399,11 +438,15 @@ fn three_nodes_fail_over_in_order() {
     g.run(Duration::from_secs(1));
     assert_eq!(g.answering(vip(10)), ["dir-a"]);
     g.kill(0, true);
-    g.until(Duration::from_secs(1), |g| g.answering(vip(10)) == ["dir-b"])
-        .expect("the second takes over");
+    g.until(Duration::from_secs(1), |g| {
+        g.answering(vip(10)) == ["dir-b"]
+    })
+    .expect("the second takes over");
     g.kill(1, true);
-    g.until(Duration::from_secs(1), |g| g.answering(vip(10)) == ["dir-c"])
-        .expect("then the third");
+    g.until(Duration::from_secs(1), |g| {
+        g.answering(vip(10)) == ["dir-c"]
+    })
+    .expect("then the third");
     assert_eq!(g.most_answering, 1);
 }
 
@@ -455,12 +498,21 @@ fn replays_and_strangers_are_ignored() {
         }),
     };
     let stranger = SocketAddr::from(([198, 51, 100, 99], 9470));
-    let out = sm.step(now, Event::Received { from: stranger, msg: msg.clone() }, 1);
+    let out = sm.step(
+        now,
+        Event::Received {
+            from: stranger,
+            msg: msg.clone(),
+        },
+        1,
+    );
     assert!(!out.iter().any(|a| matches!(a, Action::Claim(_))));
     // A replayed (old) leaving heartbeat from the real peer is refused.
     let out = sm.step(now, Event::Received { from: addr(0), msg }, 1);
-    assert!(!out.iter().any(|a| matches!(a, Action::Claim(_))), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Claim(_))),
+        "{out:?}"
+    );
     g.run(Duration::from_secs(1));
     assert_eq!(g.answering(vip(10)), ["dir-a"]);
 }
-
