@@ -111,6 +111,9 @@ pub struct PeerStatus {
     pub live: bool,
 }
 
+/// A peer's table as its chunks arrive: (digest, chunks so far, chunk count).
+type Assembly = (u64, BTreeMap<u16, Vec<(IpAddr, u8)>>, u16);
+
 #[derive(Clone, Debug)]
 struct Peer {
     addr: SocketAddr,
@@ -129,7 +132,7 @@ struct Peer {
     table: Table,
     table_digest: u64,
     /// Its table as the chunks of one digest arrive.
-    assembling: Option<(u64, BTreeMap<u16, Vec<(IpAddr, u8)>>, u16)>,
+    assembling: Option<Assembly>,
     /// The digest of our table it says it holds.
     holds_ours: Option<u64>,
     table_sent: Option<Instant>,
@@ -265,13 +268,14 @@ impl Standby {
             Event::Tick => {}
             Event::Received { from, msg } => self.received(now, from, msg, sent_ms, &mut out),
             Event::ProbeAnswered { vip, mac } => {
-                if let Some(p) = self.peers.iter_mut().find(|p| p.mac == Some(mac)) {
-                    if p.table.contains_key(&vip) && !p.leaving {
-                        if !p.live(now, &self.timing) {
-                            p.since = Some(now);
-                        }
-                        p.last_segment = Some(now);
+                if let Some(p) = self.peers.iter_mut().find(|p| p.mac == Some(mac))
+                    && p.table.contains_key(&vip)
+                    && !p.leaving
+                {
+                    if !p.live(now, &self.timing) {
+                        p.since = Some(now);
                     }
+                    p.last_segment = Some(now);
                 }
             }
             Event::Serving(table) => {
