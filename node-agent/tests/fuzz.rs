@@ -57,7 +57,12 @@ fn templates(snat_port: u16) -> Vec<Vec<u8>> {
 
 /// The destination as the director should see it, if the frame is a
 /// well-formed unfragmented IPv4 TCP/UDP packet.
+/// A service (protocol, port) the frame is addressed to, if the director
+/// should judge it: unicast to another MAC is another host's (passed).
 fn to_vip_service(frame: &[u8]) -> Option<(u8, u16)> {
+    if frame[0] & 1 == 0 && frame[..6] != DIRECTOR_MAC {
+        return None;
+    }
     let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
     let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
         return None;

@@ -10,6 +10,9 @@ use ballast_testbed::packet::*;
 use ballast_testbed::require_root;
 use ballast_testbed::world::*;
 use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ballast_agent::announce::l2::owned::OwnedMaps;
 
 use ballast_agent::abi;
 
@@ -194,22 +197,28 @@ fn not_for_us_is_passed_untouched() {
     });
 }
 
+/// "Who has `target`? Tell `sender`", broadcast from the client's MAC.
+fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+fn arp(target: Ipv4Addr) -> Vec<u8> {
+    arp_request(CLIENT_ADDR, target)
+}
+
 #[test]
 fn arp_for_announced_vip_and_snat_is_answered() {
     require_root("BPF programs and network namespaces");
     in_private_netns(|ifindex| {
         let mut l = PacketLab::small(ifindex);
         l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
-        let arp = |target: Ipv4Addr| {
-            let mut f = vec![0xff; 6];
-            f.extend_from_slice(&CLIENT_MAC);
-            f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-            f.extend_from_slice(&CLIENT_MAC);
-            f.extend_from_slice(&CLIENT_ADDR.octets());
-            f.extend_from_slice(&[0; 6]);
-            f.extend_from_slice(&target.octets());
-            f
-        };
         for target in [VIP, SNAT_ADDR] {
             let (v, out) = l.run(&arp(target));
             assert_eq!(v, XDP_TX, "ARP for {target}");
@@ -222,6 +231,73 @@ fn arp_for_announced_vip_and_snat_is_answered() {
         }
         let (v, _) = l.run(&arp(Ipv4Addr::new(203, 0, 113, 99)));
         assert_eq!(v, XDP_PASS);
+        // A gratuitous ARP (another node taking the VIP) is not answered.
+        let (v, _) = l.run(&arp_request(VIP, VIP));
+        assert_eq!(v, XDP_PASS, "gratuitous ARP");
+    });
+}
+
+#[test]
+fn standby_owned_vips_are_answered_only_while_the_announcer_is_alive() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = PacketLab::small(ifindex);
+        let mut s = svc(MODE_DR, TCP, 80, 80, &[(1, 1)]);
+        s.announce = false;
+        l.apply(&[s]);
+        assert_eq!(l.run(&arp(VIP)).0, XDP_PASS, "the plan announces nothing");
+        let mut owned = OwnedMaps::open_pinned(l.pin_dir()).unwrap();
+        owned.claim(VIP).unwrap();
+        let before = l.reasons();
+        assert_eq!(l.run(&arp(VIP)).0, XDP_PASS, "owned, but no stamp yet");
+        assert_eq!(
+            reason_delta(&before, &l.reasons(), abi::REASON_ARP_STALE_OWNER),
+            1
+        );
+        owned.stamp(Duration::from_secs(5)).unwrap();
+        let (v, out) = l.run(&arp(VIP));
+        assert_eq!(v, XDP_TX, "owned and alive");
+        assert_eq!(&out[22..28], &DIRECTOR_MAC, "sender MAC");
+        assert_eq!(&out[28..32], &VIP.octets(), "sender IP");
+        // An RFC 5227 probe (sender 0.0.0.0), as a standby peer sends.
+        let (v, out) = l.run(&arp_request(Ipv4Addr::UNSPECIFIED, VIP));
+        assert_eq!(v, XDP_TX, "a probe is answered");
+        assert_eq!(&out[0..6], &CLIENT_MAC);
+        assert_eq!(l.run(&arp_request(VIP, VIP)).0, XDP_PASS, "gratuitous");
+        // The stamp runs out (the agent died and stayed down).
+        owned.stamp(Duration::ZERO).unwrap();
+        assert_eq!(l.run(&arp(VIP)).0, XDP_PASS, "stamp passed");
+        // A new agent adopts nothing from a passed stamp and clears it.
+        assert!(owned.adopt().unwrap().is_empty());
+        owned.stamp(Duration::from_secs(5)).unwrap();
+        assert_eq!(l.run(&arp(VIP)).0, XDP_PASS, "released by the adoption");
+        owned.claim(VIP).unwrap();
+        assert_eq!(owned.adopt().unwrap().len(), 1, "a fresh stamp keeps it");
+        owned.release(VIP).unwrap();
+        assert_eq!(l.run(&arp(VIP)).0, XDP_PASS, "released");
+    });
+}
+
+#[test]
+fn frames_for_another_mac_are_passed_untouched_and_counted() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        let mut l = PacketLab::small(ifindex);
+        l.apply(&[svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 1)])]);
+        let mut f = tcp_frame((CLIENT_ADDR, 40100), (VIP, 80), TCP_SYN, &[], b"");
+        // Another director's MAC: flooded to us by a switch or a bridge.
+        f[0..6].copy_from_slice(&[0x02, 0xb1, 0, 0, 0, 0x04]);
+        let before = l.reasons();
+        let (v, out) = l.run(&f);
+        assert_eq!(v, XDP_PASS);
+        assert_eq!(out, f, "untouched");
+        assert_eq!(
+            reason_delta(&before, &l.reasons(), abi::REASON_PASS_OTHER_HOST),
+            1
+        );
+        assert_eq!(l.conntrack_entries(), 0, "no state for another host's flow");
+        // Broadcast ARP stays ours.
+        assert_eq!(l.run(&arp(VIP)).0, XDP_TX);
     });
 }
 

@@ -60,7 +60,7 @@ pub struct Standalone {
 struct Announcer {
     opts: StandbyOptions,
     mac: [u8; 6],
-    tables: watch::Receiver<Table>,
+    tables: watch::Receiver<Option<Table>>,
     counters: Arc<StandbyCounters>,
 }
 
@@ -108,7 +108,7 @@ impl Standalone {
         );
         let standby = match opts.standby {
             Some(sopts) => {
-                let (tx, tables) = watch::channel(Table::new());
+                let (tx, tables) = watch::channel(None);
                 source = source.in_standby_group(tx);
                 let counters = Arc::new(StandbyCounters::default());
                 agent = agent.with_standby_counters(counters.clone());

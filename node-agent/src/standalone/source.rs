@@ -77,7 +77,7 @@ pub struct FileSource {
     /// In a hot-standby group: where the VIPs served (and this node's
     /// priority for each) go after each reload, for the announcer; the
     /// core then announces nothing itself.
-    standby: Option<watch::Sender<Table>>,
+    standby: Option<watch::Sender<Option<Table>>>,
 }
 
 impl FileSource {
@@ -100,7 +100,7 @@ impl FileSource {
     /// A source for a node of a hot-standby group: the announcer decides
     /// who answers ARP, from the table this source publishes after every
     /// reload (VIPs with a programmed service, and their priorities).
-    pub fn in_standby_group(mut self, tables: watch::Sender<Table>) -> Self {
+    pub fn in_standby_group(mut self, tables: watch::Sender<Option<Table>>) -> Self {
         self.announce = false;
         self.last_good = LastGood::new(true);
         self.standby = Some(tables);
@@ -118,7 +118,7 @@ impl FileSource {
         };
         let report = report?;
         if let Some(tables) = &self.standby {
-            tables.send_replace(self.standby_table(&report));
+            tables.send_replace(Some(self.standby_table(&report)));
         }
         let errors = self.settle(reading.errors, report);
         release_freed_memory();

@@ -24,6 +24,7 @@ pub mod prometheus;
 pub mod root;
 pub mod servers;
 pub mod sniff;
+pub mod standby;
 pub mod topology;
 pub mod world;
 

@@ -191,6 +191,12 @@ impl PacketLab {
         (r.return_value, out)
     }
 
+    /// Where the lab's maps are pinned (for a second writer, as the
+    /// announcer is).
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self.pin_dir
+    }
+
     pub fn reasons(&self) -> Vec<u64> {
         self.director.maps().reason_counters().expect("reasons")
     }

@@ -75,20 +75,36 @@ struct Shell {
 }
 
 /// Runs the announcer until `stop` resolves, then hands every VIP over
-/// (a leaving heartbeat, the owned VIPs released) and returns.
+/// (a leaving heartbeat, the owned VIPs released) and returns. `tables`
+/// holds None until the source has read its configuration once: until
+/// then nothing is decided or sent (a restarted agent's data plane answers
+/// on for what it owned, under a fresh stamp), so that an empty first
+/// table never releases what is served nor tells the peers it serves
+/// nothing.
 pub async fn run(
     opts: StandbyOptions,
     pin_dir: &Path,
     mac: [u8; 6],
-    mut tables: watch::Receiver<Table>,
+    mut tables: watch::Receiver<Option<Table>>,
     counters: Arc<StandbyCounters>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    tokio::pin!(stop);
     let mut maps = OwnedMaps::open_pinned(pin_dir).context("the announcer's maps")?;
     let held = maps
         .adopt()
         .context("reading what the data plane answers for")?;
     maps.stamp(opts.stamp_lifetime)?;
+    let first = loop {
+        if let Some(t) = tables.borrow_and_update().clone() {
+            break t;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(opts.timing.interval) => maps.stamp(opts.stamp_lifetime)?,
+            changed = tables.changed() => if changed.is_err() { return Ok(()) },
+            () = &mut stop => return Ok(()),
+        }
+    };
     let udp = UdpSocket::bind(opts.listen)
         .await
         .with_context(|| format!("--heartbeat-port: cannot listen on {}", opts.listen))?;
@@ -128,12 +144,10 @@ pub async fn run(
         link_up: true,
         opts,
     };
-    let first = tables.borrow_and_update().clone();
     shell.event(Event::Serving(first))?;
     let mut tick = tokio::time::interval(shell.opts.timing.interval / TICKS_PER_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut buf = vec![0u8; 2048];
-    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = tick.tick() => shell.tick()?,
@@ -149,8 +163,9 @@ pub async fn run(
                 if changed.is_err() {
                     break;
                 }
-                let table = tables.borrow_and_update().clone();
-                shell.event(Event::Serving(table))?;
+                if let Some(table) = tables.borrow_and_update().clone() {
+                    shell.event(Event::Serving(table))?;
+                }
             }
             () = &mut stop => break,
         }
