@@ -257,10 +257,10 @@ async fn run(
         // election sends both a leadership change and a world wake-up, and
         // the gate reads leadership as it is *now*; when the world wake-up
         // is taken first, it already sees (and consumes) the new
-        // leadership, and the leadership wake-up never comes. Replanning
-        // only on a presence wake-up then left the standby's plan in
-        // place, `settled` unsent, every write pass refused, and no status
-        // until the periodic resync.
+        // leadership, and the leadership wake-up never comes. Were the
+        // gate's change planned only on a presence wake-up, the standby's
+        // plan would stay, `settled` unsent, every write pass refused, and
+        // no status written until the periodic resync (60 s).
         let gate_moved = planned_with
             .as_ref()
             .is_none_or(|(s, a)| *s != settled || *a != agents);
