@@ -158,7 +158,11 @@ pub struct VirtualServerPort {
     #[serde(default)]
     pub protocol: PortProtocol,
 
-    /// Port on the backends; defaults to `port`.
+    /// Port on the backends. With `backends.static`, unset means `port`.
+    /// With `backends.serviceRef`, unset means each endpoint's own port in
+    /// the Service's EndpointSlices for the `serviceRef.port` (the Service
+    /// port's `targetPort` as resolved for each Pod, so a named targetPort
+    /// works); set, it replaces that port for every endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub target_port: Option<i32>,

@@ -186,11 +186,17 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen { out } => crdgen(out),
         Command::Run(args) => {
+            // Logs go to stderr, as the agent's do (stdout is for data:
+            // `crdgen`'s manifests). Coloured only on a terminal: in a
+            // container stderr is a pipe, and `kubectl logs` would show
+            // the colour codes as text.
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info".into()),
                 )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             tokio::runtime::Runtime::new()
                 .context("starting the async runtime")?

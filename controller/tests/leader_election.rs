@@ -13,10 +13,11 @@ use ballast_controller::k8s::run::{Handle, Options, start};
 use ballast_controller::metrics::Metrics;
 use ballast_fake_apiserver::FakeApiServer;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{eventually, options_with_lease, server};
+use support::{apply, eventually, options_with_lease, pool, server, static_spec, vs};
 
 const LEASE: &str = "ballast-controller";
 
@@ -127,4 +128,83 @@ async fn a_leader_that_cannot_renew_steps_down_before_its_lease_expires() {
     );
     assert_eq!(metrics.leader.get(), 0);
     a.shutdown().await;
+}
+
+/// Creates Node `name` with Ready=False, as on a fresh cluster before the
+/// CNI is up: no node is usable, so a new leader has no agent to wait for
+/// and is settled from its first plan.
+async fn not_ready_node(client: &kube::Client, name: &str) {
+    let api: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &node).await.unwrap();
+    let status = json!({"status": {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+/// Status is written within seconds of any start, not at the periodic
+/// resync. The leadership wake-up and the world wake-up that the election
+/// sends with it race in the loop; whichever came first, the plan has to
+/// be remade with the new leadership and settledness, or the write pass is
+/// refused (not settled) and nothing is written until the resync, 60 s in
+/// the binary. Half the starts lease only after the caches synced (the
+/// first lease request fails), the case where the two wake-ups arrive
+/// together after a first plan made as a standby; the others take the
+/// lease at once. Each start has its own API server.
+#[tokio::test]
+async fn every_start_with_no_usable_node_writes_status_within_seconds() {
+    const STARTS: usize = 16;
+    // Generous against a loaded machine; the race's outcome was 60 s.
+    const BOUND: Duration = Duration::from_secs(3);
+    let mut late = Vec::new();
+    for n in 0..STARTS {
+        let s = server().await;
+        let c = s.client();
+        not_ready_node(&c, "node-a").await;
+        apply(&c, pool(&["203.0.113.0/30"])).await;
+        apply(&c, vs("web", static_spec(80))).await;
+        if n % 2 == 1 {
+            s.fail_next("*", &format!("/leases/{LEASE}"), 500, 1);
+        }
+        let mut options =
+            options_with_lease("a", Duration::from_secs(15), Duration::from_millis(200));
+        // The binary's resync: status must not wait for it.
+        options.resync = Duration::from_secs(60);
+        let started = Instant::now();
+        let (h, _) = controller(&s, options).await;
+        let written = loop {
+            let status = s
+                .object(
+                    "ballast.dev/v1alpha1",
+                    "virtualservers",
+                    Some("default"),
+                    "web",
+                )
+                .and_then(|o| o.get("status").cloned());
+            if let Some(status) = status.filter(|st| st["conditions"].is_array()) {
+                break Some(status);
+            }
+            if started.elapsed() > BOUND {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        match written {
+            Some(status) => {
+                // Written by the leader, with no node to direct.
+                assert!(*h.leader.borrow(), "start {n}: status written by a standby");
+                assert!(*h.settled.borrow(), "start {n}: written before settling");
+                assert_eq!(status["programmedNodes"], "0/0", "start {n}: {status}");
+            }
+            None => late.push(n),
+        }
+        h.shutdown().await;
+    }
+    assert!(
+        late.is_empty(),
+        "{} of {STARTS} starts wrote no status within {BOUND:?}: {late:?}",
+        late.len()
+    );
 }

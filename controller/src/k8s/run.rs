@@ -129,16 +129,18 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// What woke the loop.
+/// What woke the loop. Any wake-up replans when leadership, settledness
+/// or presence (the settling gate) is not what the last plan was made
+/// with; beyond that:
 enum Wake {
     /// Cluster objects changed, or the periodic resync: replan if
     /// anything planning reads changed.
     World,
     /// An agent connected or left, leadership moved, or a grace period ran
-    /// out: replan only if presence or settledness changed.
+    /// out: nothing more (the gate is the whole of what these change).
     Presence,
     /// An agent acked, nacked or beat: rewrite status if what it says
-    /// about programming changed; never replan.
+    /// about programming changed.
     Reports,
 }
 
@@ -230,7 +232,8 @@ async fn run(
         // Leading edge: plan at once after a quiet spell, else at the end
         // of the window since the last plan. Connections are debounced
         // too (agents reconnecting after a restart arrive together);
-        // reports never replan, so they wait for nothing.
+        // reports replan only when the gate moved meanwhile (a grace
+        // period ran out just before), so they wait for nothing.
         if !matches!(wake, Wake::Reports)
             && let Some(quiet) = last_plan.map(|at| at.elapsed())
             && quiet < options.debounce
@@ -249,20 +252,31 @@ async fn run(
             settled, agents, ..
         } = gate;
         let started = Instant::now();
-        let replan = match wake {
-            // Events that change nothing planning reads (the controller's
-            // own status writes coming back, kubelets' Node status) wake
-            // the loop but plan nothing.
-            Wake::World => {
-                planned.is_none()
-                    || stores.has_changes()
-                    || tokio::time::Instant::now() >= next_resync
-            }
-            Wake::Presence => planned_with
-                .as_ref()
-                .is_none_or(|(s, a)| *s != settled || *a != agents),
-            Wake::Reports => planned.is_none(),
-        };
+        // Whatever woke the loop, a gate other than the last plan's is
+        // planned for: the wake-ups do not arrive in order. A new leader's
+        // election sends both a leadership change and a world wake-up, and
+        // the gate reads leadership as it is *now*; when the world wake-up
+        // is taken first, it already sees (and consumes) the new
+        // leadership, and the leadership wake-up never comes. Were the
+        // gate's change planned only on a presence wake-up, the standby's
+        // plan would stay, `settled` unsent, every write pass refused, and
+        // no status written until the periodic resync (60 s).
+        let gate_moved = planned_with
+            .as_ref()
+            .is_none_or(|(s, a)| *s != settled || *a != agents);
+        let replan = gate_moved
+            || match wake {
+                // Events that change nothing planning reads (the
+                // controller's own status writes coming back, kubelets'
+                // Node status) wake the loop but plan nothing.
+                Wake::World => {
+                    planned.is_none()
+                        || stores.has_changes()
+                        || tokio::time::Instant::now() >= next_resync
+                }
+                Wake::Presence => false,
+                Wake::Reports => planned.is_none(),
+            };
         let current = match planned.clone() {
             Some(p) if !replan => p,
             _ => {
@@ -272,9 +286,7 @@ async fn run(
                 let everything = changes.other
                     || !matches!(wake, Wake::World)
                     || tokio::time::Instant::now() >= next_resync
-                    || planned_with
-                        .as_ref()
-                        .is_none_or(|(s, a)| *s != settled || *a != agents);
+                    || gate_moved;
                 let p = match planner.as_mut() {
                     Some(incremental) if !everything => {
                         for change in changes.slices {
