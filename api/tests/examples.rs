@@ -74,13 +74,25 @@ fn check_virtual_server(ex: &Example, at: &str, doc: &Value) {
 }
 
 fn check_service(ex: &Example, at: &str, doc: &Value) {
-    assert_eq!(ex.expect, Expect::Valid, "{at}: only valid Services are shown");
-    assert_eq!(ex.reader, Reader::Cluster, "{at}: a Service outside a cluster");
+    assert_eq!(
+        ex.expect,
+        Expect::Valid,
+        "{at}: only valid Services are shown"
+    );
+    assert_eq!(
+        ex.reader,
+        Reader::Cluster,
+        "{at}: a Service outside a cluster"
+    );
     let svc: Service = serde_json::from_value(doc.clone())
         .unwrap_or_else(|e| panic!("{at}: does not parse as a Service: {e}"));
     let back = serde_json::to_value(&svc).unwrap();
     let lost = dropped(doc, &back, "");
-    assert!(lost.is_empty(), "{at}: fields k8s-openapi drops: {}", lost.join("; "));
+    assert!(
+        lost.is_empty(),
+        "{at}: fields k8s-openapi drops: {}",
+        lost.join("; ")
+    );
     let spec = svc.spec.unwrap_or_default();
     assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"), "{at}");
 }
@@ -120,7 +132,9 @@ fn every_example_holds_known_fields_and_is_valid_or_refused_as_marked() {
     // The gathering itself must not go quiet: each page shows examples.
     for page in ["README.md", "docs/user-guide.md", "docs/standalone.md"] {
         assert!(
-            examples.iter().any(|e| e.origin.starts_with(&format!("{page}:"))),
+            examples
+                .iter()
+                .any(|e| e.origin.starts_with(&format!("{page}:"))),
             "no YAML example found in {page}"
         );
     }
@@ -138,7 +152,12 @@ fn the_examples_directory_has_one_virtual_server_per_documented_mode() {
         .filter(|e| e.origin.starts_with("examples/"))
         .flat_map(|e| e.documents.iter())
         .filter(|d| d["kind"] == "VirtualServer")
-        .map(|d| d["spec"]["forwarding"].as_str().unwrap_or("FullNAT").to_string())
+        .map(|d| {
+            d["spec"]["forwarding"]
+                .as_str()
+                .unwrap_or("FullNAT")
+                .to_string()
+        })
         .collect();
     modes.sort();
     assert_eq!(modes, ["DR", "FullNAT"]);

@@ -37,8 +37,7 @@ async fn readme_cluster() -> (FakeApiServer, Client, Handle) {
     let c = s.client();
     ready_node(&c, "node-a").await;
     apply(&c, readme_pool()).await;
-    let options =
-        options_with_lease("a", Duration::from_secs(2), Duration::from_millis(200));
+    let options = options_with_lease("a", Duration::from_secs(2), Duration::from_millis(200));
     let h = start(
         s.client(),
         options,
@@ -53,7 +52,11 @@ async fn readme_cluster() -> (FakeApiServer, Client, Handle) {
 fn readme_pool_parsed() -> Pool {
     let pool: AddressPool = serde_json::from_value(readme_pool()).unwrap();
     let parsed = Pool::parse(&pool);
-    assert!(parsed.errors.is_empty(), "the README's pool: {:?}", parsed.errors);
+    assert!(
+        parsed.errors.is_empty(),
+        "the README's pool: {:?}",
+        parsed.errors
+    );
     parsed
 }
 
@@ -110,7 +113,9 @@ async fn wait_for_verdict(s: &FakeApiServer, at: &str, doc: &Value, want: &Expec
             let good = condition.as_ref().is_some_and(|c| match want {
                 Expect::Invalid { field, .. } => {
                     c["status"] == "False"
-                        && c["message"].as_str().is_some_and(|m| m.contains(field.as_str()))
+                        && c["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains(field.as_str()))
                         && (c["reason"] == "Invalid" || c["reason"] == "InvalidAddresses")
                 }
                 _ => {
@@ -129,8 +134,10 @@ async fn wait_for_verdict(s: &FakeApiServer, at: &str, doc: &Value, want: &Expec
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{at}: {kind} {}: wanted {want:?}, last seen (condition, addresses): {last:?}",
-        doc["metadata"]["name"]);
+    panic!(
+        "{at}: {kind} {}: wanted {want:?}, last seen (condition, addresses): {last:?}",
+        doc["metadata"]["name"]
+    );
 }
 
 /// What the controller's pure side finds wrong with a document (`None`
@@ -173,7 +180,12 @@ async fn the_examples_directory_works_after_the_readmes_install() {
         }
     }
     for ex in &examples {
-        assert_eq!(ex.expect, Expect::Valid, "{}: examples/ holds no refusal", ex.origin);
+        assert_eq!(
+            ex.expect,
+            Expect::Valid,
+            "{}: examples/ holds no refusal",
+            ex.origin
+        );
         for doc in &ex.documents {
             assert_eq!(controller_reading(doc), None, "{}", ex.origin);
             wait_for_verdict(&s, &ex.origin, doc, &ex.expect, &pool).await;
@@ -186,7 +198,10 @@ async fn the_examples_directory_works_after_the_readmes_install() {
 /// deleted and made again under its name could be given its status).
 fn renamed(doc: &Value, n: usize) -> Value {
     let mut doc = doc.clone();
-    let name = doc["metadata"]["name"].as_str().unwrap_or("unnamed").to_string();
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or("unnamed")
+        .to_string();
     doc["metadata"]["name"] = format!("ex{n}-{name}").into();
     doc
 }
@@ -199,7 +214,11 @@ async fn every_docs_example_works_alone_after_the_readmes_install() {
         .into_iter()
         .filter(|e| !e.origin.starts_with("examples/"))
         .collect();
-    assert!(examples.len() >= 10, "{} cluster examples in the docs", examples.len());
+    assert!(
+        examples.len() >= 10,
+        "{} cluster examples in the docs",
+        examples.len()
+    );
     for (n, ex) in examples.iter().enumerate() {
         let docs: Vec<Value> = ex.documents.iter().map(|d| renamed(d, n)).collect();
         for doc in &docs {

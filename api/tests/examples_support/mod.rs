@@ -69,7 +69,10 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(allowed) = schema["enum"].as_array()
         && !allowed.contains(value)
     {
-        out.push(format!("{path}: {value} is not one of {schema}", schema = schema["enum"]));
+        out.push(format!(
+            "{path}: {value} is not one of {schema}",
+            schema = schema["enum"]
+        ));
     }
     match value {
         Value::Object(map) => {

@@ -37,6 +37,8 @@ pub struct Example {
     pub expect: Expect,
     /// The YAML documents, as JSON values (what a client sends).
     pub documents: Vec<Value>,
+    /// The text as written (what an agent reads from a file).
+    pub text: String,
 }
 
 impl Example {
@@ -58,6 +60,7 @@ impl Example {
             origin,
             reader,
             documents,
+            text: text.to_string(),
         })
     }
 
@@ -87,7 +90,10 @@ fn expect(text: &str) -> Result<Expect, String> {
         });
     }
     if let Some(rest) = first.strip_prefix("# part of a ") {
-        let kind = rest.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
+        let kind = rest
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or("");
         if kind.is_empty() {
             return Err("a `# part of a` marker needs a kind".into());
         }
@@ -118,7 +124,10 @@ pub fn all_examples() -> Vec<Example> {
                 continue;
             }
             let origin = format!("{}:{}", md.display(), block.line);
-            out.push(Example::parse(origin, reader_of(&md), &block.text).unwrap_or_else(|e| panic!("{e}")));
+            out.push(
+                Example::parse(origin, reader_of(&md), &block.text)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
         }
     }
     let mut files: Vec<_> = std::fs::read_dir(root.join("examples"))
@@ -143,14 +152,18 @@ mod tests {
         let ex = |t: &str| Example::parse("x".into(), Reader::Cluster, t);
         assert_eq!(ex("# web\na: 1\n").unwrap().expect, Expect::Valid);
         assert_eq!(
-            ex("# invalid: spec.ports[0].port: out of range\na: 1\n").unwrap().expect,
+            ex("# invalid: spec.ports[0].port: out of range\na: 1\n")
+                .unwrap()
+                .expect,
             Expect::Invalid {
                 field: "spec.ports[0].port".into(),
                 reason: "out of range".into()
             }
         );
         assert_eq!(
-            ex("# part of a VirtualServer: its status\nstatus: {}\n").unwrap().expect,
+            ex("# part of a VirtualServer: its status\nstatus: {}\n")
+                .unwrap()
+                .expect,
             Expect::Part {
                 kind: "VirtualServer".into()
             }

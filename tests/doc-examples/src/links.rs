@@ -14,7 +14,12 @@ pub fn broken_links() -> Vec<String> {
         let text = std::fs::read_to_string(root.join(&md)).expect("readable");
         for link in markdown::links(&text) {
             if let Err(why) = check(&root, &md, &text, &link.dest) {
-                out.push(format!("{}:{}: {}: {why}", md.display(), link.line, link.dest));
+                out.push(format!(
+                    "{}:{}: {}: {why}",
+                    md.display(),
+                    link.line,
+                    link.dest
+                ));
             }
         }
     }
@@ -88,7 +93,10 @@ mod tests {
         assert!(check(&root, from, "", "../nowhere.md").is_err());
         assert!(check(&root, from, "", "../../../etc/passwd").is_err());
         assert!(check(&root, from, "", "../README.md#no-such-heading").is_err());
-        assert_eq!(check(&root, Path::new("README.md"), &readme, "#ballast"), Ok(()));
+        assert_eq!(
+            check(&root, Path::new("README.md"), &readme, "#ballast"),
+            Ok(())
+        );
         assert_eq!(check(&root, from, "## A b\n", "#a-b"), Ok(()));
     }
 }

@@ -26,8 +26,11 @@ pub struct Link {
 }
 
 fn parser(text: &str) -> pulldown_cmark::OffsetIter<'_> {
-    Parser::new_ext(text, Options::ENABLE_TABLES | Options::ENABLE_HEADING_ATTRIBUTES)
-        .into_offset_iter()
+    Parser::new_ext(
+        text,
+        Options::ENABLE_TABLES | Options::ENABLE_HEADING_ATTRIBUTES,
+    )
+    .into_offset_iter()
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -90,11 +93,7 @@ pub fn anchors(text: &str) -> Vec<String> {
                 if let Some(h) = heading.take() {
                     let base = slug(&h);
                     let n = repeats.entry(base.clone()).or_default();
-                    out.push(if *n == 0 {
-                        base
-                    } else {
-                        format!("{base}-{n}")
-                    });
+                    out.push(if *n == 0 { base } else { format!("{base}-{n}") });
                     *n += 1;
                 }
             }

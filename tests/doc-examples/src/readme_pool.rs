@@ -12,8 +12,9 @@ use crate::repo_root;
 pub fn readme_pool() -> Value {
     let root = repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let addresses = readme_pool_addresses(&readme)
-        .expect("README.md's helm install sets addressPool.create=true and addressPool.addresses={...}");
+    let addresses = readme_pool_addresses(&readme).expect(
+        "README.md's helm install sets addressPool.create=true and addressPool.addresses={...}",
+    );
     let values: Value = serde_yaml::from_str(
         &std::fs::read_to_string(root.join("charts/ballast/values.yaml")).expect("values.yaml"),
     )
@@ -46,7 +47,9 @@ fn readme_pool_addresses(readme: &str) -> Option<Vec<String>> {
 
 /// The first `helm install` command, its continuation lines joined.
 fn helm_install_command(readme: &str) -> Option<String> {
-    let mut lines = readme.lines().skip_while(|l| !l.trim_start().starts_with("helm install"));
+    let mut lines = readme
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("helm install"));
     let mut command = String::new();
     for line in lines.by_ref() {
         let (part, continued) = match line.trim_end().strip_suffix('\\') {
@@ -74,14 +77,21 @@ mod tests {
             readme_pool_addresses(readme).unwrap(),
             ["203.0.113.0/28", "2001:db8::/120"]
         );
-        assert_eq!(readme_pool_addresses("helm install b charts/ballast\n"), None);
+        assert_eq!(
+            readme_pool_addresses("helm install b charts/ballast\n"),
+            None
+        );
     }
 
     #[test]
     fn the_readmes_pool() {
         let pool = readme_pool();
         assert_eq!(pool["metadata"]["name"], "default");
-        assert!(pool["spec"]["addresses"].as_array().is_some_and(|a| !a.is_empty()));
+        assert!(
+            pool["spec"]["addresses"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        );
         assert_eq!(pool["spec"]["autoAssign"], true);
     }
 }
