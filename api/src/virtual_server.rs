@@ -381,7 +381,7 @@ pub struct HealthCheck {
     pub unhealthy_threshold: i64,
 }
 
-/// Defaults of [`HealthCheck`], also quoted in its field docs and the README.
+/// Defaults of [`HealthCheck`], also quoted in its field docs and docs/user-guide.md.
 pub const DEFAULT_HEALTH_INTERVAL_SECONDS: i64 = 5;
 pub const DEFAULT_HEALTH_TIMEOUT_SECONDS: i64 = 2;
 pub const DEFAULT_HEALTH_THRESHOLD: i64 = 2;

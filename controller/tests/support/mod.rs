@@ -135,3 +135,30 @@ pub fn two_backends_spec() -> Value {
     json!({"ports": [{"port": 80}], "backends": {"static": [
         {"address": "198.51.100.11"}, {"address": "198.51.100.12"}]}})
 }
+
+/// Deletes the object `body` names (a kind [`apply`] handles).
+pub async fn delete(client: &Client, body: &Value) {
+    use kube::api::DeleteParams;
+    let name = body["metadata"]["name"].as_str().unwrap();
+    let ns = body["metadata"]["namespace"].as_str().unwrap_or("default");
+    let c = client.clone();
+    let dp = DeleteParams::default();
+    match body["kind"].as_str().unwrap() {
+        "VirtualServer" => {
+            Api::<VirtualServer>::namespaced(c, ns)
+                .delete(name, &dp)
+                .await
+                .unwrap();
+        }
+        "AddressPool" => {
+            Api::<AddressPool>::all(c).delete(name, &dp).await.unwrap();
+        }
+        "Service" => {
+            Api::<Service>::namespaced(c, ns)
+                .delete(name, &dp)
+                .await
+                .unwrap();
+        }
+        other => panic!("unexpected kind {other}"),
+    }
+}
