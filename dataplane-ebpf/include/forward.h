@@ -92,7 +92,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 	__u32 backend_id;
 	struct backend_value *b;
 	if (select_backend(cfg, svc, p, now, &backend_id, &b))
-		return reject(ctx, p);
+		return reject(ctx, p, now, cfg->hz);
 	struct ct_value ct;
 	int reason = ct_create(cfg, svc, p, fk, backend_id, b, now, &ct);
 	if (reason)

@@ -54,6 +54,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l2_liveness SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct refusal_limit);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} refusal_limit SEC(".maps");
+
+/* Per CPU: a flood of SYNs to a service with no backend must not turn the
+ * director into a RST cannon, nor cost a shared cache line per packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct refusal_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} refusal_bucket SEC(".maps");
+
 /* SNAT (local) addresses of this node: replies to them are reverse-translated
  * and ARP for them is answered. */
 struct {

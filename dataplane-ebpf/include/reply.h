@@ -164,9 +164,42 @@ static __always_inline int reject_udp(struct xdp_md *ctx, struct packet *p)
 	return XDP_TX;
 }
 
-/* Refuses a new flow to a service with no usable backend. */
-static __always_inline int reject(struct xdp_md *ctx, struct packet *p)
+/* Whether this CPU may send one more refusal now, taking its token.
+ * Invariant: credit <= burst * hz; a refusal costs hz. Cost: two array
+ * lookups (one per-CPU) and a few multiplications, on refusals only. */
+static __always_inline int refusal_allowed(__u64 now, __u32 hz)
 {
+	__u32 zero = 0;
+	struct refusal_limit *lim = bpf_map_lookup_elem(&refusal_limit, &zero);
+	struct refusal_bucket *b = bpf_map_lookup_elem(&refusal_bucket, &zero);
+
+	if (!lim || !lim->burst)
+		return 1;
+	if (!b)
+		return 0;
+	__u64 cap = (__u64)lim->burst * hz;
+	__u64 elapsed = now - b->last;
+	/* Bounded before multiplying: a long idle spell only fills the bucket. */
+	if (elapsed > cap)
+		elapsed = cap;
+	__u64 credit = b->credit + elapsed * lim->per_cpu_rate;
+	if (credit > cap)
+		credit = cap;
+	b->last = now;
+	if (credit < hz) {
+		b->credit = credit;
+		return 0;
+	}
+	b->credit = credit - hz;
+	return 1;
+}
+
+/* Refuses a new flow to a service with no usable backend, within the
+ * refusal rate limit (over it, the packet is dropped and counted). */
+static __always_inline int reject(struct xdp_md *ctx, struct packet *p, __u64 now, __u32 hz)
+{
+	if ((p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) && !refusal_allowed(now, hz))
+		return drop(BALLAST_DROP_REFUSAL_LIMITED);
 	if (p->proto == IPPROTO_TCP)
 		return reject_tcp(ctx, p);
 	if (p->proto == IPPROTO_UDP)

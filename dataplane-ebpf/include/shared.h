@@ -84,7 +84,8 @@ enum ballast_reason {
 	BALLAST_ECHO_REPLIED = 19,       /* ICMP echo request to a VIP answered */
 	BALLAST_PASS_OTHER_HOST = 20,    /* unicast to another MAC (promiscuous port, flooding): not ours to judge */
 	BALLAST_ARP_STALE_OWNER = 21,    /* ARP for a standby-managed VIP not answered: the agent's liveness stamp expired */
-	BALLAST_REASON_MAX = 22,
+	BALLAST_DROP_REFUSAL_LIMITED = 22, /* a refusal (RST / port unreachable) over the rate limit: dropped unanswered */
+	BALLAST_REASON_MAX = 23,
 };
 
 struct svc_key {
@@ -167,6 +168,22 @@ struct persist_value {
 	__u64 last_seen;      /* jiffies */
 	__u32 backend_id;
 	__u32 backend_gen;
+};
+
+/* How many refusals (TCP RST, ICMP port unreachable) the director sends
+ * itself: a token bucket per CPU, `per_cpu_rate` tokens a second up to
+ * `burst`. Its own map (not dp_config) so that adding it changed no
+ * pinned layout. burst 0: never written, no limit. */
+struct refusal_limit {
+	__u32 per_cpu_rate;
+	__u32 burst;
+};
+
+/* One CPU's bucket: credit in 1/HZ tokens (a refusal costs HZ), and the
+ * jiffies it was last filled at. */
+struct refusal_bucket {
+	__u64 credit;
+	__u64 last;
 };
 
 /* Node-wide settings, one entry. */

@@ -37,7 +37,7 @@ pub const CT_FORWARD: u8 = 0;
 pub const CT_REPLY: u8 = 1;
 
 /// Indexes of the `reasons` counters; names as shown by `stats` and metrics.
-pub const REASONS: [(&str, bool); 22] = [
+pub const REASONS: [(&str, bool); 23] = [
     ("malformed", true),
     ("no_backend", true),
     ("conntrack_full", true),
@@ -60,6 +60,7 @@ pub const REASONS: [(&str, bool); 22] = [
     ("echo_replied", false),
     ("pass_other_host", false),
     ("arp_stale_owner", false),
+    ("refusal_limited", true),
 ];
 pub const REASON_MALFORMED: u32 = 0;
 pub const REASON_NO_BACKEND: u32 = 1;
@@ -76,6 +77,7 @@ pub const REASON_REJECTED: u32 = 18;
 pub const REASON_ECHO_REPLIED: u32 = 19;
 pub const REASON_PASS_OTHER_HOST: u32 = 20;
 pub const REASON_ARP_STALE_OWNER: u32 = 21;
+pub const REASON_REFUSAL_LIMITED: u32 = 22;
 
 /// Converts an address to the `__be32` the program compares against.
 pub fn be_addr(a: Ipv4Addr) -> u32 {
@@ -200,6 +202,23 @@ pub struct PersistValue {
     pub backend_gen: u32,
 }
 
+/// shared.h `struct refusal_limit`: the per-CPU token bucket's settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefusalLimit {
+    pub per_cpu_rate: u32,
+    /// 0: no limit.
+    pub burst: u32,
+}
+
+/// shared.h `struct refusal_bucket`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefusalBucket {
+    pub credit: u64,
+    pub last: u64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DpConfig {
@@ -241,6 +260,8 @@ impl TrafficCounters {
 unsafe impl aya::Pod for SvcKey {}
 unsafe impl aya::Pod for SvcValue {}
 unsafe impl aya::Pod for BackendValue {}
+unsafe impl aya::Pod for RefusalLimit {}
+unsafe impl aya::Pod for RefusalBucket {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for SrcRangeData {}
 unsafe impl aya::Pod for CtValue {}
@@ -266,6 +287,8 @@ mod tests {
         }
         [
             s!("svc_key", SvcKey, [vip, port, proto]),
+            s!("refusal_limit", RefusalLimit, [per_cpu_rate, burst]),
+            s!("refusal_bucket", RefusalBucket, [credit, last]),
             s!(
                 "svc_value",
                 SvcValue,
@@ -385,7 +408,7 @@ mod tests {
         .collect();
         // The enumerator behind each entry of REASONS, in index order; its
         // name also says whether it is a drop.
-        const ENUMERATORS: [&str; 22] = [
+        const ENUMERATORS: [&str; 23] = [
             "BALLAST_DROP_MALFORMED",
             "BALLAST_DROP_NO_BACKEND",
             "BALLAST_DROP_CT_FULL",
@@ -408,6 +431,7 @@ mod tests {
             "BALLAST_ECHO_REPLIED",
             "BALLAST_PASS_OTHER_HOST",
             "BALLAST_ARP_STALE_OWNER",
+            "BALLAST_DROP_REFUSAL_LIMITED",
         ];
         for (i, (c, (name, drop))) in ENUMERATORS.iter().zip(REASONS).enumerate() {
             assert_eq!(

@@ -76,6 +76,15 @@ struct DataplaneArgs {
     /// its timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     sweep_interval: Duration,
+    /// Refusals the node sends itself per second (TCP RST, ICMP port
+    /// unreachable to a service with no usable backend), shared out over
+    /// per-CPU buckets; over it a refused packet is dropped and counted
+    /// (`refusal_limited`). The default is the kernel's icmp_msgs_per_sec.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    refusal_rate: u32,
+    /// Refusals sent at once before the rate applies (the kernel's icmp_msgs_burst).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    refusal_burst: u32,
 }
 
 impl DataplaneArgs {
@@ -94,6 +103,7 @@ impl DataplaneArgs {
             metrics: self.metrics,
             toa_mss: self.toa_mss,
             sweep_interval: self.sweep_interval,
+            refusals: (self.refusal_rate, self.refusal_burst),
         }
     }
 }

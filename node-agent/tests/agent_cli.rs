@@ -311,11 +311,36 @@ fn metrics_endpoint_serves_the_traffic_counters() {
         BIN,
         tb.director_ns(),
         pins.path(),
-        &standalone_args(tb.director_if(), &work.conf(), &["--metrics", &ma]),
+        &standalone_args(
+            tb.director_if(),
+            &work.conf(),
+            &[
+                "--metrics",
+                &ma,
+                "--refusal-rate",
+                "4000",
+                "--refusal-burst",
+                "100",
+            ],
+        ),
         &work.file("agent.log"),
     );
     agent.wait_log("configuration applied");
     agent.wait_log("serving /metrics");
+    // The refusal limit, shared out over the CPUs, is what the program reads.
+    let limit_pin = pin_dir(tb.director_ns(), pins.path(), testbed::HOST_IF).join("refusal_limit");
+    let limit: aya::maps::Array<_, ballast_agent::abi::RefusalLimit> = aya::maps::Array::try_from(
+        aya::maps::Map::Array(aya::maps::MapData::from_pin(&limit_pin).unwrap()),
+    )
+    .unwrap();
+    let cpus = aya::util::nr_cpus().unwrap() as u32;
+    assert_eq!(
+        limit.get(&0, 0).unwrap(),
+        ballast_agent::abi::RefusalLimit {
+            per_cpu_rate: 4000u32.div_ceil(cpus),
+            burst: 100u32.div_ceil(cpus),
+        }
+    );
 
     // The listener is bound asynchronously after the log line.
     let deadline = Instant::now() + T;

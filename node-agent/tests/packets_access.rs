@@ -287,6 +287,70 @@ fn a_service_without_usable_backends_answers_tcp_with_rst() {
     });
 }
 
+/// Keeps the calling thread on one CPU: the refusal buckets are per CPU.
+fn stay_on_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[test]
+fn refusals_are_rate_limited_and_the_rest_counted() {
+    require_root("BPF programs and network namespaces");
+    in_private_netns(|ifindex| {
+        stay_on_cpu0();
+        let mut l = PacketLab::small(ifindex);
+        l.apply(&[
+            svc(MODE_FULLNAT, TCP, 80, 8080, &[(1, 0)]),
+            svc(MODE_FULLNAT, UDP, 53, 5353, &[(1, 0)]),
+        ]);
+        l.set_refusal_limit(abi::RefusalLimit {
+            per_cpu_rate: 1,
+            burst: 5,
+        });
+        let before = l.reasons();
+        let mut answered = 0u64;
+        let n = 200u16;
+        for i in 0..n {
+            let f = if i % 2 == 0 {
+                tcp_frame((CLIENT_ADDR, 41000 + i), (VIP, 80), TCP_SYN, &[], b"")
+            } else {
+                udp_frame((CLIENT_ADDR, 41000 + i), (VIP, 53), b"query")
+            };
+            match l.run(&f).0 {
+                XDP_TX => answered += 1,
+                XDP_DROP => {}
+                other => panic!("verdict {other}"),
+            }
+        }
+        // 200 refusals in well under a second: the burst of 5, and at most
+        // one more refilled meanwhile (1 a second).
+        assert!((5..=6).contains(&answered), "{answered} answered");
+        let after = l.reasons();
+        assert_eq!(
+            reason_delta(&before, &after, abi::REASON_REJECTED),
+            answered
+        );
+        assert_eq!(
+            reason_delta(&before, &after, abi::REASON_REFUSAL_LIMITED),
+            u64::from(n) - answered
+        );
+        assert_eq!(
+            l.conntrack_entries(),
+            0,
+            "suppressed refusals keep no state"
+        );
+    });
+}
+
 #[test]
 fn a_service_without_usable_backends_answers_udp_with_port_unreachable() {
     require_root("BPF programs and network namespaces");

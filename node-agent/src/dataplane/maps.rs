@@ -10,14 +10,16 @@ use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use tracing::debug;
 
-use crate::abi::{self, BackendValue, DpConfig, SrcRangeData, SvcKey, SvcValue, TrafficCounters};
+use crate::abi::{
+    self, BackendValue, DpConfig, RefusalLimit, SrcRangeData, SvcKey, SvcValue, TrafficCounters,
+};
 use crate::dataplane::batch;
 use crate::dataplane::error::DataplaneError;
 use crate::dataplane::plan::{MapWrites, Programmed, SrcRange};
 
 /// Every map of the object (the two next-hop caches are the program's own,
 /// held here so that `map_memory` accounts for them too).
-const MAP_NAMES: [&str; 16] = [
+const MAP_NAMES: [&str; 18] = [
     "services",
     "src_ranges",
     "vips",
@@ -34,6 +36,8 @@ const MAP_NAMES: [&str; 16] = [
     "backend_nexthops",
     "l2_owned",
     "l2_liveness",
+    "refusal_limit",
+    "refusal_bucket",
 ];
 
 /// The user-space end of the mmapped `ring` array. Array maps lay values
@@ -248,6 +252,13 @@ impl Maps {
 
     pub fn ring_read(&self, offset: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
         Ok(self.ring()?.read(offset, len))
+    }
+
+    /// How many refusals each CPU may send (see shared.h `refusal_limit`).
+    pub fn write_refusal_limit(&mut self, limit: RefusalLimit) -> Result<(), DataplaneError> {
+        let mut a: Array<_, RefusalLimit> =
+            Array::try_from(self.get("refusal_limit")).map_err(map_err("refusal_limit"))?;
+        a.set(0, limit, 0).map_err(map_err("refusal_limit"))
     }
 
     pub fn write_config(&mut self, cfg: &DpConfig) -> Result<(), DataplaneError> {

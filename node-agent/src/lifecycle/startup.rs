@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::Claim;
 use super::signals::{self, Signals};
+use crate::abi;
 use crate::core::{Agent, AgentOptions, InventoryPlace};
 use crate::dataplane::{Director, LoadOptions, NodeSettings, XdpAttachMode};
 
@@ -32,6 +33,20 @@ pub struct DataplaneOptions {
     pub toa_mss: u16,
     /// Pause between two sweeps of expired flows; zero disables sweeping.
     pub sweep_interval: Duration,
+    /// Refusals (TCP RST, ICMP port unreachable) the node sends itself:
+    /// (per second, burst).
+    pub refusals: (u32, u32),
+}
+
+/// The node's refusal rate and burst shared out over `cpus` per-CPU
+/// buckets, rounded up: the node sends at most `rate + cpus` a second
+/// (each CPU refills on its own, so one busy CPU cannot spend another's).
+pub fn refusal_limit((rate, burst): (u32, u32), cpus: u32) -> abi::RefusalLimit {
+    let cpus = cpus.max(1);
+    abi::RefusalLimit {
+        per_cpu_rate: rate.div_ceil(cpus).max(1),
+        burst: burst.div_ceil(cpus).max(1),
+    }
 }
 
 /// The MAC address of an interface, for ARP replies. Asked of the kernel
@@ -101,8 +116,13 @@ pub fn open_agent(
         conntrack_entries: None,
         mode: opts.mode,
     };
-    let director =
+    let mut director =
         Director::open(&load, &settings, opts.maglev_size).context("opening the data plane")?;
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+    director
+        .maps_mut()
+        .write_refusal_limit(refusal_limit(opts.refusals, cpus))
+        .context("writing the refusal rate limit")?;
     Ok(Agent::new(
         director,
         settings,
@@ -146,4 +166,23 @@ pub async fn open_watching_signals<T: Send + 'static>(
     info!("{stop} during start-up: stopping as soon as the data plane is open");
     stopped(rx.await.context("start-up thread died")??);
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_rate_is_shared_out_over_the_cpus_rounded_up() {
+        let l = refusal_limit((1000, 50), 2);
+        assert_eq!((l.per_cpu_rate, l.burst), (500, 25));
+        let l = refusal_limit((1000, 50), 3);
+        assert_eq!((l.per_cpu_rate, l.burst), (334, 17));
+        let l = refusal_limit((1, 1), 64);
+        assert_eq!(
+            (l.per_cpu_rate, l.burst),
+            (1, 1),
+            "never zero: zero burst means no limit"
+        );
+    }
 }

@@ -191,6 +191,14 @@ impl PacketLab {
         (r.return_value, out)
     }
 
+    /// The refusal rate limit (the lab starts without one, as a fresh map).
+    pub fn set_refusal_limit(&mut self, limit: ballast_agent::abi::RefusalLimit) {
+        self.director
+            .maps_mut()
+            .write_refusal_limit(limit)
+            .expect("refusal limit");
+    }
+
     /// Where the lab's maps are pinned (for a second writer, as the
     /// announcer is).
     pub fn pin_dir(&self) -> &std::path::Path {

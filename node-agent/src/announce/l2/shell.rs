@@ -72,7 +72,13 @@ struct Shell {
     garps: Vec<(Instant, Ipv4Addr, usize)>,
     served: Table,
     link_up: bool,
+    /// When a refused datagram was last logged, and how many since: a
+    /// member with the wrong key sends ten a second.
+    refused_log: (Option<Instant>, u64),
 }
+
+/// At most one line per this long about refused datagrams.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the announcer until `stop` resolves, then hands every VIP over
 /// (a leaving heartbeat, the owned VIPs released) and returns. `tables`
@@ -142,6 +148,7 @@ pub async fn run(
         garps: Vec::new(),
         served: Table::new(),
         link_up: true,
+        refused_log: (None, 0),
         opts,
     };
     shell.event(Event::Serving(first))?;
@@ -213,7 +220,13 @@ impl Shell {
             }
             Err(e) => {
                 self.counters.count(|c| &c.datagrams_refused);
-                warn!(%from, "hot-standby datagram refused: {e}");
+                let (last, since) = &mut self.refused_log;
+                *since += 1;
+                if last.is_none_or(|t| t.elapsed() >= REFUSED_LOG_EVERY) {
+                    warn!(%from, refused = *since, "hot-standby datagram refused: {e}");
+                    *last = Some(Instant::now());
+                    *since = 0;
+                }
                 Ok(())
             }
         }
