@@ -517,3 +517,37 @@ fn an_http_check_takes_out_a_backend_answering_the_wrong_status() {
     assert!(seen.iter().all(|r| r.is_ok()), "{seen:?}");
     assert!(seen.iter().any(|r| r.as_deref() == Ok("b2")), "{seen:?}");
 }
+
+#[test]
+fn a_restarted_agent_keeps_a_down_backend_out() {
+    let mut lab = Lab::new(&prefix("k"));
+    let mut servers = lab.servers(8080);
+    // Three failures in a row to go DOWN: an agent that forgot the verdict
+    // would send new flows to the dead backend for three probe intervals
+    // after its restart.
+    let yaml = config("").replace(
+        &format!("unhealthyThreshold: {UNHEALTHY}"),
+        "unhealthyThreshold: 3",
+    );
+    lab.start_agent(&yaml);
+    servers[1].close_listener();
+    let b2 = format!("{}:8080", testbed::backend_addr(2));
+    lab.wait_health(WEB, &b2, false, INTERVAL * 4 + SLACK);
+    // The inventory (where the verdicts are kept) is written off the apply
+    // path: wait for it to say DOWN, as `stats` reads it.
+    lab.agent().kill();
+    lab.start_agent(&yaml);
+    assert!(
+        lab.log()
+            .contains("health checks start from the verdicts the previous agent left"),
+        "{}",
+        lab.log()
+    );
+    let after = lab.connect_many(VIP, 30);
+    assert!(
+        after.iter().all(|r| r.as_ref().is_ok_and(|b| b != "b2")),
+        "no new flow reaches the backend known down: {after:?}"
+    );
+    assert_eq!(lab.health(WEB, &b2)["up"], false, "still DOWN in stats");
+    assert_eq!(lab.health(WEB, &b2)["transitions"], 1, "its history kept");
+}

@@ -105,6 +105,33 @@ pub struct Agent {
     last_apply: ApplyPhases,
 }
 
+/// The verdicts in the inventory a previous agent on this interface wrote
+/// (under /run: they outlive the agent, not the node), by backend and check;
+/// none when there is no inventory or it cannot be read.
+fn known_health(
+    place: &InventoryPlace,
+) -> std::collections::HashMap<(SocketAddr, String), health::Health> {
+    let services = inventory::read(&place.pin_root, &place.key).unwrap_or_default();
+    services
+        .into_iter()
+        .flat_map(|s| s.backends)
+        .filter_map(|b| {
+            let h = b.health?;
+            let addr = SocketAddr::from((b.address, b.port));
+            Some((
+                (addr, h.check),
+                health::Health {
+                    up: h.up,
+                    consecutive_successes: 0,
+                    consecutive_failures: 0,
+                    last_failure: h.last_failure,
+                    transitions: h.transitions,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The inventory file as a [`Sink`] for the background writer.
 struct InventoryFile(InventoryPlace);
 
@@ -119,11 +146,23 @@ impl Agent {
     /// `settings` (its MAC and timeouts stay; SNAT addresses and ports follow
     /// each applied version).
     pub fn new(director: Director, settings: NodeSettings, opts: AgentOptions) -> Self {
+        let mut health = HealthChecker::new();
+        if let Some(place) = &opts.inventory {
+            let known = known_health(place);
+            if !known.is_empty() {
+                let down = known.values().filter(|h| !h.up).count();
+                info!(
+                    backends = known.len(),
+                    down, "health checks start from the verdicts the previous agent left"
+                );
+            }
+            health.seed(known);
+        }
         Agent {
             opts,
             director,
             settings,
-            health: HealthChecker::new(),
+            health,
             applied_version: 0,
             held: HeldDesired::default(),
             wanted: Wanted::default(),
@@ -234,6 +273,22 @@ impl Agent {
             self.director.write_settings(&next)?;
             info!(snat_addresses = ?next.snat_addrs, snat_ports = ?next.snat_ports, "node settings applied");
             self.settings = next;
+        }
+        if self.health.has_known() {
+            // The first apply after a restart: backends the previous agent
+            // knew DOWN are programmed out from the start.
+            let targets: Vec<health::Target> = change
+                .objects
+                .values()
+                .flatten()
+                .filter_map(|s| Some((s, s.health_check.as_ref()?)))
+                .flat_map(|(s, check)| {
+                    s.backends
+                        .iter()
+                        .map(move |b| health::target_of(b.address, b.port, check))
+                })
+                .collect();
+            self.health.adopt_known(&targets);
         }
         let verdicts = self.health.verdicts();
         let wanted = self

@@ -65,6 +65,9 @@ struct Shared {
 pub struct HealthChecker {
     shared: Arc<Shared>,
     tasks: HashMap<Target, JoinHandle<()>>,
+    /// Verdicts a previous agent left, by (backend, check as `describe`
+    /// names it): the first targets set start from them (see [`Self::seed`]).
+    known: HashMap<(SocketAddr, String), Health>,
 }
 
 impl Default for HealthChecker {
@@ -86,6 +89,41 @@ impl HealthChecker {
                 permits: Semaphore::new(max_in_flight.max(1)),
             }),
             tasks: HashMap::new(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// The last known verdicts of a previous agent on this interface (read
+    /// back from its inventory): the first [`Self::set_targets`] starts
+    /// each target it knows from its verdict (UP or DOWN, with its
+    /// transitions and last failure; the counts of the probes in a row
+    /// start again), so that a restart sends no new flow to a backend
+    /// known to be down. A target it never probed starts UP, as always.
+    pub fn seed(&mut self, known: HashMap<(SocketAddr, String), Health>) {
+        self.known = known;
+    }
+
+    /// Whether seeded verdicts wait for their targets.
+    pub fn has_known(&self) -> bool {
+        !self.known.is_empty()
+    }
+
+    /// Gives each of `targets` that the previous agent knew its verdict
+    /// now, before its probing starts: so that the apply that introduces
+    /// the targets already programs a DOWN backend out (no window in which
+    /// it gets new flows). The rest of the seed is dropped: only the first
+    /// targets after a restart are the previous agent's.
+    pub fn adopt_known<'a>(&mut self, targets: impl IntoIterator<Item = &'a Target>) {
+        let known = std::mem::take(&mut self.known);
+        let mut verdicts = self.shared.verdicts.lock().expect("not poisoned");
+        for t in targets {
+            if let Some(h) = known.get(&(t.addr, super::apply::describe(&t.check))) {
+                verdicts.entry(t.clone()).or_insert_with(|| Health {
+                    consecutive_successes: 0,
+                    consecutive_failures: 0,
+                    ..h.clone()
+                });
+            }
         }
     }
 
@@ -106,11 +144,23 @@ impl HealthChecker {
             }
             keep
         });
+        // Only the first targets after a restart are the previous agent's
+        // (those `adopt_known` did not take already).
+        let known = std::mem::take(&mut self.known);
         for t in wanted {
             if self.tasks.contains_key(&t) {
                 continue;
             }
-            verdicts.insert(t.clone(), Health::new());
+            let seeded = known
+                .get(&(t.addr, super::apply::describe(&t.check)))
+                .map(|h| Health {
+                    consecutive_successes: 0,
+                    consecutive_failures: 0,
+                    ..h.clone()
+                });
+            // A verdict adopted ahead of the task stays.
+            let start = verdicts.remove(&t).or(seeded).unwrap_or_default();
+            verdicts.insert(t.clone(), start);
             let task = tokio::spawn(probe_forever(t.clone(), self.shared.clone()));
             self.tasks.insert(t, task);
         }
@@ -291,6 +341,40 @@ mod tests {
                 "every target probed in turn"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_first_targets_start_from_the_previous_agents_verdicts() {
+        let (down, fresh, later) = (target(1, 60_000), target(2, 60_000), target(3, 60_000));
+        let mut checker = HealthChecker::new();
+        let known = Health {
+            up: false,
+            consecutive_successes: 0,
+            consecutive_failures: 7,
+            last_failure: Some("connect: connection refused".into()),
+            transitions: 3,
+        };
+        checker.seed(HashMap::from([
+            ((down.addr, "tcp".to_string()), known.clone()),
+            // Known but checked differently now: not the same verdict.
+            ((fresh.addr, "http GET / -> 200".to_string()), known.clone()),
+            ((later.addr, "tcp".to_string()), known.clone()),
+        ]));
+        checker.set_targets([down.clone(), fresh.clone()].into());
+        let v = checker.verdicts();
+        assert_eq!(
+            v[&down],
+            Health {
+                consecutive_failures: 0,
+                ..known
+            },
+            "DOWN as it was, counting probes in a row afresh"
+        );
+        assert_eq!(v[&fresh], Health::new(), "another check: starts UP");
+        // Only the first targets are the previous agent's: one added later
+        // starts UP, as every new backend does.
+        checker.set_targets([down.clone(), fresh.clone(), later.clone()].into());
+        assert_eq!(checker.verdicts()[&later], Health::new());
     }
 
     #[tokio::test]

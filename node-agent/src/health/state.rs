@@ -1,6 +1,7 @@
 //! Pure: one backend's health verdict from its probe results.
 //!
-//! A target starts UP: a configuration that is just loaded serves at once,
+//! A target starts UP, unless a previous agent on the interface left its
+//! verdict (see `HealthChecker::seed`): a configuration that is just loaded serves at once,
 //! and a backend that is really dead is taken out after `unhealthy_threshold`
 //! probes (keepalived and IPVS-based balancers behave alike). Starting DOWN
 //! would refuse every connection of a fresh load for `healthy_threshold`
