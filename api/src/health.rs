@@ -13,6 +13,13 @@ pub enum Probe {
     Tcp,
     /// Healthy when `GET path` (HTTP/1.1) answers with `expect_status`.
     Http { path: String, expect_status: u16 },
+    /// A datagram `payload`; healthy when no ICMP port unreachable comes
+    /// back within the timeout, or with `expect`, when a reply starting
+    /// with it does.
+    Udp {
+        payload: Vec<u8>,
+        expect: Option<Vec<u8>>,
+    },
 }
 
 /// A validated `spec.healthCheck`. Ordered and hashable because the agent
@@ -51,11 +58,15 @@ impl HealthCheckSpec {
     /// Converts a check that passed [`crate::validate`]'s rules (exactly one
     /// probe, values in range); `None` for one that did not.
     pub(crate) fn from_valid(hc: &HealthCheck) -> Option<Self> {
-        let probe = match (&hc.tcp, &hc.http) {
-            (Some(_), None) => Probe::Tcp,
-            (None, Some(http)) => Probe::Http {
+        let probe = match (&hc.tcp, &hc.http, &hc.udp) {
+            (Some(_), None, None) => Probe::Tcp,
+            (None, Some(http), None) => Probe::Http {
                 path: http.path.clone(),
                 expect_status: u16::try_from(http.expect_status).ok()?,
+            },
+            (None, None, Some(udp)) => Probe::Udp {
+                payload: udp.payload.as_bytes().to_vec(),
+                expect: udp.expect.as_ref().map(|e| e.as_bytes().to_vec()),
             },
             _ => return None,
         };

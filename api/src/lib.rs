@@ -17,5 +17,5 @@ pub use virtual_server::{
     API_VERSION, Announce, BackendCounts, Backends, BgpAnnounce, ClientAddressMode,
     DEFAULT_L2_PRIORITY, ForwardingMode, HealthCheck, HttpHealthCheck, KIND, L2Announce,
     NodeProgramStatus, Persistence, PortProtocol, ServiceRef, StaticBackend, TcpHealthCheck,
-    VirtualServer, VirtualServerPort, VirtualServerSpec, VirtualServerStatus,
+    UdpHealthCheck, VirtualServer, VirtualServerPort, VirtualServerSpec, VirtualServerStatus,
 };

@@ -343,17 +343,24 @@ pub struct NodeProgramStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(
-    validation = Rule::new("has(self.tcp) != has(self.http)")
-        .message("set exactly one of tcp and http"),
+    validation = Rule::new("(has(self.tcp) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.udp) ? 1 : 0) == 1")
+        .message("set exactly one of tcp, http and udp"),
     validation = Rule::new("self.timeoutSeconds <= self.intervalSeconds")
         .message("timeoutSeconds must not exceed intervalSeconds"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     /// Healthy when a TCP connection to the backend's target port opens
-    /// (also for UDP ports: the probe is always TCP).
+    /// (for UDP ports too, when asked: a server that also listens on TCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpHealthCheck>,
+    /// UDP ports only: a datagram (`payload`) to the backend's target port;
+    /// healthy when no ICMP port unreachable comes back within
+    /// timeoutSeconds, or, with `expect`, when a reply starting with
+    /// `expect` does (keepalived's UDP_CHECK without and with
+    /// `require_reply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpHealthCheck>,
     /// Healthy when an HTTP/1.1 GET to the backend's target port returns the
     /// expected status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -398,6 +405,20 @@ fn default_threshold() -> i64 {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TcpHealthCheck {}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UdpHealthCheck {
+    /// The datagram sent (text, at most 512 bytes); default empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512))]
+    pub payload: String,
+    /// When set, healthy only when a reply starting with it comes back
+    /// within timeoutSeconds; when absent, healthy unless an ICMP port
+    /// unreachable does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub expect: Option<String>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

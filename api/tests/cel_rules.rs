@@ -102,7 +102,19 @@ const REJECTED: &[(&str, Mutation, &str, &str)] = &[
     (
         "health check with both probes",
         |v| v["spec"]["healthCheck"] = json!({"tcp": {}, "http": {"path": "/"}}),
-        "set exactly one of tcp and http",
+        "set exactly one of tcp, http and udp",
+        "spec.healthCheck",
+    ),
+    (
+        "health check with tcp and udp",
+        |v| v["spec"]["healthCheck"] = json!({"tcp": {}, "udp": {}}),
+        "set exactly one of tcp, http and udp",
+        "spec.healthCheck",
+    ),
+    (
+        "health check with no probe",
+        |v| v["spec"]["healthCheck"] = json!({"intervalSeconds": 5}),
+        "set exactly one of tcp, http and udp",
         "spec.healthCheck",
     ),
     (

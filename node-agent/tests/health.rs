@@ -551,3 +551,58 @@ fn a_restarted_agent_keeps_a_down_backend_out() {
     assert_eq!(lab.health(WEB, &b2)["up"], false, "still DOWN in stats");
     assert_eq!(lab.health(WEB, &b2)["transitions"], 1, "its history kept");
 }
+
+#[test]
+fn a_udp_check_takes_out_a_backend_with_nothing_on_its_port() {
+    let mut lab = Lab::new(&prefix("u"));
+    // b1 and b2 serve UDP on 5353; nothing listens there on b3, whose
+    // kernel answers ICMP port unreachable.
+    let _servers: Vec<BackendServer> = (1..=2)
+        .map(|i| {
+            BackendServer::start(
+                lab.tb.backend_ns(i),
+                &format!("b{i}"),
+                SocketAddrV4::new(testbed::backend_addr(i), 5353),
+            )
+            .unwrap()
+        })
+        .collect();
+    lab.start_agent(
+        r#"
+apiVersion: ballast.dev/v1alpha1
+kind: VirtualServer
+metadata: {name: dns, namespace: default}
+spec:
+  addresses: [203.0.113.10]
+  ports:
+    - {name: dns, port: 53, protocol: UDP, targetPort: 5353}
+  backends:
+    static:
+      - {address: 198.51.100.11}
+      - {address: 198.51.100.12}
+      - {address: 198.51.100.13}
+  healthCheck: {udp: {payload: probe}, intervalSeconds: 1, timeoutSeconds: 1, unhealthyThreshold: 2, healthyThreshold: 2}
+"#,
+    );
+    const DNS: &str = "default/dns:dns";
+    let b3 = format!("{}:5353", testbed::backend_addr(3));
+    lab.wait_health(DNS, &b3, false, INTERVAL * (UNHEALTHY + 1) + SLACK);
+    let h = lab.health(DNS, &b3);
+    assert_eq!(h["check"], "udp (5 bytes, no port unreachable)", "{h}");
+    assert_eq!(h["last_failure"], "udp: port unreachable", "{h}");
+    for i in 1..=2 {
+        let up = lab.health(DNS, &format!("{}:5353", testbed::backend_addr(i)));
+        assert_eq!(
+            up["up"], true,
+            "b{i} answers nothing but has the port: {up}"
+        );
+    }
+    let vip = SocketAddrV4::new(testbed::VIP, 53);
+    for _ in 0..20 {
+        let reply = servers::udp_probe(lab.tb.client_ns(), vip, T).unwrap();
+        assert!(
+            reply.starts_with("b1 ") || reply.starts_with("b2 "),
+            "only the live backends get new flows: {reply}"
+        );
+    }
+}

@@ -28,6 +28,7 @@ mod types;
 
 use std::net::IpAddr;
 
+use crate::health::HealthCheckSpec;
 use crate::virtual_server::{ClientAddressMode, VirtualServer};
 
 pub use backends::MAX_WEIGHT;
@@ -120,6 +121,20 @@ pub fn check(
     let static_backends = backends::check_backends(spec, ctx, families, &addresses, &mut errs);
     let source_ranges = options::source_ranges(&spec.source_ranges, &mut errs);
     let health_check = options::health_check(spec.health_check.as_ref(), &mut errs);
+    if let Some(HealthCheckSpec {
+        probe: crate::health::Probe::Udp { .. },
+        ..
+    }) = &health_check
+        && let Some(tcp) = ports.iter().position(|p| p.protocol == Protocol::Tcp)
+    {
+        errs.push(
+            "spec.healthCheck.udp",
+            format!(
+                "a UDP probe checks UDP ports, and spec.ports[{tcp}] is TCP: give the TCP ports \
+                 their own VirtualServer, or probe with tcp (a server listening on both)"
+            ),
+        );
+    }
     placement::node_selector(&spec.node_selector, &mut errs);
     placement::address_pool(spec, ctx, &mut errs);
     placement::announce(spec, ctx, &mut errs);

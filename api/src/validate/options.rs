@@ -78,10 +78,25 @@ pub(crate) fn source_ranges(ranges: &[String], errs: &mut Errors) -> Vec<IpNet> 
 pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) -> Option<HealthCheckSpec> {
     let hc = hc?;
     let errors_before = errs.0.len();
-    match (&hc.tcp, &hc.http) {
-        (Some(_), Some(_)) => errs.push("spec.healthCheck", "set exactly one of tcp and http"),
-        (None, None) => errs.push("spec.healthCheck", "one of tcp or http is required"),
-        (None, Some(http)) => {
+    match (&hc.tcp, &hc.http, &hc.udp) {
+        (None, None, None) => errs.push("spec.healthCheck", "one of tcp, http or udp is required"),
+        (None, None, Some(udp)) => {
+            if udp.payload.len() > 512 {
+                errs.push(
+                    "spec.healthCheck.udp.payload",
+                    format!("{} bytes; at most 512", udp.payload.len()),
+                );
+            }
+            if let Some(e) = &udp.expect
+                && (e.is_empty() || e.len() > 512)
+            {
+                errs.push(
+                    "spec.healthCheck.udp.expect",
+                    "1 to 512 bytes (leave it out to check for ICMP port unreachable only)",
+                );
+            }
+        }
+        (None, Some(http), None) => {
             if !http.path.starts_with('/') {
                 errs.push(
                     "spec.healthCheck.http.path",
@@ -95,7 +110,8 @@ pub(crate) fn health_check(hc: Option<&HealthCheck>, errs: &mut Errors) -> Optio
                 );
             }
         }
-        (Some(_), None) => {}
+        (Some(_), None, None) => {}
+        _ => errs.push("spec.healthCheck", "set exactly one of tcp, http and udp"),
     }
     let ranges = [
         ("intervalSeconds", hc.interval_seconds, 3600),

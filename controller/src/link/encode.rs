@@ -122,6 +122,10 @@ fn health_check(hc: &HealthCheckSpec) -> v1::HealthCheck {
                 path: path.clone(),
                 expect_status: u32::from(*expect_status),
             }),
+            Probe::Udp { payload, expect } => v1::health_check::Probe::Udp(v1::UdpProbe {
+                payload: payload.clone(),
+                expect: expect.clone().unwrap_or_default(),
+            }),
         }),
         interval_ms: millis(hc.interval),
         timeout_ms: millis(hc.timeout),

@@ -137,6 +137,18 @@ pub fn describe(check: &HealthCheckSpec) -> String {
             path,
             expect_status,
         } => format!("http GET {path} -> {expect_status}"),
+        Probe::Udp {
+            expect: None,
+            payload,
+        } => format!("udp ({} bytes, no port unreachable)", payload.len()),
+        Probe::Udp {
+            expect: Some(e),
+            payload,
+        } => format!(
+            "udp ({} bytes) -> {:?}",
+            payload.len(),
+            String::from_utf8_lossy(e)
+        ),
     }
 }
 

@@ -29,10 +29,15 @@ pub enum ProbeError {
     Status { got: u16, want: u16 },
     #[error("http: not an HTTP response: {0}")]
     BadResponse(String),
+    #[error("udp: {0}")]
+    Udp(String),
 }
 
 /// Runs `probe` against `addr`, giving up after `timeout`.
 pub async fn run(addr: SocketAddr, probe: &Probe, timeout: Duration) -> Result<(), ProbeError> {
+    if let Probe::Udp { payload, expect } = probe {
+        return udp(addr, payload, expect.as_deref(), timeout).await;
+    }
     let attempt = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -43,11 +48,56 @@ pub async fn run(addr: SocketAddr, probe: &Probe, timeout: Duration) -> Result<(
                 path,
                 expect_status,
             } => http_get(stream, addr, path, *expect_status).await,
+            Probe::Udp { .. } => unreachable!("handled above"),
         }
     };
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or(Err(ProbeError::Timeout(timeout)))
+}
+
+/// One datagram from a connected socket: a backend with nothing on the
+/// port makes the kernel answer ICMP port unreachable, which the socket
+/// reports as ECONNREFUSED. Without `expect`, silence until the timeout is
+/// health (a UDP server need not answer an arbitrary datagram); with it,
+/// only a reply that starts with it is.
+async fn udp(
+    addr: SocketAddr,
+    payload: &[u8],
+    expect: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| ProbeError::Udp(format!("bind: {}", io_reason(&e))))?;
+    sock.connect(addr)
+        .await
+        .map_err(|e| ProbeError::Connect(io_reason(&e)))?;
+    sock.send(payload)
+        .await
+        .map_err(|e| ProbeError::Udp(format!("send: {}", io_reason(&e))))?;
+    let mut buf = vec![0u8; expect.map_or(1, |e| e.len().max(1))];
+    match tokio::time::timeout(timeout, sock.recv(&mut buf)).await {
+        Err(_) if expect.is_none() => Ok(()),
+        Err(_) => Err(ProbeError::Udp(format!("no reply within {timeout:?}"))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(ProbeError::Udp("port unreachable".into()))
+        }
+        Ok(Err(e)) => Err(ProbeError::Udp(format!("receive: {}", io_reason(&e)))),
+        Ok(Ok(n)) => match expect {
+            None => Ok(()),
+            Some(e) if n >= e.len() && buf[..e.len()] == *e => Ok(()),
+            Some(_) => Err(ProbeError::Udp(format!(
+                "reply {:?} does not start with the expected text",
+                String::from_utf8_lossy(&buf[..n])
+            ))),
+        },
+    }
 }
 
 async fn http_get(
@@ -242,5 +292,53 @@ mod tests {
         assert_eq!(parse_status_line(b"HTTP/1.1 200"), Ok(200));
         assert!(parse_status_line(b"HTTP/1.1 20x OK").is_err());
         assert!(parse_status_line(b"ICY 200 OK").is_err());
+    }
+
+    /// A UDP echo server on loopback that answers "pong <what it got>".
+    async fn udp_server() -> SocketAddr {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut b = [0u8; 512];
+            while let Ok((n, from)) = sock.recv_from(&mut b).await {
+                let mut reply = b"pong ".to_vec();
+                reply.extend_from_slice(&b[..n]);
+                let _ = sock.send_to(&reply, from).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn udp_probes_see_port_unreachable_and_check_replies() {
+        let up = udp_server().await;
+        let quiet = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let closed = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let t = Duration::from_millis(300);
+        let probe = |expect: Option<&str>| Probe::Udp {
+            payload: b"ping".to_vec(),
+            expect: expect.map(|e| e.as_bytes().to_vec()),
+        };
+        // No reply asked for: silence is health, port unreachable is not.
+        assert_eq!(run(up, &probe(None), t).await, Ok(()));
+        assert_eq!(
+            run(quiet.local_addr().unwrap(), &probe(None), t).await,
+            Ok(())
+        );
+        assert_eq!(
+            run(closed, &probe(None), t).await,
+            Err(ProbeError::Udp("port unreachable".into()))
+        );
+        // A reply asked for: it must come, and start with the text.
+        assert_eq!(run(up, &probe(Some("pong ping")), t).await, Ok(()));
+        let err = run(up, &probe(Some("PONG")), t).await.unwrap_err();
+        assert!(err.to_string().contains("does not start with"), "{err}");
+        let err = run(quiet.local_addr().unwrap(), &probe(Some("pong")), t)
+            .await
+            .unwrap_err();
+        assert_eq!(err, ProbeError::Udp(format!("no reply within {t:?}")));
     }
 }

@@ -44,6 +44,7 @@ const REJECTED: &[(&str, Mutation, &str, &str)] = &[
             v.spec.health_check = Some(HealthCheck {
                 tcp: None,
                 http: None,
+                udp: None,
                 interval_seconds: 5,
                 timeout_seconds: 1,
                 healthy_threshold: 1,
@@ -51,7 +52,7 @@ const REJECTED: &[(&str, Mutation, &str, &str)] = &[
             })
         },
         "spec.healthCheck",
-        "one of tcp or http",
+        "one of tcp, http or udp",
     ),
     (
         "http path relative",
@@ -62,6 +63,7 @@ const REJECTED: &[(&str, Mutation, &str, &str)] = &[
                     path: "healthz".into(),
                     expect_status: 200,
                 }),
+                udp: None,
                 interval_seconds: 5,
                 timeout_seconds: 1,
                 healthy_threshold: 1,

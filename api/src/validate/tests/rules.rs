@@ -13,6 +13,41 @@ type Mutation = fn(&mut VirtualServer);
 /// names the field and a fragment of the reason it must be reported with.
 const INVALID: &[(&str, Mutation, &str, &str)] = &[
     (
+        "udp probe on an object with TCP ports",
+        |vs| {
+            vs.spec.health_check = Some(crate::virtual_server::HealthCheck {
+                tcp: None,
+                http: None,
+                udp: Some(Default::default()),
+                interval_seconds: 5,
+                timeout_seconds: 1,
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
+            })
+        },
+        "spec.healthCheck.udp",
+        "a UDP probe checks UDP ports",
+    ),
+    (
+        "udp probe expecting nothing",
+        |vs| {
+            vs.spec.health_check = Some(crate::virtual_server::HealthCheck {
+                tcp: None,
+                http: None,
+                udp: Some(crate::virtual_server::UdpHealthCheck {
+                    payload: String::new(),
+                    expect: Some(String::new()),
+                }),
+                interval_seconds: 5,
+                timeout_seconds: 1,
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
+            })
+        },
+        "spec.healthCheck.udp.expect",
+        "1 to 512 bytes",
+    ),
+    (
         "name missing",
         |vs| vs.metadata.name = None,
         "metadata.name",

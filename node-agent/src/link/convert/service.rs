@@ -245,7 +245,7 @@ fn check_health(
     let before = p.invalid.len();
     let probe = match &hc.probe {
         None => {
-            p.invalid(site, format!("{at}.probe"), "absent: tcp or http");
+            p.invalid(site, format!("{at}.probe"), "absent: tcp, http or udp");
             None
         }
         Some(v1::health_check::Probe::Tcp(_)) => Some(Probe::Tcp),
@@ -264,6 +264,18 @@ fn check_health(
             status.map(|expect_status| Probe::Http {
                 path: h.path.clone(),
                 expect_status,
+            })
+        }
+        Some(v1::health_check::Probe::Udp(u)) => {
+            for (value, name) in [(&u.payload, "payload"), (&u.expect, "expect")] {
+                if value.len() > 512 {
+                    let reason = format!("{} bytes; at most 512", value.len());
+                    p.invalid(site, format!("{at}.udp.{name}"), reason);
+                }
+            }
+            Some(Probe::Udp {
+                payload: u.payload.clone(),
+                expect: (!u.expect.is_empty()).then(|| u.expect.clone()),
             })
         }
     };

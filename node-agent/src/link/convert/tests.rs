@@ -297,6 +297,12 @@ fn encode(d: &NodeDesired, objects: &ObjectNames) -> NodeState {
                                 path: path.clone(),
                                 expect_status: (*expect_status).into(),
                             }),
+                            Probe::Udp { payload, expect } => {
+                                health_check::Probe::Udp(v1::UdpProbe {
+                                    payload: payload.clone(),
+                                    expect: expect.clone().unwrap_or_default(),
+                                })
+                            }
                         }),
                         interval_ms: h.interval.as_millis() as u32,
                         timeout_ms: h.timeout.as_millis() as u32,

@@ -148,7 +148,7 @@ const ROWS: &[Row] = &[
      WEB, "services[0].source_ranges[0]", "10.1.0.0/8 has host bits set (the network is 10.0.0.0/8)"),
     // Health check.
     ("health check without a probe", |s| web_check(s).probe = None,
-     WEB, "services[0].health_check.probe", "absent: tcp or http"),
+     WEB, "services[0].health_check.probe", "absent: tcp, http or udp"),
     ("interval 0", |s| web_check(s).interval_ms = 0,
      WEB, "services[0].health_check.interval_ms", "0: at least 1"),
     ("timeout 0", |s| web_check(s).timeout_ms = 0,
