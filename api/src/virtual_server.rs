@@ -49,6 +49,11 @@ pub const KIND: &str = "VirtualServer";
         json_path = ".status.programmedNodes"
     ),
     printcolumn(
+        name = "Announced By",
+        type_ = "string",
+        json_path = ".status.announcedBy"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -293,6 +298,12 @@ pub struct VirtualServerStatus {
     /// (the Programmed condition says why when they differ).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub programmed_nodes: String,
+
+    /// The nodes announcing the addresses (the L2 owner, or every BGP
+    /// speaker), comma separated, for the ANNOUNCED BY printer column: the
+    /// `nodes[]` with `announcing` set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub announced_by: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

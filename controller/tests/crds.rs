@@ -41,7 +41,15 @@ fn virtual_server_crd_has_the_printer_columns_and_rules() {
         .collect();
     assert_eq!(
         columns,
-        ["Address", "Ports", "Mode", "Backends", "Programmed", "Age"]
+        [
+            "Address",
+            "Ports",
+            "Mode",
+            "Backends",
+            "Programmed",
+            "Announced By",
+            "Age"
+        ]
     );
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
     let rules = spec["x-kubernetes-validations"].as_array().unwrap();

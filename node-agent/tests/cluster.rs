@@ -312,6 +312,7 @@ fn status_shows_what_each_agent_programmed_and_a_refusal_names_the_object() {
             "only node-a announces alpha: {n}"
         );
     }
+    assert_eq!(alpha["announcedBy"], NODES[0], "the ANNOUNCED BY column");
 
     // A third object no agent has room for: both refuse it, its status
     // says why, and the others keep serving and stay programmed.
@@ -339,8 +340,16 @@ fn status_shows_what_each_agent_programmed_and_a_refusal_names_the_object() {
         .to_string();
     assert!(message.contains("ring"), "the agent's reason: {message}");
     assert_eq!(gamma["programmedNodes"], "0/2", "{gamma}");
+    assert!(
+        gamma.get("announcedBy").is_none(),
+        "refused everywhere: announced by nobody: {gamma}"
+    );
     for n in gamma["nodes"].as_array().unwrap() {
         assert_eq!(n["programmed"], false, "{n}");
+        assert_eq!(
+            n["announcing"], false,
+            "a refusing node announces nothing: {n}"
+        );
         assert!(
             n["message"].as_str().is_some_and(|m| m.contains("ring")),
             "{n}"

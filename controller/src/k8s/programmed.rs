@@ -175,13 +175,16 @@ pub fn programmed(key: &ObjectKey, generation: Option<i64>, directors: &[NodeFac
     let mut refusals = Vec::new();
     let mut ready = 0;
     for n in directors {
-        let (programmed, message) = match verdict(key, n) {
-            Verdict::Programmed => (true, None),
+        // A node whose agent refused the object serves none of its
+        // addresses, so it announces none of them either, whatever the plan
+        // asked of it (the agent refuses announcing a VIP it does not serve).
+        let (programmed, refused, message) = match verdict(key, n) {
+            Verdict::Programmed => (true, false, None),
             Verdict::Refused(why) => {
                 refusals.push(format!("node {}: {why}", n.node));
-                (false, Some(why))
+                (false, true, Some(why))
             }
-            Verdict::Waiting(why) => (false, Some(why)),
+            Verdict::Waiting(why) => (false, false, Some(why)),
         };
         ready += usize::from(programmed);
         // A version that brought the object's current service, not the
@@ -197,7 +200,7 @@ pub fn programmed(key: &ObjectKey, generation: Option<i64>, directors: &[NodeFac
         };
         nodes.push(NodeProgram {
             node: n.node.to_string(),
-            announcing: n.announcing,
+            announcing: n.announcing && !refused,
             programmed,
             applied_version,
             message,

@@ -113,6 +113,13 @@ pub fn virtual_server_status(
             }))
             .collect(),
         programmed_nodes: programmed.summary(),
+        announced_by: programmed
+            .nodes
+            .iter()
+            .filter(|n| n.announcing)
+            .map(|n| n.node.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }
 
@@ -441,6 +448,7 @@ mod tests {
         assert_eq!(pending.programmed_nodes, "0/1");
         let programmed = status("Programmed");
         assert_eq!(programmed.programmed_nodes, "1/1");
+        assert_eq!(programmed.announced_by, "n1", "the ANNOUNCED BY column");
         assert_eq!(
             (
                 programmed.nodes[0].programmed,
