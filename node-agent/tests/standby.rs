@@ -85,6 +85,28 @@ fn a_standalone_pair_fails_over_each_way_and_a_dr_connection_survives() {
     );
     p.wait_owner(2, Duration::from_secs(2));
     held.echo("after link down");
+
+    // 5. The link comes back: dir-a takes the VIP back after the hold time
+    // and forwards again (the kernel flushed its neighbour entries for the
+    // backends when the link went down; the agent resolves them again).
+    p.tb.ip(&dir1, &["link", "set", "eth0", "up"]).unwrap();
+    p.wait_owner(1, Duration::from_secs(10));
+    for _ in 0..10 {
+        ballast_testbed::servers::tcp_probe(p.tb.client_ns(), target(), Duration::from_secs(2))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "through dir-a after its link came back: {e:#}\n{}",
+                    p.logs()
+                )
+            });
+    }
+    held.echo("after the link came back");
+    assert!(
+        p.log_of(1)
+            .contains("link up: the backends' next hops are resolved again"),
+        "{}",
+        p.logs()
+    );
     eprintln!(
         "client-side gaps (100 ms x 3): clean stop {stop_gap:?}, move back {back_gap:?}, \
          SIGKILL+detach {kill_gap:?}, link down {link_gap:?}"
@@ -98,20 +120,34 @@ fn a_standalone_pair_fails_over_each_way_and_a_dr_connection_survives() {
         assert!(gap < BOUND, "{what}: gap {gap:?}\n{}", p.logs());
     }
     assert!(p.log_of(2).contains("taking over"), "{}", p.logs());
-    let metrics = ballast_testbed::http::get(
-        p.tb.director_ns_at(2),
-        "127.0.0.1:9469".parse().unwrap(),
-        "/metrics",
-    )
-    .unwrap()
-    .body;
+    // /metrics: dir-a owns the VIP again, dir-b stands by, having taken
+    // it over three times (stop, death, link down) and handed it back.
+    let metrics = |i: usize| {
+        ballast_testbed::http::get(
+            p.tb.director_ns_at(i),
+            "127.0.0.1:9469".parse().unwrap(),
+            "/metrics",
+        )
+        .unwrap()
+        .body
+    };
+    let (a, b) = (metrics(1), metrics(2));
+    assert!(
+        a.contains("ballast_l2_vip_owner{vip=\"203.0.113.10\"} 1"),
+        "{a}"
+    );
+    assert!(
+        b.contains("ballast_l2_vip_owner{vip=\"203.0.113.10\"} 0"),
+        "{b}"
+    );
+    assert!(b.contains("ballast_l2_takeovers_total 3"), "{b}");
+    assert!(b.contains("ballast_l2_handovers_total 3"), "{b}");
     for series in [
-        "ballast_l2_takeovers_total",
         "ballast_l2_gratuitous_arps_total",
         "ballast_l2_heartbeats_received_total",
-        "ballast_l2_vip_owner{vip=\"203.0.113.10\"} 1",
+        "ballast_l2_peer_up{peer=\"dir-a\"} 1",
     ] {
-        assert!(metrics.contains(series), "{series} in\n{metrics}");
+        assert!(b.contains(series), "{series} in\n{b}");
     }
 }
 

@@ -132,6 +132,10 @@ fn known_health(
         .collect()
 }
 
+/// How often the core looks at the interface's carrier (a link flap
+/// flushes the backends' neighbour entries; see `Director::watch_carrier`).
+const CARRIER_POLL: Duration = Duration::from_secs(1);
+
 /// The inventory file as a [`Sink`] for the background writer.
 struct InventoryFile(InventoryPlace);
 
@@ -458,10 +462,15 @@ impl Agent {
             .clone()
             .map(|place| Writer::start(InventoryFile(place)));
         tokio::pin!(shutdown);
+        let mut carrier = tokio::time::interval(CARRIER_POLL);
+        carrier.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let due = self.inventory_due(writer.as_ref());
             tokio::select! {
                 Ok(()) = health_changes.changed() => self.health_changed(),
+                _ = carrier.tick() => {
+                    self.director.watch_carrier();
+                }
                 Some(request) = requests.0.recv() => match request {
                     Request::Apply { desired, reply } => {
                         let _ = reply.send(self.apply(desired));

@@ -110,6 +110,8 @@ pub struct Director {
     /// Whether every desired backend's next hop was looked at once since
     /// open (adopted backends included); after that, only new slots are.
     neighbours_primed: bool,
+    /// The interface's carrier as last seen by [`Self::watch_carrier`].
+    carrier_up: bool,
     /// Keys the next plan looks at whatever it is asked to touch: every
     /// programmed key after open or a failed write (what the maps hold was
     /// read back and is planned in full once, VIPs included), the services
@@ -180,8 +182,41 @@ impl Director {
             next_gen,
             neighbours,
             neighbours_primed: false,
+            carrier_up: true,
             last_apply: ApplyCost::default(),
         })
+    }
+
+    /// Looks at the interface's carrier (call it every second or so): when
+    /// the link came back up, every programmed backend's next hop is made
+    /// a managed neighbour again, since the kernel flushed them all when
+    /// it went down (without this, DR drops every packet after a link flap
+    /// until the backends change). Returns whether it re-resolved.
+    pub fn watch_carrier(&mut self) -> bool {
+        let Some(n) = &mut self.neighbours else {
+            return false;
+        };
+        let Ok(up) = super::carrier::is_up(n.interface()) else {
+            return false;
+        };
+        let came_up = up && !self.carrier_up;
+        self.carrier_up = up;
+        if came_up {
+            n.forget();
+            let backends: Vec<std::net::Ipv4Addr> = self
+                .programmed
+                .backends
+                .values()
+                .map(|b| abi::addr_of_be(b.addr))
+                .collect();
+            tracing::info!(
+                interface = %n.interface(),
+                backends = backends.len(),
+                "link up: the backends' next hops are resolved again (the kernel flushed them)"
+            );
+            n.ensure(backends);
+        }
+        came_up
     }
 
     pub fn programmed(&self) -> &Programmed {

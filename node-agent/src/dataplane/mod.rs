@@ -4,6 +4,7 @@
 //! (`clock`), sweeping expired flows (`sweeper`), and the maps' kernel
 //! memory (`map_memory`); `error` is what these can fail with.
 pub mod batch;
+pub mod carrier;
 pub mod clock;
 pub mod director;
 pub mod error;

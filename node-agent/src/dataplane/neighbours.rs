@@ -89,6 +89,19 @@ impl NeighbourKeeper {
         }
     }
 
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// Forgets what was checked: the next [`Self::ensure`] looks at every
+    /// backend it is given again. For after the link went down and came
+    /// back: the kernel flushes a link's neighbour entries when it goes
+    /// down, managed ones included, and nothing adds them back.
+    pub fn forget(&mut self) {
+        self.checked.clear();
+        self.managed.clear();
+    }
+
     /// Makes sure the next hop of each backend is a managed neighbour.
     /// Failures are logged, not fatal: forwarding still works through the
     /// kernel for FullNAT/NAT.

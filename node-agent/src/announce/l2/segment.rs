@@ -28,15 +28,6 @@ pub struct Segment {
     ifname: String,
 }
 
-fn ifreq_for(ifname: &str) -> libc::ifreq {
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { zeroed() };
-    for (i, b) in ifname.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
-        req.ifr_name[i] = b as libc::c_char;
-    }
-    req
-}
-
 impl Segment {
     /// Opens the socket in the calling thread's network namespace.
     pub fn open(ifname: &str) -> Result<Self, SegmentError> {
@@ -152,17 +143,8 @@ impl Segment {
         }
     }
 
-    /// Whether the interface is up with a carrier (IFF_RUNNING).
+    /// Whether the interface is up with a carrier.
     pub fn carrier(&self) -> io::Result<bool> {
-        let mut req = ifreq_for(&self.ifname);
-        // SAFETY: ioctl on our own socket with a valid ifreq.
-        let rc =
-            unsafe { libc::ioctl(self.fd.get_ref().as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: SIOCGIFFLAGS filled the flags member.
-        let flags = unsafe { req.ifr_ifru.ifru_flags } as i32;
-        Ok(flags & libc::IFF_RUNNING != 0 && flags & libc::IFF_UP != 0)
+        crate::dataplane::carrier::is_up(&self.ifname)
     }
 }

@@ -215,6 +215,8 @@ pub struct Standby {
     inputs: Vec<PeerInputs>,
     was_listening: bool,
     dirty: bool,
+    /// `pair_flags` per peer, until what they are computed from changes.
+    pair_cache: Vec<Option<u8>>,
 }
 
 impl Standby {
@@ -244,6 +246,7 @@ impl Standby {
             inputs: Vec::new(),
             was_listening: true,
             dirty: true,
+            pair_cache: Vec::new(),
         }
     }
 
@@ -281,6 +284,7 @@ impl Standby {
             Event::Serving(table) => {
                 self.own_digest = wire::digest(&table);
                 self.own = table;
+                self.pair_cache.clear();
                 self.dirty = true;
             }
             Event::LinkDown => {
@@ -297,6 +301,7 @@ impl Standby {
             }
             Event::Stop => {
                 self.stopping = true;
+                self.pair_cache.clear();
                 for vip in std::mem::take(&mut self.held) {
                     out.push(Action::Release(vip));
                 }
@@ -310,7 +315,14 @@ impl Standby {
         self.liveness_changes(now, &mut out);
         self.probe(now, &mut out);
         if now >= self.next_heartbeat {
-            self.next_heartbeat = now + self.timing.interval;
+            // On the interval's own grid, not `now + interval`: ticks come
+            // late by up to a tick, and the slip would stretch every
+            // interval (a peer would see 100-125 ms instead of 100). A
+            // schedule fallen behind by a whole interval starts again.
+            self.next_heartbeat += self.timing.interval;
+            if self.next_heartbeat <= now {
+                self.next_heartbeat = now + self.timing.interval;
+            }
             self.heartbeats(now, sent_ms, &mut out);
         }
         let inputs: Vec<PeerInputs> = self
@@ -351,20 +363,37 @@ impl Standby {
         let h = &msg.header;
         let stamp = (h.incarnation, h.sent_ms, h.seq);
         let p = &mut self.peers[i];
-        if let Some((inc, ms, seq)) = p.last {
-            // A replay, or a datagram overtaken by a later one: within one
+        let heartbeat = matches!(msg.body, Body::Heartbeat(_));
+        match (p.last, heartbeat) {
+            // A replay, or a heartbeat overtaken by a later one: within one
             // incarnation the sequence only grows; a new incarnation (a
             // restart) must have been sent later than the last one seen.
-            let newer = if inc == h.incarnation {
-                h.seq > seq
-            } else {
-                h.sent_ms > ms
-            };
-            if !newer {
-                return;
+            // Heartbeats carry state, so only the newest counts.
+            (Some((inc, ms, seq)), true) => {
+                let newer = if inc == h.incarnation {
+                    h.seq > seq
+                } else {
+                    h.sent_ms > ms
+                };
+                if !newer {
+                    return;
+                }
             }
+            // A table chunk is taken in any order (a reordered chunk is not
+            // lost: a table of 10k VIPs is some 140 of them), from the
+            // incarnation whose heartbeats are heard, or before any is (the
+            // answer to our first heartbeat may overtake theirs); one of an
+            // older run is refused. Its digest is checked whole anyway.
+            (Some((inc, ..)), false) if inc != h.incarnation => return,
+            (_, false) | (None, true) => {}
         }
-        p.last = Some(stamp);
+        if heartbeat {
+            p.last = Some(stamp);
+        }
+        if p.name.as_deref() != Some(h.node.as_str()) {
+            self.pair_cache.clear();
+        }
+        let p = &mut self.peers[i];
         p.name = Some(h.node.clone());
         p.mac = Some(h.mac);
         match msg.body {
@@ -411,6 +440,7 @@ impl Standby {
                     if wire::digest(&table) == *digest {
                         p.table_digest = *digest;
                         p.table = table;
+                        self.pair_cache.clear();
                         self.dirty = true;
                     }
                     p.assembling = None;
@@ -459,7 +489,19 @@ impl Standby {
 
     fn heartbeats(&mut self, now: Instant, sent_ms: u64, out: &mut Vec<Action>) {
         for i in 0..self.peers.len() {
-            let pair = self.pair_flags(i);
+            // Cached: computing them walks every held VIP, and nothing they
+            // read changes between two heartbeats in steady state.
+            let pair = match self.pair_cache.get(i).copied().flatten() {
+                Some(f) => f,
+                None => {
+                    let f = self.pair_flags(i);
+                    if self.pair_cache.len() <= i {
+                        self.pair_cache.resize(i + 1, None);
+                    }
+                    self.pair_cache[i] = Some(f);
+                    f
+                }
+            };
             let p = &self.peers[i];
             let heard = p
                 .since
@@ -573,6 +615,9 @@ impl Standby {
         }
         for vip in want.difference(&self.held) {
             out.push(Action::Claim(*vip));
+        }
+        if self.held != want {
+            self.pair_cache.clear();
         }
         self.held = want;
     }
