@@ -32,15 +32,15 @@
 //! peer (Ballast's `ballast_l2_heartbeats_sent_total`; keepalived's VRRP
 //! packets, counted by an nftables rule on the master's output hook).
 //!
-//! Measured here (2 shared cores, other tests running; N = 20, 684 s):
-//! median / worst, Ballast against keepalived 2.2.7: clean stop 10 / 10
-//! against 70 / 80 ms (keepalived's backup waits its skew time after a
-//! priority-0 advert), node death 255 / 300 against 320 / 360 ms, link
-//! down 270 / 320 against 325 / 370 ms. Heartbeats 9.2/s per peer against
-//! keepalived's 10.0 adverts/s. After each link down and up, Ballast's
-//! director 1 announced the VIP but dropped the client's DR packets (its
-//! managed neighbour entries for the backends went with the link and were
-//! not added again) until its agent was restarted.
+//! Measured here (2 shared cores; N = 6, 178 s): median / worst, Ballast
+//! against keepalived 2.2.7: clean stop 10 / 10 against 70 / 70 ms
+//! (keepalived's backup waits its skew time after a priority-0 advert),
+//! node death 225 / 240 against 310 / 350 ms, link down 265 / 280 against
+//! 275 / 370 ms; heartbeats 10.0/s per peer against keepalived's 10.0
+//! adverts/s. (An earlier N = 20 run found that after a link flap the
+//! director dropped DR packets until its agent restarted, the kernel
+//! having flushed the backends' neighbours, and that heartbeats slipped to
+//! 9.2/s: both fixed since; the repair counter below stays for them.)
 //!
 //! Run as root: `cargo bench -p ballast-agent --bench failover`;
 //! BALLAST_FAILOVER_RUNS (default 20) runs per way of dying. Needs
