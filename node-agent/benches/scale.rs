@@ -233,6 +233,7 @@ pub(crate) fn open_agent(pin_root: &Path, n: usize) -> Agent {
             metrics: None,
             sweep_interval: Duration::ZERO,
             standby: None,
+            garp_from: None,
         },
     )
 }

@@ -105,6 +105,7 @@ fn load_and_forward(n: usize) {
             metrics: None,
             sweep_interval: Duration::ZERO,
             standby: None,
+            garp_from: None,
         },
     );
     // From the director's namespace: new backends' next hops are resolved

@@ -147,3 +147,58 @@ fn standalone_serves_yaml_survives_sigkill_and_reloads() {
     stdout_ok(&out);
     assert!(!pin_dir.exists());
 }
+
+/// The gratuitous ARPs the client saw for `vip` in the next `wait`: sent
+/// by the director's MAC, sender and target both the VIP.
+fn gratuitous_arps(
+    arp: &testbed::arp::ArpSocket,
+    vip: std::net::Ipv4Addr,
+    wait: Duration,
+) -> usize {
+    arp.frames(wait)
+        .into_iter()
+        .filter(|a| a.op == 1 && a.spa == vip && a.tpa == vip && a.sha == testbed::DIRECTOR_MAC)
+        .count()
+}
+
+#[test]
+fn a_vip_the_agent_starts_announcing_is_announced_with_gratuitous_arps() {
+    require_root("network namespaces, XDP and bpffs pins");
+    let prefix = format!("bsg{}", std::process::id() % 1000);
+    let tb = Testbed::build(&TestbedSpec::new(&prefix).backends(2)).unwrap();
+    let work = WorkDir::new(&prefix);
+    tb.attach_test_xdp_pass().unwrap();
+    let conf = work.conf();
+    std::fs::write(conf.join("web.yaml"), WEB).unwrap();
+    let pins = PinRoot::new(&format!("ballast-{prefix}"));
+    let arp = testbed::arp::ArpSocket::open(tb.client_ns(), "eth0");
+    let mut agent = start_standalone(BIN, &tb, pins.path(), &conf, &[], &work.file("agent.log"));
+    agent.wait_log_count("configuration applied", 1);
+    // 0, 100 ms, 300 ms and 1 s after the apply (the fifth comes at 5 s).
+    let vip = testbed::VIP;
+    let first = gratuitous_arps(&arp, vip, Duration::from_millis(1500));
+    assert!(
+        (3..=4).contains(&first),
+        "{first} gratuitous ARPs for {vip} in 1.5 s\n{}",
+        agent.log()
+    );
+    // A second VIP added by a reload gets its own; the first gets no more
+    // once its schedule is done.
+    let more = WEB.replace(
+        "addresses: [203.0.113.10]",
+        "addresses: [203.0.113.10, 203.0.113.12]",
+    );
+    std::fs::write(conf.join("web.yaml"), more).unwrap();
+    agent.wait_log_count("configuration applied", 2);
+    let frames = arp.frames(Duration::from_millis(1500));
+    let count = |v: std::net::Ipv4Addr| {
+        frames
+            .iter()
+            .filter(|a| a.op == 1 && a.spa == v && a.tpa == v && a.sha == testbed::DIRECTOR_MAC)
+            .count()
+    };
+    assert!(
+        count(std::net::Ipv4Addr::new(203, 0, 113, 12)) >= 3,
+        "{frames:?}"
+    );
+}

@@ -44,6 +44,7 @@ use super::report::{ApplyError, ApplyReport};
 use super::retire;
 use super::usage::{self, Usage, VerdictAges};
 use super::wanted::{Wanted, WantedChange};
+use crate::announce::l2::garp::GarpSchedule;
 use crate::dataplane::sweeper::{PeriodicSweeper, SweepOptions, SweepReport};
 use crate::dataplane::{self, Director, DirectorError, NodeSettings, PlanError};
 use crate::health::{self, HealthChecker};
@@ -72,6 +73,10 @@ pub struct AgentOptions {
     /// The hot-standby announcer's counters, served on `/metrics` beside
     /// the data plane's (the announcer runs beside the core).
     pub standby: Option<Arc<crate::announce::l2::StandbyCounters>>,
+    /// (interface, its MAC): where gratuitous ARPs go when a version makes
+    /// this node announce a VIP it did not; None: none are sent (in-process
+    /// tests without an interface).
+    pub garp_from: Option<(String, [u8; 6])>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -462,21 +467,44 @@ impl Agent {
             .clone()
             .map(|place| Writer::start(InventoryFile(place)));
         tokio::pin!(shutdown);
+        let mut garps = self.opts.garp_from.clone().and_then(|(ifname, mac)| {
+            match crate::announce::l2::segment::Segment::open(&ifname) {
+                Ok(s) => Some((s, mac, GarpSchedule::default())),
+                Err(e) => {
+                    warn!("no gratuitous ARPs on takeover: {e}");
+                    None
+                }
+            }
+        });
         let mut carrier = tokio::time::interval(CARRIER_POLL);
         carrier.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let due = self.inventory_due(writer.as_ref());
+            let garp_due = garps.as_ref().and_then(|(_, _, g)| g.next());
             tokio::select! {
+                () = tokio::time::sleep_until(garp_due.map_or_else(tokio::time::Instant::now, Into::into)), if garp_due.is_some() => {
+                    if let Some((segment, mac, g)) = &mut garps {
+                        g.send_due(segment, *mac, std::time::Instant::now());
+                    }
+                }
                 Ok(()) = health_changes.changed() => self.health_changed(),
                 _ = carrier.tick() => {
                     self.director.watch_carrier();
                 }
                 Some(request) = requests.0.recv() => match request {
                     Request::Apply { desired, reply } => {
-                        let _ = reply.send(self.apply(desired));
+                        let before = garps.is_some().then(|| self.held.announce().l2.clone());
+                        let report = self.apply(desired);
+                        self.schedule_garps(before, garps.as_mut().map(|(_, _, g)| g));
+                        let _ = reply.send(report);
                     }
                     Request::Change { change, reply } => {
-                        let _ = reply.send(self.apply_change(change));
+                        // Only a change that names announcements can move them.
+                        let before = (garps.is_some() && change.announce.is_some())
+                            .then(|| self.held.announce().l2.clone());
+                        let report = self.apply_change(change);
+                        self.schedule_garps(before, garps.as_mut().map(|(_, _, g)| g));
+                        let _ = reply.send(report);
                     }
                     Request::Usage { reply } => {
                         let last = tables
@@ -497,6 +525,28 @@ impl Agent {
         }
         drop(sweeper);
         Ok(())
+    }
+
+    /// A VIP this node announces now and did not `before` an apply gets
+    /// gratuitous ARPs (a new owner after the controller moved it, or a
+    /// fresh start), rather than every client waiting for its ARP entry to
+    /// expire; one it let go gets no more.
+    fn schedule_garps(
+        &self,
+        before: Option<std::collections::BTreeSet<std::net::Ipv4Addr>>,
+        garps: Option<&mut GarpSchedule>,
+    ) {
+        let (Some(before), Some(g)) = (before, garps) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let after = &self.held.announce().l2;
+        for vip in after.difference(&before) {
+            g.start(*vip, now);
+        }
+        for vip in before.difference(after) {
+            g.cancel(*vip);
+        }
     }
 
     /// What the link's heartbeat reports; `swept`: the sweeper's last

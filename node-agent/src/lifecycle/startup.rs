@@ -123,6 +123,7 @@ pub fn open_agent(
         .maps_mut()
         .write_refusal_limit(refusal_limit(opts.refusals, cpus))
         .context("writing the refusal rate limit")?;
+    let mac = settings.mac;
     Ok(Agent::new(
         director,
         settings,
@@ -135,6 +136,7 @@ pub fn open_agent(
             metrics: opts.metrics,
             sweep_interval: opts.sweep_interval,
             standby: None,
+            garp_from: Some((opts.interface.clone(), mac)),
         },
     ))
 }

@@ -36,6 +36,7 @@ pub fn agent(
             metrics: None,
             sweep_interval: Duration::ZERO,
             standby: None,
+            garp_from: None,
         },
     )
 }

@@ -5,6 +5,7 @@
 //! (the ARP socket and carrier, the maps and liveness stamp, the task).
 pub mod arp;
 pub mod counters;
+pub mod garp;
 pub mod options;
 pub mod owned;
 pub mod segment;

@@ -4,7 +4,7 @@
 //! carried out here, in order.
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,23 +16,11 @@ use tracing::{info, warn};
 
 use super::arp;
 use super::counters::StandbyCounters;
+use super::garp::GarpSchedule;
 use super::owned::OwnedMaps;
 use super::segment::Segment;
 use super::standby::{Action, Event, Standby, Table, Timing};
 use super::wire::{self, Body, Key};
-
-/// When gratuitous ARPs go out after a takeover, from the claim: five, as
-/// keepalived's `vrrp_garp_master_repeat` default, but spread rather than
-/// back to back, so that one lost frame, a switch still learning the port,
-/// or a host that was busy does not keep a client on the old MAC; the last
-/// at 5 s matches keepalived's `vrrp_garp_master_delay` second round.
-pub const GARP_SCHEDULE: [Duration; 5] = [
-    Duration::ZERO,
-    Duration::from_millis(100),
-    Duration::from_millis(300),
-    Duration::from_secs(1),
-    Duration::from_secs(5),
-];
 
 /// Ticks per heartbeat interval: liveness is judged this often, so a
 /// missed deadline is seen within a quarter interval.
@@ -68,8 +56,7 @@ struct Shell {
     segment: Segment,
     mac: [u8; 6],
     counters: Arc<StandbyCounters>,
-    /// (when, VIP, index into GARP_SCHEDULE of the next one)
-    garps: Vec<(Instant, Ipv4Addr, usize)>,
+    garps: GarpSchedule,
     served: Table,
     link_up: bool,
     /// When a refused datagram was last logged, and how many since: a
@@ -145,7 +132,7 @@ pub async fn run(
         segment,
         mac,
         counters,
-        garps: Vec::new(),
+        garps: GarpSchedule::default(),
         served: Table::new(),
         link_up: true,
         refused_log: (None, 0),
@@ -251,13 +238,13 @@ impl Shell {
                 Action::Claim(IpAddr::V4(v)) => {
                     self.maps.claim(v)?;
                     self.counters.count(|c| &c.takeovers);
-                    self.garps.push((Instant::now(), v, 0));
+                    self.garps.start(v, Instant::now());
                     claimed.push(v);
                 }
                 Action::Release(IpAddr::V4(v)) => {
                     self.maps.release(v)?;
                     self.counters.count(|c| &c.handovers);
-                    self.garps.retain(|(_, g, _)| *g != v);
+                    self.garps.cancel(v);
                     released += 1;
                 }
                 // IPv6 VIPs are refused before they reach the table (the
@@ -328,22 +315,10 @@ impl Shell {
     }
 
     fn send_due_garps(&mut self) {
-        let now = Instant::now();
-        let mut next = Vec::with_capacity(self.garps.len());
-        for (at, vip, k) in std::mem::take(&mut self.garps) {
-            if at > now {
-                next.push((at, vip, k));
-                continue;
-            }
-            match self.segment.send(&arp::gratuitous(self.mac, vip)) {
-                Ok(()) => self.counters.count(|c| &c.gratuitous_arps),
-                Err(e) => tracing::debug!(%vip, "gratuitous ARP: {e}"),
-            }
-            if let Some(later) = GARP_SCHEDULE.get(k + 1) {
-                next.push((at + (*later - GARP_SCHEDULE[k]), vip, k + 1));
-            }
+        let sent = self.garps.send_due(&self.segment, self.mac, Instant::now());
+        for _ in 0..sent {
+            self.counters.count(|c| &c.gratuitous_arps);
         }
-        self.garps = next;
     }
 
     /// Clean stop: release everything, tell the peers (three times: one
