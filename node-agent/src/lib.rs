@@ -1,5 +1,6 @@
 pub mod abi;
 pub mod announce;
+pub mod cli;
 pub mod config_files;
 pub mod core;
 pub mod dataplane;
