@@ -186,13 +186,13 @@ impl Agent {
         }
     }
 
-    /// What the last apply (or health re-apply) cost and wrote.
     /// Serves the announcer's counters on `/metrics` too.
     pub fn with_standby_counters(mut self, c: Arc<crate::announce::l2::StandbyCounters>) -> Self {
         self.opts.standby = Some(c);
         self
     }
 
+    /// What the last apply (or health re-apply) cost and wrote.
     pub fn last_apply(&self) -> &ApplyPhases {
         &self.last_apply
     }

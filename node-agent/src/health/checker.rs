@@ -94,11 +94,12 @@ impl HealthChecker {
     }
 
     /// The last known verdicts of a previous agent on this interface (read
-    /// back from its inventory): the first [`Self::set_targets`] starts
-    /// each target it knows from its verdict (UP or DOWN, with its
-    /// transitions and last failure; the counts of the probes in a row
-    /// start again), so that a restart sends no new flow to a backend
-    /// known to be down. A target it never probed starts UP, as always.
+    /// back from its inventory), for [`Self::adopt_known`] to give the
+    /// first targets after the restart (UP or DOWN, with their transitions
+    /// and last failure; the counts of the probes in a row start again), so
+    /// that a restart sends no new flow to a backend known to be down. A
+    /// target it never probed starts UP, as always; the first
+    /// [`Self::set_targets`] drops what was not adopted.
     pub fn seed(&mut self, known: HashMap<(SocketAddr, String), Health>) {
         self.known = known;
     }
@@ -144,22 +145,14 @@ impl HealthChecker {
             }
             keep
         });
-        // Only the first targets after a restart are the previous agent's
-        // (those `adopt_known` did not take already).
-        let known = std::mem::take(&mut self.known);
+        // Only the first targets after a restart are the previous agent's.
+        self.known.clear();
         for t in wanted {
             if self.tasks.contains_key(&t) {
                 continue;
             }
-            let seeded = known
-                .get(&(t.addr, super::apply::describe(&t.check)))
-                .map(|h| Health {
-                    consecutive_successes: 0,
-                    consecutive_failures: 0,
-                    ..h.clone()
-                });
-            // A verdict adopted ahead of the task stays.
-            let start = verdicts.remove(&t).or(seeded).unwrap_or_default();
+            // A verdict adopted ahead of the task stays; else UP.
+            let start = verdicts.remove(&t).unwrap_or_default();
             verdicts.insert(t.clone(), start);
             let task = tokio::spawn(probe_forever(t.clone(), self.shared.clone()));
             self.tasks.insert(t, task);
@@ -360,6 +353,8 @@ mod tests {
             ((fresh.addr, "http GET / -> 200".to_string()), known.clone()),
             ((later.addr, "tcp".to_string()), known.clone()),
         ]));
+        // As the agent's first apply does: adopted, then probed.
+        checker.adopt_known(&[down.clone(), fresh.clone()]);
         checker.set_targets([down.clone(), fresh.clone()].into());
         let v = checker.verdicts();
         assert_eq!(

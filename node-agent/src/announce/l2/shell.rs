@@ -57,7 +57,6 @@ struct Shell {
     mac: [u8; 6],
     counters: Arc<StandbyCounters>,
     garps: GarpSchedule,
-    served: Table,
     link_up: bool,
     /// When a refused datagram was last logged, and how many since: a
     /// member with the wrong key sends ten a second.
@@ -133,7 +132,6 @@ pub async fn run(
         mac,
         counters,
         garps: GarpSchedule::default(),
-        served: Table::new(),
         link_up: true,
         refused_log: (None, 0),
         opts,
@@ -169,9 +167,6 @@ pub async fn run(
 
 impl Shell {
     fn event(&mut self, ev: Event) -> anyhow::Result<()> {
-        if let Event::Serving(t) = &ev {
-            self.served = t.clone();
-        }
         let actions = self.sm.step(Instant::now(), ev, unix_ms());
         self.carry_out(actions)
     }
@@ -311,7 +306,7 @@ impl Shell {
             .map(|p| (p.name.unwrap_or_else(|| p.addr.to_string()), p.live))
             .collect();
         self.counters
-            .set_state(self.served.keys().copied(), self.sm.held(), peers);
+            .set_state(self.sm.serving().keys().copied(), self.sm.held(), peers);
     }
 
     fn send_due_garps(&mut self) {

@@ -133,8 +133,6 @@ struct Peer {
     table_digest: u64,
     /// Its table as the chunks of one digest arrive.
     assembling: Option<Assembly>,
-    /// The digest of our table it says it holds.
-    holds_ours: Option<u64>,
     table_sent: Option<Instant>,
     probed: Option<Instant>,
     /// Liveness as last reported (PeerUp/PeerDown only on change).
@@ -157,7 +155,6 @@ impl Peer {
             table: Table::new(),
             table_digest: wire::digest([]),
             assembling: None,
-            holds_ours: None,
             table_sent: None,
             probed: None,
             reported_live: false,
@@ -248,6 +245,11 @@ impl Standby {
             dirty: true,
             pair_cache: Vec::new(),
         }
+    }
+
+    /// What this node serves, with its priority for each VIP.
+    pub fn serving(&self) -> &Table {
+        &self.own
     }
 
     pub fn held(&self) -> &BTreeSet<IpAddr> {
@@ -412,7 +414,6 @@ impl Standby {
                 p.last_heartbeat = Some(now);
                 p.pair = hb.pair;
                 p.heard_me = Some((Duration::from_millis(hb.heard_you_ms.into()), now));
-                p.holds_ours = Some(hb.your_digest);
                 if hb.your_digest != self.own_digest
                     && p.table_sent
                         .is_none_or(|t| now >= t + self.timing.interval * 2)
